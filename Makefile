@@ -1,0 +1,68 @@
+# lightning_pc: two commands, `make test` and `make demo`, each complete on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_CLUSTER ?= torch-cluster
+APT_PACKAGES := libusb-1.0-0 libgomp1 libvulkan1 mesa-vulkan-drivers
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: test demo install sysdeps lint bench clean
+
+# --- setup, in stages; each stage leaves a stamp so a second run takes seconds -------------
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip wheel setuptools
+	touch $@
+
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo ">> installing Debian packages for Open3D:$$missing"; \
+	    (apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
+	     (apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing)); \
+	  else \
+	    echo "Open3D needs Debian packages that are missing:$$missing"; \
+	    echo "Run as root:  sudo apt-get update && sudo apt-get install -y $(APT_PACKAGES)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(VENV)/.torch: $(VENV)/.created
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
+	touch $@
+
+$(VENV)/.torch_cluster: $(VENV)/.torch
+	@echo ">> torch-cluster (compiles from source the first time, ~9 min on 2 cores; pip caches the wheel)"
+	$(PY) -c "import torch_cluster" 2>/dev/null || $(PIP) install --no-build-isolation "$(TORCH_CLUSTER)"
+	touch $@
+
+$(VENV)/.package: $(VENV)/.torch_cluster pyproject.toml
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: sysdeps $(VENV)/.package
+
+# --- the two commands ------------------------------------------------------------------
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m lightning_pc.demo
+
+lint: install
+	$(VENV)/bin/ruff check lightning_pc tests benchmarks
+	$(VENV)/bin/mypy lightning_pc
+
+bench: install
+	$(PY) benchmarks/ops.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
