@@ -1,0 +1,30 @@
+"""Neighbour ops for point clouds, with torch-cluster's names, signatures and conventions.
+
+``knn``, ``knn_graph``, ``radius``, ``radius_graph``, ``fps``, ``grid_cluster`` and
+``nearest`` are drop-in replacements for torch-cluster's functions; ``knn_interpolate``
+follows PyG and ``chamfer_distance`` PyTorch3D. Each op picks the fastest installed backend
+for the inputs' device (see :mod:`lightning_pc.ops._backend`); ``backend=`` or the
+environment variable ``LIGHTNING_PC_OPS_BACKEND`` forces one.
+"""
+
+from lightning_pc.ops._backend import BACKENDS, ENV_VAR, available
+from lightning_pc.ops.chamfer import chamfer_distance
+from lightning_pc.ops.grid import grid_cluster
+from lightning_pc.ops.interpolate import knn_interpolate
+from lightning_pc.ops.neighbors import knn, knn_graph, nearest, radius, radius_graph
+from lightning_pc.ops.sampling import fps
+
+__all__ = [
+    "BACKENDS",
+    "ENV_VAR",
+    "available",
+    "chamfer_distance",
+    "fps",
+    "grid_cluster",
+    "knn",
+    "knn_graph",
+    "knn_interpolate",
+    "nearest",
+    "radius",
+    "radius_graph",
+]

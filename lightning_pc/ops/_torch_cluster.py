@@ -1,0 +1,51 @@
+"""torch-cluster backend: thin wrappers that give its kernels our exact semantics."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_pc.ops._checks import Packed
+
+
+def _batch(p: Packed) -> Tensor:
+    counts = p.counts().to(p.pos.device)
+    return torch.repeat_interleave(torch.arange(p.num_clouds, device=p.pos.device), counts)
+
+
+def knn(x: Packed, y: Packed, k: int, cosine: bool = False) -> tuple[Tensor, Tensor]:
+    import torch_cluster
+
+    out = torch_cluster.knn(
+        x.pos, y.pos, k, _batch(x), _batch(y), cosine=cosine, num_workers=torch.get_num_threads()
+    )
+    return out[0], out[1]
+
+
+def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
+    """The ``max_num_neighbors`` nearest points strictly within ``r``.
+
+    torch-cluster's own ``radius`` truncates differently on CPU (whatever its kd-tree visits
+    first) and CUDA (first by index); its ``knn`` followed by a distance filter gives the
+    nearest-first rule on both.
+    """
+    row, col = knn(x, y, max_num_neighbors)
+    d = (x.pos[col] - y.pos[row]).square().sum(dim=1)
+    keep = d < float(r) * float(r)
+    return row[keep], col[keep]
+
+
+def fps(src: Packed, ratio: float | Tensor, start: Tensor) -> Tensor:
+    """torch-cluster's FPS, started at ``start`` by rotating each cloud so it comes first."""
+    import torch_cluster
+
+    device = src.pos.device
+    counts = src.counts().to(device)
+    ptr = src.ptr.to(device)
+    batch = torch.repeat_interleave(torch.arange(src.num_clouds, device=device), counts)
+    local = torch.arange(src.pos.size(0), device=device) - ptr[:-1][batch]
+    rotated = ptr[:-1][batch] + (local + start.to(device)[batch]) % counts[batch]
+    if isinstance(ratio, Tensor):
+        ratio = ratio.to(device)
+    idx = torch_cluster.fps(src.pos[rotated], batch, ratio, random_start=False)
+    return rotated[idx]

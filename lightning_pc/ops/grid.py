@@ -1,0 +1,74 @@
+"""Voxel-grid clustering with torch-cluster's ``grid_cluster`` semantics."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_pc.ops._backend import resolve
+from lightning_pc.ops._checks import check_points
+
+
+def _per_dim(name: str, v: float | list[float] | Tensor | None, like: Tensor) -> Tensor | None:
+    if v is None:
+        return None
+    t = torch.as_tensor(v, dtype=like.dtype, device=like.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(like.size(1))
+    if t.numel() != like.size(1):
+        raise ValueError(f"{name} needs 1 or {like.size(1)} values, got {t.numel()}")
+    return t
+
+
+def grid_cluster(
+    pos: Tensor,
+    size: float | list[float] | Tensor,
+    start: float | list[float] | Tensor | None = None,
+    end: float | list[float] | Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""Assigns each point the id of the voxel of edge ``size`` that holds it.
+
+    Voxel coordinates are ``trunc((pos - start) / size)`` per axis, flattened with the
+    first axis fastest over a grid spanning ``start`` to ``end`` (defaults: the points'
+    minimum and maximum), exactly as torch-cluster. Ids are not consecutive; pass them
+    through ``torch.unique(..., return_inverse=True)`` for that.
+
+    Args:
+        pos: ``[N, D]`` points (append the batch index as a coordinate with a size of 1 to
+            keep clouds apart).
+        size: voxel edge, one value or one per axis; must be positive.
+        start: grid origin per axis.
+        end: grid end per axis.
+        backend: force a backend.
+
+    Returns:
+        ``[N]`` long voxel ids.
+    """
+    pos = check_points("pos", pos)
+    sz = _per_dim("size", size, pos)
+    assert sz is not None
+    if bool((sz <= 0).any()):
+        raise ValueError(f"voxel size must be positive, got {sz.tolist()}")
+    if pos.size(0) == 0:
+        return torch.empty(0, dtype=torch.long, device=pos.device)
+    st = _per_dim("start", start, pos)
+    en = _per_dim("end", end, pos)
+    st = pos.min(dim=0).values if st is None else st
+    en = pos.max(dim=0).values if en is None else en
+    num_voxels = ((en - st) / sz).long() + 1
+    stride = torch.ones_like(num_voxels)
+    stride[1:] = torch.cumprod(num_voxels, 0)[:-1]
+    if float(num_voxels.double().prod()) >= 2.0**63:
+        raise ValueError("the grid has more than 2**63 voxels; use a larger voxel size")
+    name = resolve("grid", pos.device, backend)
+    if name == "numba":
+        from lightning_pc.ops import _numba
+
+        return _numba.grid(pos, sz, st, stride)
+    if name == "torch_cluster":
+        import torch_cluster
+
+        return torch_cluster.grid_cluster(pos, sz.contiguous(), st.contiguous(), en.contiguous())
+    return (((pos - st) / sz).long() * stride).sum(dim=1)

@@ -1,0 +1,254 @@
+"""k-nearest-neighbour and radius search with torch-cluster's signatures and conventions.
+
+Every function returns an edge index ``[2, E]``: for :func:`knn` and :func:`radius`,
+``row`` indexes the queries ``y`` and ``col`` the searched points ``x``; rows come out
+ascending and, within a row, neighbours ascending by distance.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lightning_pc.ops import _reference
+from lightning_pc.ops._backend import resolve
+from lightning_pc.ops._checks import Packed, check_points, num_clouds, pack, restore_rows, same_device
+
+Flow = Literal["source_to_target", "target_to_source"]
+
+
+def _prepare(
+    x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, batch_size: int | None
+) -> tuple[Packed, Packed]:
+    x = check_points("x", x)
+    y = check_points("y", y, dim=x.size(1))
+    same_device(x, y, "x and y")
+    if x.dtype != y.dtype:
+        raise ValueError(f"x and y must share a dtype, got {x.dtype} and {y.dtype}")
+    size = num_clouds(batch_x, batch_y, batch_size=batch_size)
+    return pack("x", x, batch_x, size), pack("y", y, batch_y, size)
+
+
+def _run_knn(px: Packed, py: Packed, k: int, cosine: bool, backend: str | None) -> Tensor:
+    device = px.pos.device
+    if px.pos.size(0) == 0 or py.pos.size(0) == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    name = resolve("knn", device, backend)
+    if cosine and name == "scipy":
+        name = "torch"  # a kd-tree has no cosine metric
+    if name == "scipy":
+        from lightning_pc.ops import _scipy
+
+        row, col = _scipy.knn(px, py, k)
+    elif name == "torch_cluster":
+        from lightning_pc.ops import _torch_cluster
+
+        row, col = _torch_cluster.knn(px, py, k, cosine)
+    else:
+        row, col = _reference.knn(px, py, k, cosine)
+    row, col = restore_rows(row.to(device), col.to(device), py, px)
+    return torch.stack([row, col])
+
+
+def knn(
+    x: Tensor,
+    y: Tensor,
+    k: int,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    cosine: bool = False,
+    num_workers: int = 1,
+    batch_size: int | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""For each point in ``y``, the ``k`` nearest points in ``x`` of the same cloud.
+
+    Args:
+        x: ``[N, D]`` points searched.
+        y: ``[M, D]`` query points.
+        k: neighbours per query. A cloud with fewer than ``k`` points in ``x`` yields all of
+            them; an empty cloud yields none.
+        batch_x: ``[N]`` cloud index of each point of ``x`` (need not be sorted).
+        batch_y: ``[M]`` cloud index of each point of ``y``.
+        cosine: use the cosine distance ``1 - cos(x, y)`` instead of Euclidean.
+        num_workers: accepted for torch-cluster compatibility; threads follow
+            ``torch.get_num_threads()``.
+        batch_size: number of clouds, if known (saves a device sync).
+        backend: force a backend (see :mod:`lightning_pc.ops._backend`).
+
+    Returns:
+        ``[2, E]`` long tensor: ``row`` indexes ``y``, ``col`` indexes ``x``.
+
+    Raises:
+        ValueError: on NaN/infinite coordinates, mismatched shapes or bad batch vectors.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    px, py = _prepare(x, y, batch_x, batch_y, batch_size)
+    return _run_knn(px, py, int(k), cosine, backend)
+
+
+def knn_graph(
+    x: Tensor,
+    k: int,
+    batch: Tensor | None = None,
+    loop: bool = False,
+    flow: Flow = "source_to_target",
+    cosine: bool = False,
+    num_workers: int = 1,
+    batch_size: int | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""The k-nearest-neighbour graph of ``x``.
+
+    With ``flow="source_to_target"`` (PyG's message-passing default) an edge ``(j, i)``
+    means ``j`` is one of the ``k`` nearest neighbours of ``i``: ``row`` holds neighbours,
+    ``col`` centres. Without ``loop`` a point is not its own neighbour, and each point
+    still gets ``k`` neighbours (where its cloud has them).
+    """
+    if flow not in ("source_to_target", "target_to_source"):
+        raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    px, py = _prepare(x, x, batch, batch, batch_size)
+    centre, nbr = _run_knn(px, py, int(k) if loop else int(k) + 1, cosine, backend)
+    if not loop:
+        keep = centre != nbr
+        centre, nbr = centre[keep], nbr[keep]
+        centre, nbr = _drop_extra(centre, nbr, int(k))
+    if flow == "source_to_target":
+        return torch.stack([nbr, centre])
+    return torch.stack([centre, nbr])
+
+
+def _drop_extra(row: Tensor, col: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Keeps at most ``k`` entries per row (rows ascending and contiguous).
+
+    Where duplicate points make the self-loop tie with another point, the self-loop may not
+    be among the ``k + 1`` returned; then ``k + 1`` genuine neighbours remain and the
+    farthest is dropped here.
+    """
+    if row.numel() == 0:
+        return row, col
+    start = torch.ones_like(row, dtype=torch.bool)
+    start[1:] = row[1:] != row[:-1]
+    first = torch.cummax(torch.where(start, torch.arange(row.numel(), device=row.device), 0), 0)[0]
+    rank = torch.arange(row.numel(), device=row.device) - first
+    keep = rank < k
+    return row[keep], col[keep]
+
+
+def radius(
+    x: Tensor,
+    y: Tensor,
+    r: float,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    max_num_neighbors: int = 32,
+    num_workers: int = 1,
+    batch_size: int | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""For each point in ``y``, the points of ``x`` (same cloud) strictly within ``r``.
+
+    Truncation rule, the same on every backend and device: when more than
+    ``max_num_neighbors`` points lie within ``r``, the ``max_num_neighbors`` **nearest** are
+    kept. (torch-cluster keeps a kd-tree-order subset on CPU and the first by index on CUDA;
+    PointNet++'s ball query the first by index.) Nearest-first makes the result independent of
+    the order of the points. Among points at exactly equal distance at the cut, which are kept
+    may differ between backends.
+
+    Returns:
+        ``[2, E]`` long tensor, ``row`` indexing ``y`` and ``col`` indexing ``x``; rows
+        ascending, neighbours ascending by distance.
+    """
+    if r <= 0:
+        raise ValueError(f"r must be positive, got {r}")
+    if max_num_neighbors < 1:
+        raise ValueError(f"max_num_neighbors must be at least 1, got {max_num_neighbors}")
+    px, py = _prepare(x, y, batch_x, batch_y, batch_size)
+    device = px.pos.device
+    if px.pos.size(0) == 0 or py.pos.size(0) == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    name = resolve("radius", device, backend)
+    if name == "numba":
+        from lightning_pc.ops import _numba
+
+        if not _numba.radius_supported(px, float(r)):
+            name = "scipy"  # more than 3 dimensions, or a grid too fine for 64-bit keys
+    if name == "numba":
+        row, col = _numba.radius(px, py, float(r), int(max_num_neighbors))
+    elif name == "scipy":
+        from lightning_pc.ops import _scipy
+
+        row, col = _scipy.radius(px, py, float(r), int(max_num_neighbors))
+    elif name == "torch_cluster":
+        from lightning_pc.ops import _torch_cluster
+
+        row, col = _torch_cluster.radius(px, py, float(r), int(max_num_neighbors))
+    else:
+        row, col = _reference.radius(px, py, float(r), int(max_num_neighbors))
+    row, col = restore_rows(row.to(device), col.to(device), py, px)
+    return torch.stack([row, col])
+
+
+def radius_graph(
+    x: Tensor,
+    r: float,
+    batch: Tensor | None = None,
+    loop: bool = False,
+    max_num_neighbors: int = 32,
+    flow: Flow = "source_to_target",
+    num_workers: int = 1,
+    batch_size: int | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""The radius graph of ``x``: edges between points of one cloud closer than ``r``.
+
+    ``max_num_neighbors`` bounds the neighbours of each point (not counting itself when
+    ``loop=False``), nearest first; ``flow`` as in :func:`knn_graph`.
+    """
+    if flow not in ("source_to_target", "target_to_source"):
+        raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
+    extra = 0 if loop else 1
+    centre, nbr = radius(
+        x, x, r, batch, batch, max_num_neighbors + extra, batch_size=batch_size, backend=backend
+    )
+    if not loop:
+        keep = centre != nbr
+        centre, nbr = centre[keep], nbr[keep]
+        centre, nbr = _drop_extra(centre, nbr, int(max_num_neighbors))
+    if flow == "source_to_target":
+        return torch.stack([nbr, centre])
+    return torch.stack([centre, nbr])
+
+
+def nearest(
+    x: Tensor,
+    y: Tensor,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""For each point of ``x``, the index of its nearest point of ``y`` in the same cloud.
+
+    Raises:
+        ValueError: if a cloud has points in ``x`` but none in ``y``.
+    """
+    px, py = _prepare(y, x, batch_y, batch_x, None)  # search y, query x
+    lonely = (py.counts() > 0) & (px.counts() == 0)
+    if bool(lonely.any()):
+        raise ValueError(
+            f"cloud {int(lonely.nonzero()[0, 0])} has points in x but none in y to be nearest to"
+        )
+    row, col = _run_knn(px, py, 1, False, backend)
+    out = torch.empty(x.size(0), dtype=torch.long, device=col.device)
+    out[row] = col
+    return out

@@ -1,0 +1,85 @@
+"""Farthest point sampling with torch-cluster's signature and a reproducible random start."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_pc.ops import _reference
+from lightning_pc.ops._backend import resolve
+from lightning_pc.ops._checks import check_points, num_clouds, pack
+
+
+def num_samples(counts: Tensor, ratio: float | Tensor) -> Tensor:
+    """``ceil(n * ratio)`` per cloud, computed in float32 exactly as torch-cluster does."""
+    r = ratio if isinstance(ratio, Tensor) else torch.tensor(float(ratio))
+    return (counts.to(torch.float32) * r.to(torch.float32).cpu()).ceil().to(torch.long)
+
+
+def fps(
+    src: Tensor,
+    batch: Tensor | None = None,
+    ratio: float | Tensor = 0.5,
+    random_start: bool = True,
+    batch_size: int | None = None,
+    ptr: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> Tensor:
+    r"""Farthest point sampling: iteratively picks the point farthest from those picked.
+
+    Each cloud keeps ``ceil(n * ratio)`` points. The first pick is the cloud's first point,
+    or with ``random_start`` a uniformly random one drawn from torch's global generator, so
+    ``torch.manual_seed`` makes the result reproducible on every backend (torch-cluster's
+    CPU kernel draws from C ``rand()`` instead).
+
+    Args:
+        src: ``[N, D]`` points.
+        batch: ``[N]`` cloud index per point (need not be sorted).
+        ratio: fraction kept, in ``(0, 1]``; a float or a ``[B]`` tensor (one per cloud).
+        random_start: start each cloud at a random point instead of its first.
+        batch_size: number of clouds, if known.
+        ptr: ``[B + 1]`` offsets of sorted clouds, an alternative to ``batch``.
+        backend: force a backend.
+
+    Returns:
+        ``[S]`` indices into ``src``, cloud by cloud, each cloud's in pick order.
+    """
+    src = check_points("src", src)
+    if isinstance(ratio, Tensor):
+        if ratio.numel() == 0 or bool(((ratio <= 0) | (ratio > 1)).any()):
+            raise ValueError("every ratio must lie in (0, 1]")
+    elif not 0.0 < float(ratio) <= 1.0:
+        raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
+    if ptr is not None:
+        if batch is not None:
+            raise ValueError("pass either batch or ptr, not both")
+        counts = (ptr[1:] - ptr[:-1]).cpu()
+        if ptr.dim() != 1 or int(ptr[-1]) != src.size(0) or bool((counts < 0).any()):
+            raise ValueError(f"ptr must be ascending offsets ending at {src.size(0)}")
+        batch = torch.repeat_interleave(torch.arange(counts.numel()), counts).to(src.device)
+        batch_size = counts.numel()
+    size = num_clouds(batch, batch_size=batch_size)
+    packed = pack("src", src, batch, size)
+    counts = packed.counts()
+    if isinstance(ratio, Tensor) and ratio.numel() not in (1, size):
+        raise ValueError(f"ratio has {ratio.numel()} entries for {size} clouds")
+    m = num_samples(counts, ratio)
+    if random_start:
+        start = (torch.rand(size) * counts).long().clamp_max((counts - 1).clamp_min(0))
+    else:
+        start = torch.zeros(size, dtype=torch.long)
+    if src.size(0) == 0:
+        return torch.empty(0, dtype=torch.long, device=src.device)
+    name = resolve("fps", src.device, backend)
+    if name == "numba":
+        from lightning_pc.ops import _numba
+
+        idx = _numba.fps(packed, m, start)
+    elif name == "torch_cluster":
+        from lightning_pc.ops import _torch_cluster
+
+        idx = _torch_cluster.fps(packed, ratio, start)
+    else:
+        idx = _reference.fps(packed, m, start)
+    return packed.original(idx.to(src.device))

@@ -1,0 +1,208 @@
+"""knn / knn_graph / radius / radius_graph / nearest: semantics pinned against torch-cluster
+and the pure-torch oracle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch_cluster
+
+from lightning_pc import ops
+from tests.ops.shapes import batch_of_clouds, edge_set
+
+KNN_BACKENDS = ["torch", "torch_cluster", "scipy", None]
+RADIUS_BACKENDS = ["torch", "torch_cluster", "scipy", "numba", None]
+
+
+def sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a - b).square().sum(-1)
+
+
+@pytest.fixture(scope="module")
+def clouds() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x, bx = batch_of_clouds([300, 257, 128], seed=1)
+    y, by = batch_of_clouds([100, 64, 90], seed=2)
+    return x, bx, y, by
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+def test_knn_equals_torch_cluster(clouds, backend):
+    x, bx, y, by = clouds
+    ours = ops.knn(x, y, 16, bx, by, backend=backend)
+    theirs = torch_cluster.knn(x, y, 16, bx, by)
+    assert ours.dtype == torch.long and ours.shape[0] == 2
+    assert edge_set(ours) == edge_set(theirs)
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+def test_knn_rows_ascending_and_neighbours_by_distance(clouds, backend):
+    x, bx, y, by = clouds
+    row, col = ops.knn(x, y, 8, bx, by, backend=backend)
+    assert bool((row[1:] >= row[:-1]).all())
+    d = sq(x[col], y[row]).view(-1, 8)
+    assert bool((d[:, 1:] >= d[:, :-1]).all())
+    assert bool((bx[col] == by[row]).all())
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+def test_knn_small_and_empty_clouds(backend):
+    # cloud 0 has 3 points (fewer than k), cloud 1 has no x points, cloud 2 is normal
+    x, _ = batch_of_clouds([3, 0, 40], seed=3)
+    bx = torch.tensor([0] * 3 + [2] * 40)
+    y, _ = batch_of_clouds([5, 4, 6], seed=4)
+    by = torch.tensor([0] * 5 + [1] * 4 + [2] * 6)
+    row, col = ops.knn(x, y, 10, bx, by, backend=backend)
+    counts = torch.bincount(row, minlength=15)
+    assert counts[:5].tolist() == [3] * 5  # all the cloud has
+    assert counts[5:9].tolist() == [0] * 4  # nothing to find
+    assert counts[9:].tolist() == [10] * 6
+    assert ops.knn(x[:0], y, 4, bx[:0], by, backend=backend).shape == (2, 0)
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+def test_knn_unsorted_batch_matches_sorted(clouds, backend):
+    x, bx, y, by = clouds
+    g = torch.Generator().manual_seed(0)
+    px, py = torch.randperm(x.size(0), generator=g), torch.randperm(y.size(0), generator=g)
+    shuffled = ops.knn(x[px], y[py], 6, bx[px], by[py], backend=backend)
+    assert bool((shuffled[0][1:] >= shuffled[0][:-1]).all())
+    mapped = torch.stack([py[shuffled[0]], px[shuffled[1]]])
+    assert edge_set(mapped) == edge_set(ops.knn(x, y, 6, bx, by, backend=backend))
+
+
+@pytest.mark.parametrize("op", ["knn", "radius", "fps", "grid", "knn_graph", "nearest"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_coordinates_raise(op, bad):
+    x, bx = batch_of_clouds([20, 20], seed=5)
+    x = x.clone()
+    x[7, 1] = bad
+    calls = {
+        "knn": lambda: ops.knn(x, x, 3, bx, bx),
+        "radius": lambda: ops.radius(x, x, 0.3, bx, bx),
+        "fps": lambda: ops.fps(x, bx, 0.5),
+        "grid": lambda: ops.grid_cluster(x, 0.1),
+        "knn_graph": lambda: ops.knn_graph(x, 3, bx),
+        "nearest": lambda: ops.nearest(x, x, bx, bx),
+    }
+    with pytest.raises(ValueError, match="NaN or infinite.*point 7"):
+        calls[op]()
+
+
+def test_bad_arguments_raise_clear_errors():
+    x, bx = batch_of_clouds([10], seed=6)
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        ops.knn(x, x, 0)
+    with pytest.raises(ValueError, match="shape \\[10\\]"):
+        ops.knn(x, x, 2, bx[:5], bx)
+    with pytest.raises(ValueError, match="negative"):
+        ops.knn(x, x, 2, bx - 1, bx)
+    with pytest.raises(ValueError, match="coordinates per point"):
+        ops.knn(x, x[:, :2], 2)
+    with pytest.raises(ValueError, match="r must be positive"):
+        ops.radius(x, x, 0.0)
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+@pytest.mark.parametrize("loop", [False, True])
+@pytest.mark.parametrize("flow", ["source_to_target", "target_to_source"])
+def test_knn_graph_equals_torch_cluster(backend, loop, flow):
+    x, bx = batch_of_clouds([200, 150], seed=7)
+    ours = ops.knn_graph(x, 12, bx, loop=loop, flow=flow, backend=backend)
+    theirs = torch_cluster.knn_graph(x, 12, bx, loop=loop, flow=flow)
+    assert edge_set(ours) == edge_set(theirs)
+
+
+@pytest.mark.parametrize("backend", RADIUS_BACKENDS)
+def test_radius_equals_torch_cluster_without_truncation(clouds, backend):
+    x, bx, y, by = clouds
+    ours = ops.radius(x, y, 0.3, bx, by, max_num_neighbors=400, backend=backend)
+    theirs = torch_cluster.radius(x, y, 0.3, bx, by, max_num_neighbors=400)
+    assert edge_set(ours) == edge_set(theirs)
+    assert ours.size(1) > 5 * y.size(0)  # the case is not trivial
+
+
+@pytest.mark.parametrize("backend", RADIUS_BACKENDS)
+def test_radius_truncation_keeps_nearest(clouds, backend):
+    x, bx, y, by = clouds
+    full = ops.radius(x, y, 0.5, bx, by, max_num_neighbors=10_000, backend="torch")
+    got = ops.radius(x, y, 0.5, bx, by, max_num_neighbors=8, backend=backend)
+    assert edge_set(got) <= edge_set(full)
+    d_full = sq(x[full[1]], y[full[0]])
+    for q in range(0, y.size(0), 7):
+        theirs = torch.sort(d_full[full[0] == q]).values[:8]
+        mine = sq(x[got[1][got[0] == q]], y[q])
+        assert mine.numel() == min(8, theirs.numel())
+        assert torch.allclose(mine, theirs)  # the nearest, in ascending order
+
+
+def test_radius_truncation_same_on_every_backend(clouds):
+    x, bx, y, by = clouds
+    results = [edge_set(ops.radius(x, y, 0.5, bx, by, 16, backend=b)) for b in RADIUS_BACKENDS]
+    assert all(r == results[0] for r in results)
+
+
+@pytest.mark.parametrize("backend", RADIUS_BACKENDS)
+def test_radius_is_strict(backend):
+    x = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.75]])
+    y = torch.zeros(1, 3)
+    row, col = ops.radius(x, y, 0.5, backend=backend)
+    assert sorted(col.tolist()) == [0, 2]  # the point at exactly r = 0.5 is out
+
+
+@pytest.mark.parametrize("backend", RADIUS_BACKENDS)
+@pytest.mark.parametrize("loop", [False, True])
+def test_radius_graph_equals_torch_cluster(backend, loop):
+    x, bx = batch_of_clouds([200, 150], seed=8)
+    ours = ops.radius_graph(x, 0.25, bx, loop=loop, max_num_neighbors=500, backend=backend)
+    theirs = torch_cluster.radius_graph(x, 0.25, bx, loop=loop, max_num_neighbors=500)
+    assert edge_set(ours) == edge_set(theirs)
+
+
+def test_radius_graph_bounds_neighbours_without_counting_self():
+    x, bx = batch_of_clouds([300], seed=9)
+    row, col = ops.radius_graph(x, 0.5, bx, max_num_neighbors=5)
+    assert bool((row != col).all())
+    assert torch.bincount(col, minlength=300).tolist() == [5] * 300
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+def test_nearest_equals_torch_cluster(clouds, backend):
+    x, bx, y, by = clouds
+    assert torch.equal(ops.nearest(y, x, by, bx, backend=backend), torch_cluster.nearest(y, x, by, bx))
+
+
+def test_nearest_rejects_cloud_without_candidates():
+    x, _ = batch_of_clouds([4, 4], seed=10)
+    with pytest.raises(ValueError, match="cloud 1 has points in x but none in y"):
+        ops.nearest(x, x[:4], torch.tensor([0] * 4 + [1] * 4), torch.zeros(4, dtype=torch.long))
+
+
+def test_knn_cosine_matches_brute_force():
+    x, bx = batch_of_clouds([64], seed=11)
+    x = x + 0.1
+    row, col = ops.knn(x, x[:10], 5, cosine=True)
+    xn = x / x.norm(dim=1, keepdim=True)
+    d = 1 - xn[:10] @ xn.t()
+    expect = torch.topk(d, 5, largest=False).indices
+    assert edge_set(torch.stack([row, col])) == edge_set(
+        torch.stack([torch.arange(10).repeat_interleave(5), expect.reshape(-1)])
+    )
+
+
+def test_float64_inputs_work_on_every_backend():
+    x, bx = batch_of_clouds([100, 80], seed=12, dtype=torch.float64)
+    sets = [edge_set(ops.knn(x, x, 4, bx, bx, backend=b)) for b in KNN_BACKENDS]
+    assert all(s == sets[0] for s in sets)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    x, bx = batch_of_clouds([2000, 1500], seed=13)
+    y, by = batch_of_clouds([500, 400], seed=14)
+    cpu_knn = ops.knn(x, y, 16, bx, by)
+    cuda_knn = ops.knn(x.cuda(), y.cuda(), 16, bx.cuda(), by.cuda()).cpu()
+    assert edge_set(cpu_knn) == edge_set(cuda_knn)
+    cpu_r = ops.radius(x, y, 0.2, bx, by, 32)
+    for b in ("torch", None):
+        cuda_r = ops.radius(x.cuda(), y.cuda(), 0.2, bx.cuda(), by.cuda(), 32, backend=b).cpu()
+        assert edge_set(cpu_r) == edge_set(cuda_r)
