@@ -66,3 +66,16 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Open3D's torch ops are compiled against a CUDA build of torch and cannot load beside the
+# CPU torch of .venv; this builds a side environment (several GB) so that benchmarks/ops.py
+# can time them as a peer, in a subprocess, in the same run.
+O3D_VENV ?= .venv-o3d
+$(O3D_VENV)/.created:
+	$(PYTHON) -m venv $(O3D_VENV)
+	PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(O3D_VENV)/bin/pip install torch==2.13.0 open3d==0.20.0 nvidia-cuda-runtime-cu12 numpy
+	touch $@
+
+bench-peers: $(O3D_VENV)/.created
+
+.PHONY: bench-peers

@@ -10,7 +10,11 @@ core for torch-cluster (``num_workers``), scipy (``workers=-1``) and Open3D.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +38,8 @@ def _try_import(name: str):
 
 tc = _try_import("torch_cluster")
 o3d_ops = _try_import("open3d.ml.torch.ops")
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_O3D_PYTHON = ROOT / ".venv-o3d" / "bin" / "python"
 scipy_spatial = _try_import("scipy.spatial")
 fpsample = _try_import("fpsample")
 
@@ -59,7 +65,7 @@ def knn_peers(x, bx, y, by, k: int, threads: int, graph: bool) -> Peers:
             peers["torch-cluster"] = lambda: tc.knn_graph(x, k, bx, num_workers=threads)
         else:
             peers["torch-cluster"] = lambda: tc.knn(x, y, k, bx, by, num_workers=threads)
-    if o3d_ops is not None:
+    if o3d_ops is not None:  # only where Open3D's ops load beside this torch
         rx, ry = row_splits(bx, nb), row_splits(by, nb)
         peers["open3d"] = lambda: o3d_ops.knn_search(
             x, y, k + int(graph), rx, ry, index_dtype=torch.int64
@@ -99,22 +105,53 @@ def fps_peers(x, bx, ratio: float) -> Peers:
         splits = row_splits(bx, nb).tolist()
         xn = x.numpy()
 
-        def run() -> list[np.ndarray]:
+        def run(h: int) -> list[np.ndarray]:
             out = []
             for b in range(nb):
                 pts = xn[splits[b] : splits[b + 1]]
                 m = int(np.ceil(len(pts) * ratio))
-                out.append(fpsample.bucket_fps_kdline_sampling(pts, m, h=7, start_idx=0))
+                out.append(fpsample.bucket_fps_kdline_sampling(pts, m, h=h, start_idx=0))
             return out
 
-        peers["fpsample"] = run
+        # fpsample's tree height h trades set-up for pruning: give it its best of 3..9
+        for h in (3, 5, 7, 9):
+            peers[f"fpsample h={h}"] = lambda h=h: run(h)
     return peers
+
+
+def open3d_subprocess(python: Path, cases: list[dict], arrays: dict, repeat: int) -> dict[str, float]:
+    """Times Open3D's ops in another interpreter (one with a CUDA build of torch)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cases.npz")
+        np.savez(path, cases=json.dumps(cases), **{k: v.numpy() for k, v in arrays.items()})
+        env = dict(os.environ)
+        try:
+            spec = subprocess.run(
+                [str(python), "-c", "import nvidia.cuda_runtime as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))"],
+                capture_output=True, text=True, check=False,
+            )
+            if spec.returncode == 0:
+                env["LD_LIBRARY_PATH"] = spec.stdout.strip() + ":" + env.get("LD_LIBRARY_PATH", "")
+        except OSError:
+            return {}
+        res = subprocess.run(
+            [str(python), str(Path(__file__).with_name("open3d_peer.py")), path, str(repeat)],
+            capture_output=True, text=True, env=env, check=False,
+        )
+        if res.returncode != 0:
+            print("open3d peer failed:", res.stderr.strip().splitlines()[-1:] or res.returncode)
+            return {}
+        return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--open3d-python", type=Path, default=Path(os.environ.get("LPC_OPEN3D_PYTHON", DEFAULT_O3D_PYTHON)),
+        help="interpreter of an environment where open3d.ml.torch loads (make bench-peers)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     threads = torch.get_num_threads()
@@ -140,13 +177,35 @@ def main() -> None:
         ("grid 100k @ 0.02", lambda: ops.grid_cluster(big, 0.02),
          {"torch-cluster": (lambda: tc.grid_cluster(big, torch.full((3,), 0.02))) if tc else None}),
     ]
-    if device.type != "cpu":
-        print("GPU mode: peers without CUDA kernels are skipped")
+    o3d_times: dict[str, float] = {}
+    if o3d_ops is None and args.open3d_python.exists() and device.type == "cpu":
+        nb16 = 16
+        arrays = {"x16": x16, "q16": q16, "big": big,
+                  "r16": row_splits(b16, nb16), "rq16": row_splits(qb16, nb16),
+                  "rbig": torch.tensor([0, big.size(0)])}
+        o3d_cases = [
+            {"name": "knn_graph k=20, 16x1024", "op": "knn", "k": 21, "x": "x16", "y": "x16", "rx": "r16", "ry": "r16"},
+            {"name": "knn k=16, 100k", "op": "knn", "k": 16, "x": "big", "y": "big", "rx": "rbig", "ry": "rbig"},
+            {"name": "radius r=0.2 max 32, 16x512 in 16x1024", "op": "radius", "r": 0.2,
+             "x": "x16", "y": "q16", "rx": "r16", "ry": "rq16"},
+        ]
+        o3d_times = open3d_subprocess(args.open3d_python, o3d_cases, arrays, args.repeat)
+    elif o3d_ops is None:
+        print(f"open3d: its torch ops do not load beside a CPU torch and {args.open3d_python} "
+              "does not exist (make bench-peers builds it)")
     peer_names = ["torch-cluster", "open3d", "scipy cKDTree", "fpsample"]
     rows = []
     for name, ours, peers in cases:
         t_ours = median_time(ours, repeat=args.repeat)
         times = {p: (median_time(fn, repeat=args.repeat) if fn else None) for p, fn in peers.items()}
+        if name in o3d_times:
+            times["open3d"] = o3d_times[name]
+        fps_h = {p: t for p, t in times.items() if p.startswith("fpsample") and t is not None}
+        if fps_h:
+            best = min(fps_h, key=fps_h.get)
+            for p in fps_h:
+                del times[p]
+            times["fpsample"] = fps_h[best]
         valid = {p: t for p, t in times.items() if t is not None}
         fastest = min(valid, key=valid.get) if valid else None
         rows.append(

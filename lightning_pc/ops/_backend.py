@@ -7,7 +7,7 @@ Backends:
 * ``"torch_cluster"`` - torch-cluster's compiled CPU/CUDA kernels.
 * ``"scipy"`` - scipy's ``cKDTree`` (CPU, multithreaded queries): knn, radius.
 * ``"numba"`` - our CPU kernels compiled with numba (:mod:`lightning_pc.ops._numba`):
-  kd-tree-pruned exact FPS, cell-grid radius search, grid clustering.
+  kd-tree-pruned exact FPS, cell-grid knn and radius search, grid clustering.
 
 ``"auto"`` (the default) picks, per op and device, the fastest measured on
 ``benchmarks/ops.py``. The environment variable ``LIGHTNING_PC_OPS_BACKEND`` or a call's
@@ -30,7 +30,7 @@ ENV_VAR = "LIGHTNING_PC_OPS_BACKEND"
 
 # Which backends implement which op.
 SUPPORTED: dict[str, tuple[str, ...]] = {
-    "knn": ("torch", "torch_cluster", "scipy"),
+    "knn": ("torch", "torch_cluster", "scipy", "numba"),
     "radius": ("torch", "torch_cluster", "scipy", "numba"),
     "fps": ("torch", "torch_cluster", "numba"),
     "grid": ("torch", "torch_cluster", "numba"),
@@ -38,7 +38,7 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 
 # Fastest first, per op, on the CPU (benchmarks/ops.py).
 _CPU_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "knn": ("scipy", "torch_cluster", "torch"),
+    "knn": ("numba", "scipy", "torch_cluster", "torch"),
     "radius": ("numba", "torch_cluster", "scipy", "torch"),
     "fps": ("numba", "torch_cluster", "torch"),
     "grid": ("numba", "torch_cluster", "torch"),

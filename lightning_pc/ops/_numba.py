@@ -12,8 +12,6 @@ Kernels are compiled on first use and cached on disk (``cache=True``).
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lightning_pc.ops._checks import Packed
+from lightning_pc.ops._threads import parallel_ranges
 
 _LEAF = 64  # points per kd-tree leaf in FPS (measured best of 8-256 on surface clouds)
 _MARGIN = 1.0 + 1e-5  # relative safety margin on float64 pruning bounds
@@ -212,41 +211,8 @@ def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
     out = np.empty(int(out_ptr[-1]), dtype=np.int64)
     first = start.numpy().astype(np.int64)
     work = (src.counts() * num_samples).numpy()  # cost ~ points x picks
-    _parallel(lambda b0, b1: _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, _LEAF), work)
+    parallel_ranges(lambda b0, b1: _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, _LEAF), work)
     return torch.from_numpy(out)
-
-
-def _parallel(fn, work: np.ndarray) -> None:
-    """Runs ``fn(b0, b1)`` over contiguous ranges of items with about equal ``work``.
-
-    The kernels release the GIL, so ranges run concurrently on up to
-    ``torch.get_num_threads()`` threads (1 inside DataLoader workers, where torch sets it so).
-    """
-    n = work.size
-    threads = min(torch.get_num_threads(), n)
-    total = float(work.sum())
-    if threads <= 1 or total < 2e5:
-        fn(0, n)
-        return
-    cum = np.cumsum(work) / max(total, 1.0)
-    cuts = [0] + [int(np.searchsorted(cum, t / threads)) + 1 for t in range(1, threads)] + [n]
-    cuts = sorted(set(min(c, n) for c in cuts))
-    pool = _pool(threads)
-    futures = [pool.submit(fn, b0, b1) for b0, b1 in zip(cuts[:-1], cuts[1:]) if b1 > b0]
-    for f in futures:
-        f.result()
-
-
-_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
-
-
-def _pool(threads: int) -> ThreadPoolExecutor:
-    """A thread pool for this process (recreated after a fork or a change of size)."""
-    global _POOL
-    pid = os.getpid()
-    if _POOL is None or _POOL[0] != pid or _POOL[1] != threads:
-        _POOL = (pid, threads, ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lpc-ops"))
-    return _POOL[2]
 
 
 # ----------------------------------------------------------------------------------------
@@ -375,7 +341,8 @@ def radius_supported(x: Packed, r: float) -> bool:
     """Whether the cell grid fits 64-bit keys (else the caller uses another backend)."""
     if x.pos.size(1) > 3 or x.pos.size(0) == 0:
         return x.pos.size(0) == 0
-    span = (x.pos.max(dim=0).values - x.pos.min(dim=0).values).double() / (r * _MARGIN) + 2
+    arr = x.pos.detach().numpy()
+    span = (arr.max(axis=0).astype(np.float64) - arr.min(axis=0)) / (r * _MARGIN) + 2
     return float(span.prod()) < 2.0**62
 
 
@@ -389,12 +356,210 @@ def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tens
     idx = np.empty((m, cap), dtype=np.int64)
     cnt = np.zeros(m, dtype=np.int64)
     px, py = x.ptr.numpy(), y.ptr.numpy()
-    _parallel(
+    parallel_ranges(
         lambda q0, q1: _radius_queries(xn, yn, px, py, float(r), r2, cap, idx, cnt, q0, q1),
         np.full(m, 20, dtype=np.int64),
     )
     keep = np.arange(cap)[None, :] < cnt[:, None]
     return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), cnt)), torch.from_numpy(idx[keep])
+
+
+# ----------------------------------------------------------------------------------------
+# k nearest neighbours on a sorted cell grid, ring by ring
+# ----------------------------------------------------------------------------------------
+
+_KNN_OCCUPANCY = 0.5  # target points per occupied cell, as a fraction of k
+_KNN_CROWDED = 64  # a cell holding more than this many times the target: use a kd-tree
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_keys(x: np.ndarray, lo: np.ndarray, h: float, ncell: np.ndarray) -> np.ndarray:
+    n, dims = x.shape
+    keys = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        key = 0
+        for d in range(dims - 1, -1, -1):
+            key = key * ncell[d] + np.int64((x[i, d] - lo[d]) / h)
+        keys[i] = key
+    return keys
+
+
+@numba.njit(cache=True, nogil=True)
+def _grid_for_knn(x: np.ndarray, k: int):
+    """Cell size, origin, cell counts, point order and sorted keys for a kNN grid.
+
+    The cell edge is tuned so that an occupied cell holds about ``k / 2`` points: a first
+    guess from the bounding-box volume is corrected once from the measured occupancy,
+    assuming points on surfaces (occupancy ~ h^2).
+    """
+    n, dims = x.shape
+    lo = np.zeros(3)
+    hi = np.zeros(3)
+    vol = 1.0
+    ext = np.zeros(3)
+    for d in range(dims):
+        lo[d] = x[:, d].min()
+        hi[d] = x[:, d].max()
+        ext[d] = hi[d] - lo[d]
+    emax = max(ext.max(), 1e-12)
+    for d in range(dims):
+        vol *= max(ext[d], emax * 1e-3)
+    target = max(1.0, _KNN_OCCUPANCY * k)
+    h = (vol / n * target) ** (1.0 / dims)
+    ncell = np.ones(3, dtype=np.int64)
+    for attempt in range(2):
+        h = max(h, emax / 2e6)  # keys must fit 64 bits
+        for d in range(dims):
+            ncell[d] = np.int64(ext[d] / h) + 1
+        keys = _cell_keys(x, lo, h, ncell)
+        order = np.argsort(keys, kind="mergesort")
+        skeys = keys[order]
+        if attempt == 1:
+            break
+        occupied = 1
+        for i in range(1, n):
+            if skeys[i] != skeys[i - 1]:
+                occupied += 1
+        h *= math.sqrt(target / (n / occupied))
+    crowded = 1
+    run = 1
+    for i in range(1, n):
+        run = run + 1 if skeys[i] == skeys[i - 1] else 1
+        crowded = max(crowded, run)
+    return h, lo, ncell, order, skeys, crowded
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_cells(x, q0, q1, q2, xs, order, cstart, base, c0, c1, bd, bi, cnt, cap):
+    """Offers the points of cells ``base + c0 .. base + c1`` (one contiguous run)."""
+    for t in range(cstart[base + c0], cstart[base + c1 + 1]):
+        j = xs + order[t]
+        d0 = x[j, 0] - q0
+        d1 = x[j, 1] - q1
+        d2 = x[j, 2] - q2
+        dist = d0 * d0 + d1 * d1 + d2 * d2
+        if cnt < cap or dist < bd[cap - 1] or (dist == bd[cap - 1] and j < bi[cap - 1]):
+            cnt = _insert(bd, bi, cnt, cap, dist, j)
+    return cnt
+
+
+@numba.njit(cache=True, nogil=True)
+def _knn_queries(x, y, ptr_x, ptr_y, k, out_idx, qa, qb, grids_h, grids_lo, grids_ncell,
+                 grids_order, grids_cstart, grid_ptr, cstart_ptr):
+    """k nearest neighbours (3-D) of the queries ``qa:qb`` (global indices), ring by ring.
+
+    Cells at Chebyshev distance ``s`` from the query's cell are scanned for ``s = 0, 1,
+    ...`` until the k-th best distance is below the distance from the query to the
+    boundary of the scanned block (with a float margin), or the block covers the grid.
+    ``cstart`` holds, per cell in key order, the first position of its points.
+    """
+    bd = np.empty(k, dtype=x.dtype)
+    bi = np.empty(k, dtype=np.int64)
+    qc = np.zeros(3, dtype=np.int64)
+    for b in range(ptr_y.shape[0] - 1):
+        ys, ye = max(ptr_y[b], qa), min(ptr_y[b + 1], qb)
+        if ys >= ye:
+            continue
+        xs, xe = ptr_x[b], ptr_x[b + 1]
+        n = xe - xs
+        if n == 0:
+            continue
+        cap = min(k, n)
+        h = grids_h[b]
+        lo = grids_lo[b]
+        n0, n1, n2 = grids_ncell[b, 0], grids_ncell[b, 1], grids_ncell[b, 2]
+        order = grids_order[grid_ptr[b] : grid_ptr[b + 1]]
+        cstart = grids_cstart[cstart_ptr[b] : cstart_ptr[b + 1]]
+        for qi in range(ys, ye):
+            q0, q1, q2 = y[qi, 0], y[qi, 1], y[qi, 2]
+            smax = 0
+            for d in range(3):
+                f = math.floor((y[qi, d] - lo[d]) / h)
+                qc[d] = np.int64(min(max(f, -1e15), 1e15))
+            smax = max(qc[0], qc[1], qc[2], n0 - 1 - qc[0], n1 - 1 - qc[1], n2 - 1 - qc[2], 0)
+            cnt = 0
+            s = 0
+            while True:
+                zlo, zhi = qc[2] - s, qc[2] + s
+                ylo, yhi = qc[1] - s, qc[1] + s
+                xa, xb = max(qc[0] - s, 0), min(qc[0] + s, n0 - 1)
+                for cz in range(max(zlo, 0), min(zhi, n2 - 1) + 1):
+                    for cy in range(max(ylo, 0), min(yhi, n1 - 1) + 1):
+                        base = n0 * (cy + n1 * cz)
+                        if cz == zlo or cz == zhi or cy == ylo or cy == yhi:
+                            if xa <= xb:
+                                cnt = _scan_cells(x, q0, q1, q2, xs, order, cstart, base,
+                                                  xa, xb, bd, bi, cnt, cap)
+                        else:
+                            if 0 <= qc[0] - s < n0:
+                                cnt = _scan_cells(x, q0, q1, q2, xs, order, cstart, base,
+                                                  qc[0] - s, qc[0] - s, bd, bi, cnt, cap)
+                            if s > 0 and 0 <= qc[0] + s < n0:
+                                cnt = _scan_cells(x, q0, q1, q2, xs, order, cstart, base,
+                                                  qc[0] + s, qc[0] + s, bd, bi, cnt, cap)
+                if s >= smax:
+                    break  # the block covers every cell
+                if cnt == cap:
+                    reach = np.inf
+                    for d in range(3):
+                        v = y[qi, d] - (lo[d] + (qc[d] - s) * h)
+                        w = (lo[d] + (qc[d] + s + 1) * h) - y[qi, d]
+                        reach = min(reach, v, w)
+                    if reach > 0 and bd[cap - 1] * _MARGIN < reach * reach:
+                        break
+                s += 1
+            for t in range(cap):
+                out_idx[qi, t] = bi[t]
+
+
+def knn_supported(x: Packed) -> bool:
+    return x.pos.size(1) == 3
+
+
+def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor] | None:
+    """k nearest neighbours; ``None`` where a cell grid suits the data badly (very uneven
+    density), for the caller to use a kd-tree instead."""
+    xn = np.ascontiguousarray(x.pos.detach().numpy())
+    yn = np.ascontiguousarray(y.pos.detach().numpy())
+    px, py = x.ptr.numpy(), y.ptr.numpy()
+    nb = x.num_clouds
+    hs = np.ones(nb)
+    los = np.zeros((nb, 3))
+    ncells = np.ones((nb, 3), dtype=np.int64)
+    orders, keys = [], []
+    grid_ptr = np.zeros(nb + 1, dtype=np.int64)
+    cstart_ptr = np.zeros(nb + 1, dtype=np.int64)
+    for b in range(nb):
+        n = px[b + 1] - px[b]
+        if n > 0 and py[b + 1] > py[b]:
+            h, lo, nc, order, skeys, crowded = _grid_for_knn(xn[px[b] : px[b + 1]], k)
+            total_cells = int(nc[0]) * int(nc[1]) * int(nc[2])
+            if total_cells > 16 * n + 4096 or (
+                crowded > _KNN_CROWDED * max(1.0, _KNN_OCCUPANCY * k) and crowded > 1024
+            ):
+                return None  # sparse or very uneven: a kd-tree suits it better
+            hs[b], los[b], ncells[b] = h, lo, nc
+            orders.append(order)
+            keys.append(np.searchsorted(skeys, np.arange(total_cells + 1)))
+            grid_ptr[b + 1] = grid_ptr[b] + n
+            cstart_ptr[b + 1] = cstart_ptr[b] + total_cells + 1
+        else:
+            grid_ptr[b + 1] = grid_ptr[b]
+            cstart_ptr[b + 1] = cstart_ptr[b]
+    order_all = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
+    keys_all = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    m = yn.shape[0]
+    idx = np.empty((m, k), dtype=np.int64)
+    parallel_ranges(
+        lambda q0, q1: _knn_queries(xn, yn, px, py, k, idx, q0, q1, hs, los, ncells,
+                                    order_all, keys_all, grid_ptr, cstart_ptr),
+        np.full(m, 10 * k, dtype=np.int64),
+    )
+    counts = np.minimum(np.diff(px), k)
+    cloud = np.repeat(np.arange(nb), np.diff(py))
+    per_query = counts[cloud]
+    keep = np.arange(k)[None, :] < per_query[:, None]
+    return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), per_query)), torch.from_numpy(idx[keep])
 
 
 def _cat(parts: list[np.ndarray]) -> Tensor:

@@ -55,8 +55,14 @@ def grid_cluster(
         return torch.empty(0, dtype=torch.long, device=pos.device)
     st = _per_dim("start", start, pos)
     en = _per_dim("end", end, pos)
-    st = pos.min(dim=0).values if st is None else st
-    en = pos.max(dim=0).values if en is None else en
+    if st is None or en is None:
+        if pos.device.type == "cpu":  # numpy: no OpenMP region for a 3-value reduction
+            arr = pos.detach().numpy()
+            lo, hi = torch.from_numpy(arr.min(axis=0)), torch.from_numpy(arr.max(axis=0))
+        else:
+            lo, hi = pos.min(dim=0).values, pos.max(dim=0).values
+        st = lo if st is None else st
+        en = hi if en is None else en
     num_voxels = ((en - st) / sz).long() + 1
     stride = torch.ones_like(num_voxels)
     stride[1:] = torch.cumprod(num_voxels, 0)[:-1]

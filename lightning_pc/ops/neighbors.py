@@ -14,7 +14,17 @@ from torch import Tensor
 
 from lightning_pc.ops import _reference
 from lightning_pc.ops._backend import resolve
-from lightning_pc.ops._checks import Packed, check_points, num_clouds, pack, restore_rows, same_device
+from lightning_pc.ops._checks import (
+    Packed,
+    check_points,
+    drop_self_loops,
+    first_k_per_row,
+    num_clouds,
+    pack,
+    restore_rows,
+    same_device,
+    stack,
+)
 
 Flow = Literal["source_to_target", "target_to_source"]
 
@@ -36,9 +46,19 @@ def _run_knn(px: Packed, py: Packed, k: int, cosine: bool, backend: str | None) 
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
     name = resolve("knn", device, backend)
-    if cosine and name == "scipy":
-        name = "torch"  # a kd-tree has no cosine metric
-    if name == "scipy":
+    if cosine and name in ("scipy", "numba"):
+        name = "torch"  # no cosine metric in kd-trees or cell grids
+    found = None
+    if name == "numba":
+        from lightning_pc.ops import _numba
+
+        # a cell grid needs 3-D points of reasonably even density; else a kd-tree
+        found = _numba.knn(px, py, k) if _numba.knn_supported(px) else None
+        if found is None:
+            name = "scipy"
+    if found is not None:
+        row, col = found
+    elif name == "scipy":
         from lightning_pc.ops import _scipy
 
         row, col = _scipy.knn(px, py, k)
@@ -49,7 +69,7 @@ def _run_knn(px: Packed, py: Packed, k: int, cosine: bool, backend: str | None) 
     else:
         row, col = _reference.knn(px, py, k, cosine)
     row, col = restore_rows(row.to(device), col.to(device), py, px)
-    return torch.stack([row, col])
+    return stack(row, col)
 
 
 def knn(
@@ -117,29 +137,13 @@ def knn_graph(
     px, py = _prepare(x, x, batch, batch, batch_size)
     centre, nbr = _run_knn(px, py, int(k) if loop else int(k) + 1, cosine, backend)
     if not loop:
-        keep = centre != nbr
-        centre, nbr = centre[keep], nbr[keep]
-        centre, nbr = _drop_extra(centre, nbr, int(k))
+        # Where duplicate points tie with the point itself, the self-loop may be missing
+        # from the k + 1 found; then k + 1 genuine neighbours remain: keep the k nearest.
+        centre, nbr = drop_self_loops(centre, nbr)
+        centre, nbr = first_k_per_row(centre, nbr, int(k))
     if flow == "source_to_target":
-        return torch.stack([nbr, centre])
-    return torch.stack([centre, nbr])
-
-
-def _drop_extra(row: Tensor, col: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Keeps at most ``k`` entries per row (rows ascending and contiguous).
-
-    Where duplicate points make the self-loop tie with another point, the self-loop may not
-    be among the ``k + 1`` returned; then ``k + 1`` genuine neighbours remain and the
-    farthest is dropped here.
-    """
-    if row.numel() == 0:
-        return row, col
-    start = torch.ones_like(row, dtype=torch.bool)
-    start[1:] = row[1:] != row[:-1]
-    first = torch.cummax(torch.where(start, torch.arange(row.numel(), device=row.device), 0), 0)[0]
-    rank = torch.arange(row.numel(), device=row.device) - first
-    keep = rank < k
-    return row[keep], col[keep]
+        return stack(nbr, centre)
+    return stack(centre, nbr)
 
 
 def radius(
@@ -194,7 +198,7 @@ def radius(
     else:
         row, col = _reference.radius(px, py, float(r), int(max_num_neighbors))
     row, col = restore_rows(row.to(device), col.to(device), py, px)
-    return torch.stack([row, col])
+    return stack(row, col)
 
 
 def radius_graph(
@@ -221,12 +225,11 @@ def radius_graph(
         x, x, r, batch, batch, max_num_neighbors + extra, batch_size=batch_size, backend=backend
     )
     if not loop:
-        keep = centre != nbr
-        centre, nbr = centre[keep], nbr[keep]
-        centre, nbr = _drop_extra(centre, nbr, int(max_num_neighbors))
+        centre, nbr = drop_self_loops(centre, nbr)
+        centre, nbr = first_k_per_row(centre, nbr, int(max_num_neighbors))
     if flow == "source_to_target":
-        return torch.stack([nbr, centre])
-    return torch.stack([centre, nbr])
+        return stack(nbr, centre)
+    return stack(centre, nbr)
 
 
 def nearest(

@@ -12,7 +12,7 @@ from tests.ops.shapes import batch_of_clouds, edge_set
 
 def test_auto_on_cpu_picks_the_measured_fastest():
     cpu = torch.device("cpu")
-    assert _backend.resolve("knn", cpu, None) == "scipy"
+    assert _backend.resolve("knn", cpu, None) == "numba"
     assert _backend.resolve("radius", cpu, None) == "numba"
     assert _backend.resolve("fps", cpu, None) == "numba"
     assert _backend.resolve("grid", cpu, None) == "numba"
@@ -38,8 +38,8 @@ def test_unknown_or_unsupported_backend_raises(monkeypatch):
         ops.knn(x, x, 2, backend="faiss")
     with pytest.raises(ValueError, match="fps has no 'scipy' backend"):
         ops.fps(x, backend="scipy")
-    with pytest.raises(ValueError, match="knn has no 'numba' backend"):
-        ops.knn(x, x, 2, backend="numba")
+    with pytest.raises(ValueError, match="knn has no 'fpsample' backend|unknown ops backend"):
+        ops.knn(x, x, 2, backend="fpsample")
     monkeypatch.setenv(_backend.ENV_VAR, "nope")
     with pytest.raises(ValueError, match="LIGHTNING_PC_OPS_BACKEND"):
         ops.knn(x, x, 2)

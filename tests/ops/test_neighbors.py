@@ -10,7 +10,7 @@ import torch_cluster
 from lightning_pc import ops
 from tests.ops.shapes import batch_of_clouds, edge_set
 
-KNN_BACKENDS = ["torch", "torch_cluster", "scipy", None]
+KNN_BACKENDS = ["torch", "torch_cluster", "scipy", "numba", None]
 RADIUS_BACKENDS = ["torch", "torch_cluster", "scipy", "numba", None]
 
 
@@ -206,3 +206,23 @@ def test_cuda_matches_cpu():
     for b in ("torch", None):
         cuda_r = ops.radius(x.cuda(), y.cuda(), 0.2, bx.cuda(), by.cuda(), 32, backend=b).cpu()
         assert edge_set(cpu_r) == edge_set(cuda_r)
+
+
+def test_knn_numba_grid_on_uneven_density_and_far_queries():
+    # a dense blob, a sparse shell and queries far outside the cloud's bounding box
+    g = torch.Generator().manual_seed(60)
+    dense = torch.randn(3000, 3, generator=g) * 0.01
+    shell = torch.randn(300, 3, generator=g)
+    shell = 5 * shell / shell.norm(dim=1, keepdim=True)
+    x = torch.cat([dense, shell])
+    y = torch.cat([x[::37], torch.tensor([[40.0, -3.0, 2.0], [0.0, 0.0, -90.0]])])
+    for k in (1, 7, 40):
+        assert edge_set(ops.knn(x, y, k, backend="numba")) == edge_set(torch_cluster.knn(x, y, k))
+
+
+def test_knn_numba_two_dimensional_points_fall_back():
+    g = torch.Generator().manual_seed(61)
+    x = torch.rand(500, 2, generator=g)
+    assert edge_set(ops.knn(x, x, 5, backend="numba")) == edge_set(ops.knn(x, x, 5, backend="torch"))
+    r = ops.radius(x, x, 0.1, max_num_neighbors=8, backend="numba")
+    assert edge_set(r) == edge_set(ops.radius(x, x, 0.1, max_num_neighbors=8, backend="torch"))

@@ -1,0 +1,52 @@
+"""Times Open3D's bundled torch ops on the cases of ops.py; prints JSON to stdout.
+
+Open3D's ``open3d.ml.torch`` ops are compiled against a CUDA build of torch, so they do not
+load beside the CPU torch of our environment. ``ops.py`` runs this file in a separate
+environment that has one (``make bench-peers`` builds it in ``.venv-o3d``), on the same
+arrays, in the same run. Usage: ``python open3d_peer.py cases.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def median_time(fn, repeat: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    import open3d.ml.torch as ml3d
+
+    data = np.load(sys.argv[1])
+    repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 7
+    knn_layer = ml3d.layers.KNNSearch(index_dtype=torch.int64)
+    radius_layer = ml3d.layers.FixedRadiusSearch(index_dtype=torch.int64)
+    out = {}
+    for case in json.loads(str(data["cases"])):
+        x = torch.from_numpy(data[case["x"]])
+        y = torch.from_numpy(data[case["y"]])
+        rx = torch.from_numpy(data[case["rx"]])
+        ry = torch.from_numpy(data[case["ry"]])
+        if case["op"] == "knn":
+            fn = lambda: knn_layer(x, y, case["k"], rx, ry)  # noqa: E731
+        else:  # returns every neighbour within r (no cap), built on a spatial hash table
+            fn = lambda: radius_layer(x, y, case["r"], rx, ry)  # noqa: E731
+        out[case["name"]] = median_time(fn, repeat)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""A per-process thread pool for CPU kernels that release the GIL (numba, scipy)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+
+def parallel_ranges(fn: Callable[[int, int], object], work: np.ndarray, min_work: float = 2e5) -> None:
+    """Runs ``fn(b0, b1)`` over contiguous ranges of items with about equal ``work``.
+
+    The kernels release the GIL, so ranges run concurrently on up to
+    ``torch.get_num_threads()`` threads (1 inside DataLoader workers, where torch sets it so).
+    """
+    n = work.size
+    threads = min(torch.get_num_threads(), n)
+    total = float(work.sum())
+    if threads <= 1 or total < min_work:
+        fn(0, n)
+        return
+    cum = np.cumsum(work) / max(total, 1.0)
+    cuts = [0] + [int(np.searchsorted(cum, t / threads)) + 1 for t in range(1, threads)] + [n]
+    cuts = sorted(set(min(c, n) for c in cuts))
+    ranges = [(b0, b1) for b0, b1 in zip(cuts[:-1], cuts[1:]) if b1 > b0]
+    pool = _pool(threads)
+    futures = [pool.submit(fn, b0, b1) for b0, b1 in ranges[1:]]
+    fn(*ranges[0])  # the calling thread takes the first range
+    for f in futures:
+        f.result()
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A thread pool for this process (recreated after a fork or a change of size)."""
+    global _POOL
+    pid = os.getpid()
+    if _POOL is None or _POOL[0] != pid or _POOL[1] != threads:
+        _POOL = (pid, threads, ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="lpc-ops"))
+    return _POOL[2]
