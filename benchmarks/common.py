@@ -54,12 +54,16 @@ def scene(n: int, seed: int = 0) -> torch.Tensor:
         c = surface_cloud(per, i, g) * (0.4 + 0.3 * (i % 3))
         c += torch.tensor([(i % 4) * 1.5 - 2.0, (i // 4) * 2.0 - 1.0, 0.5])
         parts.append(c)
-    floor = torch.rand(n - 7 * per, 3, generator=g) * torch.tensor([6.0, 5.0, 0.0]) - torch.tensor([3.0, 2.5, 0.0])
+    floor = torch.rand(n - 7 * per, 3, generator=g) * torch.tensor([6.0, 5.0, 0.0]) - torch.tensor(
+        [3.0, 2.5, 0.0]
+    )
     parts.append(floor)
     return torch.cat(parts).contiguous()
 
 
-def median_time(fn: Callable[[], object], repeat: int = 7, warmup: int = 1, budget_s: float = 20.0) -> float:
+def median_time(
+    fn: Callable[[], object], repeat: int = 7, warmup: int = 1, budget_s: float = 20.0
+) -> float:
     """Median wall time of ``fn`` in seconds (fewer repeats if one call is slow)."""
     for _ in range(warmup):
         t0 = time.perf_counter()

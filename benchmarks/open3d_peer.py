@@ -41,9 +41,9 @@ def main() -> None:
         rx = torch.from_numpy(data[case["rx"]])
         ry = torch.from_numpy(data[case["ry"]])
         if case["op"] == "knn":
-            fn = lambda: knn_layer(x, y, case["k"], rx, ry)  # noqa: E731
+            fn = lambda x=x, y=y, k=case["k"], rx=rx, ry=ry: knn_layer(x, y, k, rx, ry)  # noqa: E731
         else:  # returns every neighbour within r (no cap), built on a spatial hash table
-            fn = lambda: radius_layer(x, y, case["r"], rx, ry)  # noqa: E731
+            fn = lambda x=x, y=y, r=case["r"], rx=rx, ry=ry: radius_layer(x, y, r, rx, ry)  # noqa: E731
         out[case["name"]] = median_time(fn, repeat)
     print(json.dumps(out))
 

@@ -90,8 +90,13 @@ def radius_peers(x, bx, y, by, r: float, max_nn: int, threads: int) -> Peers:
         )
     if scipy_spatial is not None:
         peers["scipy cKDTree"] = lambda: per_cloud(
-            x, bx, y, by,
-            lambda a, q: scipy_spatial.cKDTree(a).query(q, k=max_nn, distance_upper_bound=r, workers=-1),
+            x,
+            bx,
+            y,
+            by,
+            lambda a, q: scipy_spatial.cKDTree(a).query(
+                q, k=max_nn, distance_upper_bound=r, workers=-1
+            ),
         )
     return peers
 
@@ -119,7 +124,9 @@ def fps_peers(x, bx, ratio: float) -> Peers:
     return peers
 
 
-def open3d_subprocess(python: Path, cases: list[dict], arrays: dict, repeat: int) -> dict[str, float]:
+def open3d_subprocess(
+    python: Path, cases: list[dict], arrays: dict, repeat: int
+) -> dict[str, float]:
     """Times Open3D's ops in another interpreter (one with a CUDA build of torch)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "cases.npz")
@@ -127,8 +134,14 @@ def open3d_subprocess(python: Path, cases: list[dict], arrays: dict, repeat: int
         env = dict(os.environ)
         try:
             spec = subprocess.run(
-                [str(python), "-c", "import nvidia.cuda_runtime as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))"],
-                capture_output=True, text=True, check=False,
+                [
+                    str(python),
+                    "-c",
+                    "import nvidia.cuda_runtime as m, os; print(os.path.join(list(m.__path__)[0], 'lib'))",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if spec.returncode == 0:
                 env["LD_LIBRARY_PATH"] = spec.stdout.strip() + ":" + env.get("LD_LIBRARY_PATH", "")
@@ -136,7 +149,10 @@ def open3d_subprocess(python: Path, cases: list[dict], arrays: dict, repeat: int
             return {}
         res = subprocess.run(
             [str(python), str(Path(__file__).with_name("open3d_peer.py")), path, str(repeat)],
-            capture_output=True, text=True, env=env, check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
         )
         if res.returncode != 0:
             print("open3d peer failed:", res.stderr.strip().splitlines()[-1:] or res.returncode)
@@ -149,55 +165,122 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument(
-        "--open3d-python", type=Path, default=Path(os.environ.get("LPC_OPEN3D_PYTHON", DEFAULT_O3D_PYTHON)),
+        "--open3d-python",
+        type=Path,
+        default=Path(os.environ.get("LPC_OPEN3D_PYTHON", DEFAULT_O3D_PYTHON)),
         help="interpreter of an environment where open3d.ml.torch loads (make bench-peers)",
     )
     args = parser.parse_args()
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, device {device}")
-    print("peers:", ", ".join(n for n, m in [("torch-cluster", tc), ("open3d", o3d_ops),
-                                             ("scipy", scipy_spatial), ("fpsample", fpsample)] if m))
+    print(
+        "peers:",
+        ", ".join(
+            n
+            for n, m in [
+                ("torch-cluster", tc),
+                ("open3d", o3d_ops),
+                ("scipy", scipy_spatial),
+                ("fpsample", fpsample),
+            ]
+            if m
+        ),
+    )
 
     x16, b16 = clouds(16, 1024, seed=0)
     q16, qb16 = clouds(16, 512, seed=1)
     big = scene(100_000, seed=2)
     b0 = torch.zeros(big.size(0), dtype=torch.long)
     cases: list[tuple[str, Callable[[], object], Peers]] = [
-        ("knn_graph k=20, 16x1024", lambda: ops.knn_graph(x16, 20, b16),
-         knn_peers(x16, b16, x16, b16, 20, threads, graph=True)),
-        ("knn k=16, 100k", lambda: ops.knn(big, big, 16),
-         knn_peers(big, b0, big, b0, 16, threads, graph=False)),
-        ("radius r=0.2 max 32, 16x512 in 16x1024", lambda: ops.radius(x16, q16, 0.2, b16, qb16, 32),
-         radius_peers(x16, b16, q16, qb16, 0.2, 32, threads)),
-        ("fps 16x1024 -> 512", lambda: ops.fps(x16, b16, 0.5, random_start=False),
-         fps_peers(x16, b16, 0.5)),
-        ("fps 100k -> 4096", lambda: ops.fps(big, None, 4096 / 100_000, random_start=False),
-         fps_peers(big, b0, 4096 / 100_000)),
-        ("grid 100k @ 0.02", lambda: ops.grid_cluster(big, 0.02),
-         {"torch-cluster": (lambda: tc.grid_cluster(big, torch.full((3,), 0.02))) if tc else None}),
+        (
+            "knn_graph k=20, 16x1024",
+            lambda: ops.knn_graph(x16, 20, b16),
+            knn_peers(x16, b16, x16, b16, 20, threads, graph=True),
+        ),
+        (
+            "knn k=16, 100k",
+            lambda: ops.knn(big, big, 16),
+            knn_peers(big, b0, big, b0, 16, threads, graph=False),
+        ),
+        (
+            "radius r=0.2 max 32, 16x512 in 16x1024",
+            lambda: ops.radius(x16, q16, 0.2, b16, qb16, 32),
+            radius_peers(x16, b16, q16, qb16, 0.2, 32, threads),
+        ),
+        (
+            "fps 16x1024 -> 512",
+            lambda: ops.fps(x16, b16, 0.5, random_start=False),
+            fps_peers(x16, b16, 0.5),
+        ),
+        (
+            "fps 100k -> 4096",
+            lambda: ops.fps(big, None, 4096 / 100_000, random_start=False),
+            fps_peers(big, b0, 4096 / 100_000),
+        ),
+        (
+            "grid 100k @ 0.02",
+            lambda: ops.grid_cluster(big, 0.02),
+            {
+                "torch-cluster": (lambda: tc.grid_cluster(big, torch.full((3,), 0.02)))
+                if tc
+                else None
+            },
+        ),
     ]
     o3d_times: dict[str, float] = {}
     if o3d_ops is None and args.open3d_python.exists() and device.type == "cpu":
         nb16 = 16
-        arrays = {"x16": x16, "q16": q16, "big": big,
-                  "r16": row_splits(b16, nb16), "rq16": row_splits(qb16, nb16),
-                  "rbig": torch.tensor([0, big.size(0)])}
+        arrays = {
+            "x16": x16,
+            "q16": q16,
+            "big": big,
+            "r16": row_splits(b16, nb16),
+            "rq16": row_splits(qb16, nb16),
+            "rbig": torch.tensor([0, big.size(0)]),
+        }
         o3d_cases = [
-            {"name": "knn_graph k=20, 16x1024", "op": "knn", "k": 21, "x": "x16", "y": "x16", "rx": "r16", "ry": "r16"},
-            {"name": "knn k=16, 100k", "op": "knn", "k": 16, "x": "big", "y": "big", "rx": "rbig", "ry": "rbig"},
-            {"name": "radius r=0.2 max 32, 16x512 in 16x1024", "op": "radius", "r": 0.2,
-             "x": "x16", "y": "q16", "rx": "r16", "ry": "rq16"},
+            {
+                "name": "knn_graph k=20, 16x1024",
+                "op": "knn",
+                "k": 21,
+                "x": "x16",
+                "y": "x16",
+                "rx": "r16",
+                "ry": "r16",
+            },
+            {
+                "name": "knn k=16, 100k",
+                "op": "knn",
+                "k": 16,
+                "x": "big",
+                "y": "big",
+                "rx": "rbig",
+                "ry": "rbig",
+            },
+            {
+                "name": "radius r=0.2 max 32, 16x512 in 16x1024",
+                "op": "radius",
+                "r": 0.2,
+                "x": "x16",
+                "y": "q16",
+                "rx": "r16",
+                "ry": "rq16",
+            },
         ]
         o3d_times = open3d_subprocess(args.open3d_python, o3d_cases, arrays, args.repeat)
     elif o3d_ops is None:
-        print(f"open3d: its torch ops do not load beside a CPU torch and {args.open3d_python} "
-              "does not exist (make bench-peers builds it)")
+        print(
+            f"open3d: its torch ops do not load beside a CPU torch and {args.open3d_python} "
+            "does not exist (make bench-peers builds it)"
+        )
     peer_names = ["torch-cluster", "open3d", "scipy cKDTree", "fpsample"]
     rows = []
     for name, ours, peers in cases:
         t_ours = median_time(ours, repeat=args.repeat)
-        times = {p: (median_time(fn, repeat=args.repeat) if fn else None) for p, fn in peers.items()}
+        times = {
+            p: (median_time(fn, repeat=args.repeat) if fn else None) for p, fn in peers.items()
+        }
         if name in o3d_times:
             times["open3d"] = o3d_times[name]
         fps_h = {p: t for p, t in times.items() if p.startswith("fpsample") and t is not None}
@@ -211,13 +294,17 @@ def main() -> None:
         rows.append(
             [name, fmt_ms(t_ours)]
             + [fmt_ms(times.get(p)) for p in peer_names]
-            + [f"{fastest}" if fastest else "-",
-               f"{t_ours / valid[fastest]:.2f}" if fastest else "-",
-               f"{t_ours / valid['torch-cluster']:.2f}" if "torch-cluster" in valid else "-"]
+            + [
+                f"{fastest}" if fastest else "-",
+                f"{t_ours / valid[fastest]:.2f}" if fastest else "-",
+                f"{t_ours / valid['torch-cluster']:.2f}" if "torch-cluster" in valid else "-",
+            ]
         )
     print()
     print_table(
-        ["op (ms, median)", "ours"] + peer_names + ["fastest peer", "ours/fastest", "ours/torch-cluster"],
+        ["op (ms, median)", "ours"]
+        + peer_names
+        + ["fastest peer", "ours/fastest", "ours/torch-cluster"],
         rows,
     )
 

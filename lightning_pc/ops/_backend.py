@@ -45,7 +45,7 @@ _CPU_PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_torch_cluster() -> bool:
     if importlib.util.find_spec("torch_cluster") is None:
         return False
@@ -56,7 +56,7 @@ def has_torch_cluster() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def torch_cluster_has_cuda() -> bool:
     if not has_torch_cluster():
         return False
@@ -67,7 +67,7 @@ def torch_cluster_has_cuda() -> bool:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
@@ -83,7 +83,7 @@ def available(name: str) -> bool:
     return has_module(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_numba() -> bool:
     if importlib.util.find_spec("numba") is None:
         return False

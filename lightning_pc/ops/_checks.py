@@ -113,9 +113,9 @@ def pack(name: str, pos: Tensor, batch: Tensor | None, size: int) -> Packed:
             b = b[order]
             perm = torch.from_numpy(order).to(pos.device)
             pos = pos[perm]
-    ptr = np.zeros(size + 1, dtype=np.int64)
-    np.cumsum(np.bincount(b, minlength=size), out=ptr[1:])
-    return Packed(pos, torch.from_numpy(ptr), perm)
+    offsets = np.zeros(size + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(np.bincount(b, minlength=size))
+    return Packed(pos, torch.from_numpy(offsets), perm)
 
 
 def restore_rows(row: Tensor, col: Tensor, y: Packed, x: Packed) -> tuple[Tensor, Tensor]:
@@ -148,12 +148,12 @@ def first_k_per_row(row: Tensor, col: Tensor, k: int) -> tuple[Tensor, Tensor]:
         first = np.maximum.accumulate(np.where(start, np.arange(r.size), 0))
         keep = np.arange(r.size) - first < k
         return torch.from_numpy(r[keep]), torch.from_numpy(c[keep])
-    start = torch.ones_like(row, dtype=torch.bool)
-    start[1:] = row[1:] != row[:-1]
-    idx = torch.arange(row.numel(), device=row.device)
-    first = torch.cummax(torch.where(start, idx, 0), 0)[0]
-    keep = idx - first < k
-    return row[keep], col[keep]
+    is_start = torch.ones_like(row, dtype=torch.bool)
+    is_start[1:] = row[1:] != row[:-1]
+    pos = torch.arange(row.numel(), device=row.device)
+    first_pos = torch.cummax(torch.where(is_start, pos, 0), 0)[0]
+    kept = pos - first_pos < k
+    return row[kept], col[kept]
 
 
 def drop_self_loops(centre: Tensor, nbr: Tensor) -> tuple[Tensor, Tensor]:

@@ -211,7 +211,9 @@ def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
     out = np.empty(int(out_ptr[-1]), dtype=np.int64)
     first = start.numpy().astype(np.int64)
     work = (src.counts() * num_samples).numpy()  # cost ~ points x picks
-    parallel_ranges(lambda b0, b1: _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, _LEAF), work)
+    parallel_ranges(
+        lambda b0, b1: _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, _LEAF), work
+    )
     return torch.from_numpy(out)
 
 
@@ -361,7 +363,9 @@ def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tens
         np.full(m, 20, dtype=np.int64),
     )
     keep = np.arange(cap)[None, :] < cnt[:, None]
-    return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), cnt)), torch.from_numpy(idx[keep])
+    return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), cnt)), torch.from_numpy(
+        idx[keep]
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -444,8 +448,23 @@ def _scan_cells(x, q0, q1, q2, xs, order, cstart, base, c0, c1, bd, bi, cnt, cap
 
 
 @numba.njit(cache=True, nogil=True)
-def _knn_queries(x, y, ptr_x, ptr_y, k, out_idx, qa, qb, grids_h, grids_lo, grids_ncell,
-                 grids_order, grids_cstart, grid_ptr, cstart_ptr):
+def _knn_queries(
+    x,
+    y,
+    ptr_x,
+    ptr_y,
+    k,
+    out_idx,
+    qa,
+    qb,
+    grids_h,
+    grids_lo,
+    grids_ncell,
+    grids_order,
+    grids_cstart,
+    grid_ptr,
+    cstart_ptr,
+):
     """k nearest neighbours (3-D) of the queries ``qa:qb`` (global indices), ring by ring.
 
     Cells at Chebyshev distance ``s`` from the query's cell are scanned for ``s = 0, 1,
@@ -488,15 +507,44 @@ def _knn_queries(x, y, ptr_x, ptr_y, k, out_idx, qa, qb, grids_h, grids_lo, grid
                         base = n0 * (cy + n1 * cz)
                         if cz == zlo or cz == zhi or cy == ylo or cy == yhi:
                             if xa <= xb:
-                                cnt = _scan_cells(x, q0, q1, q2, xs, order, cstart, base,
-                                                  xa, xb, bd, bi, cnt, cap)
+                                cnt = _scan_cells(
+                                    x, q0, q1, q2, xs, order, cstart, base, xa, xb, bd, bi, cnt, cap
+                                )
                         else:
                             if 0 <= qc[0] - s < n0:
-                                cnt = _scan_cells(x, q0, q1, q2, xs, order, cstart, base,
-                                                  qc[0] - s, qc[0] - s, bd, bi, cnt, cap)
+                                cnt = _scan_cells(
+                                    x,
+                                    q0,
+                                    q1,
+                                    q2,
+                                    xs,
+                                    order,
+                                    cstart,
+                                    base,
+                                    qc[0] - s,
+                                    qc[0] - s,
+                                    bd,
+                                    bi,
+                                    cnt,
+                                    cap,
+                                )
                             if s > 0 and 0 <= qc[0] + s < n0:
-                                cnt = _scan_cells(x, q0, q1, q2, xs, order, cstart, base,
-                                                  qc[0] + s, qc[0] + s, bd, bi, cnt, cap)
+                                cnt = _scan_cells(
+                                    x,
+                                    q0,
+                                    q1,
+                                    q2,
+                                    xs,
+                                    order,
+                                    cstart,
+                                    base,
+                                    qc[0] + s,
+                                    qc[0] + s,
+                                    bd,
+                                    bi,
+                                    cnt,
+                                    cap,
+                                )
                 if s >= smax:
                     break  # the block covers every cell
                 if cnt == cap:
@@ -551,15 +599,32 @@ def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor] | None:
     m = yn.shape[0]
     idx = np.empty((m, k), dtype=np.int64)
     parallel_ranges(
-        lambda q0, q1: _knn_queries(xn, yn, px, py, k, idx, q0, q1, hs, los, ncells,
-                                    order_all, keys_all, grid_ptr, cstart_ptr),
+        lambda q0, q1: _knn_queries(
+            xn,
+            yn,
+            px,
+            py,
+            k,
+            idx,
+            q0,
+            q1,
+            hs,
+            los,
+            ncells,
+            order_all,
+            keys_all,
+            grid_ptr,
+            cstart_ptr,
+        ),
         np.full(m, 10 * k, dtype=np.int64),
     )
     counts = np.minimum(np.diff(px), k)
     cloud = np.repeat(np.arange(nb), np.diff(py))
     per_query = counts[cloud]
     keep = np.arange(k)[None, :] < per_query[:, None]
-    return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), per_query)), torch.from_numpy(idx[keep])
+    return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), per_query)), torch.from_numpy(
+        idx[keep]
+    )
 
 
 def _cat(parts: list[np.ndarray]) -> Tensor:

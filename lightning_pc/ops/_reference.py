@@ -63,16 +63,15 @@ def knn(x: Packed, y: Packed, k: int, cosine: bool = False) -> tuple[Tensor, Ten
             d = cosine_dist(q, xs) if cosine else pairwise_sq_dist(q, xs)
             _, idx = smallest(d, kk)
             rows.append(
-                torch.arange(py[b] + s, py[b] + s + q.size(0), device=q.device)
-                .repeat_interleave(kk)
+                torch.arange(py[b] + s, py[b] + s + q.size(0), device=q.device).repeat_interleave(
+                    kk
+                )
             )
             cols.append(idx.reshape(-1) + px[b])
     return _cat(rows, x.pos.device), _cat(cols, x.pos.device)
 
 
-def radius(
-    x: Packed, y: Packed, r: float, max_num_neighbors: int
-) -> tuple[Tensor, Tensor]:
+def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
     """For each point of ``y``, its ``max_num_neighbors`` nearest points of ``x`` strictly
     within ``r`` (same cloud), ascending by distance."""
     rows, cols = [], []

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 
-def parallel_ranges(fn: Callable[[int, int], object], work: np.ndarray, min_work: float = 2e5) -> None:
+def parallel_ranges(
+    fn: Callable[[int, int], object], work: np.ndarray, min_work: float = 2e5
+) -> None:
     """Runs ``fn(b0, b1)`` over contiguous ranges of items with about equal ``work``.
 
     The kernels release the GIL, so ranges run concurrently on up to
@@ -41,5 +43,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     global _POOL
     pid = os.getpid()
     if _POOL is None or _POOL[0] != pid or _POOL[1] != threads:
-        _POOL = (pid, threads, ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="lpc-ops"))
+        _POOL = (
+            pid,
+            threads,
+            ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="lpc-ops"),
+        )
     return _POOL[2]

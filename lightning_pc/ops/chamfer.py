@@ -10,8 +10,14 @@ from torch import Tensor
 from lightning_pc.ops.neighbors import knn
 
 
-def _nearest_sq(a: Tensor, b: Tensor, batch_a: Tensor | None, batch_b: Tensor | None,
-                size: int, backend: str | None) -> Tensor:
+def _nearest_sq(
+    a: Tensor,
+    b: Tensor,
+    batch_a: Tensor | None,
+    batch_b: Tensor | None,
+    size: int,
+    backend: str | None,
+) -> Tensor:
     """Squared distance from each point of ``a`` to its nearest point of ``b`` (with grad)."""
     with torch.no_grad():
         row, col = knn(b, a, 1, batch_b, batch_a, batch_size=size, backend=backend)
@@ -53,8 +59,16 @@ def chamfer_distance(
         int(batch_x.max()) + 1 if batch_x is not None and batch_x.numel() else 1,
         int(batch_y.max()) + 1 if batch_y is not None and batch_y.numel() else 1,
     )
-    bx = batch_x if batch_x is not None else torch.zeros(x.size(0), dtype=torch.long, device=x.device)
-    by = batch_y if batch_y is not None else torch.zeros(y.size(0), dtype=torch.long, device=y.device)
+    bx = (
+        batch_x
+        if batch_x is not None
+        else torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+    )
+    by = (
+        batch_y
+        if batch_y is not None
+        else torch.zeros(y.size(0), dtype=torch.long, device=y.device)
+    )
     nx = torch.bincount(bx, minlength=size)
     ny = torch.bincount(by, minlength=size)
     if bool((nx == 0).any()) or bool((ny == 0).any()):
@@ -62,7 +76,9 @@ def chamfer_distance(
     dx = _nearest_sq(x, y, bx, by, size, backend)
     dy = _nearest_sq(y, x, by, bx, size, backend)
     per_cloud = torch.zeros(size, dtype=x.dtype, device=x.device).index_add(0, bx, dx) / nx
-    per_cloud = per_cloud + torch.zeros(size, dtype=y.dtype, device=y.device).index_add(0, by, dy) / ny
+    per_cloud = (
+        per_cloud + torch.zeros(size, dtype=y.dtype, device=y.device).index_add(0, by, dy) / ny
+    )
     if reduction == "mean":
         return per_cloud.mean()
     if reduction == "sum":

@@ -13,12 +13,19 @@ from tests.ops.shapes import batch_of_clouds
 
 @pytest.mark.parametrize(
     "size,start,end",
-    [(0.05, None, None), ([0.1, 0.2, 0.05], None, None), (0.1, -1.5, 1.5), (0.07, [-1.0, -1.0, -1.0], None)],
+    [
+        (0.05, None, None),
+        ([0.1, 0.2, 0.05], None, None),
+        (0.1, -1.5, 1.5),
+        (0.07, [-1.0, -1.0, -1.0], None),
+    ],
 )
 @pytest.mark.parametrize("backend", ["torch", "torch_cluster", "numba", None])
 def test_grid_cluster_equals_torch_cluster(size, start, end, backend):
     x, _ = batch_of_clouds([3000], seed=40)
-    t = lambda v: None if v is None else torch.as_tensor(v, dtype=torch.float).expand(3).contiguous()  # noqa: E731
+    t = lambda v: (
+        None if v is None else torch.as_tensor(v, dtype=torch.float).expand(3).contiguous()
+    )  # noqa: E731
     ours = ops.grid_cluster(x, size, start, end, backend=backend)
     theirs = torch_cluster.grid_cluster(x, t(size), t(start), t(end))
     assert torch.equal(ours, theirs)
@@ -76,8 +83,12 @@ def test_chamfer_matches_dense_and_reductions(backend):
     per = ops.chamfer_distance(x, y, bx, by, reduction="none", backend=backend)
     expect = dense_chamfer(x, y, bx, by)
     assert torch.allclose(per, expect, rtol=1e-5)
-    assert torch.allclose(ops.chamfer_distance(x, y, bx, by, backend=backend), expect.mean(), rtol=1e-5)
-    assert torch.allclose(ops.chamfer_distance(x, y, bx, by, reduction="sum"), expect.sum(), rtol=1e-5)
+    assert torch.allclose(
+        ops.chamfer_distance(x, y, bx, by, backend=backend), expect.mean(), rtol=1e-5
+    )
+    assert torch.allclose(
+        ops.chamfer_distance(x, y, bx, by, reduction="sum"), expect.sum(), rtol=1e-5
+    )
     assert float(ops.chamfer_distance(x, x, bx, bx)) == 0.0
 
 
@@ -97,4 +108,6 @@ def test_chamfer_gradient_pulls_clouds_together():
 def test_chamfer_rejects_empty_cloud():
     x, _ = batch_of_clouds([10], seed=47)
     with pytest.raises(ValueError, match="every cloud"):
-        ops.chamfer_distance(x, x, torch.zeros(10, dtype=torch.long), torch.ones(10, dtype=torch.long))
+        ops.chamfer_distance(
+            x, x, torch.zeros(10, dtype=torch.long), torch.ones(10, dtype=torch.long)
+        )

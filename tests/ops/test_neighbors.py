@@ -168,7 +168,9 @@ def test_radius_graph_bounds_neighbours_without_counting_self():
 @pytest.mark.parametrize("backend", KNN_BACKENDS)
 def test_nearest_equals_torch_cluster(clouds, backend):
     x, bx, y, by = clouds
-    assert torch.equal(ops.nearest(y, x, by, bx, backend=backend), torch_cluster.nearest(y, x, by, bx))
+    assert torch.equal(
+        ops.nearest(y, x, by, bx, backend=backend), torch_cluster.nearest(y, x, by, bx)
+    )
 
 
 def test_nearest_rejects_cloud_without_candidates():
@@ -223,6 +225,8 @@ def test_knn_numba_grid_on_uneven_density_and_far_queries():
 def test_knn_numba_two_dimensional_points_fall_back():
     g = torch.Generator().manual_seed(61)
     x = torch.rand(500, 2, generator=g)
-    assert edge_set(ops.knn(x, x, 5, backend="numba")) == edge_set(ops.knn(x, x, 5, backend="torch"))
+    assert edge_set(ops.knn(x, x, 5, backend="numba")) == edge_set(
+        ops.knn(x, x, 5, backend="torch")
+    )
     r = ops.radius(x, x, 0.1, max_num_neighbors=8, backend="numba")
     assert edge_set(r) == edge_set(ops.radius(x, x, 0.1, max_num_neighbors=8, backend="torch"))

@@ -94,7 +94,9 @@ def test_fps_unsorted_batch_and_ptr(backend):
     shuffled_idx = ops.fps(x[perm], bx[perm], 0.2, random_start=False, backend=backend)
     assert torch.equal(perm[shuffled_idx], sorted_idx)
     ptr = torch.tensor([0, 200, 350])
-    assert torch.equal(ops.fps(x, ptr=ptr, ratio=0.2, random_start=False, backend=backend), sorted_idx)
+    assert torch.equal(
+        ops.fps(x, ptr=ptr, ratio=0.2, random_start=False, backend=backend), sorted_idx
+    )
 
 
 def test_fps_bad_arguments():
@@ -118,4 +120,6 @@ def test_fps_cuda_matches_cpu():
     x, bx = batch_of_clouds([2048, 1024], seed=30)
     cpu = ops.fps(x, bx, 0.25, random_start=False)
     for b in ("torch", None):
-        assert torch.equal(ops.fps(x.cuda(), bx.cuda(), 0.25, random_start=False, backend=b).cpu(), cpu)
+        assert torch.equal(
+            ops.fps(x.cuda(), bx.cuda(), 0.25, random_start=False, backend=b).cpu(), cpu
+        )
