@@ -7,7 +7,7 @@ Backends:
 * ``"torch_cluster"`` - torch-cluster's compiled CPU/CUDA kernels.
 * ``"scipy"`` - scipy's ``cKDTree`` (CPU, multithreaded queries): knn, radius.
 * ``"numba"`` - our CPU kernels compiled with numba (:mod:`lightning_pc.ops._numba`):
-  kd-tree-pruned exact FPS, cell-grid knn and radius search, grid clustering.
+  kd-tree knn, kd-tree-pruned exact FPS, cell-grid radius search, grid clustering.
 
 ``"auto"`` (the default) picks, per op and device, the fastest measured on
 ``benchmarks/ops.py``. The environment variable ``LIGHTNING_PC_OPS_BACKEND`` or a call's

@@ -1,4 +1,4 @@
-"""CPU kernels compiled with numba: the fast path for fps, radius and grid_cluster.
+"""CPU kernels compiled with numba: the fast path for knn, radius, fps and grid_cluster.
 
 Each kernel reproduces the reference semantics bit for bit: distances are float32 sums of
 squared differences in coordinate order (as torch-cluster and the pure-torch reference
@@ -369,258 +369,118 @@ def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tens
 
 
 # ----------------------------------------------------------------------------------------
-# k nearest neighbours on a sorted cell grid, ring by ring
+# k nearest neighbours on a kd-tree
 # ----------------------------------------------------------------------------------------
 
-_KNN_OCCUPANCY = 0.5  # target points per occupied cell, as a fraction of k
-_KNN_CROWDED = 64  # a cell holding more than this many times the target: use a kd-tree
+_KNN_LEAF = 16  # points per leaf; a cell grid (tried first) was no faster on surface
+# samples and degrades on uneven density (a scan's near and far parts), which a tree does not
 
 
 @numba.njit(cache=True, nogil=True)
-def _cell_keys(x: np.ndarray, lo: np.ndarray, h: float, ncell: np.ndarray) -> np.ndarray:
+def _tree_for_knn(x: np.ndarray):
+    """Midpoint kd-tree over ``x`` with its points copied in tree order."""
     n, dims = x.shape
-    keys = np.empty(n, dtype=np.int64)
+    perm = np.arange(n)
+    start, end, left, right, lo, hi = _build_kdtree(x, perm, _KNN_LEAF)
+    p = np.empty((n, dims), dtype=x.dtype)
     for i in range(n):
-        key = 0
-        for d in range(dims - 1, -1, -1):
-            key = key * ncell[d] + np.int64((x[i, d] - lo[d]) / h)
-        keys[i] = key
-    return keys
+        p[i] = x[perm[i]]
+    return p, perm, start, end, left, right, lo, hi
 
 
 @numba.njit(cache=True, nogil=True)
-def _grid_for_knn(x: np.ndarray, k: int):
-    """Cell size, origin, cell counts, point order and sorted keys for a kNN grid.
-
-    The cell edge is tuned so that an occupied cell holds about ``k / 2`` points: a first
-    guess from the bounding-box volume is corrected once from the measured occupancy,
-    assuming points on surfaces (occupancy ~ h^2).
-    """
-    n, dims = x.shape
-    lo = np.zeros(3)
-    hi = np.zeros(3)
-    vol = 1.0
-    ext = np.zeros(3)
-    for d in range(dims):
-        lo[d] = x[:, d].min()
-        hi[d] = x[:, d].max()
-        ext[d] = hi[d] - lo[d]
-    emax = max(ext.max(), 1e-12)
-    for d in range(dims):
-        vol *= max(ext[d], emax * 1e-3)
-    target = max(1.0, _KNN_OCCUPANCY * k)
-    h = (vol / n * target) ** (1.0 / dims)
-    ncell = np.ones(3, dtype=np.int64)
-    for attempt in range(2):
-        h = max(h, emax / 2e6)  # keys must fit 64 bits
-        for d in range(dims):
-            ncell[d] = np.int64(ext[d] / h) + 1
-        keys = _cell_keys(x, lo, h, ncell)
-        order = np.argsort(keys, kind="mergesort")
-        skeys = keys[order]
-        if attempt == 1:
-            break
-        occupied = 1
-        for i in range(1, n):
-            if skeys[i] != skeys[i - 1]:
-                occupied += 1
-        h *= math.sqrt(target / (n / occupied))
-    crowded = 1
-    run = 1
-    for i in range(1, n):
-        run = run + 1 if skeys[i] == skeys[i - 1] else 1
-        crowded = max(crowded, run)
-    return h, lo, ncell, order, skeys, crowded
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _scan_cells(x, q0, q1, q2, xs, order, cstart, base, c0, c1, bd, bi, cnt, cap):
-    """Offers the points of cells ``base + c0 .. base + c1`` (one contiguous run)."""
-    for t in range(cstart[base + c0], cstart[base + c1 + 1]):
-        j = xs + order[t]
-        d0 = x[j, 0] - q0
-        d1 = x[j, 1] - q1
-        d2 = x[j, 2] - q2
-        dist = d0 * d0 + d1 * d1 + d2 * d2
-        if cnt < cap or dist < bd[cap - 1] or (dist == bd[cap - 1] and j < bi[cap - 1]):
-            cnt = _insert(bd, bi, cnt, cap, dist, j)
-    return cnt
+def _tree_query(p, perm, start, end, left, right, lo, hi, y, qa, qb, k, xs, out_idx):
+    """k nearest of ``y[qa:qb]`` in the tree; writes global indices (``xs`` + original)."""
+    dims = p.shape[1]
+    cap = min(k, p.shape[0])
+    bd = np.empty(cap, dtype=p.dtype)
+    bi = np.empty(cap, dtype=np.int64)
+    stack = np.empty(2 * start.shape[0] + 2, dtype=np.int64)
+    for qi in range(qa, qb):
+        cnt = 0
+        top = 1
+        stack[0] = 0
+        while top > 0:
+            top -= 1
+            node = stack[top]
+            lb = 0.0
+            for d in range(dims):
+                v = y[qi, d]
+                if v < lo[node, d]:
+                    lb += (lo[node, d] - v) ** 2
+                elif v > hi[node, d]:
+                    lb += (v - hi[node, d]) ** 2
+            if cnt == cap and lb > bd[cap - 1] * _MARGIN:
+                continue
+            if left[node] < 0:
+                for t in range(start[node], end[node]):
+                    dist = (p[t, 0] - y[qi, 0]) * (p[t, 0] - y[qi, 0])
+                    for d in range(1, dims):
+                        dist += (p[t, d] - y[qi, d]) * (p[t, d] - y[qi, d])
+                    j = xs + perm[t]
+                    if cnt < cap or dist < bd[cap - 1] or (dist == bd[cap - 1] and j < bi[cap - 1]):
+                        cnt = _insert(bd, bi, cnt, cap, dist, j)
+                continue
+            a, b = left[node], right[node]
+            la = 0.0
+            lbb = 0.0
+            for d in range(dims):
+                v = y[qi, d]
+                if v < lo[a, d]:
+                    la += (lo[a, d] - v) ** 2
+                elif v > hi[a, d]:
+                    la += (v - hi[a, d]) ** 2
+                if v < lo[b, d]:
+                    lbb += (lo[b, d] - v) ** 2
+                elif v > hi[b, d]:
+                    lbb += (v - hi[b, d]) ** 2
+            if la <= lbb:  # visit the nearer child first: push it last
+                stack[top] = b
+                stack[top + 1] = a
+            else:
+                stack[top] = a
+                stack[top + 1] = b
+            top += 2
+        for t in range(cap):
+            out_idx[qi, t] = bi[t]
 
 
 @numba.njit(cache=True, nogil=True)
-def _knn_queries(
-    x,
-    y,
-    ptr_x,
-    ptr_y,
-    k,
-    out_idx,
-    qa,
-    qb,
-    grids_h,
-    grids_lo,
-    grids_ncell,
-    grids_order,
-    grids_cstart,
-    grid_ptr,
-    cstart_ptr,
-):
-    """k nearest neighbours (3-D) of the queries ``qa:qb`` (global indices), ring by ring.
-
-    Cells at Chebyshev distance ``s`` from the query's cell are scanned for ``s = 0, 1,
-    ...`` until the k-th best distance is below the distance from the query to the
-    boundary of the scanned block (with a float margin), or the block covers the grid.
-    ``cstart`` holds, per cell in key order, the first position of its points.
-    """
-    bd = np.empty(k, dtype=x.dtype)
-    bi = np.empty(k, dtype=np.int64)
-    qc = np.zeros(3, dtype=np.int64)
-    for b in range(ptr_y.shape[0] - 1):
-        ys, ye = max(ptr_y[b], qa), min(ptr_y[b + 1], qb)
-        if ys >= ye:
-            continue
+def _tree_knn_clouds(x, y, ptr_x, ptr_y, k, out_idx, b0, b1):
+    for b in range(b0, b1):
         xs, xe = ptr_x[b], ptr_x[b + 1]
-        n = xe - xs
-        if n == 0:
+        if xe == xs or ptr_y[b + 1] == ptr_y[b]:
             continue
-        cap = min(k, n)
-        h = grids_h[b]
-        lo = grids_lo[b]
-        n0, n1, n2 = grids_ncell[b, 0], grids_ncell[b, 1], grids_ncell[b, 2]
-        order = grids_order[grid_ptr[b] : grid_ptr[b + 1]]
-        cstart = grids_cstart[cstart_ptr[b] : cstart_ptr[b + 1]]
-        for qi in range(ys, ye):
-            q0, q1, q2 = y[qi, 0], y[qi, 1], y[qi, 2]
-            smax = 0
-            for d in range(3):
-                f = math.floor((y[qi, d] - lo[d]) / h)
-                qc[d] = np.int64(min(max(f, -1e15), 1e15))
-            smax = max(qc[0], qc[1], qc[2], n0 - 1 - qc[0], n1 - 1 - qc[1], n2 - 1 - qc[2], 0)
-            cnt = 0
-            s = 0
-            while True:
-                zlo, zhi = qc[2] - s, qc[2] + s
-                ylo, yhi = qc[1] - s, qc[1] + s
-                xa, xb = max(qc[0] - s, 0), min(qc[0] + s, n0 - 1)
-                for cz in range(max(zlo, 0), min(zhi, n2 - 1) + 1):
-                    for cy in range(max(ylo, 0), min(yhi, n1 - 1) + 1):
-                        base = n0 * (cy + n1 * cz)
-                        if cz == zlo or cz == zhi or cy == ylo or cy == yhi:
-                            if xa <= xb:
-                                cnt = _scan_cells(
-                                    x, q0, q1, q2, xs, order, cstart, base, xa, xb, bd, bi, cnt, cap
-                                )
-                        else:
-                            if 0 <= qc[0] - s < n0:
-                                cnt = _scan_cells(
-                                    x,
-                                    q0,
-                                    q1,
-                                    q2,
-                                    xs,
-                                    order,
-                                    cstart,
-                                    base,
-                                    qc[0] - s,
-                                    qc[0] - s,
-                                    bd,
-                                    bi,
-                                    cnt,
-                                    cap,
-                                )
-                            if s > 0 and 0 <= qc[0] + s < n0:
-                                cnt = _scan_cells(
-                                    x,
-                                    q0,
-                                    q1,
-                                    q2,
-                                    xs,
-                                    order,
-                                    cstart,
-                                    base,
-                                    qc[0] + s,
-                                    qc[0] + s,
-                                    bd,
-                                    bi,
-                                    cnt,
-                                    cap,
-                                )
-                if s >= smax:
-                    break  # the block covers every cell
-                if cnt == cap:
-                    reach = np.inf
-                    for d in range(3):
-                        v = y[qi, d] - (lo[d] + (qc[d] - s) * h)
-                        w = (lo[d] + (qc[d] + s + 1) * h) - y[qi, d]
-                        reach = min(reach, v, w)
-                    if reach > 0 and bd[cap - 1] * _MARGIN < reach * reach:
-                        break
-                s += 1
-            for t in range(cap):
-                out_idx[qi, t] = bi[t]
+        p, perm, start, end, left, right, lo, hi = _tree_for_knn(x[xs:xe])
+        _tree_query(
+            p, perm, start, end, left, right, lo, hi, y, ptr_y[b], ptr_y[b + 1], k, xs, out_idx
+        )
 
 
-def knn_supported(x: Packed) -> bool:
-    return x.pos.size(1) == 3
-
-
-def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor] | None:
-    """k nearest neighbours; ``None`` where a cell grid suits the data badly (very uneven
-    density), for the caller to use a kd-tree instead."""
+def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor]:
+    """k nearest neighbours on per-cloud kd-trees, queries spread over threads."""
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     px, py = x.ptr.numpy(), y.ptr.numpy()
     nb = x.num_clouds
-    hs = np.ones(nb)
-    los = np.zeros((nb, 3))
-    ncells = np.ones((nb, 3), dtype=np.int64)
-    orders, keys = [], []
-    grid_ptr = np.zeros(nb + 1, dtype=np.int64)
-    cstart_ptr = np.zeros(nb + 1, dtype=np.int64)
-    for b in range(nb):
-        n = px[b + 1] - px[b]
-        if n > 0 and py[b + 1] > py[b]:
-            h, lo, nc, order, skeys, crowded = _grid_for_knn(xn[px[b] : px[b + 1]], k)
-            total_cells = int(nc[0]) * int(nc[1]) * int(nc[2])
-            if total_cells > 16 * n + 4096 or (
-                crowded > _KNN_CROWDED * max(1.0, _KNN_OCCUPANCY * k) and crowded > 1024
-            ):
-                return None  # sparse or very uneven: a kd-tree suits it better
-            hs[b], los[b], ncells[b] = h, lo, nc
-            orders.append(order)
-            keys.append(np.searchsorted(skeys, np.arange(total_cells + 1)))
-            grid_ptr[b + 1] = grid_ptr[b] + n
-            cstart_ptr[b + 1] = cstart_ptr[b] + total_cells + 1
-        else:
-            grid_ptr[b + 1] = grid_ptr[b]
-            cstart_ptr[b + 1] = cstart_ptr[b]
-    order_all = np.concatenate(orders) if orders else np.zeros(0, dtype=np.int64)
-    keys_all = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
     m = yn.shape[0]
     idx = np.empty((m, k), dtype=np.int64)
-    parallel_ranges(
-        lambda q0, q1: _knn_queries(
-            xn,
-            yn,
-            px,
-            py,
-            k,
-            idx,
-            q0,
-            q1,
-            hs,
-            los,
-            ncells,
-            order_all,
-            keys_all,
-            grid_ptr,
-            cstart_ptr,
-        ),
-        np.full(m, 10 * k, dtype=np.int64),
-    )
+    m_per = np.diff(py)
+    if nb >= 2 * torch.get_num_threads():
+        parallel_ranges(lambda b0, b1: _tree_knn_clouds(xn, yn, px, py, k, idx, b0, b1), m_per * k)
+    else:
+        for b in range(nb):
+            if px[b + 1] == px[b] or m_per[b] == 0:
+                continue
+            tree = _tree_for_knn(xn[px[b] : px[b + 1]])
+            parallel_ranges(
+                lambda q0, q1, tree=tree, b=b: _tree_query(
+                    *tree, yn, py[b] + q0, py[b] + q1, k, px[b], idx
+                ),
+                np.full(m_per[b], k, dtype=np.int64),
+            )
     counts = np.minimum(np.diff(px), k)
-    cloud = np.repeat(np.arange(nb), np.diff(py))
-    per_query = counts[cloud]
+    per_query = counts[np.repeat(np.arange(nb), m_per)]
     keep = np.arange(k)[None, :] < per_query[:, None]
     return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), per_query)), torch.from_numpy(
         idx[keep]

@@ -48,16 +48,10 @@ def _run_knn(px: Packed, py: Packed, k: int, cosine: bool, backend: str | None) 
     name = resolve("knn", device, backend)
     if cosine and name in ("scipy", "numba"):
         name = "torch"  # no cosine metric in kd-trees or cell grids
-    found = None
     if name == "numba":
         from lightning_pc.ops import _numba
 
-        # a cell grid needs 3-D points of reasonably even density; else a kd-tree
-        found = _numba.knn(px, py, k) if _numba.knn_supported(px) else None
-        if found is None:
-            name = "scipy"
-    if found is not None:
-        row, col = found
+        row, col = _numba.knn(px, py, k)
     elif name == "scipy":
         from lightning_pc.ops import _scipy
 

@@ -210,7 +210,7 @@ def test_cuda_matches_cpu():
         assert edge_set(cpu_r) == edge_set(cuda_r)
 
 
-def test_knn_numba_grid_on_uneven_density_and_far_queries():
+def test_knn_numba_tree_on_uneven_density_and_far_queries():
     # a dense blob, a sparse shell and queries far outside the cloud's bounding box
     g = torch.Generator().manual_seed(60)
     dense = torch.randn(3000, 3, generator=g) * 0.01
