@@ -473,12 +473,11 @@ def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor]:
             if px[b + 1] == px[b] or m_per[b] == 0:
                 continue
             tree = _tree_for_knn(xn[px[b] : px[b + 1]])
-            parallel_ranges(
-                lambda q0, q1, tree=tree, b=b: _tree_query(
-                    *tree, yn, py[b] + q0, py[b] + q1, k, px[b], idx
-                ),
-                np.full(m_per[b], k, dtype=np.int64),
-            )
+
+            def query(q0: int, q1: int, tree: tuple = tree, b: int = b) -> None:
+                _tree_query(*tree, yn, py[b] + q0, py[b] + q1, k, px[b], idx)  # type: ignore[call-arg]
+
+            parallel_ranges(query, np.full(m_per[b], k, dtype=np.int64))
     counts = np.minimum(np.diff(px), k)
     per_query = counts[np.repeat(np.arange(nb), m_per)]
     keep = np.arange(k)[None, :] < per_query[:, None]
