@@ -60,11 +60,9 @@ def has_torch_cluster() -> bool:
 def torch_cluster_has_cuda() -> bool:
     if not has_torch_cluster():
         return False
-    import torch_cluster
+    import torch_cluster  # noqa: F401 - registers torch.ops.torch_cluster
 
-    return bool(getattr(torch_cluster, "__cuda_version__", 0)) or (
-        torch.cuda.is_available() and "cuda" in str(getattr(torch_cluster, "__file__", ""))
-    )
+    return int(torch.ops.torch_cluster.cuda_version()) != -1
 
 
 @functools.cache

@@ -43,3 +43,13 @@ def test_unknown_or_unsupported_backend_raises(monkeypatch):
     monkeypatch.setenv(_backend.ENV_VAR, "nope")
     with pytest.raises(ValueError, match="LIGHTNING_PC_OPS_BACKEND"):
         ops.knn(x, x, 2)
+
+
+def test_cuda_inputs_never_route_to_cpu_only_backends():
+    cuda = torch.device("cuda")
+    with pytest.raises(ValueError, match="CPU only"):
+        _backend.resolve("knn", cuda, "numba")
+    auto = _backend.resolve("fps", cuda, None)
+    assert auto in ("torch_cluster", "torch")
+    if not _backend.torch_cluster_has_cuda():
+        assert auto == "torch"
