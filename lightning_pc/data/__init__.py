@@ -1,0 +1,24 @@
+"""Data layer: cached datasets, LightningDataModules, transforms, collate and readers."""
+
+from lightning_pc.data.collate import collate
+from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.modules.folder import PointCloudFolderDataModule
+from lightning_pc.data.modules.modelnet import ModelNetDataModule
+from lightning_pc.data.modules.s3dis import S3DISDataModule
+from lightning_pc.data.modules.shapenetpart import ShapeNetPartDataModule
+from lightning_pc.data.modules.synthetic import SyntheticShapesDataModule
+from lightning_pc.data.transforms import build_transforms
+
+__all__ = [
+    "DataFormatError",
+    "MissingDataError",
+    "ModelNetDataModule",
+    "PointCloudDataModule",
+    "PointCloudFolderDataModule",
+    "S3DISDataModule",
+    "ShapeNetPartDataModule",
+    "SyntheticShapesDataModule",
+    "build_transforms",
+    "collate",
+]

@@ -1,0 +1,524 @@
+"""Readers for raw point-cloud and mesh files, and area-weighted mesh sampling.
+
+Every reader raises :class:`~lightning_pc.data.errors.DataFormatError` naming the file
+(and the 1-based line, for text formats) when the input is malformed; none modifies the
+file it reads. This module needs only numpy (Open3D is imported lazily for PLY/PCD/OBJ/STL).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lightning_pc.data.errors import DataFormatError
+
+POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy")
+MESH_SUFFIXES = (".off", ".obj", ".stl", ".ply")
+
+
+def _read_text(path: Path) -> str:
+    """Read a text file; NUL bytes (a known S3DIS defect) are read as spaces, in memory."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataFormatError(path, f"cannot read file ({err})") from err
+    if b"\x00" in raw:
+        raw = raw.replace(b"\x00", b" ")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataFormatError(path, "not a UTF-8/ASCII text file", line) from err
+
+
+def _strip_comment(line: str, comments: str | None) -> str:
+    if comments:
+        cut = line.find(comments)
+        if cut >= 0:
+            line = line[:cut]
+    return line.strip()
+
+
+def _locate_table_error(
+    path: Path, text: str, ncols: int, delimiter: str | None, comments: str | None
+) -> DataFormatError:
+    """Scan line by line for the first malformed row (only called once parsing failed)."""
+    rows = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        content = _strip_comment(line, comments)
+        if not content:
+            continue
+        rows += 1
+        fields = [f for f in content.split(delimiter)] if delimiter else content.split()
+        if len(fields) != ncols:
+            return DataFormatError(
+                path, f"expected {ncols} columns, found {len(fields)}: {content[:80]!r}", number
+            )
+        for field in fields:
+            try:
+                value = float(field)
+            except ValueError:
+                return DataFormatError(path, f"non-numeric field {field.strip()[:40]!r}", number)
+            if not np.isfinite(value):
+                return DataFormatError(path, f"non-finite value {field.strip()!r}", number)
+    if rows == 0:
+        return DataFormatError(path, "file is empty (no data rows)")
+    return DataFormatError(path, "could not parse table")
+
+
+def read_table(
+    path: str | Path,
+    ncols: int,
+    delimiter: str | None = None,
+    comments: str | None = "#",
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """Read a numeric text table with exactly ``ncols`` columns per row.
+
+    Args:
+        path: text file (whitespace- or ``delimiter``-separated).
+        ncols: required number of columns in every non-blank row.
+        delimiter: field separator; ``None`` for any whitespace.
+        comments: comment marker, or ``None``.
+        dtype: dtype of the returned array.
+
+    Returns:
+        Array ``[rows, ncols]``.
+
+    Raises:
+        DataFormatError: empty file, wrong column count, non-numeric or non-finite field
+            (naming the file and the line).
+    """
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # empty input: reported below, with the file name
+            arr = np.loadtxt(
+                io.StringIO(text), delimiter=delimiter, comments=comments, ndmin=2, dtype=np.float64
+            )
+    except ValueError:
+        raise _locate_table_error(path, text, ncols, delimiter, comments) from None
+    if arr.shape[0] == 0 or arr.shape[1] != ncols or not np.isfinite(arr).all():
+        raise _locate_table_error(path, text, ncols, delimiter, comments)
+    return arr.astype(dtype, copy=False)
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh: ``vertices [V, 3]`` float64 and ``faces [F, 3]`` int64."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+
+def read_off(path: str | Path) -> Mesh:
+    """Read an OFF mesh, handling the quirks of the ModelNet release.
+
+    Handles a header glued to the counts (``OFF490 518 0``), polygons (fan-triangulated),
+    a missing trailing newline, blank lines and ``#`` comments, and extra per-face colour
+    values.
+
+    Raises:
+        DataFormatError: bad header, truncated vertex/face lists, non-numeric values,
+            out-of-range indices.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    lines = [
+        (number, content)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if (content := _strip_comment(line, "#"))
+    ]
+    if not lines:
+        raise DataFormatError(path, "file is empty")
+    number, first = lines[0]
+    if not first.startswith("OFF"):
+        raise DataFormatError(path, f"missing 'OFF' header, found {first[:40]!r}", number)
+    rest = first[3:].strip()
+    body = lines[1:]
+    if not rest:  # counts on their own line
+        if not body:
+            raise DataFormatError(path, "missing vertex/face counts", number)
+        number, rest = body[0]
+        body = body[1:]
+    try:
+        counts = [int(tok) for tok in rest.split()]
+        n_verts, n_faces = counts[0], counts[1]
+    except (ValueError, IndexError):
+        raise DataFormatError(path, f"bad counts line {rest[:40]!r}", number) from None
+    if n_verts < 0 or n_faces < 0:
+        raise DataFormatError(path, "negative vertex/face count", number)
+    if len(body) < n_verts + n_faces:
+        have_v = min(len(body), n_verts)
+        have_f = max(0, len(body) - n_verts)
+        raise DataFormatError(
+            path,
+            f"truncated: header declares {n_verts} vertices and {n_faces} faces, "
+            f"found {have_v} vertex and {have_f} face lines",
+            body[-1][0] if body else number,
+        )
+    vertices = _parse_vertices(path, body[:n_verts])
+    faces = _parse_faces(path, body[n_verts : n_verts + n_faces], n_verts)
+    return Mesh(vertices, faces)
+
+
+def _parse_vertices(path: Path, block: list[tuple[int, str]]) -> np.ndarray:
+    try:
+        flat = np.array(" ".join(c for _, c in block).split(), dtype=np.float64)
+        if flat.size == 3 * len(block):
+            verts = flat.reshape(-1, 3)
+            if np.isfinite(verts).all():
+                return verts
+    except ValueError:
+        pass
+    out = np.empty((len(block), 3))
+    for i, (number, content) in enumerate(block):
+        tokens = content.split()
+        if len(tokens) < 3:
+            raise DataFormatError(path, f"vertex needs 3 coordinates: {content[:60]!r}", number)
+        try:
+            out[i] = [float(t) for t in tokens[:3]]
+        except ValueError:
+            raise DataFormatError(path, f"non-numeric vertex {content[:60]!r}", number) from None
+        if not np.isfinite(out[i]).all():
+            raise DataFormatError(path, f"non-finite vertex {content[:60]!r}", number)
+    return out
+
+
+def _parse_faces(path: Path, block: list[tuple[int, str]], n_verts: int) -> np.ndarray:
+    if not block:
+        return np.zeros((0, 3), dtype=np.int64)
+    # Fast path: all triangles, nothing extra.
+    try:
+        flat = np.array(" ".join(c for _, c in block).split(), dtype=np.int64)
+        if flat.size == 4 * len(block):
+            tri = flat.reshape(-1, 4)
+            if (tri[:, 0] == 3).all() and tri[:, 1:].min() >= 0 and tri[:, 1:].max() < n_verts:
+                return tri[:, 1:].copy()
+    except ValueError:
+        pass
+    faces: list[list[int]] = []
+    for number, content in block:
+        try:
+            tokens = [int(t) for t in content.split()]
+        except ValueError:
+            raise DataFormatError(path, f"non-integer face {content[:60]!r}", number) from None
+        if not tokens or tokens[0] < 3 or len(tokens) < tokens[0] + 1:
+            raise DataFormatError(path, f"malformed face {content[:60]!r}", number)
+        idx = tokens[1 : tokens[0] + 1]
+        if min(idx) < 0 or max(idx) >= n_verts:
+            raise DataFormatError(path, f"face index out of range [0, {n_verts})", number)
+        faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
+    return np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+
+
+def read_mesh(path: str | Path) -> Mesh:
+    """Read a triangle mesh: OFF with our reader, OBJ/STL/PLY through Open3D.
+
+    Raises:
+        DataFormatError: unreadable file or a mesh without triangles.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".off":
+        return read_off(path)
+    import open3d as o3d
+
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    mesh = o3d.io.read_triangle_mesh(str(path))  # type: ignore[arg-type]
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.triangles, dtype=np.int64)
+    if len(verts) == 0 or len(faces) == 0:
+        raise DataFormatError(path, "Open3D read no triangles from this mesh file")
+    if not np.isfinite(verts).all():
+        raise DataFormatError(path, "mesh has non-finite vertex coordinates")
+    return Mesh(verts, faces)
+
+
+def normalize_vertices(vertices: np.ndarray) -> np.ndarray:
+    """Centre on the bounding-box centre and scale into the unit sphere."""
+    centre = (vertices.min(0) + vertices.max(0)) / 2
+    out = vertices - centre
+    scale = np.linalg.norm(out, axis=1).max()
+    return out / scale if scale > 0 else out
+
+
+def sample_mesh(
+    mesh: Mesh, num_points: int, rng: np.random.Generator, path: str | Path = "<mesh>"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sample points uniformly on a mesh's surface (probability proportional to face area).
+
+    Uses barycentric coordinates with the ``sqrt(r1)`` trick.
+
+    Returns:
+        ``(points [num_points, 3], normals [num_points, 3])`` float32; normals are the unit
+        normals of the faces the points were drawn from.
+    """
+    v = mesh.vertices[mesh.faces]  # [F, 3, 3]
+    cross = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])  # [F, 3]
+    area2 = np.linalg.norm(cross, axis=1)
+    total = area2.sum()
+    if not np.isfinite(total) or total <= 0:
+        raise DataFormatError(path, "mesh has zero surface area: nothing to sample")
+    face = rng.choice(len(area2), size=num_points, p=area2 / total)
+    r1 = np.sqrt(rng.random(num_points))[:, None]
+    r2 = rng.random(num_points)[:, None]
+    tri = v[face]
+    points = (1 - r1) * tri[:, 0] + r1 * (1 - r2) * tri[:, 1] + r1 * r2 * tri[:, 2]
+    normals = cross[face] / np.maximum(area2[face], 1e-12)[:, None]
+    return points.astype(np.float32), normals.astype(np.float32)
+
+
+def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a point file: PLY/PCD through Open3D, XYZ/PTS/TXT text, or NPY.
+
+    Text and NPY files hold ``x y z`` in the first three columns; further columns are
+    returned as ``features``. PLY/PCD return ``normal`` and ``rgb`` (0-1) where present.
+
+    Returns:
+        Dict with ``pos [N, 3]`` float32 and optionally ``normal``, ``rgb``, ``features``.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise DataFormatError(path, f"not a readable .npy array ({err})") from err
+        if arr.ndim != 2 or arr.shape[1] < 3 or arr.shape[0] == 0:
+            raise DataFormatError(path, f"expected an [N, >=3] array, found shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            raise DataFormatError(path, "array has non-numeric or non-finite values")
+        return _split_columns(arr.astype(np.float32))
+    if suffix in (".xyz", ".pts", ".txt"):
+        return _split_columns(_read_point_text(path))
+    if suffix == ".ply":
+        out = read_ply_vertices(path)
+        if out is not None:
+            return out
+    if suffix in (".ply", ".pcd"):
+        return _read_open3d_points(path)
+    raise DataFormatError(path, f"unsupported point file suffix {suffix!r}")
+
+
+def _read_point_text(path: Path) -> np.ndarray:
+    text = _read_text(path)
+    lines = text.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise DataFormatError(path, "file is empty (no data rows)")
+    start = 0
+    head = lines[first].split()
+    if path.suffix.lower() == ".pts" and len(head) == 1 and head[0].isdigit():
+        start = first + 1  # Leica PTS: a point-count line first
+    if start >= len(lines) or not any(line.strip() for line in lines[start:]):
+        raise DataFormatError(path, "file is empty (no data rows)")
+    data_first = next(line for line in lines[start:] if line.strip())
+    delimiter = "," if "," in data_first else None
+    ncols = len(data_first.split(delimiter))
+    if ncols < 3:
+        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", first + 1)
+    body = "\n".join([""] * start + lines[start:])  # keep line numbers
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = np.loadtxt(io.StringIO(body), delimiter=delimiter, ndmin=2, comments="#")
+        if arr.shape[1] == ncols and np.isfinite(arr).all() and len(arr):
+            return arr.astype(np.float32)
+    except ValueError:
+        pass
+    raise _locate_table_error(path, body, ncols, delimiter, "#")
+
+
+def _split_columns(arr: np.ndarray) -> dict[str, np.ndarray]:
+    out = {"pos": np.ascontiguousarray(arr[:, :3], dtype=np.float32)}
+    if arr.shape[1] > 3:
+        out["features"] = np.ascontiguousarray(arr[:, 3:], dtype=np.float32)
+    return out
+
+
+def _read_open3d_points(path: Path) -> dict[str, np.ndarray]:
+    import open3d as o3d
+
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    cloud = o3d.io.read_point_cloud(str(path))  # type: ignore[arg-type]
+    pos = np.asarray(cloud.points, dtype=np.float32)
+    if len(pos) == 0:
+        raise DataFormatError(path, "Open3D read no points (empty, truncated or not a point file)")
+    if not np.isfinite(pos).all():
+        raise DataFormatError(path, "point coordinates contain NaN or infinity")
+    declared = _declared_points(path)
+    if declared is not None and declared != len(pos):
+        raise DataFormatError(
+            path,
+            f"header declares {declared} points, Open3D read {len(pos)} "
+            "(truncated file, or NaN points)",
+        )
+    out = {"pos": pos}
+    if cloud.has_normals():
+        out["normal"] = np.asarray(cloud.normals, dtype=np.float32)
+    if cloud.has_colors():
+        out["rgb"] = np.asarray(cloud.colors, dtype=np.float32)
+    return out
+
+
+def _header_lines(path: Path, limit: int = 200) -> list[list[bytes]]:
+    out = []
+    with open(path, "rb") as fh:
+        for _ in range(limit):
+            line = fh.readline()
+            if not line:
+                break
+            parts = line.split()
+            out.append(parts)
+            if parts[:1] in ([b"end_header"], [b"DATA"]):
+                break
+    return out
+
+
+def _declared_points(path: Path) -> int | None:
+    """Point count declared in a PLY (``element vertex N``) or PCD (``POINTS N``) header."""
+    for parts in _header_lines(path):
+        try:
+            if len(parts) == 3 and parts[:2] == [b"element", b"vertex"]:
+                return int(parts[2])
+            if len(parts) == 2 and parts[0] == b"POINTS":
+                return int(parts[1])
+        except ValueError:
+            return None
+    return None
+
+
+def ply_has_faces(path: str | Path) -> bool:
+    """Whether a PLY file's header declares a non-empty ``face`` element."""
+    with open(path, "rb") as fh:
+        for _ in range(200):
+            line = fh.readline()
+            if not line or line.strip() == b"end_header":
+                break
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"face":
+                return int(parts[2]) > 0
+    return False
+
+
+_PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
+
+
+def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
+    """Read the vertex element of a PLY file with numpy, validating it fully.
+
+    Handles ASCII and binary (little/big endian) files whose vertex element has scalar
+    properties only (and, for binary files, comes first). Returns ``None`` for other files,
+    which the caller hands to Open3D.
+
+    Returns:
+        Dict with ``pos`` and, where present, ``normal`` and ``rgb`` (0-1).
+
+    Raises:
+        DataFormatError: bad header, truncated data, non-numeric or non-finite values.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    end = raw.find(b"end_header")
+    if not raw.startswith(b"ply") or end < 0:
+        raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
+    header = raw[:end].decode("ascii", errors="replace").splitlines()
+    body_start = raw.index(b"\n", end) + 1
+    fmt = ""
+    elements: list[tuple[str, int, list[tuple[str, str] | None]]] = []  # None: a list property
+    for number, line in enumerate(header, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "format":
+                fmt = parts[1]
+            elif parts[0] == "element":
+                elements.append((parts[1], int(parts[2]), []))
+            elif parts[0] == "property" and elements:
+                elements[-1][2].append(None if parts[1] == "list" else (parts[-1], parts[1]))
+        except (IndexError, ValueError):
+            raise DataFormatError(path, f"bad PLY header line {line!r}", number) from None
+    names = [e[0] for e in elements]
+    if "vertex" not in names:
+        raise DataFormatError(path, "PLY header declares no vertex element")
+    k = names.index("vertex")
+    _, count, maybe_props = elements[k]
+    props = [p for p in maybe_props if p is not None]
+    if count == 0:
+        raise DataFormatError(path, "PLY file declares 0 vertices")
+    if len(props) != len(maybe_props) or any(t not in _PLY_TYPES for _, t in props):
+        return None
+    if fmt == "ascii":
+        lines = raw[body_start:].decode("ascii", errors="replace").splitlines()
+        skip = sum(e[1] for e in elements[:k])
+        first_line = len(header) + 2 + skip  # 1-based line of the first vertex
+        block = lines[skip : skip + count]
+        if len(block) < count:
+            raise DataFormatError(
+                path,
+                f"truncated: header declares {count} vertices, found {len(block)}",
+                first_line + len(block),
+            )
+        text = "\n".join(block)
+        try:
+            arr = np.loadtxt(io.StringIO(text), ndmin=2, dtype=np.float64)
+            ok = arr.shape == (count, len(props)) and np.isfinite(arr).all()
+        except ValueError:
+            ok = False
+        if not ok:
+            err = _locate_table_error(path, text, len(props), None, None)
+            raise DataFormatError(path, err.reason, (err.line or 1) + first_line - 1)
+        values = {name: arr[:, i] for i, (name, _) in enumerate(props)}
+    elif fmt in ("binary_little_endian", "binary_big_endian"):
+        if k != 0:
+            return None
+        order = "<" if fmt == "binary_little_endian" else ">"
+        dtype = np.dtype([(name, order + _PLY_TYPES[t]) for name, t in props])
+        need = count * dtype.itemsize
+        if len(raw) - body_start < need:
+            raise DataFormatError(
+                path,
+                f"truncated: header declares {count} vertices ({need} bytes), "
+                f"file holds {len(raw) - body_start} bytes of data",
+            )
+        rec = np.frombuffer(raw, dtype=dtype, count=count, offset=body_start)
+        values = {name: rec[name].astype(np.float64) for name, _ in props}
+    else:
+        raise DataFormatError(path, f"unknown PLY format {fmt!r}")
+    if not all(a in values for a in "xyz"):
+        raise DataFormatError(path, "PLY vertex element has no x, y, z properties")
+    out = {"pos": np.stack([values[a] for a in "xyz"], 1).astype(np.float32)}
+    if not np.isfinite(out["pos"]).all():
+        raise DataFormatError(path, "point coordinates contain NaN or infinity")
+    if all(a in values for a in ("nx", "ny", "nz")):
+        out["normal"] = np.stack([values[a] for a in ("nx", "ny", "nz")], 1).astype(np.float32)
+    if all(a in values for a in ("red", "green", "blue")):
+        rgb = np.stack([values[a] for a in ("red", "green", "blue")], 1)
+        scale = 255.0 if dict(props)["red"] in ("uchar", "uint8") else 1.0
+        out["rgb"] = (rgb / scale).astype(np.float32)
+    return out

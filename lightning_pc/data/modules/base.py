@@ -1,0 +1,145 @@
+"""Shared LightningDataModule plumbing: loaders, collate, transforms, seeding, caching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_pc.data.cache import CacheRecipe, ensure_cache, locate_cache
+from lightning_pc.data.collate import collate
+from lightning_pc.data.datasets.base import PointDataset
+from lightning_pc.data.palettes import make_palette
+from lightning_pc.data.seeding import current_rank
+from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
+
+
+class PointCloudDataModule(L.LightningDataModule):
+    """Base data module. Subclasses set the class metadata and build the datasets.
+
+    ``num_classes`` and ``class_names`` are static (available right after ``__init__``), so
+    ``LightningCLI.link_arguments("data.num_classes", ...)`` works. ``prepare_data`` builds
+    the cache (once, under a file lock); ``setup`` only reads it.
+
+    Args:
+        batch_size: clouds per batch.
+        num_workers: DataLoader worker processes.
+        train_transforms: YAML-able transform specs for training (``None``: the dataset's
+            default recipe, ``[]``: none).
+        eval_transforms: the same for validation/test/predict.
+        cache_dir: cache root (``None``: the per-user cache folder).
+        prepare_data_per_node: build the cache on every node (``False`` on a shared
+            filesystem: built once, by global rank 0).
+        pin_memory: pin batches (``None``: when CUDA is available).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        train_transforms: list[TransformSpec] | None = None,
+        eval_transforms: list[TransformSpec] | None = None,
+        cache_dir: str | None = None,
+        prepare_data_per_node: bool = True,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.prepare_data_per_node = prepare_data_per_node
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._train_specs = train_transforms
+        self._eval_specs = eval_transforms
+        self.datasets: dict[str, Dataset] = {}
+
+    # --- static metadata ------------------------------------------------------------------
+    class_names: list[str] = []
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (of parts, for part segmentation)."""
+        return len(self.class_names)
+
+    @property
+    def palette(self) -> list[list[int]]:
+        """One RGB colour (0-255) per class."""
+        return make_palette(self.num_classes)
+
+    # --- transforms -----------------------------------------------------------------------
+    def default_train_transforms(self) -> list[TransformSpec]:
+        """The training recipe used when ``train_transforms`` is ``None``."""
+        return []
+
+    def default_eval_transforms(self) -> list[TransformSpec]:
+        """The evaluation recipe used when ``eval_transforms`` is ``None``."""
+        return []
+
+    def train_transform(self) -> Compose | None:
+        specs = (
+            self._train_specs if self._train_specs is not None else self.default_train_transforms()
+        )
+        return build_transforms(specs) if specs else None
+
+    def eval_transform(self) -> Compose | None:
+        specs = self._eval_specs if self._eval_specs is not None else self.default_eval_transforms()
+        return build_transforms(specs) if specs else None
+
+    # --- cache ----------------------------------------------------------------------------
+    def recipe(self) -> CacheRecipe | None:
+        """The cache recipe, or ``None`` for datasets without a cache."""
+        return None
+
+    def prepare_data(self) -> None:
+        """Build the cache if it is missing (runs once per node, or once in all)."""
+        recipe = self.recipe()
+        if recipe is not None:
+            ensure_cache(recipe, self.cache_dir)
+
+    def cache_folder(self) -> Any:
+        """The completed cache folder (read-only lookup; raises if ``prepare_data`` has not run)."""
+        recipe = self.recipe()
+        if recipe is None:
+            raise RuntimeError(f"{type(self).__name__} has no cache")
+        return locate_cache(recipe, self.cache_dir)
+
+    # --- setup / loaders ------------------------------------------------------------------
+    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
+        """Create the split datasets for ``stage`` (read-only)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        self.datasets.update(self.build_datasets(stage))
+        rank = self.trainer.global_rank if self.trainer is not None else current_rank()
+        for dataset in self.datasets.values():
+            if isinstance(dataset, PointDataset):
+                dataset.rank = rank
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split!r} dataset: call setup() with the right stage first")
+        workers = self.num_workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size or self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.pin_memory,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,113 @@
+"""PointCloudFolderDataModule: classify a user's own folder of point files or meshes."""
+
+from __future__ import annotations
+
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_pc.data.datasets.base import PackedDataset
+from lightning_pc.data.datasets.folder import (
+    PointCloudFolderRecipe,
+    check_features,
+    list_classes,
+)
+from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.transforms import TransformSpec
+
+
+class PointCloudFolderDataModule(PointCloudDataModule):
+    """Shape classification on ``root/{train,val,test}/<class>/<file>``.
+
+    With ``features``, ``x`` holds RGB in 0-1 (first, so colour transforms apply) and/or unit
+    normals (rotated with the points), read from PLY/PCD files (normals also from meshes).
+
+    Classes are the sorted folder names under ``root/train`` (listed in ``__init__``, so
+    ``num_classes`` is known before ``prepare_data``). A missing ``val/`` falls back to
+    ``test/``; with neither there is no validation loop.
+
+    Args:
+        root: dataset folder.
+        features: per-point features in ``x``: ``"rgb"`` and/or ``"normal"`` (every file
+            must have them).
+        num_points: points per cloud per epoch (``None``: all; clouds with fewer keep all).
+        points_per_mesh: points sampled on each mesh into the cache.
+        sampling_seed: seed of the mesh sampling.
+        batch_size: clouds per batch.
+        num_workers: DataLoader workers.
+        cache_dir: cache root (``None``: per-user cache folder).
+        train_transforms: training transform specs (``None``: normalise, rotate about z, scale,
+            jitter).
+        eval_transforms: evaluation transform specs (``None``: normalise).
+        prepare_data_per_node: build the cache on every node.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/my_clouds",
+        features: list[str] | None = None,
+        num_points: int | None = 1024,
+        points_per_mesh: int = 10000,
+        sampling_seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int = 4,
+        cache_dir: str | None = None,
+        train_transforms: list[TransformSpec] | None = None,
+        eval_transforms: list[TransformSpec] | None = None,
+        prepare_data_per_node: bool = True,
+    ) -> None:
+        super().__init__(
+            batch_size,
+            num_workers,
+            train_transforms,
+            eval_transforms,
+            cache_dir,
+            prepare_data_per_node,
+        )
+        self.save_hyperparameters()
+        self.root, self.num_points = root, num_points
+        self.points_per_mesh, self.sampling_seed = points_per_mesh, sampling_seed
+        self.class_names = list_classes(root)
+        self.features = check_features(features)
+
+    def default_train_transforms(self) -> list[TransformSpec]:
+        return [
+            "NormalizeScale",
+            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+            {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
+            {"class_path": "RandomJitter", "init_args": {"sigma": 0.01, "clip": 0.05}},
+        ]
+
+    def default_eval_transforms(self) -> list[TransformSpec]:
+        return ["NormalizeScale"]
+
+    def recipe(self) -> PointCloudFolderRecipe:
+        return PointCloudFolderRecipe(
+            self.root, self.points_per_mesh, self.sampling_seed, self.features
+        )
+
+    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
+        folder = self.cache_folder()
+        keys = {"pos": "pos"}
+        if "rgb" in self.features:
+            keys["rgb"] = "x"  # x from the start: colour transforms see it
+        if "normal" in self.features:
+            keys["normal"] = "normal"  # transformed with the points, appended to x after
+        feats = ("normal",) if "normal" in self.features else ()
+        out: dict[str, Dataset] = {}
+        for split in ("train", "val", "test"):
+            if (folder / split).is_dir():
+                train = split == "train"
+                out[split] = PackedDataset(
+                    folder / split,
+                    keys,
+                    {"label": "y"},
+                    self.num_points,
+                    "random" if train else "strided",
+                    self.train_transform() if train else self.eval_transform(),
+                    feats,
+                )
+        if "val" not in out and "test" in out:
+            out["val"] = out["test"]
+        return out
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val", shuffle=False) if "val" in self.datasets else []

@@ -1,0 +1,96 @@
+"""ShapeNetPartDataModule: part segmentation with global category and part ids."""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from lightning_pc.data.datasets.base import PackedDataset
+from lightning_pc.data.datasets.shapenetpart import (
+    CATEGORY_NAMES,
+    PART_NAMES,
+    PART_OFFSETS,
+    ShapeNetPartRecipe,
+    check_categories,
+)
+from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.transforms import TransformSpec
+
+
+class ShapeNetPartDataModule(PointCloudDataModule):
+    """ShapeNetPart part segmentation (16 categories, 50 parts).
+
+    Batches carry ``y [N]`` (global part ids), ``category [B]`` (global category index, also
+    when ``categories`` selects a subset) and, with ``use_normals``, normals in ``x``.
+    ``num_classes`` is the number of parts (50); ``part_offsets[c]:part_offsets[c + 1]`` are
+    category ``c``'s parts (for masking logits and per-shape IoU).
+
+    Args:
+        root: the ``shapenetcore_partanno_segmentation_benchmark_v0_normal`` folder.
+        categories: category names to keep (``None``: all 16).
+        num_points: points per shape per epoch (``None``: all).
+        use_normals: put normals in ``x``.
+        batch_size: clouds per batch.
+        num_workers: DataLoader workers.
+        cache_dir: cache root (``None``: per-user cache folder).
+        train_transforms: training transform specs (``None``: scale + shift).
+        eval_transforms: evaluation transform specs (``None``: none).
+        prepare_data_per_node: build the cache on every node.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/shapenetcore_partanno_segmentation_benchmark_v0_normal",
+        categories: list[str] | None = None,
+        num_points: int | None = 2048,
+        use_normals: bool = False,
+        batch_size: int = 16,
+        num_workers: int = 4,
+        cache_dir: str | None = None,
+        train_transforms: list[TransformSpec] | None = None,
+        eval_transforms: list[TransformSpec] | None = None,
+        prepare_data_per_node: bool = True,
+    ) -> None:
+        super().__init__(
+            batch_size,
+            num_workers,
+            train_transforms,
+            eval_transforms,
+            cache_dir,
+            prepare_data_per_node,
+        )
+        self.save_hyperparameters()
+        self.root, self.num_points, self.use_normals = root, num_points, use_normals
+        self.categories = check_categories(categories)
+        self.class_names = list(PART_NAMES)
+        self.category_names = list(CATEGORY_NAMES)
+        self.num_categories = len(CATEGORY_NAMES)
+        self.part_offsets = list(PART_OFFSETS)
+
+    def default_train_transforms(self) -> list[TransformSpec]:
+        return [
+            {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
+            {"class_path": "RandomTranslate", "init_args": {"max_shift": 0.1}},
+        ]
+
+    def recipe(self) -> ShapeNetPartRecipe:
+        return ShapeNetPartRecipe(self.root, self.categories)
+
+    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
+        folder = self.cache_folder()
+        keys = {"pos": "pos", "part": "y"}
+        if self.use_normals:
+            keys["normal"] = "normal"
+        feats = ("normal",) if self.use_normals else ()
+        out: dict[str, Dataset] = {}
+        for split in ("train", "val", "test"):
+            train = split == "train"
+            out[split] = PackedDataset(
+                folder / split,
+                keys,
+                {"category": "category"},
+                self.num_points,
+                "random" if train else "strided",
+                self.train_transform() if train else self.eval_transform(),
+                feats,
+            )
+        return out

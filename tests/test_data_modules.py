@@ -1,0 +1,104 @@
+"""Data-module contracts: LightningCLI-friendly signatures, static metadata, YAML transforms."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from lightning.pytorch.cli import LightningCLI
+
+from lightning_pc import data as D
+
+MODULES = [
+    D.SyntheticShapesDataModule,
+    D.ModelNetDataModule,
+    D.ShapeNetPartDataModule,
+    D.S3DISDataModule,
+    D.PointCloudFolderDataModule,
+]
+
+
+@pytest.mark.parametrize("cls", MODULES, ids=lambda c: c.__name__)
+def test_signature_is_plain_yaml(cls: type) -> None:
+    params = inspect.signature(cls.__init__).parameters
+    for name in ("batch_size", "num_workers"):
+        assert name in params
+    if cls is not D.SyntheticShapesDataModule:
+        assert {"root", "cache_dir", "prepare_data_per_node"} <= set(params)
+    for p in list(params.values())[1:]:
+        assert p.default is not inspect.Parameter.empty, p.name
+        yaml.safe_dump(p.default)  # plain YAML types only, no class instances
+    assert cls.__doc__ and "Args:" in cls.__doc__
+
+
+def test_static_metadata_without_files(tmp_path: Path) -> None:
+    # available right after __init__: nothing on disk is read (no root exists here)
+    assert D.ModelNetDataModule(str(tmp_path / "none"), 10).num_classes == 10
+    assert D.ModelNetDataModule(str(tmp_path / "none")).class_names[-1] == "xbox"
+    assert D.ShapeNetPartDataModule(str(tmp_path / "none"), categories=["Mug"]).num_classes == 50
+    assert D.S3DISDataModule(str(tmp_path / "none")).class_names[-1] == "clutter"
+    with pytest.raises(ValueError, match="10 or 40"):
+        D.ModelNetDataModule(num_classes=12)
+
+
+class TinyClassifier(L.LightningModule):
+    """Mean-pools the points: enough to run a step on the packed batch."""
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.head = torch.nn.Linear(3, num_classes)
+
+    def training_step(self, batch, batch_idx):
+        pooled = torch.zeros(batch.num_graphs, 3).index_add_(0, batch.batch, batch.pos)
+        pooled = pooled / batch.ptr.diff().unsqueeze(1)
+        loss = torch.nn.functional.cross_entropy(self.head(pooled), batch.y)
+        self.log("loss", loss, batch_size=batch.num_graphs)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class LinkingCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+
+
+def test_lightning_cli_yaml_transforms_and_link(tmp_path: Path) -> None:
+    config = {
+        "trainer": {
+            "max_steps": 2,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "default_root_dir": str(tmp_path),
+        },
+        "model": {"class_path": f"{__name__}.TinyClassifier"},
+        "data": {
+            "class_path": "lightning_pc.data.SyntheticShapesDataModule",
+            "init_args": {
+                "num_train": 8,
+                "num_points": 64,
+                "batch_size": 4,
+                "train_transforms": [
+                    "NormalizeScale",
+                    {"class_path": "RandomRotate", "init_args": {"axis": "so3"}},
+                    {"class_path": "RandomDropout", "init_args": {"max_ratio": 0.5}},
+                ],
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = LinkingCLI(args=["fit", "--config", str(path)], save_config_kwargs={"overwrite": True})
+    assert cli.model.hparams.num_classes == 12  # linked from the data module's static metadata
+    names = [type(t).__name__ for t in cli.datamodule.datasets["train"].transform.transforms]
+    assert names == ["NormalizeScale", "RandomRotate", "RandomDropout"]
+    assert cli.trainer.global_step == 2
