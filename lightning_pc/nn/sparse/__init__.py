@@ -1,0 +1,45 @@
+"""Sparse convolution in pure PyTorch: sparse tensor, kernel maps, convolutions, norms.
+
+No compiled extension: kernel maps come from sorted 64-bit keys and ``searchsorted``, the
+convolutions are gather-GEMM-scatter with a memory-lean custom backward. Exact: equal to
+dense ``conv3d`` / ``conv_transpose3d`` read at the sites.
+"""
+
+from lightning_pc.nn.sparse.conv import SparseConv3d, SparseConvTranspose3d, sparse_conv
+from lightning_pc.nn.sparse.kernel_map import (
+    KernelMap,
+    decode,
+    downsample_map,
+    encode,
+    kernel_offsets,
+    submanifold_map,
+)
+from lightning_pc.nn.sparse.norm import (
+    SparseBatchNorm,
+    SparseReLU,
+    global_max_pool,
+    global_mean_pool,
+    global_pool,
+)
+from lightning_pc.nn.sparse.tensor import MapCache, SparseTensor, devoxelize, voxelize
+
+__all__ = [
+    "KernelMap",
+    "MapCache",
+    "SparseBatchNorm",
+    "SparseConv3d",
+    "SparseConvTranspose3d",
+    "SparseReLU",
+    "SparseTensor",
+    "decode",
+    "devoxelize",
+    "downsample_map",
+    "encode",
+    "global_max_pool",
+    "global_mean_pool",
+    "global_pool",
+    "kernel_offsets",
+    "sparse_conv",
+    "submanifold_map",
+    "voxelize",
+]
