@@ -1,0 +1,113 @@
+"""The ``lightning-pc`` command line (also ``python -m lightning_pc``): a LightningCLI.
+
+``model`` is any :class:`~lightning_pc.tasks.BaseTask` subclass and ``data`` any
+:class:`~lightning_pc.data.PointCloudDataModule` subclass (short class names work for the
+built-in ones). ``data.num_classes`` is linked to ``model.init_args.num_classes``.
+
+Example::
+
+    lightning-pc fit --config configs/quickstart.yaml
+    lightning-pc test --config configs/quickstart.yaml --ckpt_path best
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_warn
+
+import lightning_pc.data  # noqa: F401  (registers the data modules for short names)
+import lightning_pc.tasks  # noqa: F401  (registers the tasks for short names)
+from lightning_pc.data import PointCloudDataModule
+from lightning_pc.tasks import BaseTask
+
+_BATCH_LIMITS = tuple(
+    f"trainer.{name}"
+    for name in (
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_test_batches",
+        "limit_predict_batches",
+        "overfit_batches",
+    )
+)
+
+
+def _prefer_int(parser: LightningArgumentParser, dests: tuple[str, ...]) -> None:
+    """Parse ``float | int`` options as ``int`` first, so ``1`` stays one batch.
+
+    jsonargparse tries the members of a union in order and the Trainer annotates these
+    options ``Union[float, int, None]``. This swaps the order on the parser's actions (a
+    private attribute of jsonargparse's ``ActionTypeHint``; left alone if it is missing).
+    """
+    for action in parser._actions:
+        if action.dest in dests and hasattr(action, "_typehint"):
+            action._typehint = int | float | None
+
+
+class PointCloudCLI(LightningCLI):
+    """LightningCLI in subclass mode for tasks and data modules.
+
+    Differences from LightningCLI's defaults:
+
+    - the saved ``config.yaml`` is overwritten on a second run
+      (``save_config_kwargs={"overwrite": True}``);
+    - ``--trainer.limit_*_batches=1`` means one batch, as for ``Trainer(limit_train_batches=1)``
+      (the Trainer annotates these ``float | int``, so jsonargparse alone reads ``1`` as
+      ``1.0``, i.e. 100 %); ``1.0`` still means 100 %;
+    - ``validate``, ``test`` and ``predict`` warn when no ``--ckpt_path`` is given (the
+      weights are then the freshly initialised ones).
+
+    Args:
+        args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
+        **kwargs: forwarded to ``LightningCLI``.
+    """
+
+    def __init__(self, args: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("model_class", BaseTask)
+        kwargs.setdefault("datamodule_class", PointCloudDataModule)
+        kwargs.setdefault("auto_configure_optimizers", True)
+        super().__init__(args=args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        _prefer_int(parser, _BATCH_LIMITS)
+        # the data modules expose num_classes right after __init__ (static metadata)
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
+
+    def _warn_random_weights(self) -> None:
+        subcommand = self.subcommand
+        if subcommand is None:
+            return
+        if self.config[subcommand].get("ckpt_path") is None:
+            rank_zero_warn(
+                f"`{subcommand}` without --ckpt_path evaluates the model's initial weights; "
+                "pass --ckpt_path path/to/checkpoint.ckpt to evaluate a trained model."
+            )
+
+    def before_validate(self) -> None:
+        self._warn_random_weights()
+
+    def before_test(self) -> None:
+        self._warn_random_weights()
+
+    def before_predict(self) -> None:
+        self._warn_random_weights()
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lightning-pc`` console script.
+
+    Args:
+        args: command-line arguments (``None``: ``sys.argv[1:]``).
+    """
+    PointCloudCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()

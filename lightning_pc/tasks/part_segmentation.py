@@ -1,0 +1,151 @@
+"""PartSegmentationTask: per-point part labels of shapes of known category (ShapeNetPart)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from lightning_pc.data.datasets.shapenetpart import CATEGORY_NAMES, PART_OFFSETS
+from lightning_pc.tasks.base import BaseTask
+from lightning_pc.tasks.metrics import PartIoU, mask_part_logits
+
+
+class PartSegmentationTask(BaseTask):
+    """Part segmentation: logits ``[N, num_classes]`` (global parts) against ``batch.y [N]``.
+
+    The batch carries ``category [B]``. Predictions are restricted to the parts of each
+    shape's own category (the other logits are masked), as in the ShapeNetPart protocol;
+    the loss uses the unmasked logits. Logs ``{split}/loss``, ``{split}/instance_miou`` and
+    ``{split}/class_miou`` (:class:`~lightning_pc.tasks.metrics.PartIoU`) and, for
+    validation and test, per-category mIoU ``{split}/miou_<category>`` at epoch end.
+    ``predict_step`` returns the predicted part of every point (``[N]``).
+
+    Args:
+        model: registered network name (e.g. ``"pointnet2_ssg_part_seg"``) or an
+            ``nn.Module`` instance (then not saved in the hyperparameters).
+        model_kwargs: keyword arguments of the network's builder (plain YAML types);
+            ``num_categories`` defaults to the number of categories in ``part_offsets``.
+        num_classes: number of parts in all (linked from ``data.num_classes`` by the CLI).
+        in_channels: per-point input features in ``batch.x`` (normals: 3).
+        part_offsets: category ``k`` owns parts ``part_offsets[k]:part_offsets[k + 1]``
+            (``None``: ShapeNetPart's 16 categories and 50 parts).
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-part loss weights (``None``: uniform).
+        ignore_index: target value excluded from the loss.
+        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
+        min_lr: final learning rate of the cosine schedule.
+    """
+
+    offsets: Tensor
+
+    def __init__(
+        self,
+        model: str | nn.Module = "pointnet2_ssg_part_seg",
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 50,
+        in_channels: int = 0,
+        part_offsets: list[int] | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        ignore_index: int = -100,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        min_lr: float = 0.0,
+    ) -> None:
+        offsets = list(PART_OFFSETS) if part_offsets is None else list(part_offsets)
+        if offsets[-1] != num_classes:
+            raise ValueError(
+                f"part_offsets end at {offsets[-1]} parts but num_classes is {num_classes}: "
+                "pass the data set's part_offsets"
+            )
+        super().__init__(model if isinstance(model, nn.Module) else None)
+
+    @property
+    def part_offsets(self) -> list[int]:
+        """Category ``k`` owns parts ``part_offsets[k]:part_offsets[k + 1]``."""
+        offsets = self.hparams.get("part_offsets")
+        return list(PART_OFFSETS) if offsets is None else list(offsets)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        kwargs = super().model_kwargs()
+        kwargs.setdefault("num_categories", len(self.part_offsets) - 1)
+        return kwargs
+
+    def configure_metrics(self) -> None:
+        offsets = self.part_offsets
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
+        metrics = MetricCollection(
+            {
+                "instance_miou": PartIoU(offsets, "instance"),
+                "class_miou": PartIoU(offsets, "category"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_category_miou = PartIoU(offsets, "none")
+        self.test_category_miou = PartIoU(offsets, "none")
+
+    def _predict(self, logits: Tensor, batch: Any) -> Tensor:
+        return mask_part_logits(logits, batch.category, batch.batch, self.offsets).argmax(1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        logits = self(batch)  # [N, P]
+        y = batch.y.view(-1)
+        loss = self.criterion(logits, y)
+        size = y.numel()
+        self.log("train/loss", loss, batch_size=size, prog_bar=True)
+        pred = self._predict(logits.detach(), batch)
+        self.train_metrics(pred, y, batch.batch, batch.category)
+        self.log_dict(self.train_metrics, batch_size=batch.num_graphs, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: Any, split: str) -> None:
+        logits = self(batch)
+        y = batch.y.view(-1)
+        self.log(f"{split}/loss", self.criterion(logits, y), batch_size=y.numel())
+        pred = self._predict(logits, batch)
+        metrics = self.val_metrics if split == "val" else self.test_metrics
+        metrics.update(pred, y, batch.batch, batch.category)
+        self.log_dict(metrics, batch_size=batch.num_graphs, prog_bar=split == "val")
+        per_category = self.val_category_miou if split == "val" else self.test_category_miou
+        per_category.update(pred, y, batch.batch, batch.category)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_category_miou(self, split: str) -> None:
+        metric = self.val_category_miou if split == "val" else self.test_category_miou
+        values = metric.compute()
+        metric.reset()
+        names = self._datamodule_attr("category_names")
+        if names is None and self.hparams.get("part_offsets") is None:
+            names = list(CATEGORY_NAMES)
+        if names is None or len(names) != values.numel():
+            names = [str(i) for i in range(values.numel())]
+        for name, value in zip(names, values):
+            if not torch.isnan(value):  # categories without shapes in this split
+                self.log(f"{split}/miou_{name}", value)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_category_miou("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_category_miou("test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Predicted global part of every point, ``[N]`` (restricted to its category)."""
+        return self._predict(self(batch), batch)

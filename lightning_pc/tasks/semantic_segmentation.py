@@ -1,0 +1,131 @@
+"""SemanticSegmentationTask: per-point labels of scenes (S3DIS), scored at full resolution."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+
+from lightning_pc.tasks.base import BaseTask
+
+
+def full_resolution(pred: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+    """Predictions and labels of every original point where the batch allows it.
+
+    When the batch carries ``inverse_index [N_full]`` (each original point -> its kept
+    point, offset per cloud as ``collate`` does) and ``y_full [N_full]``, returns
+    ``(pred[inverse_index], y_full)``; otherwise ``(pred, batch.y)``.
+
+    Args:
+        pred: ``[N]`` predictions (or ``[N, C]`` logits) on the points of the batch.
+        batch: the packed batch.
+    """
+    inverse = getattr(batch, "inverse_index", None)
+    y_full = getattr(batch, "y_full", None)
+    if inverse is not None and y_full is not None:
+        return pred[inverse.view(-1)], y_full.view(-1)
+    return pred, batch.y.view(-1)
+
+
+class SemanticSegmentationTask(BaseTask):
+    """Semantic segmentation: logits ``[N, num_classes]`` against ``batch.y [N]``.
+
+    The loss is computed on the points the network sees (e.g. voxel representatives);
+    validation and test metrics on every original point when the batch carries
+    ``inverse_index`` / ``y_full`` (S3DIS whole rooms). Logs ``{split}/loss``,
+    ``{split}/miou``, ``{split}/oa`` (torchmetrics objects) and, for validation and test,
+    per-class IoU ``{split}/iou_<class>`` at epoch end. ``predict_step`` returns the
+    predicted label of every point (``[N_full]`` when the batch carries ``inverse_index``,
+    else ``[N]``; ``batch.batch`` tells the clouds apart in the latter case).
+
+    Args:
+        model: registered network name (e.g. ``"pointnet2_ssg_sem_seg"``) or an
+            ``nn.Module`` instance (then not saved in the hyperparameters).
+        model_kwargs: keyword arguments of the network's builder (plain YAML types).
+        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        in_channels: per-point input features in ``batch.x`` (RGB: 3).
+        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-class loss weights (``None``: uniform).
+        ignore_index: target value excluded from the loss and the metrics.
+        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
+        min_lr: final learning rate of the cosine schedule.
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "pointnet2_ssg_sem_seg",
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 13,
+        in_channels: int = 3,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        ignore_index: int = -100,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        min_lr: float = 0.0,
+    ) -> None:
+        super().__init__(model if isinstance(model, nn.Module) else None)
+
+    def configure_metrics(self) -> None:
+        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
+        metrics = MetricCollection(
+            {
+                "miou": MulticlassJaccardIndex(n, average="macro", ignore_index=ignore),
+                "oa": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.val_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
+        self.test_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        logits = self(batch)  # [N, C]
+        y = batch.y.view(-1)
+        loss = self.criterion(logits, y)
+        self.log("train/loss", loss, batch_size=y.numel(), prog_bar=True)
+        self.train_metrics(logits.detach().argmax(1), y)
+        self.log_dict(self.train_metrics, batch_size=y.numel(), on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: Any, split: str) -> None:
+        logits = self(batch)
+        y = batch.y.view(-1)
+        self.log(f"{split}/loss", self.criterion(logits, y), batch_size=y.numel())
+        pred, target = full_resolution(logits.argmax(1), batch)
+        metrics = self.val_metrics if split == "val" else self.test_metrics
+        metrics.update(pred, target)
+        self.log_dict(metrics, batch_size=target.numel(), prog_bar=split == "val")
+        (self.val_class_iou if split == "val" else self.test_class_iou).update(pred, target)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _log_class_iou(self, split: str) -> None:
+        metric = self.val_class_iou if split == "val" else self.test_class_iou
+        self._log_vector(f"{split}/iou", metric.compute(), self._datamodule_attr("class_names"))
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_class_iou("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_class_iou("test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Predicted label of every point (of every original point where possible)."""
+        pred, _ = full_resolution(self(batch).argmax(1), batch)
+        return pred

@@ -1,0 +1,152 @@
+"""Tasks: construction, plain-YAML hparams, weights-only checkpoints, full-resolution scoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch_geometric.data import Data
+
+from lightning_pc.data import SyntheticShapesDataModule, collate
+from lightning_pc.data.transforms import GridSubsample
+from lightning_pc.tasks import (
+    ClassificationTask,
+    PartSegmentationTask,
+    SemanticSegmentationTask,
+    full_resolution,
+)
+
+TINY_CLS = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
+TINY_PART = dict(
+    num_samples=[[8], [8]],
+    sa_mlps=[[[8]], [[16]]],
+    global_mlp=[16],
+    fp_mlps=[[16], [16], [16]],
+    head=[16],
+)
+
+
+def _trainer(tmp_path: Path) -> L.Trainer:
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        logger=CSVLogger(tmp_path),
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def test_hparams_are_plain_yaml() -> None:
+    task = ClassificationTask(model_kwargs=TINY_CLS, num_classes=12, class_weights=[1.0] * 12)
+    yaml.safe_dump(dict(task.hparams))
+    assert task.hparams["model"] == "pointnet2_ssg"
+    assert task.model(collate([Data(pos=torch.rand(32, 3))] * 2)).shape == (2, 12)
+
+
+def test_module_instance_is_not_a_hyperparameter() -> None:
+    net = nn.Sequential()
+    task = ClassificationTask(model=net, num_classes=3)
+    assert task.model is net and "model" not in task.hparams
+
+
+def test_class_weights_must_match_classes() -> None:
+    with pytest.raises(ValueError, match="class_weights"):
+        ClassificationTask(model_kwargs=TINY_CLS, num_classes=12, class_weights=[1.0, 2.0])
+
+
+def test_part_offsets_must_match_classes() -> None:
+    with pytest.raises(ValueError, match="part_offsets"):
+        PartSegmentationTask(num_classes=27)  # ShapeNetPart's offsets end at 50
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_default_optimizer_and_cosine_schedule(optimizer: str, tmp_path: Path) -> None:
+    task = ClassificationTask(
+        model_kwargs=TINY_CLS,
+        num_classes=12,
+        optimizer=optimizer,
+        lr=0.5,
+        min_lr=0.01,  # type: ignore[arg-type]
+    )
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=7, logger=False)
+    task.trainer = trainer
+    config = task.configure_optimizers()
+    opt = config["optimizer"]
+    assert type(opt).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[optimizer]
+    sched = config["lr_scheduler"]["scheduler"]
+    assert sched.T_max == 7 and sched.eta_min == 0.01
+
+
+def test_part_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -> None:
+    data = SyntheticShapesDataModule(
+        num_train=4, num_val=4, num_test=4, num_points=64, task="part_segmentation", batch_size=4
+    )
+    task = PartSegmentationTask(
+        model_kwargs=TINY_PART, num_classes=data.num_classes, part_offsets=data.part_offsets
+    )
+    assert task.model.num_categories == 12  # taken from part_offsets
+    trainer = _trainer(tmp_path)
+    trainer.fit(task, data)
+    metrics = trainer.callback_metrics
+    assert 0.0 <= float(metrics["val/instance_miou"]) <= 1.0
+    assert "val/miou_cube" in metrics  # per-category mIoU named by the data module
+    path = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = PartSegmentationTask.load_from_checkpoint(path, weights_only=True)
+    assert loaded.part_offsets == data.part_offsets
+    batch = next(iter(data.val_dataloader()))
+    task.eval(), loaded.eval()
+    pred = loaded.predict_step(batch, 0)
+    torch.testing.assert_close(pred, task.predict_step(batch, 0))
+    # predictions stay inside each shape's category
+    offsets = torch.tensor(data.part_offsets)
+    cat = batch.category[batch.batch]
+    assert bool(((pred >= offsets[cat]) & (pred < offsets[cat + 1])).all())
+
+
+def test_full_resolution_projects_voxel_predictions() -> None:
+    pos = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [1.0, 0, 0], [1.01, 0, 0], [2.0, 0, 0]])
+    y = torch.tensor([1, 1, 2, 0, 2])
+    grid = GridSubsample(0.5, training=False, keep_inverse=True)
+    clouds = [grid(Data(pos=pos, y=y)), grid(Data(pos=pos + 10, y=y))]
+    batch = collate(clouds)
+    kept = batch.pos.size(0)
+    assert kept == 6 and batch.y_full.numel() == 10
+    pred = torch.arange(kept)  # each kept point predicts its own index
+    full, target = full_resolution(pred, batch)
+    # every original point takes its voxel's prediction; voxels of cloud 1 are offset by 3
+    assert full.tolist() == [0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
+    assert target.tolist() == y.tolist() * 2
+
+
+def test_semantic_segmentation_scores_every_original_point() -> None:
+    task = SemanticSegmentationTask(
+        model_kwargs=dict(
+            ratios=[0.5, 0.5],
+            radii=[[0.5], [1.0]],
+            num_samples=[[4], [4]],
+            sa_mlps=[[[8]], [[8]]],
+            fp_mlps=[[8], [8]],
+            head=[8],
+        ),
+        num_classes=3,
+        in_channels=0,
+    )
+    pos = torch.rand(40, 3) * 2
+    y = torch.randint(0, 3, (40,))
+    batch = collate([GridSubsample(0.4, training=False, keep_inverse=True)(Data(pos=pos, y=y))])
+    task.eval()
+    with torch.no_grad():
+        logits = task(batch)
+        task.test_metrics.update(*full_resolution(logits.argmax(1), batch))
+    pred = logits.argmax(1)[batch.inverse_index]
+    oa = (pred == y).float().mean()
+    torch.testing.assert_close(task.test_metrics["test/oa"].compute(), oa)

@@ -1,0 +1,273 @@
+"""The ``lightning-pc`` CLI: every config parses and runs end to end on the fixtures.
+
+Runs happen in-process with the working directory in ``tmp_path``: the configs' relative
+``runs/...`` folders (logger, checkpoints) land there. Models are shrunk and point counts
+cut on the command line so that the whole file runs in well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from lightning_pc.cli import main
+from lightning_pc.tasks import ClassificationTask
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+LIMITS = [
+    "--trainer.limit_train_batches=1",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--trainer.limit_predict_batches=1",
+    "--trainer.max_epochs=1",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+]
+
+# tiny widths per registered network (the configs keep the published architectures)
+TINY: dict[str, dict[str, Any]] = {
+    "pointnet2_ssg": dict(
+        num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16]
+    ),
+    "pointnet2_msg": dict(
+        radii=[[0.2, 0.4], [0.4, 0.8]],
+        num_samples=[[8, 8], [8, 8]],
+        sa_mlps=[[[8], [8]], [[16], [16]]],
+        global_mlp=[16],
+        head=[16],
+    ),
+    "dgcnn": dict(k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0]),
+    "pointnet2_msg_part_seg": dict(
+        radii=[[0.2, 0.4], [0.4, 0.8]],
+        num_samples=[[8, 8], [8, 8]],
+        sa_mlps=[[[8], [8]], [[16], [16]]],
+        global_mlp=[16],
+        fp_mlps=[[16], [16], [16]],
+        head=[16],
+    ),
+    "dgcnn_part_seg": dict(
+        k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0], category_channels=8
+    ),
+    "pointnet2_ssg_sem_seg": dict(
+        ratios=[0.5, 0.5],
+        radii=[[0.5], [1.0]],
+        num_samples=[[8], [8]],
+        sa_mlps=[[[8]], [[16]]],
+        global_mlp=[],
+        fp_mlps=[[16], [16]],
+        head=[16],
+    ),
+    "sparse_resnet": dict(voxel_size=0.1, channels=[8, 8, 16], layers=[1, 1], head=[16]),
+    "sparse_unet": dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4),
+}
+
+QUICK_DATA = [
+    "--data.init_args.num_train=8",
+    "--data.init_args.num_val=4",
+    "--data.init_args.num_test=4",
+    "--data.init_args.num_points=64",
+    "--data.init_args.batch_size=4",
+]
+
+
+def _load(name: str) -> ModuleType:
+    path = Path(__file__).parent / "data" / name / "make_fixture.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_fixture_cli", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("fixtures")
+    modelnet, shapenet, s3dis = _load("modelnet"), _load("shapenetpart"), _load("s3dis")
+    return {
+        "modelnet40_normal_resampled": modelnet.make_resampled(
+            root / "modelnet40_normal_resampled", modelnet.MODELNET40, 32, "modelnet40"
+        ),
+        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(root / "modelnet40_ply_hdf5_2048", 32),
+        "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
+        "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
+    }
+
+
+def _config(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    files = sorted(run_dir.glob("version_*/metrics.csv"))
+    assert files, f"no metrics.csv under {run_dir}"
+    with files[-1].open() as f:
+        return list(csv.DictReader(f))
+
+
+def _column(rows: list[dict[str, str]], key: str) -> list[float]:
+    return [float(r[key]) for r in rows if r.get(key)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_config_prints(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    source = _config(config)
+    assert printed["model"]["class_path"] == source["model"]["class_path"]
+    assert printed["data"]["class_path"] == source["data"]["class_path"]
+    for key in ("root", "num_points"):
+        if key in source["data"]["init_args"]:
+            assert printed["data"]["init_args"][key] == source["data"]["init_args"][key]
+
+
+def test_every_dataset_model_pair_has_a_config() -> None:
+    names = {p.stem for p in CONFIGS}
+    assert {
+        "quickstart",
+        "modelnet40_pointnet2_ssg",
+        "modelnet40_pointnet2_msg",
+        "modelnet40_dgcnn",
+        "shapenetpart_pointnet2",
+        "shapenetpart_dgcnn",
+        "s3dis_pointnet2",
+        "modelnet40_sparse_resnet",
+        "s3dis_sparse_unet",
+    } <= names
+    for config in CONFIGS:
+        model = _config(config)["model"]["init_args"]["model"]
+        assert model in TINY or config.stem == "quickstart", f"no tiny override for {model}"
+
+
+def _dataset_args(config: Path, fixtures: dict[str, Path], cache: Path) -> list[str]:
+    source = _config(config)
+    data = source["data"]["init_args"]
+    root_name = Path(data["root"]).name
+    root = next(path for key, path in fixtures.items() if root_name.startswith(key))
+    model = source["model"]["init_args"]["model"]
+    args = [
+        f"--data.init_args.root={root}",
+        f"--data.init_args.cache_dir={cache}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=2",
+        f"--model.init_args.model_kwargs={json.dumps(TINY[model])}",
+    ]
+    if "crops_per_room" in data:
+        args += ["--data.init_args.num_points=64", "--data.init_args.crops_per_room=1"]
+    else:
+        args.append("--data.init_args.num_points=32")
+    return args
+
+
+DATASET_CONFIGS = [p for p in CONFIGS if p.stem != "quickstart"]
+MONITORED = {"ClassificationTask": "val/acc", "PartSegmentationTask": "val/instance_miou"}
+
+
+@pytest.mark.parametrize("config", DATASET_CONFIGS, ids=lambda p: p.stem)
+def test_dataset_config_runs_end_to_end(
+    config: Path, fixtures: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(config), *LIMITS, *_dataset_args(config, fixtures, tmp_path)])
+    run_dir = tmp_path / "runs" / config.stem
+    rows = _metrics(run_dir)
+    task = _config(config)["model"]["class_path"].rsplit(".", 1)[-1]
+    monitored = MONITORED.get(task, "val/miou")
+    values = _column(rows, monitored)
+    assert len(values) == 1 and 0.0 <= values[0] <= 1.0
+    assert _column(rows, "train/loss")
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    if task == "SemanticSegmentationTask":
+        assert any(key.startswith("val/iou_") for key in rows[0])
+
+
+def test_quickstart_fit_test_predict_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs" / "quickstart.yaml")
+    tiny = [f"--model.init_args.model_kwargs={json.dumps(TINY['pointnet2_ssg'])}"]
+    common = ["--config", config, *LIMITS, *QUICK_DATA, *tiny]
+    main(["fit", *common])
+    run_dir = tmp_path / "runs" / "quickstart"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    first = torch.load(last, weights_only=True)
+    assert first["epoch"] == 0 and first["global_step"] == 1
+    rows = _metrics(run_dir)
+    assert _column(rows, "val/acc") and _column(rows, "val/macc")
+    assert any(key.startswith("val/acc_") for key in rows[0])  # per-class accuracy by name
+
+    # resume twice: each run continues after the last finished epoch instead of restarting
+    for epochs in (2, 3):
+        main(["fit", *common, f"--trainer.max_epochs={epochs}", "--ckpt_path=last"])
+        assert torch.load(last, weights_only=True)["global_step"] == epochs
+        resumed = _metrics(run_dir)  # the newest logger version: this run's rows only
+        assert {int(r["epoch"]) for r in resumed} == {epochs - 1}
+
+    for subcommand in ("validate", "test", "predict"):
+        main([subcommand, *common, f"--ckpt_path={last}"])
+    test_rows = _metrics(run_dir)
+    assert _column(test_rows, "test/acc")
+
+    # weights_only round trip, outside the CLI
+    task = ClassificationTask.load_from_checkpoint(last, weights_only=True)
+    assert task.hparams["num_classes"] == 12
+    state = torch.load(last, weights_only=True)["state_dict"]
+    for key, value in task.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+
+
+def test_validate_without_checkpoint_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs" / "quickstart.yaml")
+    tiny = [f"--model.init_args.model_kwargs={json.dumps(TINY['pointnet2_ssg'])}"]
+    with pytest.warns(UserWarning, match="initial weights"):
+        main(["validate", "--config", config, *LIMITS, *QUICK_DATA, *tiny])
+
+
+def test_python_dash_m_entry_point() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "lightning_pc", "fit", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    assert "--model" in out.stdout and "--data" in out.stdout
+
+
+def test_batch_limits_keep_ints_as_batch_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(REPO / "configs" / "quickstart.yaml")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "fit",
+                "--config",
+                config,
+                "--trainer.limit_train_batches=1",
+                "--trainer.limit_val_batches=0.25",
+                "--trainer.limit_test_batches=1.0",
+                "--print_config",
+            ]
+        )
+    trainer = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    assert trainer["limit_train_batches"] == 1 and isinstance(trainer["limit_train_batches"], int)
+    assert trainer["limit_val_batches"] == 0.25
+    assert isinstance(trainer["limit_test_batches"], float)  # 1.0 still means 100 %
