@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: test demo install sysdeps lint bench clean
+.PHONY: test demo demo-ops install sysdeps lint bench clean
 
 # --- setup, in stages; each stage leaves a stamp so a second run takes seconds -------------
 
@@ -55,6 +55,10 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
+	$(VENV)/bin/lightning-pc fit --config configs/quickstart.yaml
+
+# A smaller job on the neighbour ops alone: points fitted to a torus by Chamfer distance.
+demo-ops: install
 	$(PY) -m lightning_pc.demo
 
 lint: install
