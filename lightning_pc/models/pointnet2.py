@@ -1,0 +1,242 @@
+"""PointNet++ (Qi et al., NeurIPS 2017): classification, part and semantic segmentation.
+
+Defaults are the published architectures (the authors' TensorFlow release):
+
+- classification, SSG: SA(512 centres, r 0.2, 32, MLP 64-64-128), SA(128, r 0.4, 64,
+  128-128-256), global SA(256-512-1024), FC 512-256 with batch norm and dropout 0.5;
+- classification, MSG: SA(512, r 0.1/0.2/0.4, 16/32/128, [32-32-64, 64-64-128, 64-96-128]),
+  SA(128, r 0.2/0.4/0.8, 32/64/128, [64-64-128, 128-128-256, 128-128-256]), global SA, FC;
+- part segmentation (2048 points, normals as features): SSG SA(512, r 0.2, 64, 64-64-128),
+  SA(128, r 0.4, 64, 128-128-256), global SA(256-512-1024); MSG SA(512, r 0.1/0.2/0.4,
+  32/64/128), SA(128, r 0.4/0.8, 64/128, [128-128-256, 128-196-256]), global SA; feature
+  propagation 256-256, 256-128, 128-128(-128) whose last level also receives the one-hot
+  object category, the coordinates and the input features; head 128, dropout 0.5;
+- semantic segmentation (4096-point blocks): four SA levels of 1024/256/64/16 centres
+  (r 0.1/0.2/0.4/0.8, 32 samples, MLPs 32-32-64 ... 256-256-512), feature propagation
+  256-256, 256-256, 256-128, 128-128-128, head 128, dropout 0.5. The MSG variant follows
+  the widely used PyTorch port (Yan Xu, ``pointnet2_sem_seg_msg``).
+
+Centre counts are given as fractions (``ratios``) of each cloud, which keeps variable-size
+clouds meaningful: 0.5 then 0.25 of a 1024-point cloud are the paper's 512 and 128.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_pc.models._batch import unpack
+from lightning_pc.nn.mlp import LinearBNAct
+from lightning_pc.nn.pointnet2 import FeaturePropagation, GlobalSetAbstraction, SetAbstraction
+
+Task = Literal["classification", "part_segmentation", "semantic_segmentation"]
+Grouping = Literal["ssg", "msg"]
+
+# Per (task, grouping): ratios, radii, num_samples, sa_mlps, global_mlp, fp_mlps, head.
+_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    ("classification", "ssg"): dict(
+        ratios=[0.5, 0.25],
+        radii=[[0.2], [0.4]],
+        num_samples=[[32], [64]],
+        sa_mlps=[[[64, 64, 128]], [[128, 128, 256]]],
+        global_mlp=[256, 512, 1024],
+        fp_mlps=[],
+        head=[512, 256],
+    ),
+    ("classification", "msg"): dict(
+        ratios=[0.5, 0.25],
+        radii=[[0.1, 0.2, 0.4], [0.2, 0.4, 0.8]],
+        num_samples=[[16, 32, 128], [32, 64, 128]],
+        sa_mlps=[
+            [[32, 32, 64], [64, 64, 128], [64, 96, 128]],
+            [[64, 64, 128], [128, 128, 256], [128, 128, 256]],
+        ],
+        global_mlp=[256, 512, 1024],
+        fp_mlps=[],
+        head=[512, 256],
+    ),
+    ("part_segmentation", "ssg"): dict(
+        ratios=[0.25, 0.25],
+        radii=[[0.2], [0.4]],
+        num_samples=[[64], [64]],
+        sa_mlps=[[[64, 64, 128]], [[128, 128, 256]]],
+        global_mlp=[256, 512, 1024],
+        fp_mlps=[[256, 256], [256, 128], [128, 128, 128]],
+        head=[128],
+    ),
+    ("part_segmentation", "msg"): dict(
+        ratios=[0.25, 0.25],
+        radii=[[0.1, 0.2, 0.4], [0.4, 0.8]],
+        num_samples=[[32, 64, 128], [64, 128]],
+        sa_mlps=[
+            [[32, 32, 64], [64, 64, 128], [64, 96, 128]],
+            [[128, 128, 256], [128, 196, 256]],
+        ],
+        global_mlp=[256, 512, 1024],
+        fp_mlps=[[256, 256], [256, 128], [128, 128]],
+        head=[128],
+    ),
+    ("semantic_segmentation", "ssg"): dict(
+        ratios=[0.25, 0.25, 0.25, 0.25],
+        radii=[[0.1], [0.2], [0.4], [0.8]],
+        num_samples=[[32], [32], [32], [32]],
+        sa_mlps=[[[32, 32, 64]], [[64, 64, 128]], [[128, 128, 256]], [[256, 256, 512]]],
+        global_mlp=[],
+        fp_mlps=[[256, 256], [256, 256], [256, 128], [128, 128, 128]],
+        head=[128],
+    ),
+    ("semantic_segmentation", "msg"): dict(
+        ratios=[0.25, 0.25, 0.25, 0.25],
+        radii=[[0.05, 0.1], [0.1, 0.2], [0.2, 0.4], [0.4, 0.8]],
+        num_samples=[[16, 32], [16, 32], [16, 32], [16, 32]],
+        sa_mlps=[
+            [[16, 16, 32], [32, 32, 64]],
+            [[64, 64, 128], [64, 96, 128]],
+            [[128, 196, 256], [128, 196, 256]],
+            [[256, 256, 512], [256, 384, 512]],
+        ],
+        global_mlp=[],
+        fp_mlps=[[256, 256], [256, 256], [256, 128], [128, 128, 128]],
+        head=[128],
+    ),
+}
+
+
+class PointNet2(nn.Module):
+    """PointNet++ on packed batches.
+
+    Every architectural list defaults (``None``) to the published architecture for
+    ``task`` and ``grouping``; pass a list to change it.
+
+    Args:
+        num_classes: output classes (shape classes, or part / semantic labels).
+        task: ``"classification"`` (logits ``[B, num_classes]``), ``"part_segmentation"``
+            or ``"semantic_segmentation"`` (logits ``[N, num_classes]``).
+        grouping: ``"ssg"`` single-scale or ``"msg"`` multi-scale grouping.
+        in_channels: per-point input features in ``batch.x`` (normals: 3, RGB: 3, ...);
+            0 uses coordinates only.
+        ratios: fraction of points kept as centres at each level.
+        radii: ball radii per level (one per scale).
+        num_samples: most neighbours per ball, per level and scale.
+        sa_mlps: MLP widths per level and scale.
+        global_mlp: MLP of the final global level (empty: none, as in semantic segmentation).
+        fp_mlps: feature propagation MLPs, coarsest first (segmentation only).
+        head: hidden widths of the head (each followed by batch norm, ReLU and dropout).
+        dropout: dropout probability in the head.
+        num_categories: object categories one-hot encoded into part segmentation
+            (``batch.category``, 16 for ShapeNetPart).
+        random_start: random first centre of farthest point sampling in training.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 40,
+        task: Task = "classification",
+        grouping: Grouping = "ssg",
+        in_channels: int = 0,
+        ratios: list[float] | None = None,
+        radii: list[list[float]] | None = None,
+        num_samples: list[list[int]] | None = None,
+        sa_mlps: list[list[list[int]]] | None = None,
+        global_mlp: list[int] | None = None,
+        fp_mlps: list[list[int]] | None = None,
+        head: list[int] | None = None,
+        dropout: float = 0.5,
+        num_categories: int = 16,
+        random_start: bool = True,
+    ) -> None:
+        super().__init__()
+        if (task, grouping) not in _PRESETS:
+            raise ValueError(f"unknown task/grouping {task!r}/{grouping!r}")
+        preset = _PRESETS[(task, grouping)]
+        ratios = preset["ratios"] if ratios is None else ratios
+        radii = preset["radii"] if radii is None else radii
+        num_samples = preset["num_samples"] if num_samples is None else num_samples
+        sa_mlps = preset["sa_mlps"] if sa_mlps is None else sa_mlps
+        global_mlp = preset["global_mlp"] if global_mlp is None else global_mlp
+        fp_mlps = preset["fp_mlps"] if fp_mlps is None else fp_mlps
+        head = preset["head"] if head is None else head
+        if not (len(ratios) == len(radii) == len(num_samples) == len(sa_mlps)):
+            raise ValueError("ratios, radii, num_samples and sa_mlps need one entry per level")
+        self.task = task
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.num_categories = num_categories
+
+        self.sa = nn.ModuleList()
+        widths = [in_channels]  # feature width at each level, input first
+        for ratio, r, k, mlps in zip(ratios, radii, num_samples, sa_mlps, strict=True):
+            level = SetAbstraction(widths[-1], ratio, r, k, mlps, random_start=random_start)
+            self.sa.append(level)
+            widths.append(level.out_channels)
+        self.global_sa = GlobalSetAbstraction(widths[-1], global_mlp) if global_mlp else None
+        if self.global_sa is not None:
+            widths.append(self.global_sa.out_channels)
+
+        self.fp = nn.ModuleList()
+        if task == "classification":
+            if self.global_sa is None:
+                raise ValueError("classification needs a global level (global_mlp)")
+            top = widths[-1]
+        else:
+            if len(fp_mlps) != len(widths) - 1:
+                raise ValueError(f"segmentation needs {len(widths) - 1} feature propagation MLPs")
+            coarse = widths[-1]
+            for depth, mlp in enumerate(fp_mlps):
+                skip = widths[-2 - depth]
+                if depth == len(fp_mlps) - 1:  # finest level: input points
+                    skip = 3 + in_channels
+                    if task == "part_segmentation":
+                        skip += num_categories
+                    elif in_channels == 0:
+                        skip = 0
+                    else:
+                        skip = in_channels
+                block = FeaturePropagation(coarse + skip, mlp)
+                self.fp.append(block)
+                coarse = block.out_channels
+            top = coarse
+        layers: list[nn.Module] = []
+        for width in head:
+            layers += [LinearBNAct(top, width), nn.Dropout(dropout)]
+            top = width
+        layers.append(nn.Linear(top, num_classes))
+        self.head = nn.Sequential(*layers)
+
+    def forward(self, data: Any) -> Tensor:
+        """Logits: ``[B, num_classes]`` (classification) or ``[N, num_classes]``."""
+        pos, x, batch, ptr = unpack(data, self.in_channels)
+        levels = [(x, pos, batch, ptr)]
+        for sa in self.sa:
+            levels.append(sa(*levels[-1]))
+        feats: list[Tensor | None] = [x] + [lv[0] for lv in levels[1:]]
+        if self.global_sa is not None:
+            x_l, pos_l, _, ptr_l = levels[-1]
+            g = self.global_sa(x_l, pos_l, ptr_l)  # [B, C]
+            if self.task == "classification":
+                return self.head(g)
+            h, pos_c, batch_c = g, None, torch.arange(ptr.numel() - 1, device=pos.device)
+        else:
+            h, pos_c, batch_c = levels[-1][0], levels[-1][1], levels[-1][2]
+        for i, fp in enumerate(self.fp):
+            target = len(self.sa) - 1 - i if self.global_sa is None else len(self.sa) - i
+            x_t, pos_t, batch_t, _ = levels[target]
+            skip = feats[target]
+            if target == 0:
+                skip = self._input_skip(data, pos, x, batch)
+            h = fp(h, pos_c, batch_c, skip, pos_t, batch_t)
+            pos_c, batch_c = pos_t, batch_t
+        return self.head(h)
+
+    def _input_skip(self, data: Any, pos: Tensor, x: Tensor | None, batch: Tensor) -> Tensor | None:
+        if self.task == "part_segmentation":
+            category = getattr(data, "category", None)
+            if category is None:
+                raise ValueError("part segmentation needs batch.category ([B] category index)")
+            onehot = F.one_hot(category.view(-1).long(), self.num_categories).to(pos.dtype)
+            parts = [onehot[batch], pos] + ([x] if x is not None else [])
+            return torch.cat(parts, 1)  # [N, 16 + 3 + C_in]
+        return x

@@ -1,0 +1,114 @@
+"""k-nearest-neighbour graphs in feature space, as ``[N, k]`` neighbour tables.
+
+DGCNN rebuilds its graph from the current features at every layer. Two paths give the same
+neighbours (up to exact distance ties):
+
+- ``"padded"``: the clouds are laid out as ``[B, n_max, C]`` and all pairwise squared
+  distances :math:`\\lVert x_i \\rVert^2 - 2 x_i^\\top x_j + \\lVert x_j \\rVert^2` come from
+  one batched matrix product, then ``topk``: dense BLAS work, which is what makes
+  high-dimensional kNN fast (tree searches degrade to brute force above a few dimensions);
+- ``"packed"``: :func:`lightning_pc.ops.knn` on the packed rows.
+
+Each point is its own nearest neighbour, as in the reference implementation. A cloud with
+fewer than ``k`` points repeats its nearest neighbour to fill the table (which leaves a max
+over neighbours unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lightning_pc.nn.segment import lengths_from_ptr
+from lightning_pc.ops import knn
+
+KnnMode = Literal["padded", "packed"]
+
+# Upper bound on the elements of one pairwise-distance block (clouds are processed in
+# chunks so that B * n_max**2 stays below it: 2**26 floats = 256 MiB).
+_MAX_BLOCK = 1 << 26
+
+
+def _fill_short_rows(table: Tensor, lengths: Tensor, k: int) -> Tensor:
+    """Replace slots ``>= n_b`` of clouds with fewer than ``k`` points by slot 0."""
+    per_point = torch.repeat_interleave(lengths, lengths)  # [N]
+    slot = torch.arange(k, device=table.device)
+    bad = slot[None, :] >= per_point[:, None]  # [N, k]
+    return torch.where(bad, table[:, :1].expand_as(table), table)
+
+
+@torch.no_grad()
+def knn_table_padded(x: Tensor, ptr: Tensor, k: int) -> Tensor:
+    """Neighbour table ``[N, k]`` (global indices, nearest first) from dense distances.
+
+    Args:
+        x: ``[N, C]`` packed features.
+        ptr: ``[B + 1]`` offsets.
+        k: neighbours per point, self included.
+    """
+    lengths = lengths_from_ptr(ptr)  # [B]
+    num_clouds = lengths.numel()
+    n_max = int(lengths.max())
+    kk = min(k, n_max)
+    uniform = bool((lengths == n_max).all())
+    if uniform:
+        dense = x.view(num_clouds, n_max, -1)  # [B, n, C]
+        valid = None
+    else:
+        batch = torch.repeat_interleave(torch.arange(num_clouds, device=x.device), lengths)
+        local = torch.arange(x.size(0), device=x.device) - ptr[batch]
+        dense = x.new_zeros(num_clouds, n_max, x.size(1))
+        dense[batch, local] = x
+        valid = torch.arange(n_max, device=x.device)[None, :] < lengths[:, None]  # [B, n]
+    sq = dense.square().sum(-1)  # [B, n]
+    chunk = max(1, _MAX_BLOCK // (n_max * n_max))
+    tables = []
+    for s in range(0, num_clouds, chunk):
+        d = torch.baddbmm(
+            sq[s : s + chunk, :, None],
+            dense[s : s + chunk],
+            dense[s : s + chunk].transpose(1, 2),
+            alpha=-2.0,
+        )  # [b, n, n]
+        d += sq[s : s + chunk, None, :]
+        if valid is not None:
+            d.masked_fill_(~valid[s : s + chunk, None, :], float("inf"))
+        tables.append(d.topk(kk, dim=-1, largest=False, sorted=True).indices)  # [b, n, kk]
+    table = torch.cat(tables, 0) + ptr[:-1, None, None]  # [B, n, kk]
+    table = table.view(-1, kk) if uniform else table[valid]  # [N, kk]
+    if kk < k:
+        table = torch.cat([table, table[:, :1].expand(-1, k - kk)], 1)
+    if not uniform and int(lengths.min()) < k:
+        table = _fill_short_rows(table, lengths, k)
+    return table
+
+
+@torch.no_grad()
+def knn_table_packed(x: Tensor, batch: Tensor, ptr: Tensor, k: int) -> Tensor:
+    """Neighbour table ``[N, k]`` from :func:`lightning_pc.ops.knn` (same contract as
+    :func:`knn_table_padded`)."""
+    num_points = x.size(0)
+    row, col = knn(x, x, k, batch_x=batch, batch_y=batch)
+    expected = torch.arange(num_points, device=x.device).repeat_interleave(k)
+    if row.numel() == num_points * k and torch.equal(row, expected):
+        return col.view(num_points, k)  # every point got k neighbours, grouped by query
+    order = torch.argsort(row, stable=True)
+    row, col = row[order], col[order]
+    counts = torch.bincount(row, minlength=num_points)  # [N]
+    start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(row.numel(), device=x.device) - start[row]
+    table = col.new_empty(num_points, k)
+    table[:] = col[start][:, None]
+    table[row, slot] = col
+    return table
+
+
+def knn_table(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: KnnMode = "padded") -> Tensor:
+    """``[N, k]`` nearest neighbours of every point among the points of its cloud."""
+    if mode == "padded":
+        return knn_table_padded(x, ptr, k)
+    if mode == "packed":
+        return knn_table_packed(x, batch, ptr, k)
+    raise ValueError(f"unknown kNN mode {mode!r}; expected 'padded' or 'packed'")

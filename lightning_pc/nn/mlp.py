@@ -1,0 +1,110 @@
+"""Shared per-row MLPs: ``Linear -> BatchNorm1d -> activation`` on ``[R, C]`` rows.
+
+A 1x1 ``Conv1d``/``Conv2d`` applied to points or to (centre, neighbour) pairs, as the
+reference implementations write them, is a ``Linear`` on packed rows: same weights, same
+parameter count. Only ``torch.nn`` BatchNorm classes are used, so
+``SyncBatchNorm.convert_sync_batchnorm`` converts every norm layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, cast
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Activation = Literal["relu", "leaky_relu"]
+
+
+class LinearBNAct(nn.Module):
+    r"""One layer :math:`\sigma(\mathrm{BN}(W x + b))` on rows ``[R, C_in] -> [R, C_out]``.
+
+    Args:
+        in_channels: input width.
+        out_channels: output width.
+        bias: whether the linear map has a bias (PointNet++ yes, DGCNN no).
+        act: ``"relu"`` or ``"leaky_relu"``.
+        negative_slope: slope of the leaky ReLU.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        bias: bool = True,
+        act: Activation = "relu",
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.lin = nn.Linear(in_channels, out_channels, bias=bias)
+        # a torch.nn BatchNorm (SyncBatchNorm after Lightning's sync_batchnorm conversion)
+        self.norm: nn.modules.batchnorm._BatchNorm = nn.BatchNorm1d(out_channels)
+        self.act = act
+        self.negative_slope = negative_slope
+
+    def act_fn(self, h: Tensor, inplace: bool = True) -> Tensor:
+        """The activation alone."""
+        if self.act == "relu":
+            return F.relu(h, inplace=inplace)
+        return F.leaky_relu(h, self.negative_slope, inplace=inplace)
+
+    def activate(self, h: Tensor) -> Tensor:
+        """Norm and activation of an already computed linear output ``[R, C_out]``."""
+        return self.act_fn(self.norm(h))  # [R, C_out]
+
+    def forward(self, x: Tensor) -> Tensor:  # [R, C_in] -> [R, C_out]
+        return self.activate(self.lin(x))
+
+
+class SharedMLP(nn.Sequential):
+    """A stack of :class:`LinearBNAct` layers, widths ``channels[0] -> ... -> channels[-1]``.
+
+    Args:
+        channels: widths, input first; at least two entries.
+        bias: bias in every linear map.
+        act: activation of every layer.
+        negative_slope: slope of the leaky ReLU.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        bias: bool = True,
+        act: Activation = "relu",
+        negative_slope: float = 0.2,
+    ) -> None:
+        if len(channels) < 2:
+            raise ValueError(f"an MLP needs at least two widths, got {list(channels)}")
+        super().__init__(
+            *[
+                LinearBNAct(c_in, c_out, bias, act, negative_slope)
+                for c_in, c_out in zip(channels[:-1], channels[1:], strict=True)
+            ]
+        )
+        self.out_channels = int(channels[-1])
+
+    @property
+    def layers(self) -> list[LinearBNAct]:
+        """The layers, typed."""
+        return [cast(LinearBNAct, m) for m in self]
+
+    def run(self, h: Tensor, first_linear_done: bool = False, last_act: bool = True) -> Tensor:
+        """Apply the layers to ``h`` ``[R, C]``.
+
+        Args:
+            h: input rows, or the first layer's linear output if ``first_linear_done``.
+            first_linear_done: skip the first linear map (computed by the caller).
+            last_act: apply the last activation. A caller that max-pools next can apply it
+                after the pooling instead: the activations are increasing, so
+                ``max_j act(y_j) = act(max_j y_j)``, values and gradients alike, and the
+                pass over every row is saved.
+        """
+        layers = self.layers
+        for i, layer in enumerate(layers):
+            if i > 0 or not first_linear_done:
+                h = layer.lin(h)
+            h = layer.norm(h)
+            if last_act or i < len(layers) - 1:
+                h = layer.act_fn(h)
+        return h
