@@ -12,8 +12,11 @@ Example::
 
 from __future__ import annotations
 
+import os
+import shlex
 from typing import Any
 
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -57,7 +60,9 @@ class PointCloudCLI(LightningCLI):
       (the Trainer annotates these ``float | int``, so jsonargparse alone reads ``1`` as
       ``1.0``, i.e. 100 %); ``1.0`` still means 100 %;
     - ``validate``, ``test`` and ``predict`` warn when no ``--ckpt_path`` is given (the
-      weights are then the freshly initialised ones).
+      weights are then the freshly initialised ones);
+    - ``fit`` ends (on global rank zero) by printing the best and last checkpoints, the log
+      folder and the command that tests the best checkpoint with the run's saved config.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
@@ -98,6 +103,53 @@ class PointCloudCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._warn_random_weights()
+
+    def after_fit(self) -> None:
+        # trainer.log_dir can be a collective (it broadcasts): every rank asks, rank 0 prints
+        log_dir = self.trainer.log_dir
+        if self.trainer.is_global_zero:
+            print(self.fit_summary(log_dir), flush=True)
+
+    def fit_summary(self, log_dir: str | None) -> str:
+        """Where the run left its checkpoints and logs, and how to evaluate it.
+
+        The command uses the ``config.yaml`` that LightningCLI saved in the log folder (it
+        holds every command-line override of this run) when it exists, else the
+        ``--config`` files given to this run.
+
+        Args:
+            log_dir: the trainer's log folder (``trainer.log_dir``).
+
+        Returns:
+            A few lines of text.
+        """
+        checkpoint = next(
+            (cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)),  # type: ignore[attr-defined]
+            None,
+        )
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        last = checkpoint.last_model_path if checkpoint is not None else ""
+        lines = ["", "Training finished."]
+        if best:
+            lines.append(f"  best checkpoint: {best}")
+        if last:
+            lines.append(f"  last checkpoint: {last}")
+        if log_dir:
+            lines.append(f"  logs:            {log_dir}")
+        evaluate = best or last
+        if evaluate:
+            saved = os.path.join(log_dir, "config.yaml") if log_dir else ""
+            if saved and os.path.isfile(saved):
+                configs = [saved]
+            else:
+                configs = [str(c) for c in self.config.get("fit", {}).get("config") or []]
+            args = ["lightning-pc", "test"]
+            for config in configs:
+                args += ["--config", config]
+            args += ["--ckpt_path", evaluate]
+            lines.append("Evaluate it with:")
+            lines.append("  " + shlex.join(args))
+        return "\n".join(lines)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -13,8 +13,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lightning_pc.models import create_model
+from lightning_pc.tasks.distributed import use_unpadded_eval_loaders
 
 
 class BaseTask(L.LightningModule):
@@ -45,6 +47,10 @@ class BaseTask(L.LightningModule):
             self.model = model  # type: ignore[assignment]
         self.configure_models()
         self.configure_losses()
+        # evaluation loss as a metric with sum states: exact under DDP (Lightning's own
+        # ``sync_dist`` mean truncates the integer sample count when ranks differ in size)
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self.configure_metrics()
 
     # --- overridable construction -----------------------------------------------------
@@ -79,6 +85,21 @@ class BaseTask(L.LightningModule):
     def configure_metrics(self) -> None:
         """Create the torchmetrics objects, one set per split."""
         raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, make the data module's validation/test loaders unpadded.
+
+        Lightning's ``DistributedSampler`` repeats samples to even out the ranks, so
+        distributed metrics would count some clouds twice; see
+        :mod:`lightning_pc.tasks.distributed`. With this, DDP validation and test metrics
+        equal a single-process evaluation.
+        """
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None:
+            use_unpadded_eval_loaders(datamodule, trainer.world_size, trainer.global_rank)
 
     # --- forward / optimisation ---------------------------------------------------------
     def forward(self, batch: Any) -> Tensor:
@@ -116,6 +137,12 @@ class BaseTask(L.LightningModule):
         }
 
     # --- helpers ------------------------------------------------------------------------
+    def _log_eval_loss(self, split: str, loss: Tensor, size: int) -> None:
+        """Log ``{split}/loss``, the epoch's mean over samples (clouds or points)."""
+        metric = self.val_loss if split == "val" else self.test_loss
+        metric.update(loss.detach(), size)
+        self.log(f"{split}/loss", metric, batch_size=size)
+
     def _datamodule_attr(self, name: str) -> Any:
         """An attribute of the attached datamodule (``None`` without one)."""
         trainer = self._trainer
@@ -127,4 +154,5 @@ class BaseTask(L.LightningModule):
         if names is None or len(names) != values.numel():
             names = [str(i) for i in range(values.numel())]
         for name, value in zip(names, values):
-            self.log(f"{prefix}_{name}", value)
+            # identical on every rank (metric.compute() synced): sync_dist only averages equals
+            self.log(f"{prefix}_{name}", value, sync_dist=True)

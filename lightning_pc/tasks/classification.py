@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_pc.data.collate import collate
+from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
 from lightning_pc.tasks.base import BaseTask
+
+#: Test-time augmentation used when ``tta_transforms`` is ``None``: the anisotropic scaling
+#: U(0.8, 1.25) of the voting recipes of PointNet++/DGCNN follow-ups (e.g. PAConv).
+DEFAULT_TTA_TRANSFORMS: list[TransformSpec] = [
+    {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25, "anisotropic": True}}
+]
+
+
+def _cloud_seed(pos: Tensor, seed: int, vote: int) -> int:
+    """A 63-bit seed from a cloud's coordinates (bytes), the TTA seed and the vote index.
+
+    Keyed on the cloud's content, not on its place in a batch or on the rank, so a cloud
+    gets the same augmented copies however the data is batched or split across processes.
+    """
+    digest = hashlib.blake2b(pos.detach().cpu().contiguous().numpy().tobytes(), digest_size=8)
+    digest.update(f"{seed}/{vote}".encode())
+    return int.from_bytes(digest.digest(), "little") >> 1
 
 
 class ClassificationTask(BaseTask):
@@ -17,7 +38,8 @@ class ClassificationTask(BaseTask):
     Logs ``{split}/loss``, ``{split}/acc`` (overall accuracy) and ``{split}/macc`` (mean
     class accuracy) as torchmetrics objects, and per-class accuracy ``{split}/acc_<class>``
     for validation and test at epoch end. ``predict_step`` returns the predicted label of
-    each cloud (``[B]``).
+    each cloud (``[B]``). Validation, test and predict average the logits of ``tta_votes``
+    augmented copies of each cloud (test-time augmentation voting; off by default).
 
     Args:
         model: registered network name (see :func:`~lightning_pc.models.list_models`) or an
@@ -34,6 +56,14 @@ class ClassificationTask(BaseTask):
         momentum: SGD momentum.
         scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
         min_lr: final learning rate of the cosine schedule.
+        tta_votes: test-time augmentation in validation, test and predict: the logits are
+            the mean of the network's logits on ``tta_votes`` augmented copies of each
+            cloud (``1``: plain evaluation, no augmentation).
+        tta_transforms: transform specs of the copies, as the data modules' (``class_path``
+            / ``init_args`` dicts or class names; ``None``: :data:`DEFAULT_TTA_TRANSFORMS`).
+        tta_seed: seed of the copies. Copy ``v`` of a cloud is drawn from a generator
+            seeded by ``(tta_seed, v, the cloud's coordinates)``, so votes are reproducible
+            and independent of batching, worker and rank.
     """
 
     def __init__(
@@ -51,8 +81,52 @@ class ClassificationTask(BaseTask):
         momentum: float = 0.9,
         scheduler: Literal["cosine", "none"] = "cosine",
         min_lr: float = 0.0,
+        tta_votes: int = 1,
+        tta_transforms: list[TransformSpec] | None = None,
+        tta_seed: int = 0,
     ) -> None:
+        if tta_votes < 1:
+            raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
         super().__init__(model if isinstance(model, nn.Module) else None)
+        specs = DEFAULT_TTA_TRANSFORMS if tta_transforms is None else tta_transforms
+        self.tta_transform: Compose | None = build_transforms(specs) if specs else None
+
+    # --- test-time augmentation -----------------------------------------------------------
+    def augmented_copies(self, batch: Any) -> list[Any]:
+        """The ``tta_votes`` augmented copies of a batch (``[batch]`` when ``tta_votes == 1``).
+
+        Each cloud is transformed on its own (``tta_transforms``, seeded as described in the
+        class docstring) and the copies are re-packed with
+        :func:`~lightning_pc.data.collate` and moved to the batch's device.
+
+        Args:
+            batch: a packed batch.
+
+        Returns:
+            One packed batch per vote.
+        """
+        votes = int(self.hparams.get("tta_votes", 1))
+        if votes == 1 or self.tta_transform is None:
+            return [batch] * votes
+        device = batch.pos.device
+        clouds = [cloud.cpu() for cloud in batch.to_data_list()]
+        seed = int(self.hparams.get("tta_seed", 0))
+        generator = torch.Generator()
+        copies = []
+        for vote in range(votes):
+            augmented = []
+            for cloud in clouds:
+                generator.manual_seed(_cloud_seed(cloud.pos, seed, vote))
+                augmented.append(self.tta_transform(cloud.clone(), generator))
+            copies.append(collate(augmented).to(device))
+        return copies
+
+    def eval_logits(self, batch: Any) -> Tensor:
+        """Logits ``[B, num_classes]`` for evaluation: the mean over the augmented copies."""
+        copies = self.augmented_copies(batch)
+        if len(copies) == 1:
+            return self(batch)
+        return torch.stack([self(copy) for copy in copies]).mean(0)
 
     def configure_metrics(self) -> None:
         n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
@@ -79,10 +153,10 @@ class ClassificationTask(BaseTask):
         return loss
 
     def _eval_step(self, batch: Any, split: str) -> None:
-        logits = self(batch)
+        logits = self.eval_logits(batch)
         y = batch.y.view(-1)
         size = y.numel()
-        self.log(f"{split}/loss", self.criterion(logits, y), batch_size=size)
+        self._log_eval_loss(split, self.criterion(logits, y), size)
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(logits, y)
         self.log_dict(metrics, batch_size=size, prog_bar=split == "val")
@@ -106,5 +180,5 @@ class ClassificationTask(BaseTask):
         self._log_class_acc("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Predicted class of each cloud, ``[B]``."""
-        return self(batch).argmax(1)
+        """Predicted class of each cloud, ``[B]`` (with test-time augmentation, if set)."""
+        return self.eval_logits(batch).argmax(1)

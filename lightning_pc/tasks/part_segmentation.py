@@ -113,7 +113,7 @@ class PartSegmentationTask(BaseTask):
     def _eval_step(self, batch: Any, split: str) -> None:
         logits = self(batch)
         y = batch.y.view(-1)
-        self.log(f"{split}/loss", self.criterion(logits, y), batch_size=y.numel())
+        self._log_eval_loss(split, self.criterion(logits, y), y.numel())
         pred = self._predict(logits, batch)
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(pred, y, batch.batch, batch.category)
@@ -138,7 +138,7 @@ class PartSegmentationTask(BaseTask):
             names = [str(i) for i in range(values.numel())]
         for name, value in zip(names, values):
             if not torch.isnan(value):  # categories without shapes in this split
-                self.log(f"{split}/miou_{name}", value)
+                self.log(f"{split}/miou_{name}", value, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_category_miou("val")

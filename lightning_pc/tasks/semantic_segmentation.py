@@ -101,7 +101,7 @@ class SemanticSegmentationTask(BaseTask):
     def _eval_step(self, batch: Any, split: str) -> None:
         logits = self(batch)
         y = batch.y.view(-1)
-        self.log(f"{split}/loss", self.criterion(logits, y), batch_size=y.numel())
+        self._log_eval_loss(split, self.criterion(logits, y), y.numel())
         pred, target = full_resolution(logits.argmax(1), batch)
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(pred, target)

@@ -1,0 +1,105 @@
+"""PLYPredictionWriter: PLY files read back with Open3D, labels and colours checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from lightning_pc.callbacks.prediction_writer import PLYPredictionWriter, split_prediction
+from lightning_pc.data import SyntheticShapesDataModule, collate
+from lightning_pc.data.transforms import GridSubsample
+from lightning_pc.tasks import ClassificationTask, SemanticSegmentationTask
+
+o3d = pytest.importorskip("open3d")
+
+TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
+TINY_SEM = dict(
+    ratios=[0.5, 0.5],
+    radii=[[0.5], [1.0]],
+    num_samples=[[8], [8]],
+    sa_mlps=[[[8]], [[16]]],
+    global_mlp=[],
+    fp_mlps=[[16], [16]],
+    head=[16],
+)
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cloud = o3d.t.io.read_point_cloud(str(path))
+    pos = cloud.point.positions.numpy()
+    colors = cloud.point.colors.numpy()
+    if colors.dtype != np.uint8:  # Open3D may scale uchar colours to [0, 1]
+        colors = np.round(colors * 255).astype(np.uint8)
+    return pos, colors, cloud.point.label.numpy().reshape(-1)
+
+
+def _trainer(writer: PLYPredictionWriter) -> L.Trainer:
+    return L.Trainer(
+        callbacks=[writer],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "ascii"])
+def test_classification_predictions_round_trip(tmp_path: Path, binary: bool) -> None:
+    data = SyntheticShapesDataModule(
+        num_train=2, num_val=2, num_test=5, num_points=40, batch_size=2, eval_transforms=[]
+    )
+    torch.manual_seed(0)
+    task = ClassificationTask(model_kwargs=TINY, num_classes=data.num_classes)
+    writer = PLYPredictionWriter(str(tmp_path / "pred"), binary=binary)
+    predictions = _trainer(writer).predict(task, data)
+    labels = torch.cat(predictions)  # [5] per-cloud labels
+    files = sorted((tmp_path / "pred").glob("*.ply"))
+    assert [f.name for f in files] == [f"cloud_{i:06d}.ply" for i in range(5)]
+    assert (b"binary_little_endian" if binary else b"format ascii") in files[0].read_bytes()[:80]
+    palette = np.asarray(data.palette, dtype=np.uint8)
+    data.setup("test")
+    for i, path in enumerate(files):
+        pos, colors, point_labels = _read(path)
+        np.testing.assert_allclose(pos, data.datasets["test"][i].pos.numpy(), rtol=0, atol=1e-6)
+        assert (point_labels == int(labels[i])).all()
+        assert (colors == palette[int(labels[i])]).all()
+
+
+def test_full_resolution_predictions_go_back_to_kept_points(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    clouds = []
+    for n in (60, 45):
+        pos = torch.rand(n, 3, generator=g)
+        cloud = Data(pos=pos, x=torch.rand(n, 3, generator=g), y=torch.randint(0, 4, (n,)))
+        clouds.append(GridSubsample(0.25, training=False, keep_inverse=True)(cloud))
+    batch = collate(clouds)
+    torch.manual_seed(0)
+    task = SemanticSegmentationTask(model_kwargs=TINY_SEM, num_classes=4).eval()
+    with torch.no_grad():
+        kept_pred = task(batch).argmax(1)
+        full_pred = task.predict_step(batch, 0)
+    assert full_pred.numel() == 105
+    parts = split_prediction(full_pred, batch)
+    assert [p.size(0) for p, _ in parts] == [int(c.pos.size(0)) for c in clouds]
+    torch.testing.assert_close(torch.cat([lab for _, lab in parts]), kept_pred)
+
+    writer = PLYPredictionWriter(str(tmp_path), binary=True, prefix="room_")
+    trainer = _trainer(writer)
+    writer.write_on_batch_end(trainer, task, full_pred, [3, 8], batch, 0, 0)
+    palette = np.asarray(writer._palette(trainer, full_pred), dtype=np.uint8)
+    for index, cloud, (_, lab) in zip((3, 8), clouds, parts):
+        pos, colors, labels = _read(tmp_path / f"room_{index:06d}.ply")
+        np.testing.assert_allclose(pos, cloud.pos.numpy(), rtol=0, atol=0)
+        np.testing.assert_array_equal(labels, lab.numpy())
+        np.testing.assert_array_equal(colors, palette[lab.numpy()])
+
+
+def test_mismatched_prediction_is_an_error() -> None:
+    batch = collate([Data(pos=torch.rand(5, 3)), Data(pos=torch.rand(4, 3))])
+    with pytest.raises(ValueError, match="cannot match"):
+        split_prediction(torch.zeros(7, dtype=torch.long), batch)

@@ -1,0 +1,169 @@
+"""Multi-process DDP through the CLI (two gloo processes on CPU) and SyncBatchNorm coverage.
+
+The DDP test runs ``python -m lightning_pc`` with ``--trainer.strategy=ddp`` in a
+subprocess (Lightning re-launches ``python -m lightning_pc ...`` for rank 1), each with a
+timeout so that a hang is a failure. The ModelNet test split has 5 clouds, which 2 ranks
+cannot split evenly: a padded ``DistributedSampler`` would count one cloud twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_pc.cli import main
+from lightning_pc.models import create_model, list_models
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "configs" / "modelnet40_dgcnn.yaml"
+TINY_DGCNN = {"k": 4, "edge_mlps": [[8], [8]], "emb_dims": 16, "head": [16], "dropout_layers": [0]}
+TIMEOUT = 150
+
+
+def _modelnet_hdf5(root: Path) -> Path:
+    path = REPO / "tests" / "data" / "modelnet" / "make_fixture.py"
+    spec = importlib.util.spec_from_file_location("modelnet_fixture_ddp", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_hdf5(root / "modelnet40_ply_hdf5_2048", 64, per_file=5)  # 10 train, 5 test
+
+
+def _args(root: Path, cache: Path) -> list[str]:
+    return [
+        "--config",
+        str(CONFIG),
+        f"--data.init_args.root={root}",
+        f"--data.init_args.cache_dir={cache}",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.num_points=32",
+        f"--model.init_args.model_kwargs={json.dumps(TINY_DGCNN)}",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.accelerator=cpu",
+    ]
+
+
+DDP = ["--trainer.devices=2", "--trainer.strategy=ddp"]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "lightning_pc", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+        )
+    except subprocess.TimeoutExpired as error:  # a DDP hang
+        pytest.fail(f"lightning-pc {args[0]} hung for {TIMEOUT} s: {error.stderr!r}"[-3000:])
+    assert out.returncode == 0, out.stderr[-4000:]
+    return out
+
+
+def _last_row(run_dir: Path, key: str) -> dict[str, float]:
+    files = sorted(run_dir.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    with files[-1].open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    return {k: float(v) for k, v in rows[-1].items() if v}
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_through_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, cache = _modelnet_hdf5(tmp_path / "data"), tmp_path / "cache"
+    common = _args(root, cache)
+
+    # fit on 2 ranks: the cache is built once, the summary is printed once (rank zero)
+    fit = _run(["fit", *common, *DDP], tmp_path)
+    folders = [p for p in (cache / "modelnet").iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    builds = (cache / "modelnet" / "builds.log").read_text().splitlines()
+    assert len(builds) == 1, builds
+    assert fit.stdout.count("Training finished.") == 1
+    command = shlex.split(re.search(r"^\s*(lightning-pc test .*)$", fit.stdout, re.M).group(1))
+    best = Path(command[command.index("--ckpt_path") + 1])
+    assert best.is_file() and best.name == "best.ckpt"
+
+    # predict on 2 ranks with the PLY writer: every cloud once, written by both ranks
+    out_dir = tmp_path / "pred"
+    _run(
+        [
+            "predict",
+            *common,
+            *DDP,
+            f"--ckpt_path={best}",
+            "--trainer.callbacks+=lightning_pc.callbacks.prediction_writer.PLYPredictionWriter",
+            f"--trainer.callbacks.output_dir={out_dir}",
+        ],
+        tmp_path,
+    )
+    files = sorted(out_dir.glob("*.ply"))
+    assert [f.name for f in files] == [f"cloud_{i:06d}.ply" for i in range(5)]
+    writers = {re.search(rb"comment rank (\d)", f.read_bytes()[:200]).group(1) for f in files}
+    assert writers == {b"0", b"1"}  # the ranks saw different clouds, together all of them
+
+    # test on 2 ranks == the printed command run in one process (same checkpoint and data)
+    _run(["test", *common, *DDP, f"--ckpt_path={best}"], tmp_path)
+    ddp = _last_row(tmp_path / "runs" / "modelnet40_dgcnn", "test/acc")
+    monkeypatch.chdir(tmp_path)
+    main([*command[1:], "--trainer.devices=1", "--trainer.strategy=auto"])
+    single = _last_row(tmp_path / "runs" / "modelnet40_dgcnn", "test/acc")
+    assert len(builds) == len((cache / "modelnet" / "builds.log").read_text().splitlines())
+    keys = [k for k in single if k.startswith("test/")]
+    assert {"test/acc", "test/macc", "test/loss", "test/acc_bed"} <= set(keys)
+    for key in keys:
+        assert ddp[key] == pytest.approx(single[key], abs=1e-6), key
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_sync_batchnorm_converts_every_norm(name: str) -> None:
+    kwargs = {"in_channels": 3} if "sem_seg" in name or "unet" in name else {}
+    model = create_model(name, num_classes=8, **kwargs)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    assert norms, f"{name} has no norm layer"
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    left = [
+        type(m).__name__
+        for m in converted.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+    ]
+    assert not left, f"{name}: {left} not converted"
+    custom = [
+        type(m).__name__
+        for m in converted.modules()
+        if "norm" in type(m).__name__.lower()
+        and not isinstance(m, nn.SyncBatchNorm)
+        and not any(isinstance(c, nn.SyncBatchNorm) for c in m.children())
+    ]
+    assert not custom, f"{name}: norm layers outside torch.nn BatchNorm: {custom}"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
+def test_ddp_nccl_sync_batchnorm_through_the_cli(tmp_path: Path) -> None:
+    root, cache = _modelnet_hdf5(tmp_path / "data"), tmp_path / "cache"
+    args = [a for a in _args(root, cache) if a != "--trainer.accelerator=cpu"]
+    _run(
+        ["fit", *args, *DDP, "--trainer.accelerator=gpu", "--trainer.sync_batchnorm=true"], tmp_path
+    )
+    assert (tmp_path / "runs" / "modelnet40_dgcnn" / "checkpoints" / "last.ckpt").is_file()
