@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 MYPROJ = '''
@@ -57,6 +58,7 @@ class MyData(SyntheticShapesDataModule):
 TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
 
 
+@pytest.mark.slow
 def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "myproj.py").write_text(textwrap.dedent(MYPROJ))
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "ignore"}
