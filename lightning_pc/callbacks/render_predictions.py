@@ -1,0 +1,203 @@
+"""``RenderPredictions``: pictures of predictions in every logger, and a confusion matrix."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from lightning_pc.callbacks.image_logging import log_image, loggers_of
+from lightning_pc.viz.figures import confusion_matrix_image
+from lightning_pc.viz.palettes import class_palette, min_color_distance
+from lightning_pc.viz.predictions import prediction_figure
+
+
+def _split_predictions(pl_module: L.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
+    """Predictions and targets aligned with the batch: ``[B]`` per cloud or ``[N]`` per point."""
+    pred = pl_module.predict_step(batch, 0)
+    y = batch.y.view(-1)
+    if pred.numel() != y.numel():  # e.g. full-resolution predictions: use the batch's points
+        pred = pl_module(batch).argmax(1)
+    return pred.view(-1), y
+
+
+class RenderPredictions(Callback):
+    """Render ground truth beside prediction for fixed validation samples; confusion matrix at test.
+
+    Every ``every_n_epochs`` validation epochs, ``num_samples`` validation samples (the same
+    ones every time, evenly spaced through the validation set) are run through the model's
+    ``predict_step`` and drawn: per-point colours for segmentation, the true and predicted
+    class names for classification (:func:`~lightning_pc.viz.prediction_figure`). The
+    picture goes to every logger: TensorBoard ``add_image``, Weights & Biases
+    ``log_image``, MLflow ``log_image``; a PNG under the logger's folder for CSV and others.
+
+    At the end of ``test`` (with ``confusion_matrix=True``) a confusion matrix of the test
+    set (per cloud, or per point for segmentation) is logged the same way under
+    ``test/confusion_matrix``. It costs one extra ``predict_step`` per test batch; the matrix
+    is a torchmetrics object, synchronised over every rank.
+
+    Only global rank zero draws; collective calls (``trainer.log_dir``, the metric's
+    ``compute``) are made on every rank before that. A failure while drawing or logging
+    becomes one warning and switches the pictures off; training goes on.
+
+    Args:
+        num_samples: validation samples drawn.
+        every_n_epochs: draw after every ``n``-th validation epoch (the sanity check is skipped).
+        size: pixel size of one rendered panel.
+        views: named views (``"iso"``, ``"front"``, ``"side"``, ``"top"``, ``"back"``) drawn side by side.
+        point_size: point size in pixels.
+        up_axis: the world axis drawn upwards.
+        backend: ``"auto"`` (Open3D, else torch splatting), ``"open3d"`` or ``"torch"``.
+        confusion_matrix: log a confusion matrix at the end of ``test``.
+        max_points: points drawn per sample at most (a fixed random subset beyond that).
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 4,
+        every_n_epochs: int = 1,
+        size: int = 192,
+        views: Sequence[str] = ("iso",),
+        point_size: float = 4.0,
+        up_axis: Literal["x", "y", "z"] = "z",
+        backend: Literal["auto", "open3d", "torch"] = "auto",
+        confusion_matrix: bool = True,
+        max_points: int = 4096,
+    ) -> None:
+        super().__init__()
+        if every_n_epochs < 1 or num_samples < 1:
+            raise ValueError("every_n_epochs and num_samples must be at least 1")
+        self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
+        self.size = size
+        self.views = tuple(views)
+        self.point_size = point_size
+        self.up_axis = up_axis
+        self.backend = backend
+        self.confusion_matrix = confusion_matrix
+        self.max_points = max_points
+        self.disabled = False
+        self.seconds = 0.0  # time spent drawing and logging on this rank
+        self._confmat: MulticlassConfusionMatrix | None = None
+
+    # --- helpers ------------------------------------------------------------------------
+    def _fail(self, what: str, err: BaseException) -> None:
+        self.disabled = True
+        rank_zero_warn(
+            f"RenderPredictions: {what} failed ({type(err).__name__}: {err}); no more pictures "
+            "this run, training continues"
+        )
+
+    @staticmethod
+    def _metadata(trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[list[str], list[list[int]]]:
+        datamodule = getattr(trainer, "datamodule", None)
+        names = list(getattr(datamodule, "class_names", None) or [])
+        if not names:
+            names = [str(i) for i in range(int(pl_module.hparams.get("num_classes", 0)))]
+        palette = getattr(datamodule, "palette", None)
+        if not palette or len(palette) < len(names) or min_color_distance(palette) < 15:
+            palette = class_palette(max(len(names), 1))
+        return names, [list(map(int, c)) for c in palette]
+
+    def _render_kwargs(self) -> dict[str, Any]:
+        return {"views": self.views, "point_size": self.point_size, "up_axis": self.up_axis, "backend": self.backend}
+
+    def _samples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[tuple[Tensor, Tensor, Tensor]]:
+        loaders = trainer.val_dataloaders
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        if loader is None:
+            raise RuntimeError("no validation dataloader to draw samples from")
+        dataset = loader.dataset
+        count = min(self.num_samples, len(dataset))
+        indices = np.unique(np.linspace(0, len(dataset) - 1, count).round().astype(int))
+        batch = loader.collate_fn([dataset[int(i)] for i in indices]).to(pl_module.device)
+        with torch.no_grad():
+            pred, y = _split_predictions(pl_module, batch)
+        ptr = batch.ptr.cpu()
+        pos, pred, y = batch.pos.cpu(), pred.cpu(), y.cpu()
+        per_point = pred.numel() == pos.shape[0]
+        gen = torch.Generator().manual_seed(0)
+        out = []
+        for b in range(len(indices)):
+            lo, hi = int(ptr[b]), int(ptr[b + 1])
+            keep = torch.arange(lo, hi)
+            if keep.numel() > self.max_points:
+                keep = keep[torch.randperm(keep.numel(), generator=gen)[: self.max_points]]
+            if per_point:
+                out.append((pos[keep], y[keep], pred[keep]))
+            else:
+                out.append((pos[keep], y[b], pred[b]))
+        return out
+
+    # --- validation: prediction renders -------------------------------------------------
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.disabled or trainer.sanity_checking:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        log_dir = trainer.log_dir or trainer.default_root_dir  # collective: every rank
+        if not trainer.is_global_zero:
+            return
+        start = time.perf_counter()
+        try:
+            names, palette = self._metadata(trainer, pl_module)
+            figure = prediction_figure(
+                self._samples(trainer, pl_module), names, palette, size=self.size, **self._render_kwargs()
+            )
+            log_image(loggers_of(trainer), "val/predictions", figure, trainer.global_step, log_dir)
+        except Exception as err:  # noqa: BLE001 - a picture must never stop training
+            self._fail("rendering validation predictions", err)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    # --- test: confusion matrix ---------------------------------------------------------
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._confmat = None
+        if not self.confusion_matrix:
+            return
+        names, _ = self._metadata(trainer, pl_module)
+        if len(names) >= 2:
+            self._confmat = MulticlassConfusionMatrix(len(names)).to(pl_module.device)
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if self._confmat is None:
+            return
+        if self.disabled:
+            return  # keep the metric: its compute() is still called on every rank
+        try:
+            pred, y = _split_predictions(pl_module, batch)
+            valid = (y >= 0) & (y < self._confmat.num_classes)
+            self._confmat.update(pred[valid], y[valid])
+        except Exception as err:  # noqa: BLE001
+            self._fail("collecting test predictions", err)
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._confmat is None:
+            return
+        matrix = self._confmat.compute().cpu().numpy()  # collective: every rank
+        self._confmat = None
+        log_dir = trainer.log_dir or trainer.default_root_dir  # collective: every rank
+        if not trainer.is_global_zero or self.disabled:
+            return
+        try:
+            names, _ = self._metadata(trainer, pl_module)
+            figure = confusion_matrix_image(matrix, names)
+            log_image(loggers_of(trainer), "test/confusion_matrix", figure, trainer.global_step, log_dir)
+        except Exception as err:  # noqa: BLE001 - a picture must never stop a run
+            self._fail("drawing the confusion matrix", err)

@@ -1,0 +1,111 @@
+"""``render``: coloured points to an ``(H, W, 3) uint8`` image, Open3D first, torch as fallback."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_pc.viz.camera import Projection, UpAxis, frame_camera
+from lightning_pc.viz.splat import splat
+
+Backend = Literal["auto", "open3d", "torch"]
+
+_OPEN3D_FAILED: str | None = None  # why Open3D could not render in this process
+
+
+def _as_tensor(a: Any) -> Tensor:
+    if isinstance(a, Tensor):
+        return a.detach().float().cpu()
+    return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+
+
+def open3d_available() -> bool:
+    """Whether Open3D has rendered (or not yet failed) in this process."""
+    return _OPEN3D_FAILED is None
+
+
+def render(
+    points: Tensor | np.ndarray,
+    colors: Tensor | np.ndarray | Sequence[float] | None = None,
+    *,
+    views: Sequence[str | tuple[float, float]] = ("iso",),
+    width: int = 256,
+    height: int = 256,
+    point_size: float = 3.0,
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    fov: float = 40.0,
+    projection: Projection = "perspective",
+    up_axis: UpAxis = "z",
+    backend: Backend = "auto",
+) -> np.ndarray:
+    """Render a point cloud from one or several views, side by side.
+
+    The camera of each view is framed from the cloud's bounding box
+    (:func:`~lightning_pc.viz.camera.frame_camera`). ``backend="auto"`` uses Open3D's
+    offscreen renderer (created once per process) and, if Open3D cannot open one, warns once
+    and uses the torch splatting rasteriser (:func:`~lightning_pc.viz.splat.splat`) from
+    then on.
+
+    Args:
+        points: ``[N, 3]`` coordinates.
+        colors: ``[N, 3]`` colours, floats in ``[0, 1]`` or integers in 0-255; one ``[3]``
+            colour for all points; ``None``: grey.
+        views: names of :data:`~lightning_pc.viz.camera.VIEWS` or ``(azimuth, elevation)``.
+        width: width of one view in pixels.
+        height: height in pixels.
+        point_size: point diameter in pixels (at the centre of the cloud for the torch
+            backend, whose splats have a world radius).
+        background: background colour, floats in ``[0, 1]``.
+        fov: vertical field of view in degrees.
+        projection: ``"perspective"`` or ``"orthographic"``.
+        up_axis: the world axis drawn upwards.
+        backend: ``"auto"``, ``"open3d"`` (errors propagate) or ``"torch"``.
+
+    Returns:
+        ``[height, width * len(views), 3]`` uint8 image.
+    """
+    global _OPEN3D_FAILED
+    pts = _as_tensor(points)[:, :3]
+    if colors is None:
+        cols = torch.full((pts.shape[0], 3), 0.45)
+    else:
+        raw = colors if isinstance(colors, Tensor) else torch.as_tensor(np.asarray(colors))
+        cols = raw.detach().float().cpu()
+        if not raw.is_floating_point() or (cols.numel() > 0 and float(cols.max()) > 1.0):
+            cols = cols / 255.0
+        cols = cols.expand(pts.shape[0], 3) if cols.dim() == 1 else cols
+    panels = []
+    for view in views:
+        camera = frame_camera(
+            pts, view, width=width, height=height, fov=fov, projection=projection, up_axis=up_axis
+        )
+        image: np.ndarray | None = None
+        if backend == "open3d" or (backend == "auto" and _OPEN3D_FAILED is None):
+            try:
+                from lightning_pc.viz.open3d_backend import render_open3d
+
+                image = render_open3d(
+                    pts.numpy(), cols.numpy(), camera, point_size=point_size, background=background
+                )
+            except Exception as err:  # noqa: BLE001 - any failure means "no Open3D here"
+                if backend == "open3d":
+                    raise
+                _OPEN3D_FAILED = f"{type(err).__name__}: {err}"
+                warnings.warn(
+                    f"Open3D cannot render here ({_OPEN3D_FAILED}); using the torch splatting "
+                    "renderer instead",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if image is None:
+            distance = torch.tensor(camera.eye).sub(torch.tensor(camera.center)).norm()
+            radius = 0.5 * point_size / float(camera.pixels_per_unit(distance.view(1)))
+            out = splat(pts, cols, camera, radius, background=background)
+            image = (out.image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        panels.append(image)
+    return np.concatenate(panels, axis=1)
