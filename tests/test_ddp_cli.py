@@ -93,8 +93,16 @@ def test_ddp_two_gloo_processes_through_the_cli(
     root, cache = _modelnet_hdf5(tmp_path / "data"), tmp_path / "cache"
     common = _args(root, cache)
 
-    # fit on 2 ranks: the cache is built once, the summary is printed once (rank zero)
-    fit = _run(["fit", *common, *DDP], tmp_path)
+    # fit on 2 ranks: the cache is built once, the summary is printed once (rank zero), the
+    # validation render is drawn once (rank zero; rank 1 neither renders nor hangs)
+    render = [
+        "--trainer.callbacks+=lightning_pc.callbacks.RenderPredictions",
+        "--trainer.callbacks.size=64",
+    ]
+    fit = _run(["fit", *common, *DDP, *render], tmp_path)
+    pngs = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.png"))
+    assert len(pngs) == 1, pngs  # one validation epoch, one picture, one writer
+    assert pngs[0].startswith("runs/modelnet40_dgcnn/version_0/images/val/predictions/"), pngs
     folders = [p for p in (cache / "modelnet").iterdir() if p.is_dir()]
     assert len(folders) == 1, folders
     builds = (cache / "modelnet" / "builds.log").read_text().splitlines()

@@ -150,3 +150,63 @@ def test_semantic_segmentation_scores_every_original_point() -> None:
     pred = logits.argmax(1)[batch.inverse_index]
     oa = (pred == y).float().mean()
     torch.testing.assert_close(task.test_metrics["test/oa"].compute(), oa)
+
+
+def _s3dis_fixture():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "data" / "s3dis" / "make_fixture.py"
+    spec = importlib.util.spec_from_file_location("s3dis_fixture_tasks", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_semantic_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -> None:
+    from lightning_pc.data import S3DISDataModule
+
+    root = _s3dis_fixture().make_raw(tmp_path / "Stanford3dDataset_v1.2_Aligned_Version")
+    data = S3DISDataModule(
+        str(root),
+        num_points=64,
+        voxel_size=0.5,
+        crops_per_room=1,
+        batch_size=2,
+        num_workers=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    weights = [1.0 + i / 10 for i in range(data.num_classes)]
+    task = SemanticSegmentationTask(
+        model_kwargs=dict(
+            ratios=[0.5, 0.5],
+            radii=[[0.5], [1.0]],
+            num_samples=[[4], [4]],
+            sa_mlps=[[[8]], [[8]]],
+            fp_mlps=[[8], [8]],
+            head=[8],
+        ),
+        num_classes=data.num_classes,
+        in_channels=3,
+        class_weights=weights,
+        ignore_index=-1,
+        scheduler="none",
+    )
+    trainer = _trainer(tmp_path)
+    trainer.fit(task, data)
+    assert 0.0 <= float(trainer.callback_metrics["val/miou"]) <= 1.0
+    path = tmp_path / "task.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = SemanticSegmentationTask.load_from_checkpoint(path, weights_only=True)
+    assert dict(loaded.hparams) == dict(task.hparams)
+    assert loaded.hparams["class_weights"] == weights and loaded.hparams["ignore_index"] == -1
+    torch.testing.assert_close(loaded.criterion.weight, torch.tensor(weights))
+    for key, value in task.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, msg=key)
+    batch = next(iter(data.val_dataloader()))
+    task.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), task(batch))
+        pred = loaded.predict_step(batch, 0)
+    torch.testing.assert_close(pred, task.predict_step(batch, 0))
+    assert bool(((pred >= 0) & (pred < data.num_classes)).all())
