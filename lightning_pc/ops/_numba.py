@@ -217,6 +217,31 @@ def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
     return torch.from_numpy(out)
 
 
+@numba.njit(cache=True, nogil=True)
+def _minmax(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, dims = pos.shape
+    lo = np.empty(dims, dtype=pos.dtype)
+    hi = np.empty(dims, dtype=pos.dtype)
+    for d in range(dims):
+        lo[d] = pos[0, d]
+        hi[d] = pos[0, d]
+    for i in range(1, n):
+        for d in range(dims):
+            v = pos[i, d]
+            if v < lo[d]:
+                lo[d] = v
+            elif v > hi[d]:
+                hi[d] = v
+    return lo, hi
+
+
+def minmax(pos: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-axis minimum and maximum of a non-empty ``[N, D]`` CPU tensor in one pass
+    (numpy's axis-0 reductions over ``[N, 3]`` rows are strided: ~6x slower here)."""
+    lo, hi = _minmax(np.ascontiguousarray(pos.detach().numpy()))
+    return torch.from_numpy(lo), torch.from_numpy(hi)
+
+
 # ----------------------------------------------------------------------------------------
 # voxel grid
 # ----------------------------------------------------------------------------------------
@@ -304,6 +329,12 @@ def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, out_idx, out_cnt, q0, q1):
             keys[i] = key
         order = np.argsort(keys, kind="mergesort")
         skeys = keys[order]
+        total = ncell[0] * ncell[1] * ncell[2]
+        dense = total <= 8 * n + 4096  # a start table per cell beats binary search
+        if dense:
+            cstart = np.searchsorted(skeys, np.arange(total + 1))
+        else:
+            cstart = np.zeros(1, dtype=np.int64)
         for qi in range(ys, ye):
             outside = False
             for d in range(dims):
@@ -325,8 +356,12 @@ def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, out_idx, out_cnt, q0, q1):
                         if x0 > x1:
                             continue
                         base = ncell[0] * (cy + ncell[1] * cz)
-                        a = np.searchsorted(skeys, base + x0, side="left")
-                        e = np.searchsorted(skeys, base + x1, side="right")
+                        if dense:
+                            a = cstart[base + x0]
+                            e = cstart[base + x1 + 1]
+                        else:
+                            a = np.searchsorted(skeys, base + x0, side="left")
+                            e = np.searchsorted(skeys, base + x1, side="right")
                         for t in range(a, e):
                             j = xs + order[t]
                             dist = (x[j, 0] - y[qi, 0]) * (x[j, 0] - y[qi, 0])
@@ -343,8 +378,8 @@ def radius_supported(x: Packed, r: float) -> bool:
     """Whether the cell grid fits 64-bit keys (else the caller uses another backend)."""
     if x.pos.size(1) > 3 or x.pos.size(0) == 0:
         return x.pos.size(0) == 0
-    arr = x.pos.detach().numpy()
-    span = (arr.max(axis=0).astype(np.float64) - arr.min(axis=0)) / (r * _MARGIN) + 2
+    lo, hi = minmax(x.pos)
+    span = (hi.double() - lo.double()) / (r * _MARGIN) + 2
     return float(span.prod()) < 2.0**62
 
 
@@ -361,6 +396,7 @@ def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tens
     parallel_ranges(
         lambda q0, q1: _radius_queries(xn, yn, px, py, float(r), r2, cap, idx, cnt, q0, q1),
         np.full(m, 20, dtype=np.int64),
+        min_work=5e4,  # about 2,500 queries: enough to pay for a thread hand-off
     )
     keep = np.arange(cap)[None, :] < cnt[:, None]
     return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), cnt)), torch.from_numpy(

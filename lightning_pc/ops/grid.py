@@ -55,10 +55,12 @@ def grid_cluster(
         return torch.empty(0, dtype=torch.long, device=pos.device)
     st = _per_dim("start", start, pos)
     en = _per_dim("end", end, pos)
+    name = resolve("grid", pos.device, backend)
     if st is None or en is None:
-        if pos.device.type == "cpu":  # numpy: no OpenMP region for a 3-value reduction
-            arr = pos.detach().numpy()
-            lo, hi = torch.from_numpy(arr.min(axis=0)), torch.from_numpy(arr.max(axis=0))
+        if name == "numba":
+            from lightning_pc.ops import _numba
+
+            lo, hi = _numba.minmax(pos)
         else:
             lo, hi = pos.min(dim=0).values, pos.max(dim=0).values
         st = lo if st is None else st
@@ -68,7 +70,6 @@ def grid_cluster(
     stride[1:] = torch.cumprod(num_voxels, 0)[:-1]
     if float(num_voxels.double().prod()) >= 2.0**63:
         raise ValueError("the grid has more than 2**63 voxels; use a larger voxel size")
-    name = resolve("grid", pos.device, backend)
     if name == "numba":
         from lightning_pc.ops import _numba
 
