@@ -493,8 +493,12 @@ def _tree_knn_clouds(x, y, ptr_x, ptr_y, k, out_idx, b0, b1):
         )
 
 
-def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor]:
-    """k nearest neighbours on per-cloud kd-trees, queries spread over threads."""
+def knn(x: Packed, y: Packed, k: int, skip_self: bool = False) -> tuple[Tensor, Tensor]:
+    """k nearest neighbours on per-cloud kd-trees, queries spread over threads.
+
+    With ``skip_self`` (``y`` is ``x``), ``k`` is the count *including* the point itself,
+    which is then dropped from its own row (or, where duplicates hide it, the farthest).
+    """
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     px, py = x.ptr.numpy(), y.ptr.numpy()
@@ -517,9 +521,11 @@ def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor]:
     counts = np.minimum(np.diff(px), k)
     per_query = counts[np.repeat(np.arange(nb), m_per)]
     keep = np.arange(k)[None, :] < per_query[:, None]
-    return torch.from_numpy(np.repeat(np.arange(m, dtype=np.int64), per_query)), torch.from_numpy(
-        idx[keep]
-    )
+    if skip_self:
+        keep &= idx != np.arange(m)[:, None]
+        keep &= np.cumsum(keep, axis=1) < k  # at most k - 1 others per row
+    rows = np.broadcast_to(np.arange(m, dtype=np.int64)[:, None], idx.shape)[keep]
+    return torch.from_numpy(rows), torch.from_numpy(idx[keep])
 
 
 def _cat(parts: list[np.ndarray]) -> Tensor:

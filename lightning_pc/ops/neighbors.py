@@ -41,17 +41,23 @@ def _prepare(
     return pack("x", x, batch_x, size), pack("y", y, batch_y, size)
 
 
-def _run_knn(px: Packed, py: Packed, k: int, cosine: bool, backend: str | None) -> Tensor:
+def _run_knn(
+    px: Packed, py: Packed, k: int, cosine: bool, backend: str | None, skip_self: bool = False
+) -> Tensor:
+    """knn on packed inputs. With ``skip_self`` (``py`` is ``px``), ``k`` counts the point
+    itself, which is removed: each row keeps its ``k - 1`` nearest other points."""
     device = px.pos.device
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
     name = resolve("knn", device, backend)
     if cosine and name in ("scipy", "numba"):
         name = "torch"  # no cosine metric in kd-trees or cell grids
+    filtered = False
     if name == "numba":
         from lightning_pc.ops import _numba
 
-        row, col = _numba.knn(px, py, k)
+        row, col = _numba.knn(px, py, k, skip_self=skip_self)
+        filtered = skip_self
     elif name == "scipy":
         from lightning_pc.ops import _scipy
 
@@ -62,6 +68,11 @@ def _run_knn(px: Packed, py: Packed, k: int, cosine: bool, backend: str | None) 
         row, col = _torch_cluster.knn(px, py, k, cosine)
     else:
         row, col = _reference.knn(px, py, k, cosine)
+    if skip_self and not filtered:
+        # Where duplicate points tie with the point itself, the self-loop may be missing
+        # from the k found; then k genuine neighbours remain: keep the k - 1 nearest.
+        row, col = drop_self_loops(row, col)
+        row, col = first_k_per_row(row, col, k - 1)
     row, col = restore_rows(row.to(device), col.to(device), py, px)
     return stack(row, col)
 
@@ -129,12 +140,10 @@ def knn_graph(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     px, py = _prepare(x, x, batch, batch, batch_size)
-    centre, nbr = _run_knn(px, py, int(k) if loop else int(k) + 1, cosine, backend)
-    if not loop:
-        # Where duplicate points tie with the point itself, the self-loop may be missing
-        # from the k + 1 found; then k + 1 genuine neighbours remain: keep the k nearest.
-        centre, nbr = drop_self_loops(centre, nbr)
-        centre, nbr = first_k_per_row(centre, nbr, int(k))
+    if loop:
+        centre, nbr = _run_knn(px, py, int(k), cosine, backend)
+    else:
+        centre, nbr = _run_knn(px, py, int(k) + 1, cosine, backend, skip_self=True)
     if flow == "source_to_target":
         return stack(nbr, centre)
     return stack(centre, nbr)

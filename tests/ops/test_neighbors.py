@@ -230,3 +230,14 @@ def test_knn_numba_two_dimensional_points_fall_back():
     )
     r = ops.radius(x, x, 0.1, max_num_neighbors=8, backend="numba")
     assert edge_set(r) == edge_set(ops.radius(x, x, 0.1, max_num_neighbors=8, backend="torch"))
+
+
+@pytest.mark.parametrize("backend", KNN_BACKENDS)
+def test_knn_graph_with_duplicate_points_keeps_k_and_no_self_loops(backend):
+    x, bx = batch_of_clouds([60, 40], seed=62)
+    x = torch.cat([x, x[:10]])  # ten exact duplicates in cloud 0
+    bx = torch.cat([bx, bx[:10]])
+    row, col = ops.knn_graph(x, 6, bx, backend=backend)
+    assert bool((row != col).all())
+    assert torch.bincount(col, minlength=x.size(0)).tolist() == [6] * x.size(0)
+    assert bool((bx[row] == bx[col]).all())
