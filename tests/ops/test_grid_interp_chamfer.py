@@ -23,9 +23,10 @@ from tests.ops.shapes import batch_of_clouds
 @pytest.mark.parametrize("backend", ["torch", "torch_cluster", "numba", None])
 def test_grid_cluster_equals_torch_cluster(size, start, end, backend):
     x, _ = batch_of_clouds([3000], seed=40)
-    t = lambda v: (
-        None if v is None else torch.as_tensor(v, dtype=torch.float).expand(3).contiguous()
-    )  # noqa: E731
+    def t(v):
+        return (
+            None if v is None else torch.as_tensor(v, dtype=torch.float).expand(3).contiguous()
+        )  # noqa: E731
     ours = ops.grid_cluster(x, size, start, end, backend=backend)
     theirs = torch_cluster.grid_cluster(x, t(size), t(start), t(end))
     assert torch.equal(ours, theirs)
