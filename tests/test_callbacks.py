@@ -118,3 +118,32 @@ def test_wandb_and_mlflow_dispatch(tmp_path: Any) -> None:
     assert got["wandb"] == ("val/predictions", [image], 7)
     assert got["mlflow"] == ("run1", image, "images/val_predictions/step_000007.png")
     assert log_image([], "x/y", image, 3, str(tmp_path)) == [os.path.join(str(tmp_path), "images", "x", "y", "step_000003.png")]
+
+
+def test_part_segmentation_renders_per_point_colours(tmp_path: Any) -> None:
+    from lightning_pc.tasks import PartSegmentationTask
+
+    dm = SyntheticShapesDataModule(
+        num_train=8, num_val=4, num_test=4, num_points=64, task="part_segmentation", batch_size=4
+    )
+    tiny_part = {"num_samples": [[8], [8]], "sa_mlps": [[[8]], [[16]]], "global_mlp": [16],
+                 "fp_mlps": [[16], [16], [16]], "head": [16]}
+    task = PartSegmentationTask(model_kwargs=tiny_part, num_classes=dm.num_classes, part_offsets=dm.part_offsets)
+    csv = CSVLogger(tmp_path, name="csv")
+    cb = RenderPredictions(num_samples=2, every_n_epochs=1, size=64)
+    trainer = L.Trainer(
+        max_epochs=1, logger=[csv], callbacks=[cb], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0,
+        limit_train_batches=1, limit_val_batches=1,
+    )
+    trainer.fit(task, dm)
+    assert not cb.disabled
+    pngs = glob.glob(os.path.join(csv.log_dir, "images", "val", "**", "*.png"), recursive=True)
+    assert len(pngs) == 1
+    img = np.asarray(Image.open(pngs[0]).convert("RGB")).astype(int)
+    h, w, _ = img.shape
+    panel = img[: h // 2, : int(w * 0.4)].reshape(-1, 3)  # the first cloud's ground truth
+    saturated = panel[(panel.max(axis=1) - panel.min(axis=1)) > 60]  # not text, not background
+    colours, counts = np.unique(saturated, axis=0, return_counts=True)
+    # a synthetic shape has two or more parts: per-point colours, not one colour per cloud
+    assert (counts >= 5).sum() >= 2
