@@ -298,13 +298,6 @@ def _recorded(path: Path) -> dict[int, list[str]]:
     return epochs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known: the resumed run's epoch 2 replays epoch 1 (same shuffle and augmentation): "
-    "seed_everything reseeds the global torch RNG at start-up and the checkpoint does not restore "
-    "it, and both the RandomSampler's permutation and the per-sample seeds are drawn from it",
-)
 def test_resume_from_last_continues_the_training_data_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

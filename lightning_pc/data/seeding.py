@@ -1,10 +1,15 @@
-"""Per-sample randomness, seeded from the process's torch RNG and the rank.
+"""Per-sample randomness.
 
-Under ``seed_everything`` the main process's torch generator, and so every DataLoader
-worker's (seeded ``base_seed + worker_id``, with ``base_seed`` drawn from the main process
-each epoch), is reproducible and different per worker. Each sample draws one 62-bit seed
-from that generator and mixes in the rank, so two DDP ranks (which share the seed) augment
-differently. Transforms draw only from the generator returned here.
+Training loaders use :class:`~lightning_pc.data.sampler.EpochSampler`, which hands every
+sample a seed computed from (global seed, epoch, sample index): the augmentation of a
+sample in a given epoch is then the same in an uninterrupted run and in one resumed from a
+checkpoint, whatever the workers. The rank is mixed in, so two DDP ranks (which share the
+seed) augment differently.
+
+Elsewhere (a plain index), each sample draws one 62-bit seed from the process's torch
+generator: under ``seed_everything`` the main process's generator, and so every DataLoader
+worker's, is reproducible and different per worker. Transforms draw only from the
+generator returned here.
 """
 
 from __future__ import annotations
@@ -16,18 +21,34 @@ import torch
 _generator = torch.Generator()
 
 
-def sample_generator(rank: int = 0) -> torch.Generator:
+def sample_generator(rank: int = 0, sample_seed: int | None = None) -> torch.Generator:
     """A generator for one sample's randomness in this process/worker and rank.
 
     Args:
         rank: global rank of the process (0 without distributed training).
+        sample_seed: the sample's own seed (from :func:`epoch_sample_seed`); ``None`` draws
+            one from the process's torch generator.
 
     Returns:
         A ``torch.Generator`` (reused object, freshly seeded on every call).
     """
-    draw = int(torch.randint(0, 1 << 62, (1,)).item())
-    _generator.manual_seed(_mix(draw, rank))
+    if sample_seed is None:
+        sample_seed = int(torch.randint(0, 1 << 62, (1,)).item())
+    _generator.manual_seed(_mix(sample_seed, rank))
     return _generator
+
+
+def epoch_sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``."""
+    return _mix(_mix(seed, epoch), index)
+
+
+def global_seed() -> int:
+    """The seed given to ``seed_everything`` (``PL_GLOBAL_SEED``), else 0."""
+    try:
+        return int(os.environ.get("PL_GLOBAL_SEED", "0"))
+    except ValueError:
+        return 0
 
 
 def _mix(a: int, b: int) -> int:

@@ -1,5 +1,7 @@
 """Open3D offscreen rendering (headless Filament): one renderer per process, reused.
 
+The renderer is kept while the image size stays the same; a new size replaces it.
+
 On a CPU-only Linux machine Filament runs on Mesa's software Vulkan driver (Debian packages
 ``libvulkan1 mesa-vulkan-drivers``; ``import open3d`` itself needs ``libusb-1.0-0`` and
 ``libgomp1``). The renderer is created lazily on first use, cached per process and per image
@@ -8,6 +10,7 @@ size, and recreated in a forked child (a renderer does not survive ``fork``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from typing import Any
@@ -19,6 +22,32 @@ from lightning_pc.viz.camera import Camera
 _LOCK = threading.Lock()
 _RENDERERS: dict[tuple[int, int], Any] = {}
 _PID: int | None = None
+
+
+def release_renderers() -> None:
+    """Empties and drops this process's renderers (registered with ``atexit``).
+
+    Filament aborts the interpreter at exit if a material is destroyed while a scene still
+    holds geometry using it, which happens when renderers are torn down in arbitrary order
+    during shutdown; emptying every scene first, then dropping the renderers, avoids it.
+    """
+    with _LOCK:
+        if _PID != os.getpid():
+            _RENDERERS.clear()
+            return
+        _drop_all()
+
+
+def _drop_all() -> None:
+    for renderer in _RENDERERS.values():
+        try:
+            renderer.scene.clear_geometry()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+    _RENDERERS.clear()
+
+
+atexit.register(release_renderers)
 
 
 def get_renderer(width: int, height: int) -> Any:
@@ -36,6 +65,10 @@ def get_renderer(width: int, height: int) -> Any:
         key = (width, height)
         if key not in _RENDERERS:
             from open3d.visualization import rendering
+
+            # One renderer at a time: Filament aborts at exit when renderers of several
+            # sizes coexist, so a new size replaces the old renderer (emptied first).
+            _drop_all()
 
             renderer = rendering.OffscreenRenderer(width, height)
             renderer.scene.view.set_post_processing(False)  # exact unlit colours, no bloom

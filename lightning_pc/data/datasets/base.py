@@ -41,10 +41,13 @@ class PointDataset(Dataset):
         """The untransformed sample ``index``."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> Data:
+    def __getitem__(self, index: int | tuple[int, int]) -> Data:
+        sample_seed = None
+        if isinstance(index, tuple):  # (index, seed) from EpochSampler
+            index, sample_seed = index
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        generator = sample_generator(self.rank)
+        generator = sample_generator(self.rank, sample_seed)
         data = self.raw_sample(index, generator)
         if self.transform is not None:
             data = self.transform(data, generator)

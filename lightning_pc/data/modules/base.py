@@ -12,6 +12,7 @@ from lightning_pc.data.cache import CacheRecipe, ensure_cache, locate_cache
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.base import PointDataset
 from lightning_pc.data.palettes import make_palette
+from lightning_pc.data.sampler import EpochSampler
 from lightning_pc.data.seeding import current_rank
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
 
@@ -121,10 +122,14 @@ class PointCloudDataModule(L.LightningDataModule):
         if split not in self.datasets:
             raise RuntimeError(f"no {split!r} dataset: call setup() with the right stage first")
         workers = self.num_workers
+        dataset = self.datasets[split]
+        # Training order and augmentation from (seed, epoch): exact on resume, sharded under DDP.
+        sampler = EpochSampler(dataset) if shuffle else None
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size or self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
+            shuffle=False if sampler is not None else shuffle,
             num_workers=workers,
             collate_fn=collate,
             pin_memory=self.pin_memory,
