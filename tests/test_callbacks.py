@@ -134,7 +134,7 @@ def test_part_segmentation_renders_per_point_colours(tmp_path: Any) -> None:
     trainer = L.Trainer(
         max_epochs=1, logger=[csv], callbacks=[cb], enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, default_root_dir=str(tmp_path), num_sanity_val_steps=0,
-        limit_train_batches=1, limit_val_batches=1,
+        limit_train_batches=1, limit_val_batches=1, limit_test_batches=1,
     )
     trainer.fit(task, dm)
     assert not cb.disabled
@@ -147,3 +147,6 @@ def test_part_segmentation_renders_per_point_colours(tmp_path: Any) -> None:
     colours, counts = np.unique(saturated, axis=0, return_counts=True)
     # a synthetic shape has two or more parts: per-point colours, not one colour per cloud
     assert (counts >= 5).sum() >= 2
+    trainer.test(task, dm)  # and a confusion matrix over parts at the end of test
+    matrices = glob.glob(os.path.join(csv.log_dir, "images", "test", "**", "*.png"), recursive=True)
+    assert len(matrices) == 1 and "confusion_matrix" in matrices[0]
