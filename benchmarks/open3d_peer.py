@@ -9,22 +9,11 @@ arrays, in the same run. Usage: ``python open3d_peer.py cases.npz``.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
-
-
-def median_time(fn, repeat: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from common import median_time  # benchmarks/ (this script's folder) is on sys.path
 
 
 def main() -> None:
@@ -44,7 +33,7 @@ def main() -> None:
             fn = lambda x=x, y=y, k=case["k"], rx=rx, ry=ry: knn_layer(x, y, k, rx, ry)  # noqa: E731
         else:  # returns every neighbour within r (no cap), built on a spatial hash table
             fn = lambda x=x, y=y, r=case["r"], rx=rx, ry=ry: radius_layer(x, y, r, rx, ry)  # noqa: E731
-        out[case["name"]] = median_time(fn, repeat)
+        out[case["name"]] = median_time(fn, repeat=repeat, budget_s=float("inf"))
     print(json.dumps(out))
 
 

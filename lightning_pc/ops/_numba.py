@@ -97,6 +97,19 @@ def _build_kdtree(p: np.ndarray, perm: np.ndarray, leaf: int):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _box_dist2(lo: np.ndarray, hi: np.ndarray, node: int, q: np.ndarray) -> float:
+    """Squared distance (float64) from point ``q`` to the bounding box of ``node``."""
+    out = 0.0
+    for d in range(q.shape[0]):
+        v = q[d]
+        if v < lo[node, d]:
+            out += (lo[node, d] - v) ** 2
+        elif v > hi[node, d]:
+            out += (v - hi[node, d]) ** 2
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _leaf_update(p: np.ndarray, c: np.ndarray, mind: np.ndarray, s: int, e: int) -> None:
     """``mind = min(mind, |p - c|^2)`` over positions ``s:e`` (a loop LLVM vectorises)."""
     dims = p.shape[0]
@@ -161,14 +174,7 @@ def _fps_tree(pts: np.ndarray, m: int, first: int, leaf: int) -> np.ndarray:
                 nmax[node] = nmax[a]
                 narg[node] = narg[a]
                 continue
-            lb = 0.0
-            for d in range(dims):
-                v = c[d]
-                if v < lo[node, d]:
-                    lb += (lo[node, d] - v) ** 2
-                elif v > hi[node, d]:
-                    lb += (v - hi[node, d]) ** 2
-            if lb > nmax[node] * _MARGIN:
+            if _box_dist2(lo, hi, node, c) > nmax[node] * _MARGIN:
                 continue  # no point below gets closer to the picks than its node's maximum
             if left[node] >= 0:
                 stack[top] = -node - 1
@@ -433,20 +439,14 @@ def _tree_query(p, perm, start, end, left, right, lo, hi, y, qa, qb, k, xs, out_
     bi = np.empty(cap, dtype=np.int64)
     stack = np.empty(2 * start.shape[0] + 2, dtype=np.int64)
     for qi in range(qa, qb):
+        q = y[qi]
         cnt = 0
         top = 1
         stack[0] = 0
         while top > 0:
             top -= 1
             node = stack[top]
-            lb = 0.0
-            for d in range(dims):
-                v = y[qi, d]
-                if v < lo[node, d]:
-                    lb += (lo[node, d] - v) ** 2
-                elif v > hi[node, d]:
-                    lb += (v - hi[node, d]) ** 2
-            if cnt == cap and lb > bd[cap - 1] * _MARGIN:
+            if cnt == cap and _box_dist2(lo, hi, node, q) > bd[cap - 1] * _MARGIN:
                 continue
             if left[node] < 0:
                 for t in range(start[node], end[node]):
@@ -458,19 +458,8 @@ def _tree_query(p, perm, start, end, left, right, lo, hi, y, qa, qb, k, xs, out_
                         cnt = _insert(bd, bi, cnt, cap, dist, j)
                 continue
             a, b = left[node], right[node]
-            la = 0.0
-            lbb = 0.0
-            for d in range(dims):
-                v = y[qi, d]
-                if v < lo[a, d]:
-                    la += (lo[a, d] - v) ** 2
-                elif v > hi[a, d]:
-                    la += (v - hi[a, d]) ** 2
-                if v < lo[b, d]:
-                    lbb += (lo[b, d] - v) ** 2
-                elif v > hi[b, d]:
-                    lbb += (v - hi[b, d]) ** 2
-            if la <= lbb:  # visit the nearer child first: push it last
+            # visit the nearer child first: push it last
+            if _box_dist2(lo, hi, a, q) <= _box_dist2(lo, hi, b, q):
                 stack[top] = b
                 stack[top + 1] = a
             else:
