@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from lightning_pc.cli import main
 from lightning_pc.models import create_model, list_models
+from tests.test_cli import DATASET_CONFIGS, _dataset_args, _load
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "modelnet40_dgcnn.yaml"
@@ -141,6 +143,69 @@ def test_ddp_two_gloo_processes_through_the_cli(
     assert {"test/acc", "test/macc", "test/loss", "test/acc_bed"} <= set(keys)
     for key in keys:
         assert ddp[key] == pytest.approx(single[key], rel=1e-6, abs=1e-6), key  # float32 sums in another order
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ddp_fixtures")
+    modelnet, shapenet, s3dis = _load("modelnet"), _load("shapenetpart"), _load("s3dis")
+    return {
+        "modelnet40_normal_resampled": modelnet.make_resampled(
+            root / "modelnet40_normal_resampled", modelnet.MODELNET40, 32, "modelnet40"
+        ),
+        # 10 train / 5 test clouds: an odd test split, which 2 ranks cannot halve
+        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(root / "modelnet40_ply_hdf5_2048", 64, per_file=5),
+        "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
+        "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
+    }
+
+
+# every (task, network) pair that has a config; DGCNN classification is covered above
+OTHER_CONFIGS = [p for p in DATASET_CONFIGS if p != CONFIG]
+TEST_KEYS = {
+    "ClassificationTask": {"test/acc", "test/macc", "test/loss"},
+    "PartSegmentationTask": {"test/instance_miou", "test/class_miou", "test/loss"},
+    "SemanticSegmentationTask": {"test/miou", "test/oa", "test/loss"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", OTHER_CONFIGS, ids=lambda p: p.stem)
+def test_ddp_every_task_and_network(
+    config: Path, fixtures: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit and test on 2 gloo ranks; the test metrics equal one process on the same checkpoint."""
+    cache = tmp_path / "cache"
+    common = [
+        "--config",
+        str(config),
+        *_dataset_args(config, fixtures, cache),
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.accelerator=cpu",
+    ]
+    fit = _run(["fit", *common, *DDP], tmp_path)
+    assert fit.stdout.count("Training finished.") == 1
+    builds = sorted(cache.rglob("builds.log"))
+    assert builds and all(len(b.read_text().splitlines()) == 1 for b in builds), builds
+    run_dir = tmp_path / "runs" / config.stem
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+
+    _run(["test", *common, *DDP, f"--ckpt_path={best}"], tmp_path)
+    task = yaml.safe_load(config.read_text())["model"]["class_path"].rsplit(".", 1)[-1]
+    ddp = _last_row(run_dir, "test/loss")
+    monkeypatch.chdir(tmp_path)
+    main(["test", *common, "--trainer.devices=1", f"--ckpt_path={best}"])
+    single = _last_row(run_dir, "test/loss")
+    keys = [k for k in single if k.startswith("test/")]
+    assert TEST_KEYS[task] <= set(keys), keys
+    assert set(keys) == {k for k in ddp if k.startswith("test/")}
+    for key in keys:
+        assert ddp[key] == pytest.approx(single[key], rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.parametrize("name", list_models())
