@@ -14,6 +14,8 @@ from typing import Literal, cast
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_pc.nn.fused import batch_norm_act, batch_norm_segment_max, linear_before_norm
+
 Activation = Literal["relu", "leaky_relu"]
 
 
@@ -50,11 +52,13 @@ class LinearBNAct(nn.Module):
         return F.leaky_relu(h, self.negative_slope, inplace=inplace)
 
     def activate(self, h: Tensor) -> Tensor:
-        """Norm and activation of an already computed linear output ``[R, C_out]``."""
-        return self.act_fn(self.norm(h))  # [R, C_out]
+        """Norm and activation of an already computed linear output ``[R, C_out]`` (fused
+        on the CPU in training, see :mod:`lightning_pc.nn.fused`)."""
+        return batch_norm_act(self.norm, h, self.act, self.negative_slope)  # [R, C_out]
 
     def forward(self, x: Tensor) -> Tensor:  # [R, C_in] -> [R, C_out]
-        return self.activate(self.lin(x))
+        h, pre_bias = linear_before_norm(self.lin, self.norm, x)
+        return batch_norm_act(self.norm, h, self.act, self.negative_slope, pre_bias)
 
 
 class SharedMLP(nn.Sequential):
@@ -89,7 +93,13 @@ class SharedMLP(nn.Sequential):
         """The layers, typed."""
         return [cast(LinearBNAct, m) for m in self]
 
-    def run(self, h: Tensor, first_linear_done: bool = False, last_act: bool = True) -> Tensor:
+    def run(
+        self,
+        h: Tensor,
+        first_linear_done: bool = False,
+        last_act: bool = True,
+        pool_ptr: Tensor | None = None,
+    ) -> Tensor:
         """Apply the layers to ``h`` ``[R, C]``.
 
         Args:
@@ -99,12 +109,21 @@ class SharedMLP(nn.Sequential):
                 after the pooling instead: the activations are increasing, so
                 ``max_j act(y_j) = act(max_j y_j)``, values and gradients alike, and the
                 pass over every row is saved.
+            pool_ptr: ``[S + 1]`` offsets of contiguous row segments: return the max over
+                each segment of the last layer's output, ``[S, C]`` (the last norm and the
+                max are fused, so the normalised ``[R, C]`` rows are never written).
         """
         layers = self.layers
         for i, layer in enumerate(layers):
+            pre_bias = None
             if i > 0 or not first_linear_done:
-                h = layer.lin(h)
-            h = layer.norm(h)
-            if last_act or i < len(layers) - 1:
-                h = layer.act_fn(h)
+                h, pre_bias = linear_before_norm(layer.lin, layer.norm, h)
+            if i < len(layers) - 1:
+                h = batch_norm_act(layer.norm, h, layer.act, layer.negative_slope, pre_bias)
+            elif pool_ptr is not None:
+                h = batch_norm_segment_max(layer.norm, h, pool_ptr, pre_bias)  # [S, C]
+                h = layer.act_fn(h) if last_act else h
+            else:
+                act = layer.act if last_act else "identity"
+                h = batch_norm_act(layer.norm, h, act, layer.negative_slope, pre_bias)
         return h

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_pc.nn.mlp import SharedMLP
-from lightning_pc.nn.segment import ptr_from_index, segment_argmax, segment_max, segment_mean
+from lightning_pc.nn.segment import ptr_from_index, segment_argmax, segment_mean
 from lightning_pc.ops import fps, knn_interpolate, radius
 
 
@@ -144,9 +144,10 @@ class SetAbstraction(nn.Module):
                 h = first.lin(rel)  # [E, C1]
             else:
                 h = self._first_layer_decomposed(first.lin, x, pos, pos_c, row, col)  # [E, C1]
-            h = cast(SharedMLP, mlp).run(h, first_linear_done=True, last_act=False)  # [E, C]
+            # layers, then the last norm fused with the max over each ball: [M, C]
+            h = cast(SharedMLP, mlp).run(h, first_linear_done=True, last_act=False, pool_ptr=rowptr)
             last = rest[-1] if rest else first
-            outs.append(last.act_fn(segment_max(h, rowptr), inplace=False))  # [M, C]
+            outs.append(last.act_fn(h, inplace=False))  # [M, C]
         return torch.cat(outs, 1) if len(outs) > 1 else outs[0], pos_c, batch_c, ptr_c
 
     @staticmethod
@@ -183,8 +184,8 @@ class GlobalSetAbstraction(nn.Module):
 
     def forward(self, x: Tensor | None, pos: Tensor, ptr: Tensor) -> Tensor:
         h = pos if x is None else torch.cat([pos, x], 1)  # [N, 3 + C_in]
-        h = self.mlp.run(h, last_act=False)  # [N, C]
-        return self.mlp.layers[-1].act_fn(segment_max(h, ptr), inplace=False)  # [B, C]
+        h = self.mlp.run(h, last_act=False, pool_ptr=ptr)  # max over each cloud: [B, C]
+        return self.mlp.layers[-1].act_fn(h, inplace=False)  # [B, C]
 
 
 class FeaturePropagation(nn.Module):

@@ -49,3 +49,22 @@ def _pool(threads: int) -> ThreadPoolExecutor:
             ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="lpc-ops"),
         )
     return _POOL[2]
+
+
+def parallel_chunks(fn: Callable[[int, int, int], object], n: int, min_items: int = 1 << 14) -> int:
+    """Runs ``fn(t, i0, i1)`` over ``T`` equal contiguous ranges of ``n`` items; returns ``T``.
+
+    ``t`` numbers the ranges ``0 .. T - 1`` so that each can write its own partial result.
+    One range (``T = 1``) below ``min_items`` items or with one thread.
+    """
+    threads = max(1, min(torch.get_num_threads(), n // max(1, min_items)))
+    if threads <= 1:
+        fn(0, 0, n)
+        return 1
+    cuts = [n * t // threads for t in range(threads + 1)]
+    pool = _pool(threads)
+    futures = [pool.submit(fn, t, cuts[t], cuts[t + 1]) for t in range(1, threads)]
+    fn(0, cuts[0], cuts[1])
+    for f in futures:
+        f.result()
+    return threads

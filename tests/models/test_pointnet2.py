@@ -73,7 +73,13 @@ def test_gradients_reach_every_parameter(name, in_channels) -> None:
     batch = make_batch([200, 180, 150], in_channels=in_channels)
     model(batch).square().mean().backward()
     for pname, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        assert p.grad is not None, pname  # DDP needs a gradient for every parameter
+        if pname.endswith("lin.bias"):
+            # the bias of a linear map followed by batch norm with batch statistics: the
+            # norm subtracts it again, its true gradient is 0 (its effect is on the
+            # running mean, checked in tests/models/test_fused.py)
+            continue
+        assert p.grad.abs().sum() > 0, pname
 
 
 @pytest.mark.parametrize("in_channels, mlps", [(4, [[32, 16], [16, 8]]), (40, [[16, 8]])])

@@ -1,0 +1,285 @@
+r"""Fused batch norm + activation, and batch norm + segment max, for training on the CPU.
+
+PointNet++ and DGCNN spend most of a CPU training step in per-row MLPs over hundreds of
+thousands of (centre, neighbour) rows. With separate torch ops every layer writes its batch
+norm output, its activation's gradient and its batch norm's gradient as new ``[E, C]``
+tensors, and the last layer also writes its batch norm output and a zero-filled gradient
+for the max: memory traffic and, on a fresh allocation, page faults. Here
+
+- :func:`batch_norm_act` computes :math:`\mathrm{act}(\mathrm{BN}(h))` with batch statistics
+  in one pass after the statistics pass, and its backward in two passes over ``(grad, h)``
+  writing only the input gradient (the activation's mask is recomputed from ``h``);
+- :func:`batch_norm_segment_max` computes :math:`\max_{e \in s} \mathrm{BN}(h)_e` per segment
+  without writing ``BN(h)``, and its backward writes the dense input gradient in one pass
+  from the arg-max rows (no zero-filled ``[E, C]`` gradient, no scatter).
+
+The gradients are the batch-norm gradients in closed form (with
+:math:`\hat{x} = (h - \mu)\,\sigma^{-1}`, :math:`g_z` the gradient at the norm's output):
+:math:`\partial L / \partial h = \gamma \sigma^{-1} (g_z - \overline{g_z} - \hat{x}\,
+\overline{g_z \hat{x}})`, :math:`\partial L / \partial \gamma = \sum g_z \hat{x}`,
+:math:`\partial L / \partial \beta = \sum g_z`. Running statistics are updated exactly as
+:class:`torch.nn.BatchNorm1d` updates them.
+
+Both fall back to the torch ops (identical results up to float rounding) off the CPU, for
+other dtypes, for small inputs, in eval mode with running statistics, and for any norm
+layer that is not exactly :class:`torch.nn.BatchNorm1d` (``SyncBatchNorm`` after
+``sync_batchnorm`` conversion keeps its synchronised statistics).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_pc.ops._backend import has_numba
+from lightning_pc.ops._threads import parallel_chunks
+
+#: inputs with fewer elements take the torch ops (thread start-up outweighs the gain)
+FUSE_MIN_NUMEL = 1 << 16
+
+
+def fusable(norm: nn.Module, h: Tensor) -> bool:
+    """Whether the fused CPU kernels apply to ``norm(h)``."""
+    return h.dim() == 2 and _fusable(norm, h, h.size(0), h.numel())
+
+
+def _fusable(norm: nn.Module, like: Tensor, rows: int, numel: int) -> bool:
+    return (
+        type(norm) is nn.BatchNorm1d
+        and norm.affine
+        and (norm.training or norm.running_mean is None)
+        and like.device.type == "cpu"
+        and like.dtype in (torch.float32, torch.float64)
+        and numel >= FUSE_MIN_NUMEL
+        and rows > 1
+        and has_numba()
+    )
+
+
+def linear_before_norm(lin: nn.Linear, norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``lin(x)`` for :func:`batch_norm_act` / :func:`batch_norm_segment_max` with ``norm``.
+
+    Returns ``(h, pre_bias)``: where the fused kernels will apply, ``h = x W^T`` without the
+    bias, which is returned as ``pre_bias`` (adding it is a full pass over ``h`` whose effect
+    batch statistics remove); otherwise ``(lin(x), None)``.
+    """
+    rows = x.size(0)
+    if lin.bias is not None and _fusable(norm, x, rows, rows * lin.out_features):
+        return F.linear(x, lin.weight), lin.bias
+    return lin(x), None
+
+
+def _kernels() -> Any:
+    from lightning_pc.nn import _fused_kernels
+
+    return _fused_kernels
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
+
+
+def _channel_sums(kernel: Any, arrays: tuple[Any, ...], rows: int, channels: int) -> np.ndarray:
+    """Runs a sums kernel over row ranges in parallel; returns ``[2, C]`` float64 totals."""
+    partial = np.zeros((torch.get_num_threads(), 2, channels))
+    used = parallel_chunks(lambda t, i0, i1: kernel(*arrays, partial[t], i0, i1), rows)
+    return partial[:used].sum(0)
+
+
+def _batch_stats(
+    norm: nn.BatchNorm1d, h: Tensor, pre_bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Batch mean and ``1 / sqrt(var + eps)`` (``[C]``, ``h``'s dtype); updates the running
+    statistics of ``h + pre_bias`` as :class:`torch.nn.BatchNorm1d` does in training."""
+    n, c = h.shape
+    sums = _channel_sums(_kernels().stats, (_np(h),), n, c)
+    mean = sums[0] / n
+    var = np.maximum(sums[1] / n - mean * mean, 0.0)  # biased, normalises the batch
+    if norm.training and norm.track_running_stats and norm.running_mean is not None:
+        assert norm.running_var is not None and norm.num_batches_tracked is not None
+        norm.num_batches_tracked.add_(1)
+        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+        with torch.no_grad():
+            mean_t = torch.from_numpy(mean).to(norm.running_mean.dtype)
+            if pre_bias is not None:
+                mean_t = mean_t + pre_bias.detach().to(mean_t.dtype)
+            unbiased = torch.from_numpy(var * n / (n - 1)).to(norm.running_var.dtype)
+            norm.running_mean.mul_(1 - factor).add_(mean_t, alpha=factor)
+            norm.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+    invstd = 1.0 / np.sqrt(var + norm.eps)
+    return torch.from_numpy(mean).to(h.dtype), torch.from_numpy(invstd).to(h.dtype)
+
+
+class _BatchNormAct(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        mean: Tensor,
+        invstd: Tensor,
+        slope: float,
+        pre_bias: Tensor | None,
+    ) -> Tensor:
+        h = h.contiguous()
+        out = torch.empty_like(h)
+        scale = (weight.detach() * invstd).to(h.dtype)
+        beta = bias.detach().to(h.dtype)
+        args = (_np(h), _np(mean), _np(scale), _np(beta), np.array(slope, dtype=_np(h).dtype)[()])
+        o = out.numpy()
+        parallel_chunks(lambda t, i0, i1: _kernels().bn_act(*args, o, i0, i1), h.size(0))
+        ctx.save_for_backward(h, weight, bias, mean, invstd)
+        ctx.slope = slope
+        ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        h, weight, bias, mean, invstd = ctx.saved_tensors
+        n, c = h.shape
+        g = grad.contiguous()
+        gamma = weight.detach().to(h.dtype)
+        slope = np.array(ctx.slope, dtype=_np(h).dtype)[()]
+        common = (_np(g), _np(h), _np(mean), _np(invstd), _np(gamma), _np(bias.to(h.dtype)), slope)
+        sums = _channel_sums(_kernels().bn_act_grad_sums, common, n, c)
+        grad_h = None
+        if ctx.needs_input_grad[0]:
+            k = _np(gamma * invstd)
+            a, b = (sums / n).astype(k.dtype)
+            out = torch.empty_like(h)
+            o = out.numpy()
+            parallel_chunks(
+                lambda t, i0, i1: _kernels().bn_act_grad(*common, k, a, b, o, i0, i1), n
+            )
+            grad_h = out
+        grad_w = torch.from_numpy(sums[1]).to(weight.dtype)
+        grad_b = torch.from_numpy(sums[0]).to(bias.dtype)
+        return grad_h, grad_w, grad_b, None, None, None, _zero_grad(ctx, 6)
+
+
+class _BatchNormSegmentMax(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: Tensor,
+        ptr: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        mean: Tensor,
+        invstd: Tensor,
+        pre_bias: Tensor | None,
+    ) -> Tensor:
+        h = h.contiguous()
+        segments = ptr.numel() - 1
+        out = h.new_empty(segments, h.size(1))
+        arg = torch.empty(segments, h.size(1), dtype=torch.int64)
+        scale = (weight.detach() * invstd).to(h.dtype)
+        ptr_np = _np(ptr.to(torch.int64))
+        args = (
+            _np(h),
+            ptr_np,
+            _np(mean),
+            _np(scale),
+            _np(bias.to(h.dtype)),
+            out.numpy(),
+            arg.numpy(),
+        )
+        parallel_chunks(
+            lambda t, s0, s1: _kernels().bn_segment_max(*args, s0, s1), segments, min_items=256
+        )
+        ctx.save_for_backward(h, ptr, weight, mean, invstd, arg)
+        ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        h, ptr, weight, mean, invstd, arg = ctx.saved_tensors
+        n = h.size(0)
+        g = grad.contiguous().to(h.dtype)
+        hit = arg >= 0
+        xh = (h.gather(0, arg.clamp_min(0)) - mean) * invstd  # [S, C] at the maxima
+        g64 = torch.where(hit, g, 0).double()
+        sum_g = g64.sum(0)  # [C]
+        sum_gx = (g64 * xh.double()).sum(0)  # [C]
+        grad_h = None
+        if ctx.needs_input_grad[0]:
+            gamma = weight.detach().to(h.dtype)
+            k = _np(gamma * invstd)
+            a = (sum_g / n).numpy().astype(k.dtype)
+            b = (sum_gx / n).numpy().astype(k.dtype)
+            out = torch.empty_like(h)
+            args = (_np(g), _np(h), _np(ptr.to(torch.int64)), _np(arg), _np(mean), _np(invstd))
+            o = out.numpy()
+            parallel_chunks(
+                lambda t, s0, s1: _kernels().bn_segment_max_grad(*args, k, a, b, o, s0, s1),
+                ptr.numel() - 1,
+                min_items=256,
+            )
+            grad_h = out
+        grad_w, grad_b = sum_gx.to(weight.dtype), sum_g.to(weight.dtype)
+        return grad_h, None, grad_w, grad_b, None, None, _zero_grad(ctx, 6)
+
+
+def _zero_grad(ctx: Any, index: int) -> Tensor | None:
+    """The gradient of a bias added before batch norm with batch statistics: exactly 0."""
+    if ctx.pre_bias_shape is None or not ctx.needs_input_grad[index]:
+        return None
+    return torch.zeros(ctx.pre_bias_shape)
+
+
+def _slope(act: str, negative_slope: float) -> float:
+    if act == "relu":
+        return 0.0
+    if act == "leaky_relu":
+        return float(negative_slope)
+    if act == "identity":
+        return 1.0
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def batch_norm_act(
+    norm: nn.Module,
+    h: Tensor,
+    act: str = "relu",
+    negative_slope: float = 0.2,
+    pre_bias: Tensor | None = None,
+) -> Tensor:
+    """``act(norm(h + pre_bias))`` for rows ``h`` ``[R, C]``; ``act`` is ``"relu"``,
+    ``"leaky_relu"`` or ``"identity"``. Fused on the CPU where :func:`fusable`, torch ops
+    otherwise.
+
+    ``pre_bias`` is the bias of the linear map before the norm, passed apart so that the
+    caller can skip adding it: batch statistics remove it from the output (its gradient is
+    exactly 0), and only the running mean needs it.
+    """
+    slope = _slope(act, negative_slope)
+    if not fusable(norm, h):
+        z = norm(h if pre_bias is None else h + pre_bias)
+        if act == "relu":
+            return F.relu(z, inplace=True)
+        if act == "leaky_relu":
+            return F.leaky_relu(z, negative_slope, inplace=True)
+        return z
+    assert isinstance(norm, nn.BatchNorm1d)
+    mean, invstd = _batch_stats(norm, h, pre_bias)
+    return _BatchNormAct.apply(h, norm.weight, norm.bias, mean, invstd, slope, pre_bias)
+
+
+def batch_norm_segment_max(
+    norm: nn.Module, h: Tensor, ptr: Tensor, pre_bias: Tensor | None = None
+) -> Tensor:
+    """``max`` of ``norm(h + pre_bias)`` over each segment ``ptr[s]:ptr[s + 1]`` of rows:
+    ``[E, C]``, ``[S + 1]`` -> ``[S, C]`` (an empty segment gives 0). Fused on the CPU where
+    :func:`fusable`, torch ops otherwise; ``pre_bias`` as in :func:`batch_norm_act`."""
+    if not fusable(norm, h):
+        from lightning_pc.nn.segment import segment_max
+
+        return segment_max(norm(h if pre_bias is None else h + pre_bias), ptr)
+    assert isinstance(norm, nn.BatchNorm1d)
+    mean, invstd = _batch_stats(norm, h, pre_bias)
+    return _BatchNormSegmentMax.apply(h, ptr, norm.weight, norm.bias, mean, invstd, pre_bias)
