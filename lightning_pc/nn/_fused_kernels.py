@@ -165,3 +165,130 @@ def bn_segment_max_grad(
             i = arg[s, c]
             if i >= 0:
                 out[i, c] += k[c] * grad_out[s, c]
+
+
+# ----------------------------------------------------------------------------------------
+# first layer of a grouped MLP: h[e] = p[col[e]] - q[s] for the edges e of segment s
+# ----------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_stats(
+    p: np.ndarray,
+    q: np.ndarray,
+    ptr: np.ndarray,
+    col: np.ndarray,
+    out: np.ndarray,
+    s0: int,
+    s1: int,
+) -> None:
+    """Per-channel sum and sum of squares (float64) of ``h`` over segments ``s0:s1``."""
+    c_n = p.shape[1]
+    s_acc = np.zeros(c_n)
+    q_acc = np.zeros(c_n)
+    for s in range(s0, s1):
+        for e in range(ptr[s], ptr[s + 1]):
+            j = col[e]
+            for c in range(c_n):
+                v = np.float64(p[j, c] - q[s, c])
+                s_acc[c] += v
+                q_acc[c] += v * v
+    for c in range(c_n):
+        out[0, c] += s_acc[c]
+        out[1, c] += q_acc[c]
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_bn_act(
+    p: np.ndarray,
+    q: np.ndarray,
+    ptr: np.ndarray,
+    col: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    beta: np.ndarray,
+    slope: np.floating,
+    out: np.ndarray,
+    s0: int,
+    s1: int,
+) -> None:
+    """``out[e] = act((h[e] - mean) * scale + beta)`` for the edges of segments ``s0:s1``."""
+    c_n = p.shape[1]
+    for s in range(s0, s1):
+        for e in range(ptr[s], ptr[s + 1]):
+            j = col[e]
+            for c in range(c_n):
+                z = (p[j, c] - q[s, c] - mean[c]) * scale[c] + beta[c]
+                out[e, c] = z if z > 0 else z * slope
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_bn_act_grad_sums(
+    g: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    ptr: np.ndarray,
+    col: np.ndarray,
+    mean: np.ndarray,
+    invstd: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    slope: np.floating,
+    out: np.ndarray,
+    s0: int,
+    s1: int,
+) -> None:
+    """``out[0] += sum(gz)``, ``out[1] += sum(gz * xh)`` over the edges of segments ``s0:s1``."""
+    c_n = p.shape[1]
+    s_acc = np.zeros(c_n)
+    q_acc = np.zeros(c_n)
+    for s in range(s0, s1):
+        for e in range(ptr[s], ptr[s + 1]):
+            j = col[e]
+            for c in range(c_n):
+                xh = (p[j, c] - q[s, c] - mean[c]) * invstd[c]
+                z = xh * gamma[c] + beta[c]
+                gz = g[e, c] if z > 0 else g[e, c] * slope
+                s_acc[c] += gz
+                q_acc[c] += np.float64(gz) * xh
+    for c in range(c_n):
+        out[0, c] += s_acc[c]
+        out[1, c] += q_acc[c]
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_bn_act_grad(
+    g: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    ptr: np.ndarray,
+    col: np.ndarray,
+    mean: np.ndarray,
+    invstd: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    slope: np.floating,
+    k: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    grad_p: np.ndarray,
+    grad_q: np.ndarray,
+    s0: int,
+    s1: int,
+) -> None:
+    """Scatters the input gradient ``k * (gz - a - xh * b)`` of every edge of segments
+    ``s0:s1``: added to ``grad_p[col[e]]`` (this range's own buffer) and subtracted from
+    ``grad_q[s]`` (segments belong to one range)."""
+    c_n = p.shape[1]
+    for s in range(s0, s1):
+        for c in range(c_n):
+            grad_q[s, c] = 0
+        for e in range(ptr[s], ptr[s + 1]):
+            j = col[e]
+            for c in range(c_n):
+                xh = (p[j, c] - q[s, c] - mean[c]) * invstd[c]
+                z = xh * gamma[c] + beta[c]
+                gz = g[e, c] if z > 0 else g[e, c] * slope
+                d = k[c] * (gz - a[c] - xh * b[c])
+                grad_p[j, c] += d
+                grad_q[s, c] -= d

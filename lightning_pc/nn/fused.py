@@ -40,14 +40,17 @@ from lightning_pc.ops._threads import parallel_chunks
 
 #: inputs with fewer elements take the torch ops (thread start-up outweighs the gain)
 FUSE_MIN_NUMEL = 1 << 16
+_SEGMENTS = 256  # fewest segments per thread
 
 
 def fusable(norm: nn.Module, h: Tensor) -> bool:
     """Whether the fused CPU kernels apply to ``norm(h)``."""
-    return h.dim() == 2 and _fusable(norm, h, h.size(0), h.numel())
+    return h.dim() == 2 and fusable_rows(norm, h, h.size(0), h.numel())
 
 
-def _fusable(norm: nn.Module, like: Tensor, rows: int, numel: int) -> bool:
+def fusable_rows(norm: nn.Module, like: Tensor, rows: int, numel: int) -> bool:
+    """Whether the fused CPU kernels apply to ``norm`` over ``rows`` rows (``numel``
+    elements) of ``like``'s device and dtype."""
     return (
         type(norm) is nn.BatchNorm1d
         and norm.affine
@@ -68,7 +71,7 @@ def linear_before_norm(lin: nn.Linear, norm: nn.Module, x: Tensor) -> tuple[Tens
     batch statistics remove); otherwise ``(lin(x), None)``.
     """
     rows = x.size(0)
-    if lin.bias is not None and _fusable(norm, x, rows, rows * lin.out_features):
+    if lin.bias is not None and fusable_rows(norm, x, rows, rows * lin.out_features):
         return F.linear(x, lin.weight), lin.bias
     return lin(x), None
 
@@ -83,10 +86,13 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _channel_sums(kernel: Any, arrays: tuple[Any, ...], rows: int, channels: int) -> np.ndarray:
-    """Runs a sums kernel over row ranges in parallel; returns ``[2, C]`` float64 totals."""
+def _channel_sums(
+    kernel: Any, arrays: tuple[Any, ...], items: int, channels: int, min_items: int = 1 << 14
+) -> np.ndarray:
+    """Runs a sums kernel over ranges of rows (or segments) in parallel; returns ``[2, C]``
+    float64 totals."""
     partial = np.zeros((torch.get_num_threads(), 2, channels))
-    used = parallel_chunks(lambda t, i0, i1: kernel(*arrays, partial[t], i0, i1), rows)
+    used = parallel_chunks(lambda t, i0, i1: kernel(*arrays, partial[t], i0, i1), items, min_items)
     return partial[:used].sum(0)
 
 
@@ -97,6 +103,14 @@ def _batch_stats(
     statistics of ``h + pre_bias`` as :class:`torch.nn.BatchNorm1d` does in training."""
     n, c = h.shape
     sums = _channel_sums(_kernels().stats, (_np(h),), n, c)
+    return _stats_from_sums(norm, sums, n, h.dtype, pre_bias)
+
+
+def _stats_from_sums(
+    norm: nn.BatchNorm1d, sums: np.ndarray, n: int, dtype: torch.dtype, pre_bias: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Mean and ``1 / sqrt(var + eps)`` from per-channel sums and sums of squares of ``n``
+    rows, and the running-statistics update."""
     mean = sums[0] / n
     var = np.maximum(sums[1] / n - mean * mean, 0.0)  # biased, normalises the batch
     if norm.training and norm.track_running_stats and norm.running_mean is not None:
@@ -111,7 +125,7 @@ def _batch_stats(
             norm.running_mean.mul_(1 - factor).add_(mean_t, alpha=factor)
             norm.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
     invstd = 1.0 / np.sqrt(var + norm.eps)
-    return torch.from_numpy(mean).to(h.dtype), torch.from_numpy(invstd).to(h.dtype)
+    return torch.from_numpy(mean).to(dtype), torch.from_numpy(invstd).to(dtype)
 
 
 class _BatchNormAct(torch.autograd.Function):
@@ -190,7 +204,9 @@ class _BatchNormSegmentMax(torch.autograd.Function):
             arg.numpy(),
         )
         parallel_chunks(
-            lambda t, s0, s1: _kernels().bn_segment_max(*args, s0, s1), segments, min_items=256
+            lambda t, s0, s1: _kernels().bn_segment_max(*args, s0, s1),
+            segments,
+            min_items=_SEGMENTS,
         )
         ctx.save_for_backward(h, ptr, weight, mean, invstd, arg)
         ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
@@ -218,11 +234,79 @@ class _BatchNormSegmentMax(torch.autograd.Function):
             parallel_chunks(
                 lambda t, s0, s1: _kernels().bn_segment_max_grad(*args, k, a, b, o, s0, s1),
                 ptr.numel() - 1,
-                min_items=256,
+                min_items=_SEGMENTS,
             )
             grad_h = out
         grad_w, grad_b = sum_gx.to(weight.dtype), sum_g.to(weight.dtype)
         return grad_h, None, grad_w, grad_b, None, None, _zero_grad(ctx, 6)
+
+
+class _GatherBatchNormAct(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        p: Tensor,
+        q: Tensor,
+        ptr: Tensor,
+        col: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        mean: Tensor,
+        invstd: Tensor,
+        slope: float,
+        pre_bias: Tensor | None,
+    ) -> Tensor:
+        p, q = p.contiguous(), q.contiguous()
+        out = p.new_empty(col.numel(), p.size(1))
+        scale = (weight.detach() * invstd).to(p.dtype)
+        sl = np.array(slope, dtype=_np(p).dtype)[()]
+        args = (
+            _np(p),
+            _np(q),
+            _np(ptr),
+            _np(col),
+            _np(mean),
+            _np(scale),
+            _np(bias.to(p.dtype)),
+            sl,
+        )
+        o = out.numpy()
+        parallel_chunks(
+            lambda t, s0, s1: _kernels().gather_bn_act(*args, o, s0, s1), q.size(0), _SEGMENTS
+        )
+        ctx.save_for_backward(p, q, ptr, col, weight, bias, mean, invstd)
+        ctx.slope = slope
+        ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        p, q, ptr, col, weight, bias, mean, invstd = ctx.saved_tensors
+        n, c = col.numel(), p.size(1)
+        gamma = weight.detach().to(p.dtype)
+        sl = np.array(ctx.slope, dtype=_np(p).dtype)[()]
+        common = (_np(grad.contiguous()), _np(p), _np(q), _np(ptr), _np(col), _np(mean))
+        common += (_np(invstd), _np(gamma), _np(bias.to(p.dtype)), sl)
+        sums = _channel_sums(_kernels().gather_bn_act_grad_sums, common, q.size(0), c, _SEGMENTS)
+        grad_p = grad_q = None
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            k = _np(gamma * invstd)
+            a, b = (sums / n).astype(k.dtype)
+            grad_q = torch.empty_like(q)
+            buffers = [torch.zeros_like(p) for _ in range(torch.get_num_threads())]
+            gq = grad_q.numpy()
+
+            def run(t: int, s0: int, s1: int) -> None:
+                gp = buffers[t].numpy()
+                _kernels().gather_bn_act_grad(*common, k, a, b, gp, gq, s0, s1)
+
+            used = parallel_chunks(run, q.size(0), _SEGMENTS)
+            grad_p = buffers[0]
+            for extra in buffers[1:used]:
+                grad_p += extra
+        grad_w = torch.from_numpy(sums[1]).to(weight.dtype)
+        grad_b = torch.from_numpy(sums[0]).to(bias.dtype)
+        return grad_p, grad_q, None, None, grad_w, grad_b, None, None, None, _zero_grad(ctx, 9)
 
 
 def _zero_grad(ctx: Any, index: int) -> Tensor | None:
@@ -283,3 +367,41 @@ def batch_norm_segment_max(
     assert isinstance(norm, nn.BatchNorm1d)
     mean, invstd = _batch_stats(norm, h, pre_bias)
     return _BatchNormSegmentMax.apply(h, ptr, norm.weight, norm.bias, mean, invstd, pre_bias)
+
+
+def gather_batch_norm_act(
+    norm: nn.Module,
+    p: Tensor,
+    q: Tensor,
+    ptr: Tensor,
+    col: Tensor,
+    act: str = "relu",
+    negative_slope: float = 0.2,
+    pre_bias: Tensor | None = None,
+) -> Tensor:
+    """``act(norm(h))`` for the rows ``h[e] = p[col[e]] - q[s] (+ pre_bias)`` of the edges
+    ``e`` in ``ptr[s]:ptr[s + 1]``: ``p [N, C]``, ``q [S, C]``, ``ptr [S + 1]``, ``col [E]``
+    -> ``[E, C]``.
+
+    This is the first layer of a grouped MLP whose linear map was split into a per-point and
+    a per-centre term (PointNet++'s ``W [p_j - p_i, x_j]``). Fused on the CPU, ``h`` and its
+    gradient are never written: the rows are gathered again in each pass, and the gradient
+    is scattered straight onto ``p`` and ``q``.
+    """
+    slope = _slope(act, negative_slope)
+    if not fusable_rows(norm, p, col.numel(), col.numel() * p.size(1)):
+        row = torch.repeat_interleave(torch.arange(q.size(0), device=q.device), ptr.diff())
+        h = p.index_select(0, col).sub_(q.index_select(0, row))  # [E, C]
+        return batch_norm_act(norm, h, act, negative_slope, pre_bias)
+    assert isinstance(norm, nn.BatchNorm1d)
+    ptr, col = ptr.to(torch.int64).contiguous(), col.to(torch.int64).contiguous()
+    sums = _channel_sums(
+        _kernels().gather_stats,
+        (_np(p), _np(q), _np(ptr), _np(col)),
+        q.size(0),
+        p.size(1),
+        _SEGMENTS,
+    )
+    mean, invstd = _stats_from_sums(norm, sums, col.numel(), p.dtype, pre_bias)
+    args = (p, q, ptr, col, norm.weight, norm.bias, mean, invstd, slope, pre_bias)
+    return _GatherBatchNormAct.apply(*args)

@@ -99,6 +99,7 @@ class SharedMLP(nn.Sequential):
         first_linear_done: bool = False,
         last_act: bool = True,
         pool_ptr: Tensor | None = None,
+        skip_layers: int = 0,
     ) -> Tensor:
         """Apply the layers to ``h`` ``[R, C]``.
 
@@ -112,9 +113,13 @@ class SharedMLP(nn.Sequential):
             pool_ptr: ``[S + 1]`` offsets of contiguous row segments: return the max over
                 each segment of the last layer's output, ``[S, C]`` (the last norm and the
                 max are fused, so the normalised ``[R, C]`` rows are never written).
+            skip_layers: ``h`` is the output of the first ``skip_layers`` layers (the
+                caller ran them).
         """
         layers = self.layers
         for i, layer in enumerate(layers):
+            if i < skip_layers:
+                continue
             pre_bias = None
             if i > 0 or not first_linear_done:
                 h, pre_bias = linear_before_norm(layer.lin, layer.norm, h)

@@ -33,6 +33,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from lightning_pc.nn.fused import fusable_rows, gather_batch_norm_act
 from lightning_pc.nn.mlp import SharedMLP
 from lightning_pc.nn.segment import ptr_from_index, segment_argmax, segment_mean
 from lightning_pc.ops import fps, knn_interpolate, radius
@@ -137,6 +138,19 @@ class SetAbstraction(nn.Module):
         for r, k, mlp in zip(self.radii, self.num_samples, self.mlps, strict=True):
             row, col, rowptr = ball_query(pos, pos_c, r, k, batch, batch_c)
             first, *rest = cast(SharedMLP, mlp).layers
+            if rest and fusable_rows(
+                first.norm, pos, col.numel(), col.numel() * first.lin.out_features
+            ):
+                # CPU training: the first layer's rows are gathered inside the fused kernels
+                w_pos = first.lin.weight[:, :3]
+                per_point = pos @ w_pos.t()  # [N, C1]
+                if x is not None:
+                    per_point = torch.addmm(per_point, x, first.lin.weight[:, 3:].t())
+                args = (first.norm, per_point, pos_c @ w_pos.t(), rowptr, col, first.act)
+                h = gather_batch_norm_act(*args, first.negative_slope, first.lin.bias)  # [E, C1]
+                h = cast(SharedMLP, mlp).run(h, last_act=False, pool_ptr=rowptr, skip_layers=1)
+                outs.append(rest[-1].act_fn(h, inplace=False))  # [M, C]
+                continue
             if 2 * (3 + self.in_channels) <= first.lin.out_features:  # narrow input: direct
                 rel = pos.index_select(0, col) - pos_c.index_select(0, row)  # [E, 3]
                 if x is not None and self.in_channels > 0:

@@ -118,7 +118,7 @@ def test_shared_mlp_fused_equals_torch_ops(pool: bool, monkeypatch: pytest.Monke
     ref = copy.deepcopy(mlp)
     x = torch.randn(3000, 6) * 2
     ptr = torch.tensor([0, 5, 900, 901, 2500, 3000]) if pool else None
-    for step in range(2):
+    for _step in range(2):
         out = mlp.run(x, last_act=False, pool_ptr=ptr)
         monkeypatch.setattr(fused, "FUSE_MIN_NUMEL", 1 << 62)
         expected = ref.run(x, last_act=False, pool_ptr=ptr)
@@ -133,4 +133,57 @@ def test_shared_mlp_fused_equals_torch_ops(pool: bool, monkeypatch: pytest.Monke
         for (name, b), c in zip(mlp.named_buffers(), ref.buffers(), strict=True):
             torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-5, msg=name)
     mlp.eval(), ref.eval()
-    torch.testing.assert_close(mlp.run(x, pool_ptr=ptr), ref.run(x, pool_ptr=ptr), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        mlp.run(x, pool_ptr=ptr), ref.run(x, pool_ptr=ptr), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_gather_batch_norm_act_equals_torch_and_gradchecks() -> None:
+    torch.manual_seed(3)
+    norm = _norm(12, torch.float64)
+    ref_norm = copy.deepcopy(norm)
+    lengths = torch.tensor([4, 1, 9, 6, 3])
+    ptr = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    col = torch.randint(0, 10, (int(lengths.sum()),))  # repeated points, as balls overlap
+    p = torch.randn(10, 12, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(5, 12, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(12, dtype=torch.float64, requires_grad=True)
+    out = fused.gather_batch_norm_act(norm, p, q, ptr, col, "relu", pre_bias=bias)
+    row = torch.repeat_interleave(torch.arange(5), lengths)
+    expected = F.relu(ref_norm(p[col] - q[row] + bias))
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(norm.running_mean, ref_norm.running_mean)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (p, q, bias, norm.weight), grad)
+    want = torch.autograd.grad(expected, (p, q, bias, ref_norm.weight), grad)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+    def fn(p_: torch.Tensor, q_: torch.Tensor) -> torch.Tensor:
+        return fused.gather_batch_norm_act(norm, p_, q_, ptr, col, "leaky_relu")
+
+    assert torch.autograd.gradcheck(fn, (p, q))
+
+
+def test_set_abstraction_trains_the_same_fused_and_unfused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PointNet++ set abstraction level in training: outputs, every gradient and the
+    running statistics agree between the fused kernels and the torch ops."""
+    from lightning_pc.nn.pointnet2 import SetAbstraction
+    from tests.models.shapes import make_batch
+
+    torch.manual_seed(0)
+    sa = SetAbstraction(5, 0.25, [0.3, 0.6], [16, 24], [[32, 16], [16, 16, 24]], random_start=False)
+    ref = copy.deepcopy(sa)
+    batch = make_batch([300, 170], in_channels=5)
+    out = sa(batch.x, batch.pos, batch.batch, batch.ptr)[0]
+    monkeypatch.setattr(fused, "FUSE_MIN_NUMEL", 1 << 62)
+    expected = ref(batch.x, batch.pos, batch.batch, batch.ptr)[0]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    expected.backward(grad)
+    for (name, a), b in zip(sa.named_parameters(), ref.parameters(), strict=True):
+        assert a.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3, msg=name)
+    for (name, a), b in zip(sa.named_buffers(), ref.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
