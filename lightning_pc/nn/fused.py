@@ -285,8 +285,8 @@ class _GatherBatchNormAct(torch.autograd.Function):
         n, c = col.numel(), p.size(1)
         gamma = weight.detach().to(p.dtype)
         sl = np.array(ctx.slope, dtype=_np(p).dtype)[()]
-        common = (_np(grad.contiguous()), _np(p), _np(q), _np(ptr), _np(col), _np(mean))
-        common += (_np(invstd), _np(gamma), _np(bias.to(p.dtype)), sl)
+        tensors = (grad, p, q, ptr, col, mean, invstd, gamma, bias.to(p.dtype))
+        common = (*[_np(t) for t in tensors], sl)
         sums = _channel_sums(_kernels().gather_bn_act_grad_sums, common, q.size(0), c, _SEGMENTS)
         grad_p = grad_q = None
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
