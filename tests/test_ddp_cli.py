@@ -142,7 +142,9 @@ def test_ddp_two_gloo_processes_through_the_cli(
     keys = [k for k in single if k.startswith("test/")]
     assert {"test/acc", "test/macc", "test/loss", "test/acc_bed"} <= set(keys)
     for key in keys:
-        assert ddp[key] == pytest.approx(single[key], rel=1e-6, abs=1e-6), key  # float32 sums in another order
+        assert ddp[key] == pytest.approx(single[key], rel=1e-6, abs=1e-6), (
+            key
+        )  # float32 sums in another order
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +156,9 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             root / "modelnet40_normal_resampled", modelnet.MODELNET40, 32, "modelnet40"
         ),
         # 10 train / 5 test clouds: an odd test split, which 2 ranks cannot halve
-        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(root / "modelnet40_ply_hdf5_2048", 64, per_file=5),
+        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(
+            root / "modelnet40_ply_hdf5_2048", 64, per_file=5
+        ),
         "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
     }
@@ -174,7 +178,10 @@ TEST_KEYS = {
 def test_ddp_every_task_and_network(
     config: Path, fixtures: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """fit and test on 2 gloo ranks; the test metrics equal one process on the same checkpoint."""
+    """fit and test on 2 gloo ranks; the test metrics equal one process on the same checkpoint.
+
+    The fused CPU batch-norm kernels run whatever the (tiny) sizes, as in real training."""
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", "always")
     cache = tmp_path / "cache"
     common = [
         "--config",

@@ -170,7 +170,10 @@ def test_gradients_reach_every_parameter(name: str) -> None:
     batch = make_batch([80, 70, 60])
     model(batch).square().mean().backward()
     for pname, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        assert p.grad is not None, pname  # DDP needs a gradient for every parameter
+        if pname.endswith("lin.bias"):
+            continue  # before batch norm with batch statistics: its true gradient is 0
+        assert p.grad.abs().sum() > 0, pname
 
 
 def test_transform_starts_as_identity() -> None:

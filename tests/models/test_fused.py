@@ -100,9 +100,16 @@ def test_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(pooled, (h,))
 
 
-def test_falls_back_where_the_kernels_do_not_apply() -> None:
+def test_falls_back_where_the_kernels_do_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     h = torch.randn(100, 8)
     norm = _norm(8, torch.float32)
+    assert fused.fusable(norm, h)
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", "off")
+    assert not fused.fusable(norm, h)
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", "sometimes")
+    with pytest.raises(ValueError, match="LIGHTNING_PC_FUSED"):
+        fused.fusable(norm, h)
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", "auto")
     assert not fused.fusable(norm.eval(), h)  # running statistics: torch's op
     assert not fused.fusable(nn.SyncBatchNorm(8), h)  # synchronised statistics
     assert not fused.fusable(norm.train(), h.to(torch.bfloat16))
