@@ -95,18 +95,25 @@ def _load(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("fixtures")
+def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Path]:
+    """Every dataset's fixture under ``root``, keyed by the start of its folder name."""
     modelnet, shapenet, s3dis = _load("modelnet"), _load("shapenetpart"), _load("s3dis")
+    hdf5 = {} if hdf5_per_file is None else {"per_file": hdf5_per_file}
     return {
         "modelnet40_normal_resampled": modelnet.make_resampled(
             root / "modelnet40_normal_resampled", modelnet.MODELNET40, 32, "modelnet40"
         ),
-        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(root / "modelnet40_ply_hdf5_2048", 32),
+        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(
+            root / "modelnet40_ply_hdf5_2048", 64 if hdf5 else 32, **hdf5
+        ),
         "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
     }
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return make_fixtures(tmp_path_factory.mktemp("fixtures"))
 
 
 def _config(path: Path) -> dict[str, Any]:

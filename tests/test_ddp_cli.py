@@ -9,7 +9,6 @@ cannot split evenly: a padded ``DistributedSampler`` would count one cloud twice
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from torch import nn
 
 from lightning_pc.cli import main
 from lightning_pc.models import create_model, list_models
-from tests.test_cli import DATASET_CONFIGS, _dataset_args, _load
+from tests.test_cli import DATASET_CONFIGS, _dataset_args, make_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "modelnet40_dgcnn.yaml"
@@ -33,13 +32,14 @@ TINY_DGCNN = {"k": 4, "edge_mlps": [[8], [8]], "emb_dims": 16, "head": [16], "dr
 TIMEOUT = 150
 
 
-def _modelnet_hdf5(root: Path) -> Path:
-    path = REPO / "tests" / "data" / "modelnet" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("modelnet_fixture_ddp", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_hdf5(root / "modelnet40_ply_hdf5_2048", 64, per_file=5)  # 10 train, 5 test
+TRAINER = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.log_every_n_steps=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.accelerator=cpu",
+]
 
 
 def _args(root: Path, cache: Path) -> list[str]:
@@ -52,12 +52,7 @@ def _args(root: Path, cache: Path) -> list[str]:
         "--data.init_args.batch_size=2",
         "--data.init_args.num_points=32",
         f"--model.init_args.model_kwargs={json.dumps(TINY_DGCNN)}",
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.accelerator=cpu",
+        *TRAINER,
     ]
 
 
@@ -90,9 +85,9 @@ def _last_row(run_dir: Path, key: str) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_through_the_cli(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fixtures: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root, cache = _modelnet_hdf5(tmp_path / "data"), tmp_path / "cache"
+    root, cache = fixtures["modelnet40_ply_hdf5_2048"], tmp_path / "cache"
     common = _args(root, cache)
 
     # fit on 2 ranks: the cache is built once, the summary is printed once (rank zero), the
@@ -149,19 +144,8 @@ def test_ddp_two_gloo_processes_through_the_cli(
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ddp_fixtures")
-    modelnet, shapenet, s3dis = _load("modelnet"), _load("shapenetpart"), _load("s3dis")
-    return {
-        "modelnet40_normal_resampled": modelnet.make_resampled(
-            root / "modelnet40_normal_resampled", modelnet.MODELNET40, 32, "modelnet40"
-        ),
-        # 10 train / 5 test clouds: an odd test split, which 2 ranks cannot halve
-        "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(
-            root / "modelnet40_ply_hdf5_2048", 64, per_file=5
-        ),
-        "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
-        "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
-    }
+    # 10 train / 5 test ModelNet clouds: an odd test split, which 2 ranks cannot halve
+    return make_fixtures(tmp_path_factory.mktemp("ddp_fixtures"), hdf5_per_file=5)
 
 
 # every (task, network) pair that has a config; DGCNN classification is covered above
@@ -187,12 +171,7 @@ def test_ddp_every_task_and_network(
         "--config",
         str(config),
         *_dataset_args(config, fixtures, cache),
-        "--trainer.max_epochs=1",
-        "--trainer.limit_train_batches=2",
-        "--trainer.log_every_n_steps=1",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--trainer.accelerator=cpu",
+        *TRAINER,
     ]
     fit = _run(["fit", *common, *DDP], tmp_path)
     assert fit.stdout.count("Training finished.") == 1
@@ -240,8 +219,8 @@ def test_sync_batchnorm_converts_every_norm(name: str) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
-def test_ddp_nccl_sync_batchnorm_through_the_cli(tmp_path: Path) -> None:
-    root, cache = _modelnet_hdf5(tmp_path / "data"), tmp_path / "cache"
+def test_ddp_nccl_sync_batchnorm_through_the_cli(fixtures: dict[str, Path], tmp_path: Path) -> None:
+    root, cache = fixtures["modelnet40_ply_hdf5_2048"], tmp_path / "cache"
     args = [a for a in _args(root, cache) if a != "--trainer.accelerator=cpu"]
     _run(
         ["fit", *args, *DDP, "--trainer.accelerator=gpu", "--trainer.sync_batchnorm=true"], tmp_path

@@ -13,6 +13,15 @@ import numba
 import numpy as np
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _grad_at(gv, hv, mean, invstd, gamma, beta, slope):  # type: ignore[no-untyped-def]
+    """``(xh, gz)`` of one element: its normalised value and the gradient at the norm's
+    output (``gv`` through the activation, whose mask is recomputed from ``hv``)."""
+    xh = (hv - mean) * invstd
+    z = xh * gamma + beta
+    return xh, (gv if z > 0 else gv * slope)
+
+
 @numba.njit(cache=True, nogil=True)
 def stats(h: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
     """``out[0] += sum(h[r0:r1])``, ``out[1] += sum(h[r0:r1] ** 2)`` per channel (float64)."""
@@ -67,9 +76,7 @@ def bn_act_grad_sums(
     q = np.zeros(c_n)
     for i in range(r0, r1):
         for c in range(c_n):
-            xh = (h[i, c] - mean[c]) * invstd[c]
-            z = xh * gamma[c] + beta[c]
-            gz = g[i, c] if z > 0 else g[i, c] * slope
+            xh, gz = _grad_at(g[i, c], h[i, c], mean[c], invstd[c], gamma[c], beta[c], slope)
             s[c] += gz
             q[c] += np.float64(gz) * xh
     for c in range(c_n):
@@ -98,9 +105,7 @@ def bn_act_grad(
     c_n = h.shape[1]
     for i in range(r0, r1):
         for c in range(c_n):
-            xh = (h[i, c] - mean[c]) * invstd[c]
-            z = xh * gamma[c] + beta[c]
-            gz = g[i, c] if z > 0 else g[i, c] * slope
+            xh, gz = _grad_at(g[i, c], h[i, c], mean[c], invstd[c], gamma[c], beta[c], slope)
             out[i, c] = k[c] * (gz - a[c] - xh * b[c])
 
 
@@ -246,9 +251,8 @@ def gather_bn_act_grad_sums(
         for e in range(ptr[s], ptr[s + 1]):
             j = col[e]
             for c in range(c_n):
-                xh = (p[j, c] - q[s, c] - mean[c]) * invstd[c]
-                z = xh * gamma[c] + beta[c]
-                gz = g[e, c] if z > 0 else g[e, c] * slope
+                hv = p[j, c] - q[s, c]
+                xh, gz = _grad_at(g[e, c], hv, mean[c], invstd[c], gamma[c], beta[c], slope)
                 s_acc[c] += gz
                 q_acc[c] += np.float64(gz) * xh
     for c in range(c_n):
@@ -286,9 +290,8 @@ def gather_bn_act_grad(
         for e in range(ptr[s], ptr[s + 1]):
             j = col[e]
             for c in range(c_n):
-                xh = (p[j, c] - q[s, c] - mean[c]) * invstd[c]
-                z = xh * gamma[c] + beta[c]
-                gz = g[e, c] if z > 0 else g[e, c] * slope
+                hv = p[j, c] - q[s, c]
+                xh, gz = _grad_at(g[e, c], hv, mean[c], invstd[c], gamma[c], beta[c], slope)
                 d = k[c] * (gz - a[c] - xh * b[c])
                 grad_p[j, c] += d
                 grad_q[s, c] -= d
