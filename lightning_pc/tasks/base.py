@@ -136,6 +136,27 @@ class BaseTask(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
 
+    # --- evaluation -----------------------------------------------------------------------
+    # validation and test share one step and one epoch end per task, told apart by `split`
+    def _eval_step(self, batch: Any, split: str) -> None:
+        """Loss and metrics of one ``"val"`` or ``"test"`` batch."""
+        raise NotImplementedError
+
+    def _eval_epoch_end(self, split: str) -> None:
+        """Per-class values of the ``"val"`` or ``"test"`` epoch (none by default)."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
     # --- helpers ------------------------------------------------------------------------
     def _log_eval_loss(self, split: str, loss: Tensor, size: int) -> None:
         """Log ``{split}/loss``, the epoch's mean over samples (clouds or points)."""

@@ -162,22 +162,10 @@ class ClassificationTask(BaseTask):
         self.log_dict(metrics, batch_size=size, prog_bar=split == "val")
         (self.val_class_acc if split == "val" else self.test_class_acc).update(logits, y)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _log_class_acc(self, split: str) -> None:
+    def _eval_epoch_end(self, split: str) -> None:
         metric = self.val_class_acc if split == "val" else self.test_class_acc
         self._log_vector(f"{split}/acc", metric.compute(), self._datamodule_attr("class_names"))
         metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_class_acc("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_class_acc("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted class of each cloud, ``[B]`` (with test-time augmentation, if set)."""

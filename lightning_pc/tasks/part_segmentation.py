@@ -121,13 +121,7 @@ class PartSegmentationTask(BaseTask):
         per_category = self.val_category_miou if split == "val" else self.test_category_miou
         per_category.update(pred, y, batch.batch, batch.category)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _log_category_miou(self, split: str) -> None:
+    def _eval_epoch_end(self, split: str) -> None:
         metric = self.val_category_miou if split == "val" else self.test_category_miou
         values = metric.compute()
         metric.reset()
@@ -139,12 +133,6 @@ class PartSegmentationTask(BaseTask):
         for name, value in zip(names, values):
             if not torch.isnan(value):  # categories without shapes in this split
                 self.log(f"{split}/miou_{name}", value, sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_category_miou("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_category_miou("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted global part of every point, ``[N]`` (restricted to its category)."""

@@ -108,22 +108,10 @@ class SemanticSegmentationTask(BaseTask):
         self.log_dict(metrics, batch_size=target.numel(), prog_bar=split == "val")
         (self.val_class_iou if split == "val" else self.test_class_iou).update(pred, target)
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def _log_class_iou(self, split: str) -> None:
+    def _eval_epoch_end(self, split: str) -> None:
         metric = self.val_class_iou if split == "val" else self.test_class_iou
         self._log_vector(f"{split}/iou", metric.compute(), self._datamodule_attr("class_names"))
         metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_class_iou("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_class_iou("test")
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted label of every point (of every original point where possible)."""
