@@ -156,7 +156,7 @@ class _BatchNormAct(torch.autograd.Function):
         parallel_chunks(lambda t, i0, i1: _kernels().bn_act(*args, o, i0, i1), h.size(0))
         ctx.save_for_backward(h, weight, bias, mean, invstd)
         ctx.slope = slope
-        ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
+        ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
         return out
 
     @staticmethod
@@ -216,7 +216,7 @@ class _BatchNormSegmentMax(torch.autograd.Function):
             min_items=_SEGMENTS,
         )
         ctx.save_for_backward(h, ptr, weight, mean, invstd, arg)
-        ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
+        ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
         return out
 
     @staticmethod
@@ -283,7 +283,7 @@ class _GatherBatchNormAct(torch.autograd.Function):
         )
         ctx.save_for_backward(p, q, ptr, col, weight, bias, mean, invstd)
         ctx.slope = slope
-        ctx.pre_bias_shape = None if pre_bias is None else pre_bias.shape
+        ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
         return out
 
     @staticmethod
@@ -318,9 +318,10 @@ class _GatherBatchNormAct(torch.autograd.Function):
 
 def _zero_grad(ctx: Any, index: int) -> Tensor | None:
     """The gradient of a bias added before batch norm with batch statistics: exactly 0."""
-    if ctx.pre_bias_shape is None or not ctx.needs_input_grad[index]:
+    if ctx.pre_bias is None or not ctx.needs_input_grad[index]:
         return None
-    return torch.zeros(ctx.pre_bias_shape)
+    shape, dtype = ctx.pre_bias
+    return torch.zeros(shape, dtype=dtype)
 
 
 def _slope(act: str, negative_slope: float) -> float:
