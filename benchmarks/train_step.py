@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import subprocess
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 MODELS = {
-    "PointNet++ SSG": ["pyg", "ours"],
+    "PointNet++ SSG": ["pyg", "ours", "ours (torch BN)"],
     "DGCNN": ["pyg", "ours", "ours (packed kNN)"],
 }
 
@@ -170,6 +171,8 @@ def rss_mib() -> float:
 
 
 def worker(args: argparse.Namespace) -> None:
+    if "torch BN" in args.impl:  # ablation: lightning_pc.nn.fused switched off
+        os.environ["LIGHTNING_PC_FUSED"] = "off"
     torch.manual_seed(0)
     device = args.device
     data = make_batch(args.batch, args.points, args.classes, device)
