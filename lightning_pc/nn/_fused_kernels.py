@@ -1,7 +1,7 @@
 """CPU kernels (numba) behind :mod:`lightning_pc.nn.fused`.
 
 All kernels work on row-major ``[R, C]`` arrays (float32 or float64) over a range of rows
-or of segments, so that :func:`lightning_pc.ops._threads.parallel_ranges` can run ranges
+or of segments, so that :func:`lightning_pc.ops._threads.parallel_chunks` can run ranges
 concurrently (the kernels release the GIL). Per-channel sums are accumulated in float64.
 Notation: ``xh = (h - mean) * invstd`` is the normalised input, ``z = xh * gamma + beta``
 the batch-norm output, ``act(z) = z if z > 0 else slope * z`` (``slope = 0``: ReLU).

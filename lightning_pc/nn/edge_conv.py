@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_pc.nn.fused import update_running_stats
 from lightning_pc.nn.mlp import SharedMLP
 
 
@@ -103,16 +104,7 @@ class EdgeConv(nn.Module):
             sq = k * pc.square().sum(0) + 2 * (pc * nbr_sum).sum(0) + indeg @ qc.square()
             var = (sq / num_edges - mean_c.square()).clamp_min(0)  # biased, as BN normalises
             mean = mean_c + p_shift + q_shift
-            running_mean, running_var = norm.running_mean, norm.running_var
-            tracked = norm.num_batches_tracked
-            if norm.training and running_mean is not None and running_var is not None:
-                with torch.no_grad():
-                    assert tracked is not None
-                    tracked.add_(1)
-                    m = 1.0 / float(tracked) if norm.momentum is None else float(norm.momentum)
-                    running_mean.mul_(1 - m).add_(mean, alpha=m)
-                    unbiased = var * (num_edges / max(num_edges - 1, 1))
-                    running_var.mul_(1 - m).add_(unbiased, alpha=m)
+            update_running_stats(norm, mean.detach(), var.detach(), num_edges)
         else:
             mean, var = norm.running_mean, cast(Tensor, norm.running_var)
         scale = torch.rsqrt(var + norm.eps)  # [C1]

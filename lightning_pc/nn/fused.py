@@ -93,6 +93,11 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _scalar(value: float, like: Tensor) -> np.floating:
+    """``value`` as a numpy scalar of ``like``'s dtype (the kernels compute in that dtype)."""
+    return _np(like).dtype.type(value)
+
+
 def _channel_sums(
     kernel: Any, arrays: tuple[Any, ...], items: int, channels: int, min_items: int = 1 << 14
 ) -> np.ndarray:
@@ -120,19 +125,31 @@ def _stats_from_sums(
     rows, and the running-statistics update."""
     mean = sums[0] / n
     var = np.maximum(sums[1] / n - mean * mean, 0.0)  # biased, normalises the batch
-    if norm.training and norm.track_running_stats and norm.running_mean is not None:
-        assert norm.running_var is not None and norm.num_batches_tracked is not None
-        norm.num_batches_tracked.add_(1)
-        factor = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-        with torch.no_grad():
-            mean_t = torch.from_numpy(mean).to(norm.running_mean.dtype)
-            if pre_bias is not None:
-                mean_t = mean_t + pre_bias.detach().to(mean_t.dtype)
-            unbiased = torch.from_numpy(var * n / (n - 1)).to(norm.running_var.dtype)
-            norm.running_mean.mul_(1 - factor).add_(mean_t, alpha=factor)
-            norm.running_var.mul_(1 - factor).add_(unbiased, alpha=factor)
+    mean_t = torch.from_numpy(mean)
+    # the running mean is that of the layer's real output, bias included
+    batch_mean = mean_t if pre_bias is None else mean_t + pre_bias.detach().double()
+    update_running_stats(norm, batch_mean, torch.from_numpy(var), n)
     invstd = 1.0 / np.sqrt(var + norm.eps)
-    return torch.from_numpy(mean).to(dtype), torch.from_numpy(invstd).to(dtype)
+    return mean_t.to(dtype), torch.from_numpy(invstd).to(dtype)
+
+
+def update_running_stats(
+    norm: nn.modules.batchnorm._BatchNorm, mean: Tensor, var: Tensor, n: int
+) -> None:
+    """The running-statistics update of a batch norm in training, from the batch ``mean``
+    and biased ``var`` (``[C]``) of ``n`` rows, as :class:`torch.nn.BatchNorm1d` does it
+    (momentum, or a cumulative average with ``momentum=None``; unbiased variance)."""
+    running_mean, running_var = norm.running_mean, norm.running_var
+    if not norm.training or running_mean is None or running_var is None:
+        return
+    tracked = norm.num_batches_tracked
+    assert tracked is not None
+    with torch.no_grad():
+        tracked.add_(1)
+        factor = 1.0 / float(tracked) if norm.momentum is None else float(norm.momentum)
+        running_mean.mul_(1 - factor).add_(mean.to(running_mean.dtype), alpha=factor)
+        unbiased = var * (n / max(n - 1, 1))
+        running_var.mul_(1 - factor).add_(unbiased.to(running_var.dtype), alpha=factor)
 
 
 class _BatchNormAct(torch.autograd.Function):
@@ -151,12 +168,12 @@ class _BatchNormAct(torch.autograd.Function):
         out = torch.empty_like(h)
         scale = (weight.detach() * invstd).to(h.dtype)
         beta = bias.detach().to(h.dtype)
-        args = (_np(h), _np(mean), _np(scale), _np(beta), np.array(slope, dtype=_np(h).dtype)[()])
+        args = (_np(h), _np(mean), _np(scale), _np(beta), _scalar(slope, h))
         o = out.numpy()
         parallel_chunks(lambda t, i0, i1: _kernels().bn_act(*args, o, i0, i1), h.size(0))
         ctx.save_for_backward(h, weight, bias, mean, invstd)
         ctx.slope = slope
-        ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
+        _save_pre_bias(ctx, pre_bias)
         return out
 
     @staticmethod
@@ -165,7 +182,7 @@ class _BatchNormAct(torch.autograd.Function):
         n, c = h.shape
         g = grad.contiguous()
         gamma = weight.detach().to(h.dtype)
-        slope = np.array(ctx.slope, dtype=_np(h).dtype)[()]
+        slope = _scalar(ctx.slope, h)
         common = (_np(g), _np(h), _np(mean), _np(invstd), _np(gamma), _np(bias.to(h.dtype)), slope)
         sums = _channel_sums(_kernels().bn_act_grad_sums, common, n, c)
         grad_h = None
@@ -200,10 +217,9 @@ class _BatchNormSegmentMax(torch.autograd.Function):
         out = h.new_empty(segments, h.size(1))
         arg = torch.empty(segments, h.size(1), dtype=torch.int64)
         scale = (weight.detach() * invstd).to(h.dtype)
-        ptr_np = _np(ptr.to(torch.int64))
         args = (
             _np(h),
-            ptr_np,
+            _np(ptr),
             _np(mean),
             _np(scale),
             _np(bias.to(h.dtype)),
@@ -216,7 +232,7 @@ class _BatchNormSegmentMax(torch.autograd.Function):
             min_items=_SEGMENTS,
         )
         ctx.save_for_backward(h, ptr, weight, mean, invstd, arg)
-        ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
+        _save_pre_bias(ctx, pre_bias)
         return out
 
     @staticmethod
@@ -236,7 +252,7 @@ class _BatchNormSegmentMax(torch.autograd.Function):
             a = (sum_g / n).numpy().astype(k.dtype)
             b = (sum_gx / n).numpy().astype(k.dtype)
             out = torch.empty_like(h)
-            args = (_np(g), _np(h), _np(ptr.to(torch.int64)), _np(arg), _np(mean), _np(invstd))
+            args = (_np(g), _np(h), _np(ptr), _np(arg), _np(mean), _np(invstd))
             o = out.numpy()
             parallel_chunks(
                 lambda t, s0, s1: _kernels().bn_segment_max_grad(*args, k, a, b, o, s0, s1),
@@ -266,7 +282,7 @@ class _GatherBatchNormAct(torch.autograd.Function):
         p, q = p.contiguous(), q.contiguous()
         out = p.new_empty(col.numel(), p.size(1))
         scale = (weight.detach() * invstd).to(p.dtype)
-        sl = np.array(slope, dtype=_np(p).dtype)[()]
+        sl = _scalar(slope, p)
         args = (
             _np(p),
             _np(q),
@@ -283,7 +299,7 @@ class _GatherBatchNormAct(torch.autograd.Function):
         )
         ctx.save_for_backward(p, q, ptr, col, weight, bias, mean, invstd)
         ctx.slope = slope
-        ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
+        _save_pre_bias(ctx, pre_bias)
         return out
 
     @staticmethod
@@ -291,7 +307,7 @@ class _GatherBatchNormAct(torch.autograd.Function):
         p, q, ptr, col, weight, bias, mean, invstd = ctx.saved_tensors
         n, c = col.numel(), p.size(1)
         gamma = weight.detach().to(p.dtype)
-        sl = np.array(ctx.slope, dtype=_np(p).dtype)[()]
+        sl = _scalar(ctx.slope, p)
         tensors = (grad, p, q, ptr, col, mean, invstd, gamma, bias.to(p.dtype))
         common = (*[_np(t) for t in tensors], sl)
         sums = _channel_sums(_kernels().gather_bn_act_grad_sums, common, q.size(0), c, _SEGMENTS)
@@ -314,6 +330,10 @@ class _GatherBatchNormAct(torch.autograd.Function):
         grad_w = torch.from_numpy(sums[1]).to(weight.dtype)
         grad_b = torch.from_numpy(sums[0]).to(bias.dtype)
         return grad_p, grad_q, None, None, grad_w, grad_b, None, None, None, _zero_grad(ctx, 9)
+
+
+def _save_pre_bias(ctx: Any, pre_bias: Tensor | None) -> None:
+    ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
 
 
 def _zero_grad(ctx: Any, index: int) -> Tensor | None:
@@ -374,6 +394,7 @@ def batch_norm_segment_max(
         return segment_max(norm(h if pre_bias is None else h + pre_bias), ptr)
     assert isinstance(norm, nn.BatchNorm1d)
     mean, invstd = _batch_stats(norm, h, pre_bias)
+    ptr = ptr.to(torch.int64).contiguous()
     return _BatchNormSegmentMax.apply(h, ptr, norm.weight, norm.bias, mean, invstd, pre_bias)
 
 

@@ -51,11 +51,6 @@ class LinearBNAct(nn.Module):
             return F.relu(h, inplace=inplace)
         return F.leaky_relu(h, self.negative_slope, inplace=inplace)
 
-    def activate(self, h: Tensor) -> Tensor:
-        """Norm and activation of an already computed linear output ``[R, C_out]`` (fused
-        on the CPU in training, see :mod:`lightning_pc.nn.fused`)."""
-        return batch_norm_act(self.norm, h, self.act, self.negative_slope)  # [R, C_out]
-
     def forward(self, x: Tensor) -> Tensor:  # [R, C_in] -> [R, C_out]
         h, pre_bias = linear_before_norm(self.lin, self.norm, x)
         return batch_norm_act(self.norm, h, self.act, self.negative_slope, pre_bias)

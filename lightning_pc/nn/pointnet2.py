@@ -142,11 +142,8 @@ class SetAbstraction(nn.Module):
                 first.norm, pos, col.numel(), col.numel() * first.lin.out_features
             ):
                 # CPU training: the first layer's rows are gathered inside the fused kernels
-                w_pos = first.lin.weight[:, :3]
-                per_point = pos @ w_pos.t()  # [N, C1]
-                if x is not None:
-                    per_point = torch.addmm(per_point, x, first.lin.weight[:, 3:].t())
-                args = (first.norm, per_point, pos_c @ w_pos.t(), rowptr, col, first.act)
+                per_point, per_centre = self._first_layer_halves(first.lin, x, pos, pos_c)
+                args = (first.norm, per_point, per_centre, rowptr, col, first.act)
                 h = gather_batch_norm_act(*args, first.negative_slope, first.lin.bias)  # [E, C1]
                 h = cast(SharedMLP, mlp).run(h, last_act=False, pool_ptr=rowptr, skip_layers=1)
                 outs.append(rest[-1].act_fn(h, inplace=False))  # [M, C]
@@ -156,8 +153,11 @@ class SetAbstraction(nn.Module):
                 if x is not None and self.in_channels > 0:
                     rel = torch.cat([rel, x.index_select(0, col)], 1)  # [E, 3 + C_in]
                 h = first.lin(rel)  # [E, C1]
-            else:
-                h = self._first_layer_decomposed(first.lin, x, pos, pos_c, row, col)  # [E, C1]
+            else:  # W [p_j - p_i, x_j] + b = (W_p p_j + W_x x_j)[col] - (W_p p_i - b)[row]
+                per_point, per_centre = self._first_layer_halves(first.lin, x, pos, pos_c)
+                if first.lin.bias is not None:
+                    per_centre = per_centre - first.lin.bias
+                h = per_point.index_select(0, col).sub_(per_centre.index_select(0, row))  # [E, C1]
             # layers, then the last norm fused with the max over each ball: [M, C]
             h = cast(SharedMLP, mlp).run(h, first_linear_done=True, last_act=False, pool_ptr=rowptr)
             last = rest[-1] if rest else first
@@ -165,18 +165,17 @@ class SetAbstraction(nn.Module):
         return torch.cat(outs, 1) if len(outs) > 1 else outs[0], pos_c, batch_c, ptr_c
 
     @staticmethod
-    def _first_layer_decomposed(
-        lin: nn.Linear, x: Tensor | None, pos: Tensor, pos_c: Tensor, row: Tensor, col: Tensor
-    ) -> Tensor:
-        """``W [p_j - p_i, x_j] + b`` as ``(W_p p_j + W_x x_j)[col] - (W_p p_i - b)[row]``."""
+    def _first_layer_halves(
+        lin: nn.Linear, x: Tensor | None, pos: Tensor, pos_c: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The first linear map ``W [p_j - p_i, x_j]`` split into a per-point term
+        ``W_p p_j + W_x x_j`` ``[N, C1]`` and a per-centre term ``W_p p_i`` ``[M, C1]`` (no
+        bias), so that each runs once per point or centre, not once per pair."""
         w_pos = lin.weight[:, :3]  # [C1, 3]
         per_point = pos @ w_pos.t()  # [N, C1]
         if x is not None:
-            per_point = per_point + x @ lin.weight[:, 3:].t()
-        per_centre = pos_c @ w_pos.t()  # [M, C1]
-        if lin.bias is not None:
-            per_centre = per_centre - lin.bias
-        return per_point.index_select(0, col).sub_(per_centre.index_select(0, row))
+            per_point = torch.addmm(per_point, x, lin.weight[:, 3:].t())
+        return per_point, pos_c @ w_pos.t()
 
 
 class GlobalSetAbstraction(nn.Module):

@@ -28,9 +28,16 @@ def parallel_ranges(
     cuts = [0] + [int(np.searchsorted(cum, t / threads)) + 1 for t in range(1, threads)] + [n]
     cuts = sorted(set(min(c, n) for c in cuts))
     ranges = [(b0, b1) for b0, b1 in zip(cuts[:-1], cuts[1:]) if b1 > b0]
+    _run(lambda t, b0, b1: fn(b0, b1), ranges, threads)
+
+
+def _run(
+    fn: Callable[[int, int, int], object], ranges: list[tuple[int, int]], threads: int
+) -> None:
+    """``fn(t, b0, b1)`` for each range ``t`` on the pool; the calling thread takes range 0."""
     pool = _pool(threads)
-    futures = [pool.submit(fn, b0, b1) for b0, b1 in ranges[1:]]
-    fn(*ranges[0])  # the calling thread takes the first range
+    futures = [pool.submit(fn, t, b0, b1) for t, (b0, b1) in enumerate(ranges) if t > 0]
+    fn(0, *ranges[0])
     for f in futures:
         f.result()
 
@@ -62,9 +69,5 @@ def parallel_chunks(fn: Callable[[int, int, int], object], n: int, min_items: in
         fn(0, 0, n)
         return 1
     cuts = [n * t // threads for t in range(threads + 1)]
-    pool = _pool(threads)
-    futures = [pool.submit(fn, t, cuts[t], cuts[t + 1]) for t in range(1, threads)]
-    fn(0, cuts[0], cuts[1])
-    for f in futures:
-        f.result()
+    _run(fn, list(zip(cuts[:-1], cuts[1:])), threads)
     return threads

@@ -117,6 +117,16 @@ def test_falls_back_where_the_kernels_do_not_apply(monkeypatch: pytest.MonkeyPat
     torch.testing.assert_close(out, F.relu(norm(h)))
 
 
+def _assert_same_training_state(module: nn.Module, ref: nn.Module) -> None:
+    """Every parameter has a gradient equal to ``ref``'s; every buffer (running statistics,
+    batch counts) equals ``ref``'s."""
+    for (name, a), b in zip(module.named_parameters(), ref.parameters(), strict=True):
+        assert a.grad is not None, name
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3, msg=name)
+    for (name, a), b in zip(module.named_buffers(), ref.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("pool", [False, True])
 def test_shared_mlp_fused_equals_torch_ops(pool: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whole MLPs (the bias before each norm left to the running mean) train identically."""
@@ -134,11 +144,7 @@ def test_shared_mlp_fused_equals_torch_ops(pool: bool, monkeypatch: pytest.Monke
         grad = torch.randn_like(out)
         out.backward(grad)
         expected.backward(grad)
-        for (name, p), q in zip(mlp.named_parameters(), ref.parameters(), strict=True):
-            assert p.grad is not None, name
-            torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-3, msg=name)
-        for (name, b), c in zip(mlp.named_buffers(), ref.buffers(), strict=True):
-            torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-5, msg=name)
+        _assert_same_training_state(mlp, ref)
     mlp.eval(), ref.eval()
     torch.testing.assert_close(
         mlp.run(x, pool_ptr=ptr), ref.run(x, pool_ptr=ptr), rtol=1e-4, atol=1e-4
@@ -189,8 +195,4 @@ def test_set_abstraction_trains_the_same_fused_and_unfused(monkeypatch: pytest.M
     grad = torch.randn_like(out)
     out.backward(grad)
     expected.backward(grad)
-    for (name, a), b in zip(sa.named_parameters(), ref.parameters(), strict=True):
-        assert a.grad is not None, name
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3, msg=name)
-    for (name, a), b in zip(sa.named_buffers(), ref.buffers(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=name)
+    _assert_same_training_state(sa, ref)
