@@ -332,6 +332,25 @@ class _GatherBatchNormAct(torch.autograd.Function):
         return grad_p, grad_q, None, None, grad_w, grad_b, None, None, None, _zero_grad(ctx, 9)
 
 
+def _check_segments(
+    ptr: Tensor,
+    rows: int,
+    segments: int | None = None,
+    col: Tensor | None = None,
+    points: int = 0,
+) -> None:
+    """The kernels index without bounds checks: offsets must ascend from 0 to ``rows`` (one
+    segment per row of ``q`` where given) and ``col`` must index the ``points`` rows of ``p``."""
+    o = _np(ptr)
+    ok = o.ndim == 1 and o.size >= 1 and o[0] == 0 and o[-1] == rows and bool((np.diff(o) >= 0).all())
+    ok = ok and (segments is None or o.size == segments + 1)
+    if col is not None and col.numel() and ok:
+        c = _np(col)
+        ok = int(c.min()) >= 0 and int(c.max()) < points
+    if not ok:
+        raise ValueError("fused kernels: segment offsets or gathered indices out of range")
+
+
 def _save_pre_bias(ctx: Any, pre_bias: Tensor | None) -> None:
     ctx.pre_bias = None if pre_bias is None else (pre_bias.shape, pre_bias.dtype)
 
@@ -395,6 +414,7 @@ def batch_norm_segment_max(
     assert isinstance(norm, nn.BatchNorm1d)
     mean, invstd = _batch_stats(norm, h, pre_bias)
     ptr = ptr.to(torch.int64).contiguous()
+    _check_segments(ptr, h.size(0))
     return _BatchNormSegmentMax.apply(h, ptr, norm.weight, norm.bias, mean, invstd, pre_bias)
 
 
@@ -424,6 +444,7 @@ def gather_batch_norm_act(
         return batch_norm_act(norm, h, act, negative_slope, pre_bias)
     assert isinstance(norm, nn.BatchNorm1d)
     ptr, col = ptr.to(torch.int64).contiguous(), col.to(torch.int64).contiguous()
+    _check_segments(ptr, col.numel(), q.size(0), col, p.size(0))
     sums = _channel_sums(
         _kernels().gather_stats,
         (_np(p), _np(q), _np(ptr), _np(col)),

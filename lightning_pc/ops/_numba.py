@@ -25,9 +25,32 @@ _LEAF = 64  # points per kd-tree leaf in FPS (measured best of 8-256 on surface 
 _MARGIN = 1.0 + 1e-5  # relative safety margin on float64 pruning bounds
 
 
+def _require(ok: bool, message: str) -> None:
+    """Raises ``ValueError`` unless ``ok``: the kernels index without bounds checks, so every
+    size they rely on is checked here, at the numpy boundary, and never assumed."""
+    if not ok:
+        raise ValueError(f"numba ops backend: {message}")
+
+
+def _check_ptr(name: str, ptr: np.ndarray, n: int) -> None:
+    _require(
+        ptr.ndim == 1 and ptr.size >= 1 and ptr[0] == 0 and ptr[-1] == n
+        and bool((ptr[1:] >= ptr[:-1]).all()),
+        f"{name} offsets must ascend from 0 to {n}",
+    )
+
+
 # ----------------------------------------------------------------------------------------
 # farthest point sampling: bucketed, exact
 # ----------------------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(a: np.ndarray, cap: int) -> np.ndarray:
+    """``a`` copied into a new array of ``cap`` rows (``cap >= len(a)``)."""
+    out = np.empty((cap,) + a.shape[1:], dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
@@ -36,19 +59,27 @@ def _build_kdtree(p: np.ndarray, perm: np.ndarray, leaf: int):
 
     Returns per-node arrays: start, end, left child, right child (-1 for leaves), and the
     node's bounding box (float64).
+
+    Size bound: a split always leaves points on both sides (a degenerate midpoint split is
+    replaced by halving by position), so the tree is a full binary tree with at most ``n``
+    leaves, i.e. at most ``2n - 1`` nodes, and the work stack never holds more entries than
+    there are nodes. Midpoint splits are unbalanced on clouds with outliers or clusters (one
+    point can be cut off at a time), so the arrays start at the balanced size and double
+    when full, up to that bound; every write below is preceded by the capacity check.
     """
     n, dims = p.shape
-    cap = 2 * (n // max(1, leaf // 2) + 1) + 1
+    bound = max(1, 2 * n - 1)
+    cap = min(bound, 2 * (n // max(1, leaf // 2) + 1) + 1)
     start = np.empty(cap, dtype=np.int64)
     end = np.empty(cap, dtype=np.int64)
-    left = np.full(cap, -1, dtype=np.int64)
-    right = np.full(cap, -1, dtype=np.int64)
+    left = np.empty(cap, dtype=np.int64)
+    right = np.empty(cap, dtype=np.int64)
     lo = np.empty((cap, dims))
     hi = np.empty((cap, dims))
     stack = np.empty(cap, dtype=np.int64)
     count = 1
     start[0], end[0] = 0, n
-    top = 0
+    left[0], right[0] = -1, -1
     stack[0] = 0
     top = 1
     while top > 0:
@@ -66,7 +97,7 @@ def _build_kdtree(p: np.ndarray, perm: np.ndarray, leaf: int):
                     b = v
             lo[node, d] = a
             hi[node, d] = b
-        if e - s <= leaf:
+        if e - s <= max(leaf, 1):
             continue
         axis = 0
         span = -1.0
@@ -74,7 +105,7 @@ def _build_kdtree(p: np.ndarray, perm: np.ndarray, leaf: int):
             if hi[node, d] - lo[node, d] > span:
                 span = hi[node, d] - lo[node, d]
                 axis = d
-        if span <= 0.0:
+        if not span > 0.0:
             continue  # all points identical: keep as one leaf
         mid = 0.5 * (lo[node, axis] + hi[node, axis])
         i, j = s, e - 1
@@ -86,7 +117,17 @@ def _build_kdtree(p: np.ndarray, perm: np.ndarray, leaf: int):
                 j -= 1
         if i == s or i == e:  # degenerate split (rounding): halve by position instead
             i = (s + e) // 2
+        if count + 2 > cap or top + 2 > cap:
+            if count + 2 > bound:
+                raise RuntimeError("kd-tree node bound exceeded (internal error)")
+            cap = min(bound, 2 * cap)
+            start, end = _grow(start, cap), _grow(end, cap)
+            left, right = _grow(left, cap), _grow(right, cap)
+            lo, hi = _grow(lo, cap), _grow(hi, cap)
+            stack = _grow(stack, cap)
         left[node], right[node] = count, count + 1
+        for c in range(count, count + 2):
+            left[c], right[c] = -1, -1
         start[count], end[count] = s, i
         start[count + 1], end[count + 1] = i, e
         stack[top] = count
@@ -211,12 +252,19 @@ def _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, leaf):
 def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
     pts = np.ascontiguousarray(src.pos.detach().numpy())
     ptr = src.ptr.numpy()
+    _check_ptr("src", ptr, pts.shape[0])
+    counts = np.diff(ptr)
     num = num_samples.numpy().astype(np.int64)
+    first = start.numpy().astype(np.int64)
+    _require(num.shape == counts.shape and first.shape == counts.shape, "one count per cloud")
+    _require(pts.shape[1] >= 1, "points need at least one coordinate")
+    _require(bool((num >= 0).all()), "negative sample counts")
+    num = np.minimum(num, counts)  # never more picks than points
+    _require(bool(((first >= 0) & (first < np.maximum(counts, 1))).all()), "start outside cloud")
     out_ptr = np.zeros(num.size + 1, dtype=np.int64)
     np.cumsum(num, out=out_ptr[1:])
     out = np.empty(int(out_ptr[-1]), dtype=np.int64)
-    first = start.numpy().astype(np.int64)
-    work = (src.counts() * num_samples).numpy()  # cost ~ points x picks
+    work = counts * num  # cost ~ points x picks
     parallel_ranges(
         lambda b0, b1: _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, _LEAF), work
     )
@@ -244,6 +292,7 @@ def _minmax(pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def minmax(pos: Tensor) -> tuple[Tensor, Tensor]:
     """Per-axis minimum and maximum of a non-empty ``[N, D]`` CPU tensor in one pass
     (numpy's axis-0 reductions over ``[N, 3]`` rows are strided: ~6x slower here)."""
+    _require(pos.dim() == 2 and pos.size(0) > 0 and pos.size(1) > 0, "minmax of no points")
     lo, hi = _minmax(np.ascontiguousarray(pos.detach().numpy()))
     return torch.from_numpy(lo), torch.from_numpy(hi)
 
@@ -266,6 +315,8 @@ def _grid(pos: np.ndarray, size: np.ndarray, start: np.ndarray, stride: np.ndarr
 
 
 def grid(pos: Tensor, size: Tensor, start: Tensor, stride: Tensor) -> Tensor:
+    dims = pos.size(1)
+    _require(all(t.numel() == dims for t in (size, start, stride)), "one value per axis")
     return torch.from_numpy(
         _grid(
             np.ascontiguousarray(pos.detach().numpy()),
@@ -392,6 +443,10 @@ def radius_supported(x: Packed, r: float) -> bool:
 def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
+    _check_pair(xn, yn, x.ptr.numpy(), y.ptr.numpy())
+    _require(1 <= xn.shape[1] <= 3, "radius search takes 1 to 3 coordinates")
+    _require(r > 0 and math.isfinite(r), f"radius must be positive and finite, got {r}")
+    _require(max_num_neighbors >= 1, "max_num_neighbors must be at least 1")
     # torch-cluster compares float distances with the float of r * r
     r2 = float(np.asarray(float(r) * float(r), dtype=xn.dtype))
     cap = max(1, min(max_num_neighbors, int(x.counts().max())))
@@ -491,6 +546,8 @@ def knn(x: Packed, y: Packed, k: int, skip_self: bool = False) -> tuple[Tensor, 
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     px, py = x.ptr.numpy(), y.ptr.numpy()
+    _check_pair(xn, yn, px, py)
+    _require(k >= 1, f"k must be at least 1, got {k}")
     nb = x.num_clouds
     m = yn.shape[0]
     idx = np.empty((m, k), dtype=np.int64)
@@ -517,7 +574,11 @@ def knn(x: Packed, y: Packed, k: int, skip_self: bool = False) -> tuple[Tensor, 
     return torch.from_numpy(rows), torch.from_numpy(idx[keep])
 
 
-def _cat(parts: list[np.ndarray]) -> Tensor:
-    if not parts:
-        return torch.empty(0, dtype=torch.long)
-    return torch.from_numpy(np.concatenate(parts))
+def _check_pair(xn: np.ndarray, yn: np.ndarray, px: np.ndarray, py: np.ndarray) -> None:
+    """The searched points and the queries agree on coordinates and clouds."""
+    _require(xn.ndim == 2 and yn.ndim == 2 and xn.shape[1] == yn.shape[1] >= 1,
+             "x and y need the same number (>= 1) of coordinates")
+    _require(px.size == py.size, "x and y must describe the same number of clouds")
+    _check_ptr("x", px, xn.shape[0])
+    _check_ptr("y", py, yn.shape[0])
+

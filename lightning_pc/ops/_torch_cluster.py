@@ -45,7 +45,13 @@ def fps(src: Packed, ratio: float | Tensor, start: Tensor) -> Tensor:
     batch = torch.repeat_interleave(torch.arange(src.num_clouds, device=device), counts)
     local = torch.arange(src.pos.size(0), device=device) - ptr[:-1][batch]
     rotated = ptr[:-1][batch] + (local + start.to(device)[batch]) % counts[batch]
+    # torch-cluster indexes the first point of every cloud, empty ones included: number the
+    # non-empty clouds consecutively and hand it only those
+    nonempty = counts > 0
+    dense = (torch.cumsum(nonempty.long(), 0) - 1)[batch]
     if isinstance(ratio, Tensor):
         ratio = ratio.to(device)
-    idx = torch_cluster.fps(src.pos[rotated], batch, ratio, random_start=False)
+        if ratio.numel() > 1:
+            ratio = ratio[nonempty]
+    idx = torch_cluster.fps(src.pos[rotated], dense, ratio, random_start=False)
     return rotated[idx]
