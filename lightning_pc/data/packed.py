@@ -14,7 +14,28 @@ from typing import Any
 
 import numpy as np
 
+from lightning_pc.data.errors import CacheCorruptedError
+
 _HEADER_BYTES = 128
+
+
+def _load(path: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` that names the cache file when it cannot be read (truncated, garbled)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CacheCorruptedError(
+            path,
+            f"cannot read this array ({type(err).__name__}: {err}); run prepare_data() "
+            "or `lightning-pc cache verify` to rebuild or set it aside",
+        ) from err
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CacheCorruptedError(path, f"cannot read this index ({err})") from err
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -129,9 +150,9 @@ class PackedArrays:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.offsets = np.load(self.folder / "offsets.npy")
-        self.fields: list[str] = list(json.loads((self.folder / "fields.json").read_text()))
-        self.names: list[str] = json.loads((self.folder / "names.json").read_text())
+        self.offsets = _load(self.folder / "offsets.npy")
+        self.fields: list[str] = list(_load_json(self.folder / "fields.json"))
+        self.names: list[str] = _load_json(self.folder / "names.json")
         self._maps: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -146,7 +167,7 @@ class PackedArrays:
         arr = self._maps.get(key)
         if arr is None:
             # a plain ndarray view of the memory map: cheaper to index than np.memmap
-            arr = np.asarray(np.load(self.folder / f"{key}.npy", mmap_mode="r"))
+            arr = np.asarray(_load(self.folder / f"{key}.npy", mmap=True))
             self._maps[key] = arr
         return arr
 
@@ -169,4 +190,4 @@ class PackedArrays:
 
     def sample(self, key: str) -> np.ndarray:
         """Per-sample array ``key`` (e.g. ``label``), loaded in memory."""
-        return np.load(self.folder / f"sample_{key}.npy")
+        return _load(self.folder / f"sample_{key}.npy")
