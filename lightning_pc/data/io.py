@@ -280,9 +280,8 @@ def integer_labels(values: np.ndarray, path: str | Path, what: str = "label") ->
         if len(bad):
             index = np.unravel_index(int(bad[0]), values.shape)
             where = index[0] if len(index) == 1 else tuple(int(i) for i in index)
-            raise DataFormatError(
-                path, f"{what} {values.flat[bad[0]]!r} at {where} is not a whole number"
-            )
+            value = float(values.flat[bad[0]])
+            raise DataFormatError(path, f"{what} {value:g} at index {where} is not a whole number")
     return values.astype(np.int64)
 
 
