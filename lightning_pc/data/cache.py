@@ -41,6 +41,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 from lightning_pc.data.errors import CacheCorruptedError
+from lightning_pc.data.packed import read_npy_header
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -203,19 +204,6 @@ def _inventory(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[
     return files, ranges
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """``(shape, dtype, data offset)`` read from a ``.npy`` header (nothing else is read)."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if fortran:
-            raise ValueError("Fortran-ordered array")
-        return tuple(shape), np.dtype(dtype), fh.tell()
-
-
 def _check_split(folder: Path, split: str, ranges: dict[str, list[int]], full: bool) -> list[str]:
     """Structural checks of one packed split (see :mod:`lightning_pc.data.packed`)."""
     base = folder / split
@@ -242,9 +230,12 @@ def _check_split(folder: Path, split: str, ranges: dict[str, list[int]], full: b
     for name, (length, tail, dtype) in arrays.items():
         path = base / name
         try:
-            shape, got, data_at = _npy_header(path)
+            shape, got, fortran, data_at = read_npy_header(path)
         except (OSError, ValueError, EOFError) as err:
             problems.append(f"{prefix}{name}: unreadable .npy header ({err})")
+            continue
+        if fortran:
+            problems.append(f"{prefix}{name}: Fortran-ordered array")
             continue
         if shape[:1] != (length,) or (
             dtype is not None and (shape[1:] != tail or str(got) != dtype)

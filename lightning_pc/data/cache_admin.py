@@ -24,7 +24,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from lightning_pc.data.cache import VerifyLevel, default_cache_dir, read_meta, verify_cache
+from lightning_pc.data.cache import (
+    CACHE_FORMAT,
+    VerifyLevel,
+    default_cache_dir,
+    read_meta,
+    verify_cache,
+)
 
 _KEY = re.compile(r"^[0-9a-f]{20}$")
 
@@ -37,10 +43,11 @@ class CacheEntry:
         dataset: the dataset folder's name (``modelnet``, ``s3dis``...).
         key: the fingerprint the folder belongs to.
         path: the folder.
-        state: ``"ready"`` (complete), ``"incomplete"`` (no valid ``meta.json``; never
-            served), ``"building"`` (a ``.tmp-*`` folder whose build holds its lock),
-            ``"debris"`` (a ``.tmp-*`` folder of a killed build) or ``"damaged"`` (set aside
-            by a failed check).
+        state: ``"ready"`` (complete), ``"outdated"`` (complete, but written by a version
+            of lightning_pc with another cache layout: never read again),
+            ``"incomplete"`` (no valid ``meta.json``; never served), ``"building"`` (a
+            ``.tmp-*`` folder whose build holds its lock), ``"debris"`` (a ``.tmp-*`` folder
+            of a killed build) or ``"damaged"`` (set aside by a failed check).
         size: bytes in its files.
         last_used: when it was last opened or built (its mtime), seconds since the epoch.
         root: the raw dataset folder it was built from (``""`` when unknown).
@@ -118,11 +125,12 @@ def scan(cache_root: str | Path, dataset: str | None = None) -> list[CacheEntry]
             if _KEY.match(name):
                 key = name
                 meta = read_meta(path)
-                state = (
-                    "ready"
-                    if meta is not None and meta.get("fingerprint") == key
-                    else ("incomplete")
-                )
+                if meta is None or meta.get("fingerprint") != key:
+                    state = "incomplete"
+                elif meta.get("format") != CACHE_FORMAT:
+                    state = "outdated"
+                else:
+                    state = "ready"
             elif name.startswith((".tmp-", ".damaged-")) and _KEY.match(name.split("-")[1]):
                 key = name.split("-")[1]
                 meta = None
@@ -154,8 +162,9 @@ def select_prunable(
 ) -> list[tuple[CacheEntry, str]]:
     """Which folders ``prune`` removes, and why.
 
-    Debris of killed builds and folders set aside as damaged always go. A ready (or
-    incomplete) cache goes only when a criterion is given and it meets every one given:
+    Debris of killed builds, folders set aside as damaged and caches of an older layout
+    (which no version reads again) always go. A ready (or incomplete) cache goes only when
+    a criterion is given and it meets every one given:
     not used for ``older_than_days`` days, and not among the ``keep_latest`` most recently
     used of its dataset. Builds in progress never go.
 
@@ -182,8 +191,13 @@ def select_prunable(
     for e in entries:
         if e.state == "building":
             continue
-        if e.state in ("debris", "damaged"):
-            out.append((e, "killed build" if e.state == "debris" else "set aside as damaged"))
+        always = {
+            "debris": "killed build",
+            "damaged": "set aside as damaged",
+            "outdated": "older cache layout, never read again",
+        }
+        if e.state in always:
+            out.append((e, always[e.state]))
             continue
         if older_than_days is None and keep_latest is None:
             continue

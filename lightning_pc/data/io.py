@@ -8,7 +8,6 @@ file it reads. This module needs only numpy (Open3D is imported lazily for PLY/P
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from lightning_pc.data.errors import DataFormatError
+from lightning_pc.data.packed import read_npy_header
 
 POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy")
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".ply")
@@ -364,14 +364,8 @@ def check_npy_size(path: Path) -> None:
             allocated on disk: a preallocated or interrupted download reads as zeros).
     """
     try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-            start = fh.tell()
-            st = os.fstat(fh.fileno())
+        shape, dtype, _, start = read_npy_header(path)
+        st = path.stat()
     except (OSError, ValueError, EOFError) as err:
         raise DataFormatError(path, f"not a readable .npy array ({err})") from err
     if dtype.hasobject:

@@ -48,6 +48,24 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + body.encode("latin1")
 
 
+def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Read only the header of a ``.npy`` file.
+
+    Returns:
+        ``(shape, dtype, fortran_order, offset of the data)``.
+
+    Raises:
+        OSError, ValueError, EOFError: not a ``.npy`` file, or a damaged header.
+    """
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        return tuple(shape), np.dtype(dtype), bool(fortran), fh.tell()
+
+
 class NpyStream:
     """Append rows to a ``.npy`` file without holding the whole array in memory.
 

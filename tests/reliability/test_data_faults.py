@@ -563,6 +563,9 @@ def populated(tmp_path: Path) -> dict[str, Any]:
     damaged = parent / f".damaged-{'b' * 20}-1-cafecafe"
     damaged.mkdir()
     (damaged / "meta.json").write_text("{}")
+    outdated = parent / ("d" * 20)  # a cache of the previous layout (meta without "format")
+    (outdated / "train").mkdir(parents=True)
+    (outdated / "meta.json").write_text(json.dumps({"fingerprint": "d" * 20}))
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "keep.txt").write_text("mine")
@@ -575,6 +578,7 @@ def populated(tmp_path: Path) -> dict[str, Any]:
         "new": new_folder,
         "debris": debris,
         "damaged": damaged,
+        "outdated": outdated,
         "outside": outside,
         "before": snapshot(root),
     }
@@ -600,12 +604,13 @@ def test_cache_list_and_size(populated: dict[str, Any], capsys: pytest.CaptureFi
         populated["new"].name: "ready",
         "a" * 20: "debris",
         "b" * 20: "damaged",
+        "d" * 20: "outdated",
     }
     assert str(populated["root"]) in out
     code, out = _cli(capsys, "size", "--cache-root", str(populated["cache"]))
     total = sum(e.size for e in scan(populated["cache"]))
-    assert code == 0 and out.splitlines()[1].split()[:2] == ["modelnet", "4"]
-    assert total > 1000 and out.splitlines()[-1].split()[:2] == ["total", "4"]
+    assert code == 0 and out.splitlines()[1].split()[:2] == ["modelnet", "5"]
+    assert total > 1000 and out.splitlines()[-1].split()[:2] == ["total", "5"]
     assert snapshot(populated["root"]) == populated["before"]
 
 
@@ -625,6 +630,7 @@ def test_cache_prune(populated: dict[str, Any], capsys: pytest.CaptureFixture) -
     assert code == 0
     assert populated["debris"].is_dir()  # building: kept
     assert not populated["damaged"].exists() and not populated["old"].exists()
+    assert not populated["outdated"].exists()
     assert populated["new"].is_dir()  # used today
     code, out = _cli(capsys, "prune", "--cache-root", str(cache), "--keep-latest", "1", "--yes")
     assert not populated["debris"].exists()  # lock released: debris goes now
@@ -641,7 +647,7 @@ def test_cache_prune(populated: dict[str, Any], capsys: pytest.CaptureFixture) -
 def test_prune_selection_rules(populated: dict[str, Any]) -> None:
     entries = scan(populated["cache"])
     names = lambda sel: sorted(e.path.name for e, _ in sel)  # noqa: E731
-    always = sorted([populated["debris"].name, populated["damaged"].name])
+    always = sorted(populated[k].name for k in ("debris", "damaged", "outdated"))
     assert names(select_prunable(entries)) == always
     assert names(select_prunable(entries, keep_latest=0)) == sorted(
         always + [populated["old"].name, populated["new"].name]
@@ -651,6 +657,7 @@ def test_prune_selection_rules(populated: dict[str, Any]) -> None:
     )
     assert names(select_prunable(entries, older_than_days=30, keep_latest=2)) == always
     assert names(select_prunable(entries, older_than_days=60)) == always
+    assert snapshot(populated["root"]) == populated["before"]
 
 
 def test_cache_verify_sets_damage_aside(
@@ -681,3 +688,4 @@ def test_rebuilt_cache_meta_records_every_file(mn: dict[str, Any]) -> None:
     assert {k: v["size"] for k, v in meta["files"].items()} == on_disk
     assert meta["int_ranges"]["train/sample_label.npy"] == [0, 9]
     assert ensure_cache(datamodule(mn["root"], mn["cache"]).recipe(), mn["cache"]) == mn["folder"]
+    assert snapshot(mn["root"]) == mn["before"]
