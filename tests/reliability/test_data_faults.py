@@ -314,6 +314,10 @@ def test_content_fingerprint_key_depends_on_bytes_only(tmp_path: Path) -> None:
     assert fingerprint(tmp_path, [a], {}, 1, "content") != key
     with pytest.raises(ValueError, match="stat.*content"):
         fingerprint(tmp_path, [a], {}, 1, "mtime")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cache_verify must be 'quick' or 'full'"):
+        datamodule(tmp_path, tmp_path, cache_verify="fast")
+    with pytest.raises(ValueError, match="cache_fingerprint must be 'stat' or 'content'"):
+        datamodule(tmp_path, tmp_path, cache_fingerprint="mtime")
 
 
 # --- readers that used to drop data silently ------------------------------------------------
@@ -418,6 +422,7 @@ def test_sparse_npy_declaring_2_gib_is_refused(tmp_path: Path) -> None:
         ("truncated_npy", r"truncated: header declares shape \(100, 3\) float32 = 1200 bytes"),
         ("overlong_npy", r"extra bytes after the array: .* the file holds 1200"),
     ],
+    ids=["truncated", "overlong"],
 )
 def test_npy_size_differs_from_header(tmp_path: Path, writer: str, message: str) -> None:
     refused_by_folder(tmp_path, "bad.npy", getattr(faults, writer), message)
@@ -607,6 +612,8 @@ def test_cache_list_and_size(populated: dict[str, Any], capsys: pytest.CaptureFi
         "d" * 20: "outdated",
     }
     assert str(populated["root"]) in out
+    code, out = _cli(capsys, "list", "--cache-root", str(populated["cache"]), "--dataset", "s3dis")
+    assert code == 0 and out.startswith("no caches")
     code, out = _cli(capsys, "size", "--cache-root", str(populated["cache"]))
     total = sum(e.size for e in scan(populated["cache"]))
     assert code == 0 and out.splitlines()[1].split()[:2] == ["modelnet", "5"]
