@@ -213,7 +213,7 @@ def _check_split(folder: Path, split: str, ranges: dict[str, list[int]], full: b
         fields = json.loads((base / "fields.json").read_text())
         names = json.loads((base / "names.json").read_text())
     except (OSError, ValueError, EOFError) as err:
-        return [f"{prefix}: unreadable index ({err})"]
+        return [f"{prefix or './'}: unreadable index ({err})"]
     if offsets.ndim != 1 or len(offsets) == 0 or offsets.dtype != np.int64:
         return [f"{prefix}offsets.npy: bad array {offsets.dtype} {offsets.shape}"]
     if offsets[0] != 0 or (np.diff(offsets) < 0).any():

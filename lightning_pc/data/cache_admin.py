@@ -44,7 +44,7 @@ class CacheEntry:
         key: the fingerprint the folder belongs to.
         path: the folder.
         state: ``"ready"`` (complete), ``"outdated"`` (complete, but written by a version
-            of lightning_pc with another cache layout: never read again),
+            of lightning_pc with another cache layout: never read by this one),
             ``"incomplete"`` (no valid ``meta.json``; never served), ``"building"`` (a
             ``.tmp-*`` folder whose build holds its lock), ``"debris"`` (a ``.tmp-*`` folder
             of a killed build) or ``"damaged"`` (set aside by a failed check).
@@ -140,17 +140,12 @@ def scan(cache_root: str | Path, dataset: str | None = None) -> list[CacheEntry]
                     state = "building" if _is_locked(parent, key) else "debris"
             else:
                 continue
-            out.append(
-                CacheEntry(
-                    parent.name,
-                    key,
-                    path,
-                    state,
-                    _size(path),
-                    path.stat().st_mtime,
-                    str(meta.get("root", "")) if meta else "",
-                )
-            )
+            try:
+                used = path.stat().st_mtime
+            except FileNotFoundError:  # removed meanwhile (a build or prune finished)
+                continue
+            root_of = str(meta.get("root", "")) if meta else ""
+            out.append(CacheEntry(parent.name, key, path, state, _size(path), used, root_of))
     return out
 
 
@@ -162,8 +157,8 @@ def select_prunable(
 ) -> list[tuple[CacheEntry, str]]:
     """Which folders ``prune`` removes, and why.
 
-    Debris of killed builds, folders set aside as damaged and caches of an older layout
-    (which no version reads again) always go. A ready (or incomplete) cache goes only when
+    Debris of killed builds, folders set aside as damaged and caches of another layout
+    (which this version never reads) always go. A ready (or incomplete) cache goes only when
     a criterion is given and it meets every one given:
     not used for ``older_than_days`` days, and not among the ``keep_latest`` most recently
     used of its dataset. Builds in progress never go.
@@ -194,7 +189,7 @@ def select_prunable(
         always = {
             "debris": "killed build",
             "damaged": "set aside as damaged",
-            "outdated": "older cache layout, never read again",
+            "outdated": "another cache layout, never read by this version",
         }
         if e.state in always:
             out.append((e, always[e.state]))
