@@ -435,6 +435,8 @@ def _read_open3d_points(path: Path) -> dict[str, np.ndarray]:
         raise DataFormatError(path, "Open3D read no points (empty, truncated or not a point file)")
     if not np.isfinite(pos).all():
         raise DataFormatError(path, "point coordinates contain NaN or infinity")
+    if path.suffix.lower() == ".pcd":
+        check_pcd_counts(path)
     declared = _declared_points(path)
     if declared is not None and declared != len(pos):
         raise DataFormatError(
@@ -475,6 +477,60 @@ def _declared_points(path: Path) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def check_pcd_counts(path: str | Path) -> None:
+    """Refuse a PCD file holding more points than its ``POINTS`` line declares.
+
+    Open3D reads the declared count and drops the rest without a word. ASCII files are
+    counted by data lines, binary files by bytes (``SIZE`` x ``COUNT`` per point);
+    ``binary_compressed`` files carry their own sizes and are left to Open3D.
+
+    Raises:
+        DataFormatError: naming the first extra line (ASCII) or the extra bytes (binary).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    fields: dict[str, list[str]] = {}
+    pos = 0
+    number = 0
+    while pos < len(raw) and "DATA" not in fields:
+        nl = raw.find(b"\n", pos)
+        end = len(raw) if nl < 0 else nl + 1
+        number += 1
+        parts = raw[pos:end].decode("ascii", errors="replace").split()
+        pos = end
+        if parts and not parts[0].startswith("#"):
+            fields[parts[0].upper()] = parts[1:]
+    try:
+        declared = int(fields["POINTS"][0])
+        kind = fields["DATA"][0].lower()
+    except (KeyError, IndexError, ValueError):
+        return  # not a header we can check: Open3D's count check applies
+    if kind == "ascii":
+        lines = raw[pos:].decode("ascii", errors="replace").splitlines()
+        rows = [i for i, line in enumerate(lines) if line.strip()]
+        if len(rows) > declared:
+            raise DataFormatError(
+                path,
+                f"header declares {declared} points (POINTS), but {len(rows) - declared} more "
+                "data line(s) follow (wrong count in the header?)",
+                number + 1 + rows[declared],
+            )
+    elif kind == "binary":
+        try:
+            sizes = [int(v) for v in fields["SIZE"]]
+            counts = [int(v) for v in fields.get("COUNT", ["1"] * len(sizes))]
+        except (KeyError, ValueError):
+            return
+        need = declared * sum(a * b for a, b in zip(sizes, counts))
+        tail = raw[pos + need :]
+        if tail.strip():
+            raise DataFormatError(
+                path,
+                f"header declares {declared} points ({need} bytes), the file holds "
+                f"{len(tail)} more bytes after them (wrong count in the header?)",
+            )
 
 
 def ply_has_faces(path: str | Path) -> bool:

@@ -361,6 +361,21 @@ def test_binary_ply_with_more_rows_than_declared(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("binary", "message"),
+    [
+        (False, r"extra.pcd, line 72: header declares 60 points \(POINTS\), but 40 more"),
+        (True, r"extra.pcd: header declares 60 points \(720 bytes\), the file holds 480 more"),
+    ],
+    ids=["ascii", "binary"],
+)
+def test_pcd_with_more_points_than_declared(tmp_path: Path, binary: bool, message: str) -> None:
+    """Open3D reads the declared 60 of 100 points without a word."""
+    refused_by_folder(
+        tmp_path, "extra.pcd", lambda p: faults.pcd_extra_rows(p, binary=binary), message
+    )
+
+
 def test_off_with_more_faces_than_declared(tmp_path: Path) -> None:
     refused_by_folder(
         tmp_path,

@@ -7,6 +7,8 @@ Raw files (each valid except for its one fault):
 
 - ``extra_rows.ply``: ASCII PLY whose header declares 60 vertices, 100 rows follow;
 - ``extra_rows_binary.ply``: the same in binary little endian;
+- ``extra_rows.pcd`` / ``extra_rows_binary.pcd``: PCD declaring 60 points (``POINTS``),
+  holding 100;
 - ``extra_faces.off``: OFF declaring 2 faces, with 3 face lines;
 - ``bad_index_mesh.ply``: ASCII PLY mesh with a face index past its 4 vertices;
 - ``sparse.npy``: a ``.npy`` whose header declares 2 GiB of float32 ``[N, 3]`` rows, written
@@ -49,6 +51,21 @@ def ply_binary_extra_rows(path: Path, declared: int = 60, rows: int = 100) -> Pa
         "property float x\nproperty float y\nproperty float z\nend_header\n"
     )
     path.write_bytes(head.encode() + _cloud(rows).astype("<f4").tobytes())
+    return path
+
+
+def pcd_extra_rows(path: Path, binary: bool = False, declared: int = 60, rows: int = 100) -> Path:
+    """PCD (ASCII or binary): ``POINTS``/``WIDTH`` declare ``declared`` points, ``rows`` follow."""
+    head = (
+        "# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\n"
+        f"TYPE F F F\nCOUNT 1 1 1\nWIDTH {declared}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\n"
+        f"POINTS {declared}\nDATA {'binary' if binary else 'ascii'}\n"
+    )
+    if binary:
+        path.write_bytes(head.encode() + _cloud(rows).astype("<f4").tobytes())
+    else:
+        body = "\n".join(f"{x:.5f} {y:.5f} {z:.5f}" for x, y, z in _cloud(rows)) + "\n"
+        path.write_text(head + body)
     return path
 
 
@@ -174,6 +191,8 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ply_extra_rows(out / "extra_rows.ply")
     ply_binary_extra_rows(out / "extra_rows_binary.ply")
+    pcd_extra_rows(out / "extra_rows.pcd")
+    pcd_extra_rows(out / "extra_rows_binary.pcd", binary=True)
     off_extra_faces(out / "extra_faces.off")
     ply_mesh_bad_index(out / "bad_index_mesh.ply")
     sparse_npy(out / "sparse.npy")
