@@ -112,11 +112,19 @@ def mn(tmp_path: Path) -> dict[str, Any]:
     dm = datamodule(root, cache)
     dm.prepare_data()
     folder = dm.cache_folder()
+    reference = served(dm)
+    for split, samples in reference.items():  # the reference is the raw files' content
+        names = dm.datasets[split].names
+        assert len(names) == len(samples) == {"train": 20, "test": 10}[split]
+        for name, (pos, label) in zip(names, samples):
+            raw = np.loadtxt(root / name, delimiter=",", dtype=np.float32)
+            assert np.array_equal(pos, raw[:, :3])
+            assert dm.class_names[label] == Path(name).parent.name
     return {
         "root": root,
         "cache": cache,
         "folder": folder,
-        "reference": served(dm),
+        "reference": reference,
         "before": snapshot(root),
     }
 
