@@ -13,6 +13,7 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,8 +169,6 @@ def test_label_99_is_caught_and_rebuilt(mn: dict[str, Any]) -> None:
 
 
 def test_deleted_split_folder_is_caught_and_rebuilt(mn: dict[str, Any]) -> None:
-    import shutil
-
     shutil.rmtree(mn["folder"] / "test")
     repaired_by_prepare(mn)
 
@@ -202,8 +201,8 @@ def big_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_big_cache_quick_check_catches_label_and_structure_damage(
     mn: dict[str, Any], big_cache: None
 ) -> None:
-    """Without checksums, the quick check still sees labels out of the built range, a bad
-    npy header, non-increasing offsets and a wrong size."""
+    """Without checksums, the quick check still sees labels out of the built range,
+    non-increasing offsets and an array header that disagrees with the offsets."""
     train = mn["folder"] / "train"
     faults.put_value(train / "sample_label.npy", 0, 99)
     problems = verify_cache(mn["folder"], "quick")
@@ -212,6 +211,12 @@ def test_big_cache_quick_check_catches_label_and_structure_damage(
     offsets = np.load(train / "offsets.npy")
     faults.put_value(train / "offsets.npy", 2, int(offsets[3]) + 1)
     assert any("offsets" in p for p in verify_cache(mn["folder"], "quick"))
+    repaired_by_prepare(mn)
+    pos = train / "pos.npy"  # 20 samples x 64 points; the header now says one row less
+    pos.write_bytes(pos.read_bytes().replace(b"(1280, 3)", b"(1279, 3)", 1))
+    assert "train/pos.npy: array (1279, 3) float32, expected (1280, 3) float32" in (
+        verify_cache(mn["folder"], "quick")
+    )
     repaired_by_prepare(mn)
 
 
