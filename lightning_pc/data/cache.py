@@ -10,7 +10,7 @@ only a ``.tmp-*`` folder that is never read and is removed by the next build.
 Every build records each file's size and checksum in ``meta.json``. Opening a cache checks
 it (:func:`verify_cache`): ``"quick"`` compares sizes, the checksums of the small files
 (offsets, per-sample labels, names), the ``.npy`` headers against the offsets and the range
-of every integer array (labels) against the one recorded at build; ``"full"`` also
+of every 1-D integer array (labels) against the one recorded at build; ``"full"`` also
 checksums every array and checks that float arrays are finite. A damaged cache is set aside
 and rebuilt by :func:`ensure_cache` (one warning) and refused, naming it, by
 :func:`locate_cache`.
@@ -191,7 +191,8 @@ def _is_complete(folder: Path, key: str) -> bool:
 
 def _inventory(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
     """Size and checksum of every file of a freshly built cache, and the value range of
-    every integer ``.npy`` array (empty arrays have none)."""
+    every 1-D integer ``.npy`` array: labels, per-sample values, offsets (1 byte per point
+    for S3DIS's labels: 30 ms per 273 M points from the page cache)."""
     files: dict[str, dict[str, Any]] = {}
     ranges: dict[str, list[int]] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -199,7 +200,7 @@ def _inventory(folder: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[
         files[rel] = {"size": path.stat().st_size, "crc32": file_crc32(path)}
         if path.suffix == ".npy":
             arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            if np.issubdtype(arr.dtype, np.integer) and arr.size:
+            if np.issubdtype(arr.dtype, np.integer) and arr.ndim == 1 and arr.size:
                 ranges[rel] = [int(arr.min()), int(arr.max())]
     return files, ranges
 
