@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -155,9 +156,17 @@ class PointCloudCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-pc`` console script.
 
+    ``lightning-pc cache ...`` manages the preprocessing caches
+    (:mod:`lightning_pc.data.cache_admin`); everything else goes to :class:`PointCloudCLI`.
+
     Args:
         args: command-line arguments (``None``: ``sys.argv[1:]``).
     """
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["cache"]:
+        from lightning_pc.data.cache_admin import main as cache_main
+
+        sys.exit(cache_main(argv[1:]))
     try:
         PointCloudCLI(args=args)
     finally:

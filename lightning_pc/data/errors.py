@@ -45,3 +45,20 @@ class MissingDataError(FileNotFoundError):
 
     def __reduce__(self):
         return (type(self), (self.dataset, self.path, self.layout))
+
+
+class CacheCorruptedError(RuntimeError):
+    """A preprocessing cache folder failed its checks (or could not be read).
+
+    Args:
+        path: the cache folder or file.
+        reason: what is wrong and what to do about it.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: damaged cache: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))

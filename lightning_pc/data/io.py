@@ -11,10 +11,12 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lightning_pc.data.errors import DataFormatError
+from lightning_pc.data.packed import read_npy_header
 
 POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy")
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".ply")
@@ -124,8 +126,8 @@ def read_off(path: str | Path) -> Mesh:
     values.
 
     Raises:
-        DataFormatError: bad header, truncated vertex/face lists, non-numeric values,
-            out-of-range indices.
+        DataFormatError: bad header, truncated vertex/face lists, lines beyond the declared
+            counts, non-numeric values, out-of-range indices.
     """
     path = Path(path)
     text = _read_text(path)
@@ -161,6 +163,14 @@ def read_off(path: str | Path) -> Mesh:
             f"truncated: header declares {n_verts} vertices and {n_faces} faces, "
             f"found {have_v} vertex and {have_f} face lines",
             body[-1][0] if body else number,
+        )
+    if len(body) > n_verts + n_faces:
+        extra = len(body) - n_verts - n_faces
+        raise DataFormatError(
+            path,
+            f"header declares {n_verts} vertices and {n_faces} faces, but {extra} more "
+            "line(s) follow them (wrong counts, or two meshes in one file)",
+            body[n_verts + n_faces][0],
         )
     vertices = _parse_vertices(path, body[:n_verts])
     faces = _parse_faces(path, body[n_verts : n_verts + n_faces], n_verts)
@@ -221,7 +231,8 @@ def read_mesh(path: str | Path) -> Mesh:
     """Read a triangle mesh: OFF with our reader, OBJ/STL/PLY through Open3D.
 
     Raises:
-        DataFormatError: unreadable file or a mesh without triangles.
+        DataFormatError: unreadable file, a mesh without triangles, a face index outside the
+            vertex list, or (ASCII PLY) more or fewer data lines than the header declares.
     """
     path = Path(path)
     if path.suffix.lower() == ".off":
@@ -230,6 +241,8 @@ def read_mesh(path: str | Path) -> Mesh:
 
     if not path.is_file():
         raise DataFormatError(path, "file not found")
+    if path.suffix.lower() == ".ply":
+        check_ply_counts(path)
     mesh = o3d.io.read_triangle_mesh(str(path))  # type: ignore[arg-type]
     verts = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.triangles, dtype=np.int64)
@@ -237,7 +250,39 @@ def read_mesh(path: str | Path) -> Mesh:
         raise DataFormatError(path, "Open3D read no triangles from this mesh file")
     if not np.isfinite(verts).all():
         raise DataFormatError(path, "mesh has non-finite vertex coordinates")
+    if faces.min() < 0 or faces.max() >= len(verts):
+        bad = int(np.flatnonzero((faces < 0).any(1) | (faces >= len(verts)).any(1))[0])
+        raise DataFormatError(
+            path,
+            f"face {bad} ({faces[bad].tolist()}) indexes a vertex outside [0, {len(verts)})",
+        )
     return Mesh(verts, faces)
+
+
+def integer_labels(values: np.ndarray, path: str | Path, what: str = "label") -> np.ndarray:
+    """Labels as ``int64``, refusing non-integral values instead of truncating them.
+
+    Args:
+        values: a label array of any numeric dtype (hdf5 releases store float or int).
+        path: file the labels come from (for the error).
+        what: what one entry is called in the error (``"label"``).
+
+    Raises:
+        DataFormatError: a value that is not a whole number (``3.7``, NaN), naming its index.
+    """
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number) or np.issubdtype(
+        values.dtype, np.complexfloating
+    ):
+        raise DataFormatError(path, f"{what}s are {values.dtype}, not numbers")
+    if not np.issubdtype(values.dtype, np.integer):
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if len(bad):
+            index = np.unravel_index(int(bad[0]), values.shape)
+            where = index[0] if len(index) == 1 else tuple(int(i) for i in index)
+            value = float(values.flat[bad[0]])
+            raise DataFormatError(path, f"{what} {value:g} at index {where} is not a whole number")
+    return values.astype(np.int64)
 
 
 def normalize_vertices(vertices: np.ndarray) -> np.ndarray:
@@ -286,6 +331,7 @@ def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        check_npy_size(path)
         try:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
@@ -304,6 +350,42 @@ def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
     if suffix in (".ply", ".pcd"):
         return _read_open3d_points(path)
     raise DataFormatError(path, f"unsupported point file suffix {suffix!r}")
+
+
+SPARSE_MIN_BYTES = 1 << 20
+
+
+def check_npy_size(path: Path) -> None:
+    """Check a ``.npy`` file's header against the file before anything is loaded.
+
+    Raises:
+        DataFormatError: the data is shorter or longer than the header's shape says, or the
+            file is sparse (less than an eighth of a declared size of 1 MiB or more is
+            allocated on disk: a preallocated or interrupted download reads as zeros).
+    """
+    try:
+        shape, dtype, _, start = read_npy_header(path)
+        st = path.stat()
+    except (OSError, ValueError, EOFError) as err:
+        raise DataFormatError(path, f"not a readable .npy array ({err})") from err
+    if dtype.hasobject:
+        raise DataFormatError(path, "holds Python objects (pickled data), not numbers")
+    declared = int(np.prod(shape)) * dtype.itemsize
+    held = st.st_size - start
+    if held != declared:
+        what = "truncated" if held < declared else "extra bytes after the array"
+        raise DataFormatError(
+            path,
+            f"{what}: header declares shape {tuple(shape)} {dtype} = {declared} bytes, "
+            f"the file holds {held}",
+        )
+    allocated = getattr(st, "st_blocks", None)
+    if allocated is not None and declared >= SPARSE_MIN_BYTES and allocated * 512 < declared // 8:
+        raise DataFormatError(
+            path,
+            f"sparse file: header declares {declared} bytes of data, only {allocated * 512} "
+            "are allocated on disk (a preallocated or interrupted download?)",
+        )
 
 
 def _read_point_text(path: Path) -> np.ndarray:
@@ -353,6 +435,8 @@ def _read_open3d_points(path: Path) -> dict[str, np.ndarray]:
         raise DataFormatError(path, "Open3D read no points (empty, truncated or not a point file)")
     if not np.isfinite(pos).all():
         raise DataFormatError(path, "point coordinates contain NaN or infinity")
+    if path.suffix.lower() == ".pcd":
+        check_pcd_counts(path)
     declared = _declared_points(path)
     if declared is not None and declared != len(pos):
         raise DataFormatError(
@@ -395,6 +479,60 @@ def _declared_points(path: Path) -> int | None:
     return None
 
 
+def check_pcd_counts(path: str | Path) -> None:
+    """Refuse a PCD file holding more points than its ``POINTS`` line declares.
+
+    Open3D reads the declared count and drops the rest without a word. ASCII files are
+    counted by data lines, binary files by bytes (``SIZE`` x ``COUNT`` per point);
+    ``binary_compressed`` files carry their own sizes and are left to Open3D.
+
+    Raises:
+        DataFormatError: naming the first extra line (ASCII) or the extra bytes (binary).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    fields: dict[str, list[str]] = {}
+    pos = 0
+    number = 0
+    while pos < len(raw) and "DATA" not in fields:
+        nl = raw.find(b"\n", pos)
+        end = len(raw) if nl < 0 else nl + 1
+        number += 1
+        parts = raw[pos:end].decode("ascii", errors="replace").split()
+        pos = end
+        if parts and not parts[0].startswith("#"):
+            fields[parts[0].upper()] = parts[1:]
+    try:
+        declared = int(fields["POINTS"][0])
+        kind = fields["DATA"][0].lower()
+    except (KeyError, IndexError, ValueError):
+        return  # not a header we can check: Open3D's count check applies
+    if kind == "ascii":
+        lines = raw[pos:].decode("ascii", errors="replace").splitlines()
+        rows = [i for i, line in enumerate(lines) if line.strip()]
+        if len(rows) > declared:
+            raise DataFormatError(
+                path,
+                f"header declares {declared} points (POINTS), but {len(rows) - declared} more "
+                "data line(s) follow (wrong count in the header?)",
+                number + 1 + rows[declared],
+            )
+    elif kind == "binary":
+        try:
+            sizes = [int(v) for v in fields["SIZE"]]
+            counts = [int(v) for v in fields.get("COUNT", ["1"] * len(sizes))]
+        except (KeyError, ValueError):
+            return
+        need = declared * sum(a * b for a, b in zip(sizes, counts))
+        tail = raw[pos + need :]
+        if tail.strip():
+            raise DataFormatError(
+                path,
+                f"header declares {declared} points ({need} bytes), the file holds "
+                f"{len(tail)} more bytes after them (wrong count in the header?)",
+            )
+
+
 def ply_has_faces(path: str | Path) -> bool:
     """Whether a PLY file's header declares a non-empty ``face`` element."""
     with open(path, "rb") as fh:
@@ -406,6 +544,52 @@ def ply_has_faces(path: str | Path) -> bool:
             if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"face":
                 return int(parts[2]) > 0
     return False
+
+
+def _check_ascii_ply_lines(
+    path: Path, lines: list[str], elements: list[tuple[str, int, Any]], first_line: int
+) -> None:
+    """An ASCII PLY body holds one line per element row: refuse rows beyond the counts."""
+    declared = sum(e[1] for e in elements)
+    extra = [i for i in range(declared, len(lines)) if lines[i].strip()]
+    if extra:
+        counts = ", ".join(f"{n} {name}" for name, n, _ in elements)
+        raise DataFormatError(
+            path,
+            f"header declares {counts} rows, but {len(extra)} more data line(s) follow "
+            "(wrong count in the header?)",
+            first_line + extra[0],
+        )
+
+
+def check_ply_counts(path: str | Path) -> None:
+    """Refuse an ASCII PLY file whose body has more rows than its header declares.
+
+    (Binary files and truncated ASCII files are checked by the readers themselves.)
+
+    Raises:
+        DataFormatError: naming the first extra line.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    end = raw.find(b"end_header")
+    if not raw.startswith(b"ply") or end < 0:
+        raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
+    header = raw[:end].decode("ascii", errors="replace").splitlines()
+    if not any(line.split()[:2] == ["format", "ascii"] for line in header):
+        return
+    elements: list[tuple[str, int, Any]] = []
+    for number, line in enumerate(header, 1):
+        parts = line.split()
+        if parts[:1] == ["element"]:
+            try:
+                elements.append((parts[1], int(parts[2]), None))
+            except (IndexError, ValueError):
+                raise DataFormatError(path, f"bad PLY header line {line!r}", number) from None
+    nl = raw.find(b"\n", end)
+    body = raw[nl + 1 :] if nl >= 0 else b""
+    lines = body.decode("ascii", errors="replace").splitlines()
+    _check_ascii_ply_lines(path, lines, elements, len(header) + 2)
 
 
 _PLY_TYPES = {
@@ -439,7 +623,8 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
         Dict with ``pos`` and, where present, ``normal`` and ``rgb`` (0-1).
 
     Raises:
-        DataFormatError: bad header, truncated data, non-numeric or non-finite values.
+        DataFormatError: bad header, truncated data, more data than declared, non-numeric
+            or non-finite values.
     """
     path = Path(path)
     raw = path.read_bytes()
@@ -478,6 +663,7 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
         skip = sum(e[1] for e in elements[:k])
         first_line = len(header) + 2 + skip  # 1-based line of the first vertex
         block = lines[skip : skip + count]
+        _check_ascii_ply_lines(path, lines, elements, len(header) + 2)
         if len(block) < count:
             raise DataFormatError(
                 path,
@@ -505,6 +691,13 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
                 path,
                 f"truncated: header declares {count} vertices ({need} bytes), "
                 f"file holds {len(raw) - body_start} bytes of data",
+            )
+        tail = raw[body_start + need :]
+        if len(elements) == 1 and tail.strip():
+            raise DataFormatError(
+                path,
+                f"header declares {count} vertices ({need} bytes), the file holds "
+                f"{len(tail)} more bytes after them (wrong count in the header?)",
             )
         rec = np.frombuffer(raw, dtype=dtype, count=count, offset=body_start)
         values = {name: rec[name].astype(np.float64) for name, _ in props}

@@ -14,7 +14,28 @@ from typing import Any
 
 import numpy as np
 
+from lightning_pc.data.errors import CacheCorruptedError
+
 _HEADER_BYTES = 128
+
+
+def _load(path: Path, mmap: bool = False) -> np.ndarray:
+    """``np.load`` that names the cache file when it cannot be read (truncated, garbled)."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise CacheCorruptedError(
+            path,
+            f"cannot read this array ({type(err).__name__}: {err}); run prepare_data() "
+            "or `lightning-pc cache verify` to rebuild or set it aside",
+        ) from err
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CacheCorruptedError(path, f"cannot read this index ({err})") from err
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -25,6 +46,24 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
         raise ValueError(f"npy header too long for shape {shape}")
     body = text.ljust(body_len - 1) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + body.encode("latin1")
+
+
+def read_npy_header(path: str | Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Read only the header of a ``.npy`` file.
+
+    Returns:
+        ``(shape, dtype, fortran_order, offset of the data)``.
+
+    Raises:
+        OSError, ValueError, EOFError: not a ``.npy`` file, or a damaged header.
+    """
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        return tuple(shape), np.dtype(dtype), bool(fortran), fh.tell()
 
 
 class NpyStream:
@@ -129,9 +168,9 @@ class PackedArrays:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.offsets = np.load(self.folder / "offsets.npy")
-        self.fields: list[str] = list(json.loads((self.folder / "fields.json").read_text()))
-        self.names: list[str] = json.loads((self.folder / "names.json").read_text())
+        self.offsets = _load(self.folder / "offsets.npy")
+        self.fields: list[str] = list(_load_json(self.folder / "fields.json"))
+        self.names: list[str] = _load_json(self.folder / "names.json")
         self._maps: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -146,7 +185,7 @@ class PackedArrays:
         arr = self._maps.get(key)
         if arr is None:
             # a plain ndarray view of the memory map: cheaper to index than np.memmap
-            arr = np.asarray(np.load(self.folder / f"{key}.npy", mmap_mode="r"))
+            arr = np.asarray(_load(self.folder / f"{key}.npy", mmap=True))
             self._maps[key] = arr
         return arr
 
@@ -169,4 +208,4 @@ class PackedArrays:
 
     def sample(self, key: str) -> np.ndarray:
         """Per-sample array ``key`` (e.g. ``label``), loaded in memory."""
-        return np.load(self.folder / f"sample_{key}.npy")
+        return _load(self.folder / f"sample_{key}.npy")

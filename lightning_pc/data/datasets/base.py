@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
+from lightning_pc.data.errors import CacheCorruptedError
 from lightning_pc.data.packed import PackedArrays
 from lightning_pc.data.seeding import sample_generator
 
@@ -125,6 +126,28 @@ class PackedDataset(PointDataset):
             data[attr] = torch.from_numpy(torch_friendly(arr))
         for field, attr in self.sample_keys.items():
             data[attr] = torch.tensor([self.samples[field][index]])
+        return self.check_finite(data, index)
+
+    def check_finite(self, data: Data, sample: int) -> Data:
+        """Refuse a sample with NaN or infinity in a float attribute.
+
+        The builders reject non-finite input, so such values mean the cache's bytes changed
+        after the build (the quick check on open does not read the big arrays; this costs a
+        pass over the sample only).
+
+        Raises:
+            CacheCorruptedError: naming the cache split and the sample.
+        """
+        for key in self.point_keys.values():
+            value = data[key]
+            if value.is_floating_point():
+                if not np.isfinite(value.numpy()).all():
+                    raise CacheCorruptedError(
+                        self.store.folder,
+                        f"sample {sample} ({self.store.names[sample]!r}) has non-finite {key}; "
+                        "`lightning-pc cache verify --full` sets the cache aside, the next "
+                        "prepare_data() rebuilds it",
+                    )
         return data
 
 

@@ -8,7 +8,9 @@ Class index = position in the sorted list of the ``train`` split's class folders
 from __future__ import annotations
 
 import functools
+import warnings
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -126,26 +128,62 @@ class PointCloudFolderRecipe(CacheRecipe):
         }
 
     def items(self) -> dict[str, list[tuple[str, str, int]]]:
-        """Per present split: ``(path, relative name, label)``, sorted."""
+        """Per present split: ``(path, relative name, label)``, sorted.
+
+        Raises:
+            MissingDataError: a ``train`` class folder without a single readable file (its
+                class would have no training samples), or a split without files.
+
+        Warns:
+            A ``val``/``test`` class folder without files, and files whose suffix is not
+            read (hidden files such as ``.DS_Store`` are skipped silently).
+        """
         if self._items is None:
             out: dict[str, list[tuple[str, str, int]]] = {}
+            ignored: Counter[str] = Counter()
             for split in SPLITS:
                 folder = self._root / split
                 if not folder.is_dir():
                     continue
-                rows = []
+                rows: list[tuple[str, str, int]] = []
                 for d in sorted(p for p in folder.iterdir() if p.is_dir()):
                     if d.name not in self.class_names:
                         raise MissingDataError(
                             "PointCloudFolder", d, f"a class of train/: {self.class_names}"
                         )
                     label = self.class_names.index(d.name)
+                    found = len(rows)
                     for f in sorted(d.rglob("*")):
-                        if f.is_file() and f.suffix.lower() in SUFFIXES:
+                        if not f.is_file() or f.name.startswith("."):
+                            continue
+                        if f.suffix.lower() in SUFFIXES:
                             rows.append((str(f), f.relative_to(self._root).as_posix(), label))
+                        else:
+                            ignored[f.suffix.lower() or f.name] += 1
+                    if len(rows) == found:
+                        if split == "train":
+                            raise MissingDataError(
+                                "PointCloudFolder",
+                                d,
+                                "at least one point or mesh file in every class folder of "
+                                f"train/ (class {d.name!r} would have no training samples)\n"
+                                + LAYOUT_HELP,
+                            )
+                        warnings.warn(
+                            f"PointCloudFolder: {d} holds no point or mesh file: class "
+                            f"{d.name!r} has no {split} samples",
+                            stacklevel=2,
+                        )
                 if not rows:
                     raise MissingDataError("PointCloudFolder", folder, LAYOUT_HELP)
                 out[split] = rows
+            if ignored:
+                kinds = ", ".join(f"{n} {s}" for s, n in sorted(ignored.items()))
+                warnings.warn(
+                    f"PointCloudFolder: {self._root}: skipped files of unsupported types "
+                    f"({kinds}); readable: {' '.join(SUFFIXES)}",
+                    stacklevel=2,
+                )
             self._items = out
         return self._items
 

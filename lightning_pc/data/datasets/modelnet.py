@@ -20,7 +20,13 @@ import numpy as np
 
 from lightning_pc.data.cache import CacheRecipe, parallel_map
 from lightning_pc.data.errors import DataFormatError, MissingDataError
-from lightning_pc.data.io import normalize_vertices, read_off, read_table, sample_mesh
+from lightning_pc.data.io import (
+    integer_labels,
+    normalize_vertices,
+    read_off,
+    read_table,
+    sample_mesh,
+)
 from lightning_pc.data.packed import PackedWriter
 
 MODELNET40_CLASSES: list[str] = (
@@ -264,11 +270,14 @@ class ModelNetRecipe(CacheRecipe):
             try:
                 with h5py.File(path, "r") as f:
                     data = np.asarray(f["data"], dtype=np.float32)
-                    label = np.asarray(f["label"]).reshape(-1).astype(np.int64)
+                    raw_label = np.asarray(f["label"]).reshape(-1)
             except (OSError, KeyError) as err:
                 raise DataFormatError(path, f"not a readable ModelNet hdf5 file ({err})") from err
-            if data.ndim != 3 or data.shape[2] != 3 or len(label) != len(data):
-                raise DataFormatError(path, f"bad shapes data {data.shape}, label {label.shape}")
+            if data.ndim != 3 or data.shape[2] != 3 or len(raw_label) != len(data):
+                raise DataFormatError(
+                    path, f"bad shapes data {data.shape}, label {raw_label.shape}"
+                )
+            label = integer_labels(raw_label, path)
             for i, (cloud, lab) in enumerate(zip(data, label)):
                 if not 0 <= lab < len(self.h5_names):
                     raise DataFormatError(path, f"label {lab} of row {i} out of range")

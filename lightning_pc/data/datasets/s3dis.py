@@ -20,7 +20,7 @@ from torch_geometric.data import Data
 from lightning_pc.data.cache import CacheRecipe, parallel_map
 from lightning_pc.data.datasets.base import PackedDataset, TransformFn, torch_friendly
 from lightning_pc.data.errors import DataFormatError, MissingDataError
-from lightning_pc.data.io import read_table
+from lightning_pc.data.io import integer_labels, read_table
 from lightning_pc.data.packed import PackedWriter
 
 CLASS_NAMES: list[str] = (
@@ -177,6 +177,7 @@ class S3DISRecipe(CacheRecipe):
                 raise DataFormatError(path, f"not a readable S3DIS hdf5 file ({err})") from err
             if data.ndim != 3 or data.shape[2] != 9 or label.shape != data.shape[:2]:
                 raise DataFormatError(path, f"bad shapes data {data.shape}, label {label.shape}")
+            label = integer_labels(label, path)
             for i in range(len(data)):
                 if k >= len(names):
                     raise DataFormatError(listing, f"fewer lines ({len(names)}) than blocks")
@@ -260,7 +261,7 @@ class S3DISRooms(PackedDataset):
             else:
                 data[attr] = torch.from_numpy(torch_friendly(src))
         data.room = torch.tensor([room])
-        return data
+        return self.check_finite(data, room)
 
     def labels(self, index: int) -> torch.Tensor:
         """Labels of every original point of sample ``index`` (cache order)."""
@@ -310,4 +311,4 @@ class S3DISCrops(S3DISRooms):
             data[attr] = torch.from_numpy(torch_friendly(self.store.view(room, field)[lo:hi][sel]))
         data.pos = center_shift(data.pos)
         data.room = torch.tensor([room])
-        return data
+        return self.check_finite(data, room)

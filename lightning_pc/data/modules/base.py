@@ -8,7 +8,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_pc.data.cache import CacheRecipe, ensure_cache, locate_cache
+from lightning_pc.data.cache import (
+    CacheRecipe,
+    FingerprintMode,
+    VerifyLevel,
+    ensure_cache,
+    locate_cache,
+)
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.base import PointDataset
 from lightning_pc.data.palettes import make_palette
@@ -34,6 +40,13 @@ class PointCloudDataModule(L.LightningDataModule):
         prepare_data_per_node: build the cache on every node (``False`` on a shared
             filesystem: built once, by global rank 0).
         pin_memory: pin batches (``None``: when CUDA is available).
+        cache_verify: how an existing cache is checked when opened: ``"quick"`` (sizes,
+            small files' checksums, array headers against the offsets, label ranges;
+            milliseconds) or ``"full"`` (also every array's checksum and finiteness; reads
+            the whole cache). A damaged cache is rebuilt by ``prepare_data``.
+        cache_fingerprint: what the cache key hashes of each raw file: ``"stat"`` (name,
+            size, modification time) or ``"content"`` (name and bytes: catches an edit that
+            keeps the size and restores the mtime, at the cost of reading every raw file).
     """
 
     def __init__(
@@ -45,8 +58,18 @@ class PointCloudDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         prepare_data_per_node: bool = True,
         pin_memory: bool | None = None,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__()
+        if cache_verify not in ("quick", "full"):
+            raise ValueError(f"cache_verify must be 'quick' or 'full', got {cache_verify!r}")
+        if cache_fingerprint not in ("stat", "content"):
+            raise ValueError(
+                f"cache_fingerprint must be 'stat' or 'content', got {cache_fingerprint!r}"
+            )
+        self.cache_verify: VerifyLevel = cache_verify
+        self.cache_fingerprint: FingerprintMode = cache_fingerprint
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.cache_dir = cache_dir
@@ -94,17 +117,17 @@ class PointCloudDataModule(L.LightningDataModule):
         return None
 
     def prepare_data(self) -> None:
-        """Build the cache if it is missing (runs once per node, or once in all)."""
+        """Build the cache if it is missing or damaged (runs once per node, or once in all)."""
         recipe = self.recipe()
         if recipe is not None:
-            ensure_cache(recipe, self.cache_dir)
+            ensure_cache(recipe, self.cache_dir, self.cache_verify, self.cache_fingerprint)
 
     def cache_folder(self) -> Any:
         """The completed cache folder (read-only lookup; raises if ``prepare_data`` has not run)."""
         recipe = self.recipe()
         if recipe is None:
             raise RuntimeError(f"{type(self).__name__} has no cache")
-        return locate_cache(recipe, self.cache_dir)
+        return locate_cache(recipe, self.cache_dir, self.cache_verify, self.cache_fingerprint)
 
     # --- setup / loaders ------------------------------------------------------------------
     def build_datasets(self, stage: str | None) -> dict[str, Dataset]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.folder import (
     PointCloudFolderRecipe,
@@ -38,6 +39,9 @@ class PointCloudFolderDataModule(PointCloudDataModule):
             jitter).
         eval_transforms: evaluation transform specs (``None``: normalise).
         prepare_data_per_node: build the cache on every node.
+        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
+            :class:`~lightning_pc.data.PointCloudDataModule`).
+        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
     """
 
     def __init__(
@@ -53,6 +57,8 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         train_transforms: list[TransformSpec] | None = None,
         eval_transforms: list[TransformSpec] | None = None,
         prepare_data_per_node: bool = True,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__(
             batch_size,
@@ -61,6 +67,8 @@ class PointCloudFolderDataModule(PointCloudDataModule):
             eval_transforms,
             cache_dir,
             prepare_data_per_node,
+            cache_verify=cache_verify,
+            cache_fingerprint=cache_fingerprint,
         )
         self.save_hyperparameters()
         self.root, self.num_points = root, num_points

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
+from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.modelnet import ModelNetRecipe, class_names_for
 from lightning_pc.data.modules.base import PointCloudDataModule
@@ -32,6 +33,9 @@ class ModelNetDataModule(PointCloudDataModule):
         train_transforms: training transform specs (``None``: DGCNN's scale + shift).
         eval_transforms: evaluation transform specs (``None``: none).
         prepare_data_per_node: build the cache on every node.
+        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
+            :class:`~lightning_pc.data.PointCloudDataModule`).
+        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
     """
 
     def __init__(
@@ -48,6 +52,8 @@ class ModelNetDataModule(PointCloudDataModule):
         train_transforms: list[TransformSpec] | None = None,
         eval_transforms: list[TransformSpec] | None = None,
         prepare_data_per_node: bool = True,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__(
             batch_size,
@@ -56,6 +62,8 @@ class ModelNetDataModule(PointCloudDataModule):
             eval_transforms,
             cache_dir,
             prepare_data_per_node,
+            cache_verify=cache_verify,
+            cache_fingerprint=cache_fingerprint,
         )
         self.save_hyperparameters()
         self.class_names = class_names_for(num_classes)

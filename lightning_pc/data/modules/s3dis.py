@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.s3dis import CLASS_NAMES, S3DISCrops, S3DISRecipe, S3DISRooms
 from lightning_pc.data.modules.base import PointCloudDataModule
 from lightning_pc.data.packed import PackedArrays
@@ -37,6 +38,9 @@ class S3DISDataModule(PointCloudDataModule):
         train_transforms: training transform specs (``None``: see above).
         eval_transforms: evaluation transform specs (``None``: see above).
         prepare_data_per_node: build the cache on every node.
+        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
+            :class:`~lightning_pc.data.PointCloudDataModule`).
+        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
     """
 
     def __init__(
@@ -54,6 +58,8 @@ class S3DISDataModule(PointCloudDataModule):
         train_transforms: list[TransformSpec] | None = None,
         eval_transforms: list[TransformSpec] | None = None,
         prepare_data_per_node: bool = True,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__(
             batch_size,
@@ -62,6 +68,8 @@ class S3DISDataModule(PointCloudDataModule):
             eval_transforms,
             cache_dir,
             prepare_data_per_node,
+            cache_verify=cache_verify,
+            cache_fingerprint=cache_fingerprint,
         )
         self.save_hyperparameters()
         if test_area not in range(1, 7):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
+from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.shapenetpart import (
     CATEGORY_NAMES,
@@ -35,6 +36,9 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         train_transforms: training transform specs (``None``: scale + shift).
         eval_transforms: evaluation transform specs (``None``: none).
         prepare_data_per_node: build the cache on every node.
+        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
+            :class:`~lightning_pc.data.PointCloudDataModule`).
+        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
     """
 
     def __init__(
@@ -49,6 +53,8 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         train_transforms: list[TransformSpec] | None = None,
         eval_transforms: list[TransformSpec] | None = None,
         prepare_data_per_node: bool = True,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__(
             batch_size,
@@ -57,6 +63,8 @@ class ShapeNetPartDataModule(PointCloudDataModule):
             eval_transforms,
             cache_dir,
             prepare_data_per_node,
+            cache_verify=cache_verify,
+            cache_fingerprint=cache_fingerprint,
         )
         self.save_hyperparameters()
         self.root, self.num_points, self.use_normals = root, num_points, use_normals
