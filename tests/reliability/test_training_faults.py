@@ -18,7 +18,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_pc.data import PointCloudFolderDataModule, SyntheticShapesDataModule, collate
+from lightning_pc.data import PointCloudFolderDataModule, SyntheticShapesDataModule
+from lightning_pc.data.transforms import Transform
 from lightning_pc.models import create_model
 from lightning_pc.tasks import ClassificationTask, PartSegmentationTask
 from lightning_pc.tasks.guards import NonFiniteError
@@ -153,3 +154,181 @@ def test_fit_whose_last_batch_holds_one_cloud(name: str, tmp_path: Path) -> None
     assert trainer.global_step == 4
     assert all(torch.isfinite(p).all() for p in task.parameters())
     assert torch.isfinite(torch.tensor(float(trainer.callback_metrics["val/loss"])))
+
+
+# --- non-finite inputs and losses -------------------------------------------------------------
+def write_scan_folder(root: Path, outlier: tuple[str, float] | None = None) -> Path:
+    """A user's folder of XYZ scans, ``root/{train,test}/{box,sphere}/scan_<k>.xyz``.
+
+    ``outlier=(relative path, value)`` writes that file with one coordinate set to
+    ``value`` (finite, so the reader and the cache accept it): ``3e38`` overflows float32
+    to ``inf`` under a 1.2x scaling augmentation; ``1e20`` stays finite but its square
+    overflows inside the network.
+    """
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("test", 2)):
+        for cls in ("box", "sphere"):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(count):
+                pts = rng.normal(size=(48, 3))
+                if cls == "sphere":
+                    pts /= np.linalg.norm(pts, axis=1, keepdims=True)
+                else:
+                    pts = np.clip(pts, -1, 1)
+                name = f"{split}/{cls}/scan_{k}.xyz"
+                if outlier is not None and name == outlier[0]:
+                    pts[5, 1] = outlier[1]
+                np.savetxt(root / name, pts, fmt="%.6g")
+    return root
+
+
+class Poison(Transform):
+    """A test transform: NaN on one point of the clouds whose ``category`` is ``category``."""
+
+    def __init__(self, category: int) -> None:
+        self.category = category
+
+    def forward(self, data: Any, generator: torch.Generator | None) -> Any:
+        if int(data.category.view(-1)[0]) == self.category:
+            data.pos = data.pos.clone()
+            data.pos[3, 0] = float("nan")
+        return data
+
+
+def _folder_data(root: Path, cache: Path, **kwargs: Any) -> PointCloudFolderDataModule:
+    args: dict[str, Any] = dict(
+        root=str(root),
+        num_points=None,
+        batch_size=4,
+        num_workers=0,
+        cache_dir=str(cache),
+        train_transforms=[{"class_path": "RandomScale", "init_args": {"low": 1.2, "high": 1.5}}],
+        eval_transforms=[],
+    )
+    args.update(kwargs)
+    return PointCloudFolderDataModule(**args)
+
+
+class StepWatch(L.Callback):
+    """Records, per training step, the sample indices and whether parameters and buffers changed."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[list[int], bool]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        self._before = [t.detach().clone() for t in pl_module.state_dict().values()]
+        self._idx = batch.idx.tolist()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
+        after = list(pl_module.state_dict().values())
+        same = all(torch.equal(a, b) for a, b in zip(self._before, after))
+        self.steps.append((self._idx, not same))
+
+
+@pytest.mark.parametrize("name", ["dgcnn", "pointnet2_ssg"])
+def test_nan_input_stops_training_naming_the_file(name: str, tmp_path: Path) -> None:
+    """The issue's DGCNN trained to NaN and exited 0, PointNet++ raised naming nothing."""
+    root = write_scan_folder(tmp_path / "scans", ("train/sphere/scan_1.xyz", 3e38))
+    before = tree_hashes(root)
+    task = ClassificationTask(model=name, model_kwargs=TINY[name], num_classes=2)
+    watch = StepWatch()
+    trainer = _trainer(tmp_path, max_epochs=2, callbacks=[watch])
+    with pytest.raises(NonFiniteError) as error:
+        trainer.fit(task, _folder_data(root, tmp_path / "cache"))
+    message = str(error.value)
+    assert str(root / "train" / "sphere" / "scan_1.xyz") in message
+    assert "batch.pos" in message and "train batch" in message
+    assert "scan_0" not in message  # only the offending cloud is named
+    # nothing trained on it: every step before the bad batch was a finite update
+    assert all(torch.isfinite(p).all() for p in task.state_dict().values())
+    assert tree_hashes(root) == before
+
+
+def test_nan_input_skipped_when_asked(tmp_path: Path) -> None:
+    root = write_scan_folder(tmp_path / "scans", ("train/box/scan_2.xyz", 3e38))
+    before = tree_hashes(root)
+    data = _folder_data(root, tmp_path / "cache")
+    task = ClassificationTask(
+        model="dgcnn", model_kwargs=TINY["dgcnn"], num_classes=2, nonfinite="skip"
+    )
+    watch = StepWatch()
+    trainer = _trainer(tmp_path, max_epochs=2, callbacks=[watch])
+    with pytest.warns(UserWarning, match=r"(?s)skipped: .*train/box/scan_2\.xyz"):
+        trainer.fit(task, data)
+    bad = data.datasets["train"].names.index("train/box/scan_2.xyz")
+    # 6 clouds in batches of 4 and 2, two epochs; the bad cloud's batch left the weights and
+    # the batch-norm statistics exactly as they were, the others trained
+    assert len(watch.steps) == 4
+    for indices, changed in watch.steps:
+        assert changed == (bad not in indices), (indices, changed)
+    assert all(torch.isfinite(p).all() for p in task.state_dict().values())
+    assert tree_hashes(root) == before
+
+
+def test_nonfinite_loss_from_finite_input_names_the_batch(tmp_path: Path) -> None:
+    """A coordinate of 1e20 is finite, but DGCNN's kNN distances overflow: NaN loss."""
+    root = write_scan_folder(tmp_path / "scans", ("train/box/scan_0.xyz", 1e20))
+    before = tree_hashes(root)
+    data = _folder_data(root, tmp_path / "cache", train_transforms=[])
+    task = ClassificationTask(model="dgcnn", model_kwargs=TINY["dgcnn"], num_classes=2)
+    with pytest.raises(NonFiniteError, match="non-finite training loss") as error:
+        _trainer(tmp_path, max_epochs=1).fit(task, data)
+    assert str(root / "train" / "box" / "scan_0.xyz") in str(error.value)
+    assert all(torch.isfinite(p).all() for p in task.state_dict().values())
+    assert tree_hashes(root) == before
+
+
+def test_nan_in_validation_and_predict_raises_even_when_skipping(tmp_path: Path) -> None:
+    """Evaluation never leaves a cloud out silently: it raises, naming the file."""
+    root = write_scan_folder(tmp_path / "scans", ("test/box/scan_1.xyz", 3e38))
+    before = tree_hashes(root)
+    scale = [{"class_path": "RandomScale", "init_args": {"low": 1.2, "high": 1.5}}]
+    data = _folder_data(root, tmp_path / "cache", eval_transforms=scale)
+    task = ClassificationTask(
+        model="dgcnn", model_kwargs=TINY["dgcnn"], num_classes=2, nonfinite="skip"
+    )
+    trainer = _trainer(tmp_path, max_epochs=1)
+    with pytest.raises(NonFiniteError, match=r"(?s)val batch .*test/box/scan_1\.xyz"):
+        trainer.fit(task, data)
+    with pytest.raises(NonFiniteError, match=r"(?s)predict batch .*test/box/scan_1\.xyz"):
+        _trainer(tmp_path).predict(task, data)
+    assert tree_hashes(root) == before
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "skip"])
+def test_part_segmentation_guard(nonfinite: str, tmp_path: Path) -> None:
+    """Part segmentation (per-point outputs) on the synthetic shapes: a generated sample has
+    no file, and the message says which sample it is."""
+    data = SyntheticShapesDataModule(
+        num_train=6,
+        num_val=2,
+        num_test=1,
+        num_points=48,
+        task="part_segmentation",
+        batch_size=3,
+        train_transforms=[Poison(category=2)],
+    )
+    task = PartSegmentationTask(
+        model="dgcnn_part_seg",
+        model_kwargs={**TINY["dgcnn_part_seg"], "num_categories": 12},
+        num_classes=data.num_classes,
+        part_offsets=data.part_offsets,
+        nonfinite=nonfinite,  # type: ignore[arg-type]
+    )
+    trainer = _trainer(tmp_path, max_epochs=1)
+    if nonfinite == "raise":
+        with pytest.raises(NonFiniteError, match=r"sample 2 of SyntheticShapes \(no source file\)"):
+            trainer.fit(task, data)
+    else:
+        with pytest.warns(UserWarning, match=r"sample 2 of SyntheticShapes"):
+            trainer.fit(task, data)
+        assert trainer.global_step == 2
+    assert all(torch.isfinite(p).all() for p in task.state_dict().values())
+
+
+def test_nonfinite_argument_is_checked() -> None:
+    with pytest.raises(ValueError, match="nonfinite"):
+        ClassificationTask(model_kwargs=TINY["pointnet2_ssg"], nonfinite="ignore")  # type: ignore[arg-type]
