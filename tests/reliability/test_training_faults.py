@@ -16,8 +16,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from lightning_pc.cli import main
 from lightning_pc.data import PointCloudFolderDataModule, SyntheticShapesDataModule
 from lightning_pc.data.transforms import Transform
 from lightning_pc.models import create_model
@@ -332,3 +334,124 @@ def test_part_segmentation_guard(nonfinite: str, tmp_path: Path) -> None:
 def test_nonfinite_argument_is_checked() -> None:
     with pytest.raises(ValueError, match="nonfinite"):
         ClassificationTask(model_kwargs=TINY["pointnet2_ssg"], nonfinite="ignore")  # type: ignore[arg-type]
+
+
+# --- kills, restarts and checkpoints ----------------------------------------------------------
+class LossRecorder(L.Callback):
+    """Appends ``epoch batch coordinate-sum loss`` of every training step to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
+        with open(self.path, "a") as f:
+            data = float(batch.pos.double().sum())
+            f.write(f"{trainer.current_epoch} {i} {data!r} {float(outputs['loss'])!r}\n")
+
+
+class Crash(L.Callback):
+    """Stops the process's training at (``epoch``, ``batch``) as a kill would: no checkpoint."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        if (trainer.current_epoch, i) == (self.epoch, self.batch):
+            raise SystemExit(137)
+
+
+def _resume_config(tmp_path: Path, workers: int) -> Path:
+    config = {
+        "seed_everything": 7,
+        "trainer": {
+            "max_epochs": 3,
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "limit_val_batches": 2,
+            "callbacks": [
+                {
+                    "class_path": "lightning_pc.callbacks.ModelCheckpoint",
+                    "init_args": {
+                        "monitor": "val/acc",
+                        "mode": "max",
+                        "dirpath": "checkpoints",
+                        "filename": "best",
+                        "save_last": True,
+                    },
+                }
+            ],
+        },
+        "model": {
+            "class_path": "lightning_pc.tasks.ClassificationTask",
+            "init_args": {
+                "model": "pointnet2_ssg",
+                "model_kwargs": {**TINY["pointnet2_ssg"], "dropout": 0.3},
+                "lr": 0.003,
+                "scheduler": "cosine",
+            },
+        },
+        "data": {
+            "class_path": "lightning_pc.data.SyntheticShapesDataModule",
+            "init_args": {
+                "num_train": 21,
+                "num_val": 8,
+                "num_test": 4,
+                "num_points": 64,
+                "batch_size": 8,
+                "num_workers": workers,
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
+def test_resume_after_a_kill_continues_exactly(
+    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue: after kill -9 and ``fit --ckpt_path last`` the step losses and the final
+    accuracy differed from the uninterrupted run. Dropout and the random first centre of
+    farthest point sampling draw from the global generator, which the resumed process
+    started afresh; the tasks now re-seed it at every epoch from (seed, epoch, rank)."""
+    config = _resume_config(tmp_path, workers)
+    runs: dict[str, tuple[list[str], dict[str, torch.Tensor]]] = {}
+    for name in ("straight", "killed"):
+        work = tmp_path / name
+        work.mkdir()
+        monkeypatch.chdir(work)
+        log = work / "losses.txt"
+        common = [
+            "--config",
+            str(config),
+            "--trainer.callbacks+=tests.reliability.test_training_faults.LossRecorder",
+            f"--trainer.callbacks.path={log}",
+        ]
+        if name == "straight":
+            main(["fit", *common])
+        else:
+            crash = [
+                "--trainer.callbacks+=tests.reliability.test_training_faults.Crash",
+                "--trainer.callbacks.epoch=2",
+                "--trainer.callbacks.batch=1",
+            ]
+            with pytest.raises(SystemExit):
+                main(["fit", *common, *crash])
+            assert torch.load(work / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+            main(["fit", *common, "--ckpt_path=last"])
+        state = torch.load(work / "checkpoints" / "last.ckpt", weights_only=True)
+        assert state["epoch"] == 2 and state["global_step"] == 9
+        runs[name] = (log.read_text().splitlines(), state["state_dict"])
+    straight, killed = runs["straight"], runs["killed"]
+    # the killed run logged epoch 2's first step twice (before the kill and after the resume)
+    resumed = killed[0][:6] + killed[0][7:]
+    assert killed[0][6] == straight[0][6]
+    assert resumed == straight[0]
+    for key, value in straight[1].items():
+        assert torch.equal(value, killed[1][key]), key
