@@ -130,7 +130,7 @@ class PointCloudDataModule(L.LightningDataModule):
             # worker processes draw their first indices at once: they would replay epoch 0
             # (the epoch number Lightning passes to set_epoch: its count of processed epochs)
             progress = self.trainer.fit_loop.epoch_progress.current
-            sampler.set_epoch(progress.processed)
+            sampler.set_epoch(int(getattr(progress, "processed", self.trainer.current_epoch)))
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,
