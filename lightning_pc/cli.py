@@ -25,7 +25,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 import lightning_pc.data  # noqa: F401  (registers the data modules for short names)
 import lightning_pc.tasks  # noqa: F401  (registers the tasks for short names)
-from lightning_pc.callbacks.checkpoint_io import SafeCheckpointIO
+from lightning_pc.callbacks.checkpoint_io import (
+    DamagedCheckpointError,
+    SafeCheckpointIO,
+    checkpoint_problem,
+    damaged_checkpoint_message,
+)
 from lightning_pc.data import PointCloudDataModule
 from lightning_pc.tasks import BaseTask
 
@@ -113,9 +118,23 @@ class PointCloudCLI(LightningCLI):
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads ``--ckpt_path``'s hyperparameters before the trainer loads it:
+        a damaged file raises :class:`DamagedCheckpointError` here already."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception as error:
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            problem = checkpoint_problem(path) if path and os.path.isfile(path) else None
+            if problem is None:
+                raise
+            raise DamagedCheckpointError(damaged_checkpoint_message(path, problem)) from error
+
     def ddp_timeout(self) -> float | None:
         """``--ddp_timeout``, else ``$LIGHTNING_PC_DDP_TIMEOUT`` (seconds; ``None``: neither)."""
-        value = self.config.get(self.subcommand, {}).get("ddp_timeout") if self.subcommand else None
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        value = config.get("ddp_timeout")
         if value is None:
             env = os.environ.get(DDP_TIMEOUT_ENV)
             if env is None or not env.strip():

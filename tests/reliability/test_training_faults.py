@@ -9,6 +9,10 @@ checkpoint, no silently shortened epoch.
 from __future__ import annotations
 
 import hashlib
+import signal
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,9 @@ import torch
 import yaml
 from torch import nn
 
-from lightning_pc.cli import main
+from lightning_pc.callbacks import DamagedCheckpointError, ModelCheckpoint, SafeCheckpointIO
+from lightning_pc.callbacks.checkpoint_io import atomic_torch_save
+from lightning_pc.cli import DDP_TIMEOUT_ENV, PointCloudCLI, _collective_timeout_message, main
 from lightning_pc.data import PointCloudFolderDataModule, SyntheticShapesDataModule
 from lightning_pc.data.transforms import Transform
 from lightning_pc.models import create_model
@@ -455,3 +461,152 @@ def test_resume_after_a_kill_continues_exactly(
     assert resumed == straight[0]
     for key, value in straight[1].items():
         assert torch.equal(value, killed[1][key]), key
+
+
+def _quick_fit(work: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Path:
+    """Two epochs of the tiny resume config in ``work``; returns the checkpoint folder."""
+    work.mkdir(exist_ok=True)
+    monkeypatch.chdir(work)
+    config = _resume_config(work, 0)
+    main(["fit", "--config", str(config), "--trainer.max_epochs=2", *extra])
+    return work / "checkpoints"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten", "empty"])
+def test_resume_from_a_damaged_last_checkpoint_names_it_and_the_others(
+    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _quick_fit(tmp_path / "run", monkeypatch)
+    last, best = folder / "last.ckpt", folder / "best.ckpt"
+    raw = last.read_bytes()
+    if damage == "truncated":  # a copy or a save cut short
+        last.write_bytes(raw[: len(raw) // 2])
+    elif damage == "overwritten":  # same size, a block of zeros in the middle
+        middle = len(raw) // 2
+        last.write_bytes(raw[:middle] + bytes(512) + raw[middle + 512 :])
+    else:
+        last.write_bytes(b"")
+    before = tree_hashes(folder)
+    config = str(tmp_path / "run" / "config.yaml")
+    for ckpt in ("last", str(last)):
+        with pytest.raises(DamagedCheckpointError) as error:
+            main(["fit", "--config", config, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])
+        message = str(error.value)
+        assert f"checkpoint {last} " in message
+        assert str(best) in message and "epoch " in message and "global step " in message
+        assert f"--ckpt_path {best}" in message
+    assert tree_hashes(folder) == before  # the damaged file and the others left as they were
+    # the offered checkpoint resumes; Lightning writes the new last beside the damaged one
+    main(["fit", "--config", config, "--trainer.max_epochs=3", f"--ckpt_path={best}"])
+    assert torch.load(folder / "last-v1.ckpt", weights_only=True)["epoch"] == 2
+    assert tree_hashes(folder)["last.ckpt"] == before["last.ckpt"]
+
+
+def test_a_good_checkpoint_with_bad_content_keeps_its_own_error(tmp_path: Path) -> None:
+    """Only damage becomes DamagedCheckpointError: a whole archive's error passes through."""
+    path = tmp_path / "other.ckpt"
+    torch.save({"state": nn.Linear(2, 2)}, path)  # a pickled module: refused by weights_only
+    with pytest.raises(Exception) as error:
+        SafeCheckpointIO().load_checkpoint(path, weights_only=True)
+    assert not isinstance(error.value, DamagedCheckpointError)
+
+
+_KILL_DURING_SAVE = """
+import os, signal, sys, torch
+from lightning_pc.callbacks.checkpoint_io import atomic_torch_save
+
+class KillWhilePickled:
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+path = sys.argv[1]
+atomic_torch_save({"step": 1, "w": torch.arange(1000.0)}, path)
+atomic_torch_save({"step": 2, "w": torch.zeros(1000), "x": KillWhilePickled()}, path)
+"""
+
+
+def test_kill_9_while_saving_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    out = subprocess.run(
+        [sys.executable, "-c", _KILL_DURING_SAVE, str(path)], capture_output=True, timeout=120
+    )
+    assert out.returncode == -signal.SIGKILL, out.stderr[-2000:]
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and torch.equal(state["w"], torch.arange(1000.0))
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p != path)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".last.ckpt.")  # the killed write
+    # the next save replaces the checkpoint and clears the killed process's temporary file
+    atomic_torch_save({"step": 3}, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert torch.load(path, weights_only=True)["step"] == 3
+
+
+def test_failed_save_leaves_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk mid-write (the write raises after part of the file): nothing changes."""
+    io = SafeCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 4}, path)
+    before = tree_hashes(tmp_path)
+
+    def full_disk(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"epoch": 5}, path)
+    assert tree_hashes(tmp_path) == before  # same file, no temporary left
+
+
+def test_last_checkpoint_is_the_latest_epoch(tmp_path: Path) -> None:
+    """Lightning >= 2.6 rewrites last.ckpt only when the monitored metric improves."""
+    from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+
+    epochs = {}
+    for cls in (ModelCheckpoint, LightningModelCheckpoint):
+        folder = tmp_path / cls.__module__
+        data = SyntheticShapesDataModule(
+            num_train=8, num_val=4, num_test=1, num_points=48, batch_size=4
+        )
+        # lr 0: the weights never change, so val/acc never improves after epoch 0
+        task = ClassificationTask(model_kwargs=TINY["pointnet2_ssg"], num_classes=12, lr=0.0)
+        checkpoint = cls(
+            monitor="val/acc", mode="max", dirpath=folder, filename="best", save_last=True
+        )
+        _trainer(tmp_path, max_epochs=3, enable_checkpointing=True, callbacks=[checkpoint]).fit(
+            task, data
+        )
+        epochs[cls] = torch.load(folder / "last.ckpt", weights_only=True)["epoch"]
+    assert epochs[ModelCheckpoint] == 2
+    assert epochs[LightningModelCheckpoint] == 0  # the behaviour this class replaces
+
+
+# --- DDP: a stopped rank ------------------------------------------------------------------------
+def test_ddp_timeout_setting_reaches_the_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
+    ddp = ["--trainer.accelerator=cpu", "--trainer.strategy=ddp", "--trainer.devices=2"]
+    cli = PointCloudCLI(args=["--config", config, *ddp, "--ddp_timeout=42"], run=False)
+    assert cli.trainer.strategy._timeout == timedelta(seconds=42)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, SafeCheckpointIO)
+    monkeypatch.setenv(DDP_TIMEOUT_ENV, "17.5")
+    cli = PointCloudCLI(args=["--config", config, *ddp], run=False)
+    assert cli.trainer.strategy._timeout == timedelta(seconds=17.5)
+    monkeypatch.setenv(DDP_TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match=DDP_TIMEOUT_ENV):
+        PointCloudCLI(args=["--config", config, *ddp], run=False)
+
+
+def test_collective_timeout_gets_a_clear_message() -> None:
+    gloo = torch.distributed.DistBackendError(
+        "[gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 20000ms for recv operation to complete"
+    )
+    message = _collective_timeout_message(gloo)
+    assert message is not None
+    assert (
+        "another rank stopped" in message
+        and "--ddp_timeout" in message
+        and DDP_TIMEOUT_ENV in message
+    )
+    assert _collective_timeout_message(RuntimeError("Expected more than 1 value")) is None
