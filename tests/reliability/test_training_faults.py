@@ -8,10 +8,13 @@ checkpoint, no silently shortened epoch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ import yaml
 from torch import nn
 
 from lightning_pc.callbacks import DamagedCheckpointError, ModelCheckpoint, SafeCheckpointIO
-from lightning_pc.callbacks.checkpoint_io import atomic_torch_save
+from lightning_pc.callbacks.checkpoint_io import atomic_torch_save, checkpoint_problem
 from lightning_pc.cli import DDP_TIMEOUT_ENV, PointCloudCLI, _collective_timeout_message, main
 from lightning_pc.data import PointCloudFolderDataModule, SyntheticShapesDataModule
 from lightning_pc.data.transforms import Transform
@@ -513,7 +516,7 @@ def test_a_good_checkpoint_with_bad_content_keeps_its_own_error(tmp_path: Path) 
 
 _KILL_DURING_SAVE = """
 import os, signal, sys, torch
-from lightning_pc.callbacks.checkpoint_io import atomic_torch_save
+from lightning_pc.callbacks.checkpoint_io import atomic_torch_save, checkpoint_problem
 
 class KillWhilePickled:
     def __reduce__(self):
@@ -610,3 +613,57 @@ def test_collective_timeout_gets_a_clear_message() -> None:
         and DDP_TIMEOUT_ENV in message
     )
     assert _collective_timeout_message(RuntimeError("Expected more than 1 value")) is None
+
+
+class Stall(L.Callback):
+    """Rank ``rank`` stops responding (sleeps) at training batch ``batch``, as a stopped or
+    stuck process does."""
+
+    def __init__(self, rank: int = 1, batch: int = 1) -> None:
+        self.rank, self.batch = rank, batch
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Any, batch: Any, i: int) -> None:
+        if trainer.global_rank == self.rank and i == self.batch:
+            time.sleep(3600)
+
+
+@pytest.mark.slow
+def test_a_stalled_ddp_rank_stops_the_others_with_a_clear_message(tmp_path: Path) -> None:
+    """Two gloo processes; rank 1 stalls; rank 0 gives up after --ddp_timeout seconds (the
+    timeout also bounds the start-up rendezvous, hence 40 s) and says what happened."""
+    config = _resume_config(tmp_path, 0)
+    args = [
+        sys.executable,
+        "-m",
+        "lightning_pc",
+        "fit",
+        "--config",
+        str(config),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--ddp_timeout=40",
+        "--trainer.callbacks+=tests.reliability.test_training_faults.Stall",
+    ]
+    log = tmp_path / "out.txt"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            args,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # rank 1 still sleeps
+    text = log.read_text()
+    assert code != 0, text[-3000:]
+    assert "DDPTimeoutError" in text and "gave up waiting for the other ranks" in text, text[-3000:]
+    assert "--ddp_timeout" in text
+    # nothing half-written: the checkpoint folder holds only whole checkpoints, if any
+    for ckpt in (tmp_path / "checkpoints").glob("*"):
+        assert ckpt.suffix == ".ckpt" and checkpoint_problem(ckpt) is None
