@@ -26,6 +26,7 @@ from lightning_pc.tasks.guards import NonFiniteError, describe_clouds, nonfinite
 
 #: key of the task's own entries in a checkpoint
 CHECKPOINT_KEY = "lightning_pc"
+_RNG_SALT = 0x6C70632D726E67  # "lpc-rng"
 
 
 class BaseTask(L.LightningModule):
@@ -47,7 +48,8 @@ class BaseTask(L.LightningModule):
     :class:`~lightning_pc.tasks.guards.NonFiniteError` naming the source file of each
     offending cloud; with ``nonfinite="skip"`` (a task argument) a bad training batch is
     skipped instead (no optimiser step, batch-norm statistics left as they were) with a
-    warning naming them. Under DDP the ranks agree on every skip, so they stay in step.
+    warning naming them. Under DDP the ranks agree on every skip (one scalar all-reduce per
+    training step), so they stay in step.
     Evaluation and prediction always raise: their results would otherwise silently leave
     out clouds.
 
@@ -314,7 +316,8 @@ class BaseTask(L.LightningModule):
         """Re-seed the global generators at the first batch of each epoch (see the class
         docstring); subclasses overriding this hook call ``super()``."""
         if batch_idx == 0:
-            seed = epoch_sample_seed(self._run_seed(), self.current_epoch, self.global_rank)
+            salted = self._run_seed() ^ _RNG_SALT  # apart from the samplers' seeds
+            seed = epoch_sample_seed(salted, self.current_epoch, self.global_rank)
             torch.manual_seed(seed)
             np.random.seed(seed % (1 << 32))
             random.seed(seed)

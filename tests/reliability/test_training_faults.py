@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -149,15 +150,34 @@ class CloudCounter(L.Callback):
         self.sizes.append(int(batch.num_graphs))
 
 
-@pytest.mark.parametrize("name", ["pointnet2_ssg", "pointnet2_msg", "dgcnn", "sparse_resnet"])
+@pytest.mark.parametrize(
+    "name", ["pointnet2_ssg", "pointnet2_msg", "dgcnn", "sparse_resnet", "dgcnn_part_seg"]
+)
 def test_fit_whose_last_batch_holds_one_cloud(name: str, tmp_path: Path) -> None:
     """Five training clouds in batches of four: the second batch is one cloud (the issue's
     25 clouds in batches of 4 end the same way); the epoch ends, with every cloud used."""
     torch.manual_seed(0)
+    part = name.endswith("part_seg")
     data = SyntheticShapesDataModule(
-        num_train=5, num_val=3, num_test=1, num_points=64, batch_size=4, train_transforms=[]
+        num_train=5,
+        num_val=3,
+        num_test=1,
+        num_points=64,
+        batch_size=4,
+        train_transforms=[],
+        task="part_segmentation" if part else "classification",
     )
-    task = ClassificationTask(model=name, model_kwargs=TINY[name], num_classes=12, lr=1e-2)
+    task: L.LightningModule
+    if part:
+        task = PartSegmentationTask(
+            model=name,
+            model_kwargs={**TINY[name], "num_categories": 12},
+            num_classes=data.num_classes,
+            part_offsets=data.part_offsets,
+            lr=1e-2,
+        )
+    else:
+        task = ClassificationTask(model=name, model_kwargs=TINY[name], num_classes=12, lr=1e-2)
     counter = CloudCounter()
     trainer = _trainer(tmp_path, max_epochs=2, callbacks=[counter])
     trainer.fit(task, data)
@@ -195,13 +215,14 @@ def write_scan_folder(root: Path, outlier: tuple[str, float] | None = None) -> P
 
 
 class Poison(Transform):
-    """A test transform: NaN on one point of the clouds whose ``category`` is ``category``."""
+    """A test transform: NaN on one point of the clouds of shape class ``category``."""
 
     def __init__(self, category: int) -> None:
         self.category = category
 
     def forward(self, data: Any, generator: torch.Generator | None) -> Any:
-        if int(data.category.view(-1)[0]) == self.category:
+        shape_class = data.category if "category" in data else data.y  # part seg / classif.
+        if int(shape_class.view(-1)[0]) == self.category:
             data.pos = data.pos.clone()
             data.pos[3, 0] = float("nan")
         return data
@@ -421,14 +442,22 @@ def _resume_config(tmp_path: Path, workers: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "2-workers"])
+@pytest.mark.parametrize(
+    ("workers", "fused"),
+    [(0, "auto"), (2, "auto"), (0, "always")],
+    ids=["in-process", "2-workers", "fused-kernels"],
+)
 def test_resume_after_a_kill_continues_exactly(
-    workers: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workers: int, fused: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The issue: after kill -9 and ``fit --ckpt_path last`` the step losses and the final
     accuracy differed from the uninterrupted run. Dropout and the random first centre of
     farthest point sampling draw from the global generator, which the resumed process
-    started afresh; the tasks now re-seed it at every epoch from (seed, epoch, rank)."""
+    started afresh; the tasks now re-seed it at every epoch from (seed, epoch, rank). With
+    DataLoader workers, Lightning also built the resumed loader's iterator before telling
+    the sampler the epoch, and the workers replayed epoch 0's order. The fused CPU kernels
+    (forced on, as the tiny network is under their size threshold) sum in a fixed order."""
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", fused)
     config = _resume_config(tmp_path, workers)
     runs: dict[str, tuple[list[str], dict[str, torch.Tensor]]] = {}
     for name in ("straight", "killed"):
@@ -667,3 +696,54 @@ def test_a_stalled_ddp_rank_stops_the_others_with_a_clear_message(tmp_path: Path
     # nothing half-written: the checkpoint folder holds only whole checkpoints, if any
     for ckpt in (tmp_path / "checkpoints").glob("*"):
         assert ckpt.suffix == ".ckpt" and checkpoint_problem(ckpt) is None
+
+
+class SameWeightsOnEveryRank(L.Callback):
+    """Fails the run unless every rank ends with bit-identical parameters."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        flat = torch.cat([p.detach().double().view(-1) for p in pl_module.parameters()])
+        sums = trainer.strategy.all_gather(torch.stack([flat.sum(), (flat * flat).sum()]))
+        if not bool((sums == sums[0]).all()):
+            raise RuntimeError(f"the ranks' weights differ: {sums.tolist()}")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_agree_on_skipping_a_nan_batch(tmp_path: Path) -> None:
+    """Two gloo processes, ``nonfinite: skip``: only one rank's shard holds the poisoned
+    sample, both ranks skip that step together (a lone skip would hang the other rank in
+    the gradient all-reduce), the run finishes and its weights are finite."""
+    config = _resume_config(tmp_path, 0)
+    poison = json.dumps(
+        [
+            {
+                "class_path": "tests.reliability.test_training_faults.Poison",
+                "init_args": {"category": 11},
+            }
+        ]
+    )
+    args = [
+        sys.executable,
+        "-m",
+        "lightning_pc",
+        "fit",
+        "--config",
+        str(config),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_epochs=1",
+        "--ddp_timeout=120",
+        "--model.init_args.nonfinite=skip",
+        "--trainer.callbacks+=tests.reliability.test_training_faults.SameWeightsOnEveryRank",
+        f"--data.init_args.train_transforms={poison}",
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text[-3000:]
+    # sample 11 is the only one of class 11 in 21: one rank warns, both skip
+    assert text.count("skipped: non-finite values") == 1, text[-3000:]
+    assert "sample 11 of SyntheticShapes" in text
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 2  # 11 clouds per rank in batches of 8: two steps, in step
+    assert all(torch.isfinite(v.float()).all() for v in state["state_dict"].values())
