@@ -127,7 +127,7 @@ class PointCloudCLI(LightningCLI):
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
             problem = checkpoint_problem(path) if path and os.path.isfile(path) else None
-            if problem is None:
+            if problem is None or path is None:
                 raise
             raise DamagedCheckpointError(damaged_checkpoint_message(path, problem)) from error
 

@@ -99,10 +99,6 @@ def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
     return L.Trainer(**defaults)
 
 
-def _norm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 # --- a last batch of one cloud ----------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_every_network_trains_on_a_batch_of_one_cloud(name: str) -> None:
@@ -495,12 +491,12 @@ def test_resume_after_a_kill_continues_exactly(
         assert torch.equal(value, killed[1][key]), key
 
 
-def _quick_fit(work: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Path:
+def _quick_fit(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two epochs of the tiny resume config in ``work``; returns the checkpoint folder."""
     work.mkdir(exist_ok=True)
     monkeypatch.chdir(work)
     config = _resume_config(work, 0)
-    main(["fit", "--config", str(config), "--trainer.max_epochs=2", *extra])
+    main(["fit", "--config", str(config), "--trainer.max_epochs=2"])
     return work / "checkpoints"
 
 
@@ -545,7 +541,7 @@ def test_a_good_checkpoint_with_bad_content_keeps_its_own_error(tmp_path: Path) 
 
 _KILL_DURING_SAVE = """
 import os, signal, sys, torch
-from lightning_pc.callbacks.checkpoint_io import atomic_torch_save, checkpoint_problem
+from lightning_pc.callbacks.checkpoint_io import atomic_torch_save
 
 class KillWhilePickled:
     def __reduce__(self):
