@@ -75,6 +75,14 @@ TINY: dict[str, dict[str, Any]] = {
 PER_CLOUD = {"pointnet2_ssg", "pointnet2_msg", "dgcnn", "sparse_resnet"}
 
 
+@pytest.fixture(autouse=True)
+def _own_seed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``seed_everything`` (the CLI runs here call it) sets these for the whole process:
+    start each test without them and give the process back its own afterwards."""
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def tree_hashes(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` (the user's files, to prove them unchanged)."""
     return {
