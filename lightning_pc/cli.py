@@ -15,16 +15,33 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from datetime import timedelta
 from typing import Any
 
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 import lightning_pc.data  # noqa: F401  (registers the data modules for short names)
 import lightning_pc.tasks  # noqa: F401  (registers the tasks for short names)
+from lightning_pc.callbacks.checkpoint_io import (
+    DamagedCheckpointError,
+    SafeCheckpointIO,
+    checkpoint_problem,
+    damaged_checkpoint_message,
+)
 from lightning_pc.data import PointCloudDataModule
 from lightning_pc.tasks import BaseTask
+
+#: environment variable read when ``--ddp_timeout`` is not given
+DDP_TIMEOUT_ENV = "LIGHTNING_PC_DDP_TIMEOUT"
+
+
+class DDPTimeoutError(RuntimeError):
+    """A rank waited longer than the DDP timeout for the others at a collective operation."""
+
 
 _BATCH_LIMITS = tuple(
     f"trainer.{name}"
@@ -63,7 +80,14 @@ class PointCloudCLI(LightningCLI):
     - ``validate``, ``test`` and ``predict`` warn when no ``--ckpt_path`` is given (the
       weights are then the freshly initialised ones);
     - ``fit`` ends (on global rank zero) by printing the best and last checkpoints, the log
-      folder and the command that tests the best checkpoint with the run's saved config.
+      folder and the command that tests the best checkpoint with the run's saved config;
+    - checkpoints are written atomically and a damaged one is named on resume
+      (:class:`~lightning_pc.callbacks.checkpoint_io.SafeCheckpointIO`, unless the trainer
+      was given another ``CheckpointIO``);
+    - ``--ddp_timeout SECONDS`` (else the ``LIGHTNING_PC_DDP_TIMEOUT`` environment
+      variable, else Lightning's 1800 s) is how long a DDP rank waits for the others at a
+      collective operation before it stops with :class:`DDPTimeoutError`, e.g. when another
+      rank was killed or hangs.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
@@ -81,10 +105,65 @@ class PointCloudCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         _prefer_int(parser, _BATCH_LIMITS)
+        parser.add_argument(
+            "--ddp_timeout",
+            type=float | None,
+            default=None,
+            help=(
+                "Seconds a DDP rank waits for the others at a collective operation before it "
+                f"stops with an error (default: ${DDP_TIMEOUT_ENV}, else Lightning's 1800)."
+            ),
+        )
         # the data modules expose num_classes right after __init__ (static metadata)
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads ``--ckpt_path``'s hyperparameters before the trainer loads it:
+        a damaged file raises :class:`DamagedCheckpointError` here already."""
+        try:
+            super()._parse_ckpt_path()
+        except Exception as error:
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            problem = checkpoint_problem(path) if path and os.path.isfile(path) else None
+            if problem is None or path is None:
+                raise
+            raise DamagedCheckpointError(damaged_checkpoint_message(path, problem)) from error
+
+    def ddp_timeout(self) -> float | None:
+        """``--ddp_timeout``, else ``$LIGHTNING_PC_DDP_TIMEOUT`` (seconds; ``None``: neither)."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        value = config.get("ddp_timeout")
+        if value is None:
+            env = os.environ.get(DDP_TIMEOUT_ENV)
+            if env is None or not env.strip():
+                return None
+            try:
+                value = float(env)
+            except ValueError:
+                raise ValueError(
+                    f"{DDP_TIMEOUT_ENV} must be a number of seconds, got {env!r}"
+                ) from None
+        if value <= 0:
+            raise ValueError(f"the DDP timeout must be positive seconds, got {value}")
+        return float(value)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, with :class:`SafeCheckpointIO` and the DDP timeout (see the class
+        docstring)."""
+        trainer = super().instantiate_trainer(**kwargs)
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default
+            strategy.checkpoint_io = SafeCheckpointIO()
+        timeout = self.ddp_timeout()
+        if timeout is not None:
+            if hasattr(strategy, "_timeout"):  # DDPStrategy / FSDPStrategy(timeout=...)
+                strategy._timeout = timedelta(seconds=timeout)
+            elif trainer.world_size > 1:
+                rank_zero_warn(f"--ddp_timeout has no effect on {type(strategy).__name__}")
+        return trainer
 
     def _warn_random_weights(self) -> None:
         subcommand = self.subcommand
@@ -169,8 +248,39 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(cache_main(argv[1:]))
     try:
         PointCloudCLI(args=args)
+    except Exception as error:
+        message = _collective_timeout_message(error)
+        if message is None:
+            raise
+        raise DDPTimeoutError(message) from error
     finally:
         _destroy_process_group()
+
+
+def _collective_timeout_message(error: BaseException) -> str | None:
+    """A clear message when ``error`` is a collective operation that timed out, else ``None``.
+
+    gloo raises ``DistBackendError`` ("Timed out waiting ... ms"); NCCL's watchdog aborts the
+    process with its own message instead, which cannot be caught here.
+    """
+    import torch.distributed as dist
+
+    text = str(error)
+    if not isinstance(error, dist.DistError) and "gloo" not in text.lower():
+        return None
+    if "timed out" not in text.lower() and "timeout" not in text.lower():
+        return None
+    rank = os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or "?"
+    world = os.environ.get("WORLD_SIZE", "?")
+    if dist.is_available() and dist.is_initialized():
+        rank, world = str(dist.get_rank()), str(dist.get_world_size())
+    return (
+        f"DDP rank {rank} of {world} gave up waiting for the other ranks at a collective "
+        "operation: another rank stopped (killed, crashed, out of memory) or is stuck (e.g. "
+        "on slow I/O). Look in the other ranks' output for the first error. The wait is "
+        f"set by --ddp_timeout or the {DDP_TIMEOUT_ENV} environment variable (seconds; "
+        f"Lightning's default 1800). Original error: {text.strip()[:500]}"
+    )
 
 
 def _destroy_process_group() -> None:

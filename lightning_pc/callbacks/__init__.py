@@ -1,7 +1,17 @@
-"""Lightning callbacks: pictures of predictions in every logger, PLY prediction files."""
+"""Lightning callbacks: pictures of predictions in every logger, PLY prediction files,
+checkpoints that are always the latest and never half-written."""
 
+from lightning_pc.callbacks.checkpoint_io import DamagedCheckpointError, SafeCheckpointIO
 from lightning_pc.callbacks.image_logging import log_image
+from lightning_pc.callbacks.model_checkpoint import ModelCheckpoint
 from lightning_pc.callbacks.prediction_writer import PLYPredictionWriter
 from lightning_pc.callbacks.render_predictions import RenderPredictions
 
-__all__ = ["PLYPredictionWriter", "RenderPredictions", "log_image"]
+__all__ = [
+    "DamagedCheckpointError",
+    "ModelCheckpoint",
+    "PLYPredictionWriter",
+    "RenderPredictions",
+    "SafeCheckpointIO",
+    "log_image",
+]

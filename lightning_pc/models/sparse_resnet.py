@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_pc.models._batch import unpack
+from lightning_pc.nn.mlp import RowBatchNorm1d
 from lightning_pc.nn.sparse.blocks import ConvBNReLU, SparseBasicBlock
 from lightning_pc.nn.sparse.norm import global_max_pool, global_mean_pool
 from lightning_pc.nn.sparse.tensor import Reduce, voxelize
@@ -66,7 +67,7 @@ class SparseResNet(nn.Module):
         mlp: list[nn.Module] = []
         width = 2 * channels[-1]
         for h in head:
-            mlp += [nn.Linear(width, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(True)]
+            mlp += [nn.Linear(width, h, bias=False), RowBatchNorm1d(h), nn.ReLU(True)]
             mlp += [nn.Dropout(dropout)]
             width = h
         mlp.append(nn.Linear(width, num_classes))

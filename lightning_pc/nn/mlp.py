@@ -11,12 +11,70 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, cast
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_pc.nn.fused import batch_norm_act, batch_norm_segment_max, linear_before_norm
 
 Activation = Literal["relu", "leaky_relu"]
+
+
+def _single_row_batch(norm: nn.Module, h: Tensor) -> bool:
+    """Whether ``norm(h)`` would have to normalise one row by its own batch statistics.
+
+    True for a batch norm in training given one row (e.g. the pooled vector of a batch of
+    one cloud), unless it is a ``SyncBatchNorm`` inside a process group of several ranks,
+    whose statistics then span every rank's rows.
+    """
+    if not (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.training):
+        return False
+    if h.numel() // max(h.size(1), 1) != 1:
+        return False
+    if isinstance(norm, nn.SyncBatchNorm):
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return False
+    return True
+
+
+def batch_norm_rows(norm: nn.Module, h: Tensor) -> Tensor:
+    """``norm(h)`` for rows ``h`` ``[R, C]``, defined for a single row in training too.
+
+    Batch statistics of one row are undefined (its variance is 0/0, and torch raises
+    "Expected more than 1 value per channel when training"). A lone row in training, such
+    as the pooled vector of a last batch that holds one cloud, is normalised with the
+    running statistics instead, as in evaluation, and leaves them unchanged; the affine
+    parameters still receive their gradients. Every other input goes through ``norm``.
+
+    Args:
+        norm: a batch-norm layer.
+        h: rows ``[R, C]``.
+
+    Raises:
+        ValueError: one row in training and the norm keeps no running statistics.
+    """
+    if not _single_row_batch(norm, h):
+        return cast(Tensor, norm(h))
+    assert isinstance(norm, nn.modules.batchnorm._BatchNorm)
+    if norm.running_mean is None or norm.running_var is None:
+        raise ValueError(
+            "batch norm over a single row in training needs running statistics "
+            "(track_running_stats=True): a batch of one cloud has no batch statistics"
+        )
+    return F.batch_norm(
+        h, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps
+    )
+
+
+class RowBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` that normalises a lone training row with the running statistics
+    (see :func:`batch_norm_rows`); same parameters and state dict as ``nn.BatchNorm1d``."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if _single_row_batch(self, input):
+            return batch_norm_rows(self, input)
+        return super().forward(input)
 
 
 class LinearBNAct(nn.Module):
@@ -52,6 +110,8 @@ class LinearBNAct(nn.Module):
         return F.leaky_relu(h, self.negative_slope, inplace=inplace)
 
     def forward(self, x: Tensor) -> Tensor:  # [R, C_in] -> [R, C_out]
+        if _single_row_batch(self.norm, x):  # e.g. the pooled vector of a batch of one cloud
+            return self.act_fn(batch_norm_rows(self.norm, self.lin(x)))
         h, pre_bias = linear_before_norm(self.lin, self.norm, x)
         return batch_norm_act(self.norm, h, self.act, self.negative_slope, pre_bias)
 

@@ -2,6 +2,7 @@
 
 from lightning_pc.tasks.base import BaseTask
 from lightning_pc.tasks.classification import ClassificationTask
+from lightning_pc.tasks.guards import NonFiniteError
 from lightning_pc.tasks.metrics import PartIoU, mask_part_logits
 from lightning_pc.tasks.part_segmentation import PartSegmentationTask
 from lightning_pc.tasks.semantic_segmentation import SemanticSegmentationTask, full_resolution
@@ -9,6 +10,7 @@ from lightning_pc.tasks.semantic_segmentation import SemanticSegmentationTask, f
 __all__ = [
     "BaseTask",
     "ClassificationTask",
+    "NonFiniteError",
     "PartIoU",
     "PartSegmentationTask",
     "SemanticSegmentationTask",

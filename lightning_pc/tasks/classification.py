@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_pc.data.collate import collate
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
 from lightning_pc.tasks.base import BaseTask
+from lightning_pc.tasks.guards import NonFinite
 
 #: Test-time augmentation used when ``tta_transforms`` is ``None``: the anisotropic scaling
 #: U(0.8, 1.25) of the voting recipes of PointNet++/DGCNN follow-ups (e.g. PAConv).
@@ -64,6 +65,9 @@ class ClassificationTask(BaseTask):
         tta_seed: seed of the copies. Copy ``v`` of a cloud is drawn from a generator
             seeded by ``(tta_seed, v, the cloud's coordinates)``, so votes are reproducible
             and independent of batching, worker and rank.
+        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
+            naming its source files, or ``"skip"`` it with a warning naming them (see
+            :class:`~lightning_pc.tasks.BaseTask`).
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class ClassificationTask(BaseTask):
         tta_votes: int = 1,
         tta_transforms: list[TransformSpec] | None = None,
         tta_seed: int = 0,
+        nonfinite: NonFinite = "raise",
     ) -> None:
         if tta_votes < 1:
             raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
@@ -143,9 +148,13 @@ class ClassificationTask(BaseTask):
         self.test_class_acc = MulticlassAccuracy(n, average="none", ignore_index=ignore)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
+        self._snapshot_buffers()
         logits = self(batch)  # [B, C]
         y = batch.y.view(-1)
         loss = self.criterion(logits, y)
+        if skip or not self.check_loss(loss, logits, batch, batch_idx):
+            return self.skip_step(loss)
         size = y.numel()
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.train_metrics(logits.detach(), y)
@@ -169,4 +178,5 @@ class ClassificationTask(BaseTask):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted class of each cloud, ``[B]`` (with test-time augmentation, if set)."""
+        self.check_inputs(batch, "predict", batch_idx)
         return self.eval_logits(batch).argmax(1)

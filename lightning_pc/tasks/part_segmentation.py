@@ -10,6 +10,7 @@ from torchmetrics import MetricCollection
 
 from lightning_pc.data.datasets.shapenetpart import CATEGORY_NAMES, PART_OFFSETS
 from lightning_pc.tasks.base import BaseTask
+from lightning_pc.tasks.guards import NonFinite
 from lightning_pc.tasks.metrics import PartIoU, mask_part_logits
 
 
@@ -41,6 +42,9 @@ class PartSegmentationTask(BaseTask):
         momentum: SGD momentum.
         scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
         min_lr: final learning rate of the cosine schedule.
+        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
+            naming its source files, or ``"skip"`` it with a warning naming them (see
+            :class:`~lightning_pc.tasks.BaseTask`).
     """
 
     offsets: Tensor
@@ -61,6 +65,7 @@ class PartSegmentationTask(BaseTask):
         momentum: float = 0.9,
         scheduler: Literal["cosine", "none"] = "cosine",
         min_lr: float = 0.0,
+        nonfinite: NonFinite = "raise",
     ) -> None:
         offsets = list(PART_OFFSETS) if part_offsets is None else list(part_offsets)
         if offsets[-1] != num_classes:
@@ -100,9 +105,13 @@ class PartSegmentationTask(BaseTask):
         return mask_part_logits(logits, batch.category, batch.batch, self.offsets).argmax(1)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
+        self._snapshot_buffers()
         logits = self(batch)  # [N, P]
         y = batch.y.view(-1)
         loss = self.criterion(logits, y)
+        if skip or not self.check_loss(loss, logits, batch, batch_idx):
+            return self.skip_step(loss)
         size = y.numel()
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         pred = self._predict(logits.detach(), batch)
@@ -136,4 +145,5 @@ class PartSegmentationTask(BaseTask):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted global part of every point, ``[N]`` (restricted to its category)."""
+        self.check_inputs(batch, "predict", batch_idx)
         return self._predict(self(batch), batch)

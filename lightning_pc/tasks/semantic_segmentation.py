@@ -9,6 +9,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lightning_pc.tasks.base import BaseTask
+from lightning_pc.tasks.guards import NonFinite
 
 
 def full_resolution(pred: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
@@ -55,6 +56,9 @@ class SemanticSegmentationTask(BaseTask):
         momentum: SGD momentum.
         scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
         min_lr: final learning rate of the cosine schedule.
+        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
+            naming its source files, or ``"skip"`` it with a warning naming them (see
+            :class:`~lightning_pc.tasks.BaseTask`).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class SemanticSegmentationTask(BaseTask):
         momentum: float = 0.9,
         scheduler: Literal["cosine", "none"] = "cosine",
         min_lr: float = 0.0,
+        nonfinite: NonFinite = "raise",
     ) -> None:
         super().__init__(model if isinstance(model, nn.Module) else None)
 
@@ -90,9 +95,13 @@ class SemanticSegmentationTask(BaseTask):
         self.test_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
+        self._snapshot_buffers()
         logits = self(batch)  # [N, C]
         y = batch.y.view(-1)
         loss = self.criterion(logits, y)
+        if skip or not self.check_loss(loss, logits, batch, batch_idx):
+            return self.skip_step(loss)
         self.log("train/loss", loss, batch_size=y.numel(), prog_bar=True)
         self.train_metrics(logits.detach().argmax(1), y)
         self.log_dict(self.train_metrics, batch_size=y.numel(), on_step=False, on_epoch=True)
@@ -115,5 +124,6 @@ class SemanticSegmentationTask(BaseTask):
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted label of every point (of every original point where possible)."""
+        self.check_inputs(batch, "predict", batch_idx)
         pred, _ = full_resolution(self(batch).argmax(1), batch)
         return pred

@@ -21,6 +21,8 @@ TransformFn = Callable[[Data, "torch.Generator | None"], Data]
 class PointDataset(Dataset):
     """Shared sample pipeline: build ``Data``, apply the transform, pack features into ``x``.
 
+    Every sample also carries ``idx`` (``[1]``, its index in the dataset).
+
     Args:
         transform: per-sample transform called as ``transform(data, generator)``.
         feature_keys: per-point attributes concatenated (in order) into ``x`` after the
@@ -58,6 +60,9 @@ class PointDataset(Dataset):
                 del data[key]
             x = torch.cat([data.x, *feats], dim=1) if data.x is not None else torch.cat(feats, 1)
             data.x = x
+        # the sample's index, [1] per cloud ([B] in a batch): lets the tasks name the source
+        # file of a cloud with non-finite values (not named *index*, which collate offsets)
+        data.idx = torch.tensor([index])
         return data
 
 

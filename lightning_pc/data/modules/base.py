@@ -148,6 +148,12 @@ class PointCloudDataModule(L.LightningDataModule):
         dataset = self.datasets[split]
         # Training order and augmentation from (seed, epoch): exact on resume, sharded under DDP.
         sampler = EpochSampler(dataset) if shuffle else None
+        if sampler is not None and self.trainer is not None:
+            # on resume Lightning creates the loader's iterator before it calls set_epoch, and
+            # worker processes draw their first indices at once: they would replay epoch 0
+            # (the epoch number Lightning passes to set_epoch: its count of processed epochs)
+            progress = self.trainer.fit_loop.epoch_progress.current
+            sampler.set_epoch(int(getattr(progress, "processed", self.trainer.current_epoch)))
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_pc.nn.mlp import batch_norm_rows
 from lightning_pc.nn.sparse.tensor import SparseTensor
 
 
@@ -20,7 +21,7 @@ class SparseBatchNorm(nn.Module):
         self.bn = nn.BatchNorm1d(num_features, eps=eps, momentum=momentum)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
-        return x.replace(self.bn(x.feats))
+        return x.replace(batch_norm_rows(self.bn, x.feats))  # one site: running statistics
 
 
 class SparseReLU(nn.Module):
