@@ -36,8 +36,9 @@ def grid_cluster(
     through ``torch.unique(..., return_inverse=True)`` for that.
 
     Args:
-        pos: ``[N, D]`` points (append the batch index as a coordinate with a size of 1 to
-            keep clouds apart).
+        pos: ``[N, D]`` points, floating-point or integer (append the batch index as a
+            coordinate with a size of 1 to keep clouds apart). Half precision is computed in
+            float32, integers in float64.
         size: voxel edge, one value or one per axis; must be positive.
         start: grid origin per axis.
         end: grid end per axis.
@@ -46,7 +47,7 @@ def grid_cluster(
     Returns:
         ``[N]`` long voxel ids.
     """
-    pos = check_points("pos", pos)
+    pos = check_points("pos", pos, integer=True)
     sz = _per_dim("size", size, pos)
     assert sz is not None
     if bool((sz <= 0).any()):

@@ -32,11 +32,11 @@ Flow = Literal["source_to_target", "target_to_source"]
 def _prepare(
     x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, batch_size: int | None
 ) -> tuple[Packed, Packed]:
+    if isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype != y.dtype:
+        raise ValueError(f"x and y must share a dtype, got {x.dtype} and {y.dtype}")
     x = check_points("x", x)
     y = check_points("y", y, dim=x.size(1))
     same_device(x, y, "x and y")
-    if x.dtype != y.dtype:
-        raise ValueError(f"x and y must share a dtype, got {x.dtype} and {y.dtype}")
     size = num_clouds(batch_x, batch_y, batch_size=batch_size)
     return pack("x", x, batch_x, size), pack("y", y, batch_y, size)
 
@@ -245,9 +245,16 @@ def nearest(
 ) -> Tensor:
     r"""For each point of ``x``, the index of its nearest point of ``y`` in the same cloud.
 
+    Unlike the other ops, and as torch-cluster's ``nearest``, the batch vectors must be
+    sorted.
+
     Raises:
-        ValueError: if a cloud has points in ``x`` but none in ``y``.
+        ValueError: if a cloud has points in ``x`` but none in ``y``, or a batch vector is
+            not sorted.
     """
+    for name, b in (("batch_x", batch_x), ("batch_y", batch_y)):
+        if b is not None and b.numel() > 1 and bool((b[1:] < b[:-1]).any()):
+            raise ValueError(f"{name} is not sorted; nearest needs clouds stored one after another")
     px, py = _prepare(y, x, batch_y, batch_x, None)  # search y, query x
     lonely = (py.counts() > 0) & (px.counts() == 0)
     if bool(lonely.any()):

@@ -19,10 +19,10 @@ def num_samples(counts: Tensor, ratio: float | Tensor) -> Tensor:
 def fps(
     src: Tensor,
     batch: Tensor | None = None,
-    ratio: float | Tensor = 0.5,
+    ratio: float | Tensor | None = 0.5,
     random_start: bool = True,
     batch_size: int | None = None,
-    ptr: Tensor | None = None,
+    ptr: Tensor | list[int] | None = None,
     *,
     backend: str | None = None,
 ) -> Tensor:
@@ -34,18 +34,22 @@ def fps(
     CPU kernel draws from C ``rand()`` instead).
 
     Args:
-        src: ``[N, D]`` points.
+        src: ``[N, D]`` points (half precision is sampled in float32).
         batch: ``[N]`` cloud index per point (need not be sorted).
-        ratio: fraction kept, in ``(0, 1]``; a float or a ``[B]`` tensor (one per cloud).
+        ratio: fraction kept, in ``(0, 1]``: a float, a one-element tensor or a ``[B]``
+            tensor (one per cloud); ``None`` means 0.5, as in torch-cluster.
         random_start: start each cloud at a random point instead of its first.
         batch_size: number of clouds, if known.
-        ptr: ``[B + 1]`` offsets of sorted clouds, an alternative to ``batch``.
+        ptr: ``[B + 1]`` offsets of sorted clouds (a tensor or a list of ints), an
+            alternative to ``batch``.
         backend: force a backend.
 
     Returns:
         ``[S]`` indices into ``src``, cloud by cloud, each cloud's in pick order.
     """
     src = check_points("src", src)
+    if ratio is None:
+        ratio = 0.5
     if isinstance(ratio, Tensor):
         if ratio.numel() == 0 or bool(((ratio <= 0) | (ratio > 1)).any()):
             raise ValueError("every ratio must lie in (0, 1]")
@@ -54,9 +58,12 @@ def fps(
     if ptr is not None:
         if batch is not None:
             raise ValueError("pass either batch or ptr, not both")
-        counts = (ptr[1:] - ptr[:-1]).cpu()
-        if ptr.dim() != 1 or int(ptr[-1]) != src.size(0) or bool((counts < 0).any()):
-            raise ValueError(f"ptr must be ascending offsets ending at {src.size(0)}")
+        offsets = torch.as_tensor(ptr).cpu()
+        if offsets.dim() != 1 or offsets.numel() < 2 or offsets.dtype.is_floating_point:
+            raise ValueError(f"ptr must be a 1-D list or tensor of B + 1 integer offsets, got {ptr}")
+        counts = (offsets[1:] - offsets[:-1]).long()
+        if int(offsets[0]) != 0 or int(offsets[-1]) != src.size(0) or bool((counts < 0).any()):
+            raise ValueError(f"ptr must be ascending offsets from 0 to {src.size(0)}, got {ptr}")
         batch = torch.repeat_interleave(torch.arange(counts.numel()), counts).to(src.device)
         batch_size = counts.numel()
     size = num_clouds(batch, batch_size=batch_size)
