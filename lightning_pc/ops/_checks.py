@@ -53,6 +53,14 @@ def check_points(name: str, pos: Tensor, dim: int | None = None, integer: bool =
     return pos
 
 
+def require_tensors(**named: object) -> None:
+    """Raises ``TypeError`` for an argument that is neither a tensor nor ``None`` (before the
+    custom ops' schema check, whose message names no argument the caller passed)."""
+    for name, value in named.items():
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the ops compute in for inputs of ``dtype``.
 
