@@ -46,7 +46,7 @@ def knn_interpolate(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     require_tensors(x=x, pos_x=pos_x, pos_y=pos_y, batch_x=batch_x, batch_y=batch_y)
-    # every cloud of pos_y needs known points: checked in the op (need_all), traceably
+    # every cloud of pos_y (the op's y) needs points in pos_x (its x): checked in the op
     edges = knn_op(
         pos_x.detach(),
         pos_y.detach(),

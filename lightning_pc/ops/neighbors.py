@@ -320,7 +320,7 @@ def knn_op(
     """
     px, py = _prepare(x, y, batch_x, batch_y, batch_size)
     if need_all and (cloud := _uncovered(px, py)) is not None:
-        raise ValueError(f"cloud {cloud} has query points but no points to search")
+        raise ValueError(f"cloud {cloud} has points in y but none in x to search")
     if exclude_self:
         edges = _run_knn(px, py, k + 1, cosine, backend, skip_self=True)
     else:

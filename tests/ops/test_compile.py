@@ -11,6 +11,7 @@ from torch import Tensor
 
 from lightning_pc import ops
 from lightning_pc.nn.knn_graph import knn_table_op
+from lightning_pc.ops.chamfer import chamfer_pairs
 from lightning_pc.ops.grid import grid_op
 from lightning_pc.ops.neighbors import knn_op, nearest_op, radius_op
 from lightning_pc.ops.sampling import fps_op
@@ -41,10 +42,11 @@ def op_cases(x: Tensor, bx: Tensor, y: Tensor, by: Tensor) -> list[tuple[object,
         (grid_op, (x, torch.tensor(0.25, dtype=torch.float64), None, None, None)),
         (knn_table_op, (x, bx, ptr, 6, "padded")),
         (knn_table_op, (x, bx, ptr, 6, "packed")),
+        (chamfer_pairs, (x, y, bx, by, None)),
     ]
 
 
-@pytest.mark.parametrize("case", range(10))
+@pytest.mark.parametrize("case", range(11))
 def test_custom_ops_pass_opcheck(clouds, case):
     """Schema, fake kernel (shapes, dtypes, devices) and AOT dispatch agree with the kernel."""
     op, args = op_cases(*clouds)[case]
@@ -63,6 +65,7 @@ def _traced_calls(x: Tensor, bx: Tensor, y: Tensor, by: Tensor) -> dict[str, Cal
         "grid_cluster": lambda: ops.grid_cluster(x, [0.5, 0.5, 0.25]),
         "nearest": lambda: ops.nearest(y, x, by, bx),
         "knn_interpolate": lambda: ops.knn_interpolate(x[:, :2], x, y, bx, by, k=3),
+        "chamfer_distance": lambda: ops.chamfer_distance(x, y, bx, by, reduction="none"),
     }
 
 
@@ -78,6 +81,7 @@ def _traced_calls(x: Tensor, bx: Tensor, y: Tensor, by: Tensor) -> dict[str, Cal
         "grid_cluster",
         "nearest",
         "knn_interpolate",
+        "chamfer_distance",
     ],
 )
 def test_ops_trace_without_graph_breaks(clouds, name):
@@ -123,7 +127,7 @@ def test_errors_raised_inside_the_ops_keep_their_type(clouds):
         ops.knn(bad, y, 2, bx, by)
     with pytest.raises(ValueError, match="every ratio"):
         ops.fps(x, bx, torch.tensor([0.5, 1.5]))
-    with pytest.raises(ValueError, match="cloud 1 has query points but no points to search"):
+    with pytest.raises(ValueError, match="cloud 1 has points in y but none in x"):
         ops.knn_interpolate(x[:40, :1], x[:40], y, bx[:40], by)
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):
         ops.knn([[0.0, 1.0]], y, 1)
