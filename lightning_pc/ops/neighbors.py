@@ -248,12 +248,11 @@ def nearest(
 ) -> Tensor:
     r"""For each point of ``x``, the index of its nearest point of ``y`` in the same cloud.
 
-    Unlike the other ops, and as torch-cluster's ``nearest``, the batch vectors must be
-    sorted.
+    The batch vectors need not be sorted (torch-cluster's ``nearest`` raises ``ValueError``
+    on unsorted ones; here, as in every op, points are grouped by cloud first).
 
     Raises:
-        ValueError: if a cloud has points in ``x`` but none in ``y``, or a batch vector is
-            not sorted.
+        ValueError: if a cloud has points in ``x`` but none in ``y``.
     """
     require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
     return nearest_op(x, y, batch_x, batch_y, backend)
@@ -370,9 +369,6 @@ def nearest_op(
     x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, backend: str | None
 ) -> Tensor:
     """``[N]``: for each point of ``x`` the index of its nearest point of ``y``."""
-    for name, b in (("batch_x", batch_x), ("batch_y", batch_y)):
-        if b is not None and b.numel() > 1 and bool((b[1:] < b[:-1]).any()):
-            raise ValueError(f"{name} is not sorted; nearest needs clouds stored one after another")
     px, py = _prepare(y, x, batch_y, batch_x, None)  # search y, query x
     if (cloud := _uncovered(px, py)) is not None:
         raise ValueError(f"cloud {cloud} has points in x but none in y to be nearest to")

@@ -299,6 +299,24 @@ def test_nearest_on_batches_and_without(backend):
     assert ops.nearest(x, y, backend=backend).tolist() == [0, 0, 1, 1, 2, 2, 2, 2]
 
 
+@pytest.mark.parametrize("backend", ALL)
+def test_nearest_accepts_unsorted_batches(backend):
+    """An intended difference: torch-cluster raises ValueError on unsorted batch vectors,
+    every op here groups the points by cloud instead."""
+    x = torch.cat([lattice(2, 2), lattice(2, 2) + 3])
+    y = torch.tensor([[0.0, 0.1], [3.0, 3.3], [0.3, 0.2], [2.9, 3.0]])
+    bx = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])  # interleaved clouds
+    by = torch.tensor([0, 1, 0, 1])
+    x_sorted = torch.cat([x[bx == 0], x[bx == 1]])
+    order = torch.cat([torch.nonzero(bx == 0)[:, 0], torch.nonzero(bx == 1)[:, 0]])
+    got = ops.nearest(x, y, bx, by, backend=backend)
+    assert torch.equal(by[got], bx)
+    d = (x - y[got]).square().sum(1)
+    want = (x_sorted[:, None] - y[None]).square().sum(-1)
+    want = want.masked_fill(bx[order][:, None] != by[None], float("inf")).min(1).values
+    assert torch.equal(d[order], want)
+
+
 def test_nearest_value_errors():
     x = torch.cat([lattice(2, 2), lattice(2, 2) + 3])
     y = x[::2].clone()
@@ -309,10 +327,6 @@ def test_nearest_value_errors():
         ops.nearest(x, y, bx, None)  # no batch_y: every y point is in cloud 0
     with pytest.raises(ValueError, match="cloud 2 has points in x but none in y"):
         ops.nearest(x, y, torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.tensor([0, 1, 3, 3]))
-    with pytest.raises(ValueError, match="batch_x is not sorted"):
-        ops.nearest(x, y, torch.tensor([0, 1, 0, 0, 1, 1, 1, 1]), torch.tensor([0, 0, 1, 1]))
-    with pytest.raises(ValueError, match="batch_y is not sorted"):
-        ops.nearest(x, y, bx, torch.tensor([0, 1, 0, 1]))
     with pytest.raises(ValueError, match=r"shape \[8\]"):
         ops.nearest(x, y, bx[:7], torch.tensor([0, 0, 1, 1]))
 
