@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from lightning_pc.models import DGCNN, PointNet2
 from tests.models.shapes import make_batch
 
-DYNAMIC = {"capture_dynamic_output_shape_ops": True, "capture_scalar_outputs": True}
+DYNAMIC = {"capture_dynamic_output_shape_ops": True}
 
 
 class Packed:

@@ -19,7 +19,7 @@ from tests.ops.shapes import batch_of_clouds
 
 # torch.compile turns an op whose output size depends on the data into a graph break
 # unless this is set; torch.export sets it itself
-DYNAMIC = {"capture_dynamic_output_shape_ops": True, "capture_scalar_outputs": True}
+DYNAMIC = {"capture_dynamic_output_shape_ops": True}
 
 
 @pytest.fixture(scope="module")
