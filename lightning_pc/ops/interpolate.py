@@ -53,12 +53,12 @@ def knn_interpolate(
         batch_x,
         batch_y,
         int(k),
-        False,
-        None,
-        False,
-        False,
-        True,
-        backend,
+        cosine=False,
+        batch_size=None,
+        exclude_self=False,
+        flip=False,
+        need_all=True,
+        backend=backend,
     )
     y_idx, x_idx = edges[0], edges[1]
     diff = pos_x[x_idx] - pos_y[y_idx]

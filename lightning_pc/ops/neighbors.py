@@ -148,7 +148,17 @@ def knn(
     _check_k(k)
     require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
     return knn_op(
-        x, y, batch_x, batch_y, int(k), bool(cosine), batch_size, False, False, False, backend
+        x,
+        y,
+        batch_x,
+        batch_y,
+        int(k),
+        cosine=bool(cosine),
+        batch_size=batch_size,
+        exclude_self=False,
+        flip=False,
+        need_all=False,
+        backend=backend,
     )
 
 
@@ -176,7 +186,17 @@ def knn_graph(
     require_tensors(x=x, batch=batch)
     flip = flow == "source_to_target"
     return knn_op(
-        x, x, batch, batch, int(k), bool(cosine), batch_size, not loop, flip, False, backend
+        x,
+        x,
+        batch,
+        batch,
+        int(k),
+        cosine=bool(cosine),
+        batch_size=batch_size,
+        exclude_self=not loop,
+        flip=flip,
+        need_all=False,
+        backend=backend,
     )
 
 
@@ -208,7 +228,16 @@ def radius(
     _check_radius(r, max_num_neighbors)
     require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
     return radius_op(
-        x, y, batch_x, batch_y, float(r), int(max_num_neighbors), batch_size, False, False, backend
+        x,
+        y,
+        batch_x,
+        batch_y,
+        float(r),
+        int(max_num_neighbors),
+        batch_size=batch_size,
+        exclude_self=False,
+        flip=False,
+        backend=backend,
     )
 
 
@@ -234,7 +263,16 @@ def radius_graph(
     require_tensors(x=x, batch=batch)
     flip = flow == "source_to_target"
     return radius_op(
-        x, x, batch, batch, float(r), int(max_num_neighbors), batch_size, not loop, flip, backend
+        x,
+        x,
+        batch,
+        batch,
+        float(r),
+        int(max_num_neighbors),
+        batch_size=batch_size,
+        exclude_self=not loop,
+        flip=flip,
+        backend=backend,
     )
 
 
