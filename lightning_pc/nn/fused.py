@@ -20,7 +20,8 @@ The gradients are the batch-norm gradients in closed form (with
 :math:`\partial L / \partial \beta = \sum g_z`. Running statistics are updated exactly as
 :class:`torch.nn.BatchNorm1d` updates them.
 
-Both fall back to the torch ops (identical results up to float rounding) off the CPU, for
+Both fall back to the torch ops (identical results up to float rounding) under
+``torch.compile`` / ``torch.export`` tracing, off the CPU, for
 other dtypes, for small inputs, in eval mode with running statistics, and for any norm
 layer that is not exactly :class:`torch.nn.BatchNorm1d` (``SyncBatchNorm`` after
 ``sync_batchnorm`` conversion keeps its synchronised statistics). The environment variable
@@ -59,6 +60,7 @@ def fusable_rows(norm: nn.Module, like: Tensor, rows: int, numel: int) -> bool:
         raise ValueError(f"LIGHTNING_PC_FUSED must be auto, always or off, got {mode!r}")
     return (
         mode != "off"
+        and not torch.compiler.is_compiling()  # compiled graphs keep the torch ops (traceable)
         and type(norm) is nn.BatchNorm1d
         and norm.affine
         and (norm.training or norm.running_mean is None)

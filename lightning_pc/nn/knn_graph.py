@@ -106,9 +106,25 @@ def knn_table_packed(x: Tensor, batch: Tensor, ptr: Tensor, k: int) -> Tensor:
 
 
 def knn_table(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: KnnMode = "padded") -> Tensor:
-    """``[N, k]`` nearest neighbours of every point among the points of its cloud."""
-    if mode == "padded":
-        return knn_table_padded(x, ptr, k)
-    if mode == "packed":
-        return knn_table_packed(x, batch, ptr, k)
-    raise ValueError(f"unknown kNN mode {mode!r}; expected 'padded' or 'packed'")
+    """``[N, k]`` nearest neighbours of every point among the points of its cloud.
+
+    Runs as the custom op ``torch.ops.lightning_pc.knn_table``: its output shape is known
+    from the inputs' (``[N, k]``), so ``torch.compile`` and ``torch.export`` trace a model
+    through it without reading the cloud sizes.
+    """
+    if mode not in ("padded", "packed"):
+        raise ValueError(f"unknown kNN mode {mode!r}; expected 'padded' or 'packed'")
+    return knn_table_op(x.detach(), batch, ptr, int(k), mode)
+
+
+@torch.library.custom_op("lightning_pc::knn_table", mutates_args=())
+def knn_table_op(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: str) -> Tensor:
+    """The custom op behind :func:`knn_table` (runs eagerly)."""
+    table = knn_table_padded(x, ptr, k) if mode == "padded" else knn_table_packed(x, batch, ptr, k)
+    # the fake kernel promises a fresh tensor; the packed path may return a view into knn's
+    return table if table.storage_offset() == 0 else table.clone()
+
+
+@knn_table_op.register_fake
+def _knn_table_fake(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: str) -> Tensor:
+    return x.new_empty((x.size(0), k), dtype=torch.long)

@@ -80,12 +80,11 @@ def ball_query(
         ``row`` ``[E]`` (centre index, sorted), ``col`` ``[E]`` (point index) and ``rowptr``
         ``[M + 1]``. Each centre is a point of its cloud, so every group is non-empty.
     """
+    # radius returns rows ascending: each centre's neighbours are one contiguous segment
     row, col = radius(
         pos, pos_c, radius_, batch_x=batch, batch_y=batch_c, max_num_neighbors=num_samples
     )
-    if row.numel() > 1 and bool((row[1:] < row[:-1]).any()):
-        order = torch.argsort(row, stable=True)
-        row, col = row[order], col[order]
+    torch._check(row.size(0) >= pos_c.size(0))  # tells the compiler; true: see Returns
     return row, col, ptr_from_index(row, pos_c.size(0))
 
 
@@ -132,11 +131,15 @@ class SetAbstraction(nn.Module):
         self, x: Tensor | None, pos: Tensor, batch: Tensor, ptr: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         idx = sample_centres(pos, batch, ptr, self.ratio, self.random_start and self.training)
+        if pos.size(0) > 0:  # every non-empty cloud keeps a centre (for the compiler's shapes)
+            torch._check(idx.size(0) > 0)
         pos_c, batch_c = pos[idx], batch[idx]  # [M, 3], [M]
         ptr_c = ptr_from_index(batch_c, ptr.numel() - 1)
         outs = []
         for r, k, mlp in zip(self.radii, self.num_samples, self.mlps, strict=True):
             row, col, rowptr = ball_query(pos, pos_c, r, k, batch, batch_c)
+            if self.training:  # batch norm needs 2+ rows in training (for the compiler's shapes)
+                torch._check(row.size(0) != 1)
             first, *rest = cast(SharedMLP, mlp).layers
             if rest and fusable_rows(
                 first.norm, pos, col.numel(), col.numel() * first.lin.out_features
@@ -196,6 +199,8 @@ class GlobalSetAbstraction(nn.Module):
         self.out_channels = int(mlp[-1])
 
     def forward(self, x: Tensor | None, pos: Tensor, ptr: Tensor) -> Tensor:
+        if self.training:  # batch norm needs 2+ rows in training (for the compiler's shapes)
+            torch._check(pos.size(0) != 1)
         h = pos if x is None else torch.cat([pos, x], 1)  # [N, 3 + C_in]
         h = self.mlp.run(h, last_act=False, pool_ptr=ptr)  # max over each cloud: [B, C]
         return self.mlp.layers[-1].act_fn(h, inplace=False)  # [B, C]
@@ -232,6 +237,8 @@ class FeaturePropagation(nn.Module):
     ) -> Tensor:
         """``x_coarse [M, C]``, ``pos_coarse [M, 3]`` (``None`` for a global level),
         ``x_skip [N, C_skip]``, ``pos [N, 3]`` -> ``[N, mlp[-1]]``."""
+        if self.training:  # batch norm needs 2+ rows in training (for the compiler's shapes)
+            torch._check(pos.size(0) != 1)
         if pos_coarse is None:
             h = x_coarse[batch]  # [N, C]
         else:

@@ -21,11 +21,13 @@ def lengths_from_ptr(ptr: Tensor) -> Tensor:
 
 
 def ptr_from_index(index: Tensor, num_segments: int) -> Tensor:
-    """Offsets ``[S + 1]`` from a sorted segment index ``[E]``."""
-    counts = torch.bincount(index, minlength=num_segments)  # [S]
-    ptr = index.new_zeros(num_segments + 1)
-    torch.cumsum(counts, 0, out=ptr[1:])
-    return ptr
+    """Offsets ``[S + 1]`` from a sorted segment index ``[E]``.
+
+    A binary search for the first row of every segment: the output's size is known without
+    reading ``index`` (``bincount``'s is not), so this traces without a data-dependent guard.
+    """
+    bounds = torch.arange(num_segments + 1, device=index.device, dtype=index.dtype)
+    return torch.searchsorted(index, bounds)
 
 
 def segment_max(src: Tensor, ptr: Tensor) -> Tensor:

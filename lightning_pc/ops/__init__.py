@@ -3,8 +3,15 @@
 ``knn``, ``knn_graph``, ``radius``, ``radius_graph``, ``fps``, ``grid_cluster`` and
 ``nearest`` are drop-in replacements for torch-cluster's functions; ``knn_interpolate``
 follows PyG and ``chamfer_distance`` PyTorch3D. Each op picks the fastest installed backend
-for the inputs' device (see :mod:`lightning_pc.ops._backend`); ``backend=`` or the
-environment variable ``LIGHTNING_PC_OPS_BACKEND`` forces one.
+for the inputs' device (see :mod:`lightning_pc.ops._backend`); ``backend=`` forces one, the
+environment variable ``LIGHTNING_PC_OPS_BACKEND`` sets a process-wide choice.
+
+Each op is a ``torch.library`` custom op (``torch.ops.lightning_pc.knn``, ``.radius``,
+``.fps``, ``.grid_cluster``, ``.nearest``, ``.chamfer_pairs``) with a fake kernel, so
+``torch.export`` and ``torch.compile`` trace through it. Edge lists and samples have
+data-dependent sizes: ``torch.compile`` needs
+``torch._dynamo.config.capture_dynamic_output_shape_ops = True`` to keep them in the graph
+(``torch.export`` sets it itself).
 """
 
 from lightning_pc.ops._backend import BACKENDS, ENV_VAR, available

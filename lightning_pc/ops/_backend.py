@@ -10,9 +10,11 @@ Backends:
   kd-tree knn, kd-tree-pruned exact FPS, cell-grid radius search, grid clustering.
 
 ``"auto"`` (the default) picks, per op and device, the fastest measured on
-``benchmarks/ops.py``. The environment variable ``LIGHTNING_PC_OPS_BACKEND`` or a call's
-``backend=`` argument forces one; forcing a backend an op does not have raises
-``ValueError``.
+``benchmarks/ops.py``. A call's ``backend=`` argument forces one, and forcing a backend an
+op does not have raises ``ValueError``. The environment variable ``LIGHTNING_PC_OPS_BACKEND``
+sets a process-wide choice: it applies to the ops that backend has, and the others choose as
+``"auto"`` (so ``LIGHTNING_PC_OPS_BACKEND=scipy`` runs knn and radius on scipy, fps on the
+fastest installed backend).
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def resolve(op: str, device: torch.device, backend: str | None) -> str:
     Args:
         op: ``"knn"``, ``"radius"``, ``"fps"`` or ``"grid"``.
         device: device of the inputs.
-        backend: the caller's choice; ``None`` falls back to ``LIGHTNING_PC_OPS_BACKEND``, then
-            ``"auto"``.
+        backend: the caller's choice; ``None`` falls back to ``LIGHTNING_PC_OPS_BACKEND``
+            (where that backend has ``op``), then ``"auto"``.
     """
     choice = backend if backend is not None else os.environ.get(ENV_VAR, "auto") or "auto"
     if choice not in BACKENDS:
@@ -108,6 +110,9 @@ def resolve(op: str, device: torch.device, backend: str | None) -> str:
             + ("" if backend is not None else f" (from ${ENV_VAR})")
         )
     if choice == "auto":
+        return _auto(op, device)
+    if choice not in SUPPORTED[op] and backend is None:
+        # a process-wide choice applies to the ops that backend has; the others pick as "auto"
         return _auto(op, device)
     if choice not in SUPPORTED[op]:
         raise ValueError(

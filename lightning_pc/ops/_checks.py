@@ -20,18 +20,30 @@ import torch
 from torch import Tensor
 
 
-def check_points(name: str, pos: Tensor, dim: int | None = None) -> Tensor:
-    """Returns ``pos`` as a 2-D tensor, raising ``ValueError`` on bad shape or values."""
+def check_points(name: str, pos: Tensor, dim: int | None = None, integer: bool = False) -> Tensor:
+    """Returns ``pos`` as a 2-D tensor in its compute dtype (see :func:`compute_dtype`),
+    raising ``ValueError`` on bad shape or values.
+
+    Args:
+        name: the argument's name, for messages.
+        pos: ``[N, D]`` (or ``[N]``) points.
+        dim: coordinates per point expected, if fixed.
+        integer: accept integer coordinates (``grid_cluster``); otherwise only floats.
+    """
     if not isinstance(pos, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(pos).__name__}")
     if pos.dim() == 1:
         pos = pos.view(-1, 1)
     if pos.dim() != 2:
         raise ValueError(f"{name} must have shape [N, D], got {tuple(pos.shape)}")
-    if not pos.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor, got {pos.dtype}")
+    if pos.dtype == torch.bool or not (pos.is_floating_point() or integer):
+        kind = "a floating-point or integer" if integer else "a floating-point"
+        raise ValueError(f"{name} must be {kind} tensor, got {pos.dtype}")
+    if pos.is_complex():
+        raise ValueError(f"{name} must hold real coordinates, got {pos.dtype}")
     if dim is not None and pos.size(1) != dim:
         raise ValueError(f"{name} has {pos.size(1)} coordinates per point, expected {dim}")
+    pos = pos.to(compute_dtype(pos.dtype))
     if pos.numel() > 0 and not all_finite(pos):
         bad = int((~torch.isfinite(pos)).any(dim=1).nonzero()[0, 0])
         raise ValueError(
@@ -39,6 +51,29 @@ def check_points(name: str, pos: Tensor, dim: int | None = None) -> Tensor:
             "clean the cloud before calling neighbour ops"
         )
     return pos
+
+
+def require_tensors(**named: object) -> None:
+    """Raises ``TypeError`` for an argument that is neither a tensor nor ``None`` (before the
+    custom ops' schema check, whose message names no argument the caller passed)."""
+    for name, value in named.items():
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the ops compute in for inputs of ``dtype``.
+
+    Half precision (``float16``, ``bfloat16``) is widened to ``float32``: no backend has
+    half kernels on the CPU, and 11 (or 8) bits of mantissa would reorder neighbours whose
+    distances differ in the fourth digit. Integer coordinates (``grid_cluster``) are widened
+    to ``float64``, exact up to ``2**53``. The ops return indices, so nothing is narrowed back.
+    """
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if not dtype.is_floating_point:
+        return torch.float64
+    return dtype
 
 
 def all_finite(t: Tensor) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from lightning_pc.ops._backend import resolve
-from lightning_pc.ops._checks import check_points
+from lightning_pc.ops._checks import check_points, require_tensors
 
 
 def _per_dim(name: str, v: float | list[float] | Tensor | None, like: Tensor) -> Tensor | None:
@@ -36,8 +38,9 @@ def grid_cluster(
     through ``torch.unique(..., return_inverse=True)`` for that.
 
     Args:
-        pos: ``[N, D]`` points (append the batch index as a coordinate with a size of 1 to
-            keep clouds apart).
+        pos: ``[N, D]`` points, floating-point or integer (append the batch index as a
+            coordinate with a size of 1 to keep clouds apart). Half precision is computed in
+            float32, integers in float64.
         size: voxel edge, one value or one per axis; must be positive.
         start: grid origin per axis.
         end: grid end per axis.
@@ -46,7 +49,21 @@ def grid_cluster(
     Returns:
         ``[N]`` long voxel ids.
     """
-    pos = check_points("pos", pos)
+    require_tensors(pos=pos)
+    return grid_op(pos, _as_tensor(size), _as_tensor(start), _as_tensor(end), backend)
+
+
+def _as_tensor(v: float | list[float] | Tensor | None) -> Tensor | None:
+    """A Python number or list as a (float64, CPU) tensor for the custom op."""
+    return v if v is None or isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64)
+
+
+@torch.library.custom_op("lightning_pc::grid_cluster", mutates_args=())
+def grid_op(
+    pos: Tensor, size: Tensor, start: Tensor | None, end: Tensor | None, backend: str | None
+) -> Tensor:
+    """The custom op behind :func:`grid_cluster`: checks, grid extent and dispatch."""
+    pos = check_points("pos", pos, integer=True)
     sz = _per_dim("size", size, pos)
     assert sz is not None
     if bool((sz <= 0).any()):
@@ -79,3 +96,8 @@ def grid_cluster(
 
         return torch_cluster.grid_cluster(pos, sz.contiguous(), st.contiguous(), en.contiguous())
     return (((pos - st) / sz).long() * stride).sum(dim=1)
+
+
+@grid_op.register_fake
+def _grid_fake(pos: Tensor, *_: Any) -> Tensor:
+    return pos.new_empty((pos.size(0),), dtype=torch.long)

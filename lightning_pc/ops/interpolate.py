@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_pc.ops.neighbors import knn
+from lightning_pc.ops._checks import require_tensors
+from lightning_pc.ops.neighbors import knn_op
 
 
 def knn_interpolate(
@@ -42,10 +43,24 @@ def knn_interpolate(
     """
     if x.size(0) != pos_x.size(0):
         raise ValueError(f"x has {x.size(0)} rows but pos_x has {pos_x.size(0)} points")
-    with torch.no_grad():
-        y_idx, x_idx = knn(pos_x, pos_y, k, batch_x, batch_y, backend=backend)
-    if pos_y.size(0) > 0 and torch.bincount(y_idx, minlength=pos_y.size(0)).min() == 0:
-        raise ValueError("some points of pos_y have no known points in their cloud")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    require_tensors(x=x, pos_x=pos_x, pos_y=pos_y, batch_x=batch_x, batch_y=batch_y)
+    # every cloud of pos_y (the op's y) needs points in pos_x (its x): checked in the op
+    edges = knn_op(
+        pos_x.detach(),
+        pos_y.detach(),
+        batch_x,
+        batch_y,
+        int(k),
+        cosine=False,
+        batch_size=None,
+        exclude_self=False,
+        flip=False,
+        need_all=True,
+        backend=backend,
+    )
+    y_idx, x_idx = edges[0], edges[1]
     diff = pos_x[x_idx] - pos_y[y_idx]
     w = 1.0 / diff.square().sum(dim=-1, keepdim=True).clamp_min(1e-16)  # [E, 1]
     num = torch.zeros(pos_y.size(0), x.size(1), dtype=x.dtype, device=x.device)

@@ -3,11 +3,19 @@
 Every function returns an edge index ``[2, E]``: for :func:`knn` and :func:`radius`,
 ``row`` indexes the queries ``y`` and ``col`` the searched points ``x``; rows come out
 ascending and, within a row, neighbours ascending by distance.
+
+Each public function validates its non-tensor arguments in Python and calls one
+``torch.library`` custom op (``torch.ops.lightning_pc.knn``, ``.radius``, ``.nearest``)
+whose kernel does the rest eagerly: data checks (finite coordinates, batch vectors),
+packing, backend dispatch. Their fake kernels give ``torch.compile`` and ``torch.export``
+the output shapes, ``[2, E]`` with a data-dependent ``E`` (an unbacked size), so a
+compiled model calls the ops without a graph break (with dynamo's
+``capture_dynamic_output_shape_ops``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -21,6 +29,7 @@ from lightning_pc.ops._checks import (
     first_k_per_row,
     num_clouds,
     pack,
+    require_tensors,
     restore_rows,
     same_device,
     stack,
@@ -32,11 +41,11 @@ Flow = Literal["source_to_target", "target_to_source"]
 def _prepare(
     x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, batch_size: int | None
 ) -> tuple[Packed, Packed]:
+    if isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype != y.dtype:
+        raise ValueError(f"x and y must share a dtype, got {x.dtype} and {y.dtype}")
     x = check_points("x", x)
     y = check_points("y", y, dim=x.size(1))
     same_device(x, y, "x and y")
-    if x.dtype != y.dtype:
-        raise ValueError(f"x and y must share a dtype, got {x.dtype} and {y.dtype}")
     size = num_clouds(batch_x, batch_y, batch_size=batch_size)
     return pack("x", x, batch_x, size), pack("y", y, batch_y, size)
 
@@ -77,6 +86,32 @@ def _run_knn(
     return stack(row, col)
 
 
+def _run_radius(
+    px: Packed, py: Packed, r: float, max_num_neighbors: int, backend: str | None
+) -> tuple[Tensor, Tensor]:
+    """radius on packed, non-empty inputs: ``(row, col)`` in the caller's indexing."""
+    device = px.pos.device
+    name = resolve("radius", device, backend)
+    if name == "numba":
+        from lightning_pc.ops import _numba
+
+        if not _numba.radius_supported(px, r):
+            name = "scipy"  # more than 3 dimensions, or a grid too fine for 64-bit keys
+    if name == "numba":
+        row, col = _numba.radius(px, py, r, max_num_neighbors)
+    elif name == "scipy":
+        from lightning_pc.ops import _scipy
+
+        row, col = _scipy.radius(px, py, r, max_num_neighbors)
+    elif name == "torch_cluster":
+        from lightning_pc.ops import _torch_cluster
+
+        row, col = _torch_cluster.radius(px, py, r, max_num_neighbors)
+    else:
+        row, col = _reference.radius(px, py, r, max_num_neighbors)
+    return restore_rows(row.to(device), col.to(device), py, px)
+
+
 def knn(
     x: Tensor,
     y: Tensor,
@@ -110,10 +145,21 @@ def knn(
     Raises:
         ValueError: on NaN/infinite coordinates, mismatched shapes or bad batch vectors.
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    px, py = _prepare(x, y, batch_x, batch_y, batch_size)
-    return _run_knn(px, py, int(k), cosine, backend)
+    _check_k(k)
+    require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
+    return knn_op(
+        x,
+        y,
+        batch_x,
+        batch_y,
+        int(k),
+        cosine=bool(cosine),
+        batch_size=batch_size,
+        exclude_self=False,
+        flip=False,
+        need_all=False,
+        backend=backend,
+    )
 
 
 def knn_graph(
@@ -135,18 +181,23 @@ def knn_graph(
     ``col`` centres. Without ``loop`` a point is not its own neighbour, and each point
     still gets ``k`` neighbours (where its cloud has them).
     """
-    if flow not in ("source_to_target", "target_to_source"):
-        raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    px, py = _prepare(x, x, batch, batch, batch_size)
-    if loop:
-        centre, nbr = _run_knn(px, py, int(k), cosine, backend)
-    else:
-        centre, nbr = _run_knn(px, py, int(k) + 1, cosine, backend, skip_self=True)
-    if flow == "source_to_target":
-        return stack(nbr, centre)
-    return stack(centre, nbr)
+    _check_flow(flow)
+    _check_k(k)
+    require_tensors(x=x, batch=batch)
+    flip = flow == "source_to_target"
+    return knn_op(
+        x,
+        x,
+        batch,
+        batch,
+        int(k),
+        cosine=bool(cosine),
+        batch_size=batch_size,
+        exclude_self=not loop,
+        flip=flip,
+        need_all=False,
+        backend=backend,
+    )
 
 
 def radius(
@@ -174,34 +225,20 @@ def radius(
         ``[2, E]`` long tensor, ``row`` indexing ``y`` and ``col`` indexing ``x``; rows
         ascending, neighbours ascending by distance.
     """
-    if r <= 0:
-        raise ValueError(f"r must be positive, got {r}")
-    if max_num_neighbors < 1:
-        raise ValueError(f"max_num_neighbors must be at least 1, got {max_num_neighbors}")
-    px, py = _prepare(x, y, batch_x, batch_y, batch_size)
-    device = px.pos.device
-    if px.pos.size(0) == 0 or py.pos.size(0) == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    name = resolve("radius", device, backend)
-    if name == "numba":
-        from lightning_pc.ops import _numba
-
-        if not _numba.radius_supported(px, float(r)):
-            name = "scipy"  # more than 3 dimensions, or a grid too fine for 64-bit keys
-    if name == "numba":
-        row, col = _numba.radius(px, py, float(r), int(max_num_neighbors))
-    elif name == "scipy":
-        from lightning_pc.ops import _scipy
-
-        row, col = _scipy.radius(px, py, float(r), int(max_num_neighbors))
-    elif name == "torch_cluster":
-        from lightning_pc.ops import _torch_cluster
-
-        row, col = _torch_cluster.radius(px, py, float(r), int(max_num_neighbors))
-    else:
-        row, col = _reference.radius(px, py, float(r), int(max_num_neighbors))
-    row, col = restore_rows(row.to(device), col.to(device), py, px)
-    return stack(row, col)
+    _check_radius(r, max_num_neighbors)
+    require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
+    return radius_op(
+        x,
+        y,
+        batch_x,
+        batch_y,
+        float(r),
+        int(max_num_neighbors),
+        batch_size=batch_size,
+        exclude_self=False,
+        flip=False,
+        backend=backend,
+    )
 
 
 def radius_graph(
@@ -221,18 +258,22 @@ def radius_graph(
     ``max_num_neighbors`` bounds the neighbours of each point (not counting itself when
     ``loop=False``), nearest first; ``flow`` as in :func:`knn_graph`.
     """
-    if flow not in ("source_to_target", "target_to_source"):
-        raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
-    extra = 0 if loop else 1
-    centre, nbr = radius(
-        x, x, r, batch, batch, max_num_neighbors + extra, batch_size=batch_size, backend=backend
+    _check_flow(flow)
+    _check_radius(r, max_num_neighbors)
+    require_tensors(x=x, batch=batch)
+    flip = flow == "source_to_target"
+    return radius_op(
+        x,
+        x,
+        batch,
+        batch,
+        float(r),
+        int(max_num_neighbors),
+        batch_size=batch_size,
+        exclude_self=not loop,
+        flip=flip,
+        backend=backend,
     )
-    if not loop:
-        centre, nbr = drop_self_loops(centre, nbr)
-        centre, nbr = first_k_per_row(centre, nbr, int(max_num_neighbors))
-    if flow == "source_to_target":
-        return stack(nbr, centre)
-    return stack(centre, nbr)
 
 
 def nearest(
@@ -245,16 +286,136 @@ def nearest(
 ) -> Tensor:
     r"""For each point of ``x``, the index of its nearest point of ``y`` in the same cloud.
 
+    The batch vectors need not be sorted (torch-cluster's ``nearest`` raises ``ValueError``
+    on unsorted ones; here, as in every op, points are grouped by cloud first).
+
     Raises:
         ValueError: if a cloud has points in ``x`` but none in ``y``.
     """
+    require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
+    return nearest_op(x, y, batch_x, batch_y, backend)
+
+
+# ----------------------------------------------------------------------------------------
+# Argument checks that need no tensor data (they run in Python, also under tracing).
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+
+
+def _check_flow(flow: str) -> None:
+    if flow not in ("source_to_target", "target_to_source"):
+        raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
+
+
+def _check_radius(r: float, max_num_neighbors: int) -> None:
+    if r <= 0:
+        raise ValueError(f"r must be positive, got {r}")
+    if max_num_neighbors < 1:
+        raise ValueError(f"max_num_neighbors must be at least 1, got {max_num_neighbors}")
+
+
+def _uncovered(searched: Packed, queries: Packed) -> int | None:
+    """The first cloud with queries but no points to search, if any."""
+    lonely = (queries.counts() > 0) & (searched.counts() == 0)
+    return int(lonely.nonzero()[0, 0]) if bool(lonely.any()) else None
+
+
+def _dynamic_edges(like: Tensor) -> Tensor:
+    """A fake ``[2, E]`` edge index whose ``E`` depends on the data."""
+    num_edges = torch.library.get_ctx().new_dynamic_size()
+    return like.new_empty((2, num_edges), dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------------------
+# The custom ops: tensors in, tensors out; everything data-dependent happens in here.
+
+
+@torch.library.custom_op("lightning_pc::knn", mutates_args=())
+def knn_op(
+    x: Tensor,
+    y: Tensor,
+    batch_x: Tensor | None,
+    batch_y: Tensor | None,
+    k: int,
+    cosine: bool,
+    batch_size: int | None,
+    exclude_self: bool,
+    flip: bool,
+    need_all: bool,
+    backend: str | None,
+) -> Tensor:
+    """``[2, E]`` k-nearest-neighbour edges ``(y index, x index)``.
+
+    Args:
+        exclude_self: ``y`` is ``x`` and each point's ``k`` nearest *other* points are found
+            (``knn_graph`` without loops).
+        flip: return ``(x index, y index)`` instead.
+        need_all: raise ``ValueError`` when a cloud has queries but no points to search.
+    """
+    px, py = _prepare(x, y, batch_x, batch_y, batch_size)
+    if need_all and (cloud := _uncovered(px, py)) is not None:
+        raise ValueError(f"cloud {cloud} has points in y but none in x to search")
+    if exclude_self:
+        edges = _run_knn(px, py, k + 1, cosine, backend, skip_self=True)
+    else:
+        edges = _run_knn(px, py, k, cosine, backend)
+    return stack(edges[1], edges[0]) if flip else edges
+
+
+@knn_op.register_fake
+def _knn_fake(x: Tensor, *_: Any) -> Tensor:
+    return _dynamic_edges(x)
+
+
+@torch.library.custom_op("lightning_pc::radius", mutates_args=())
+def radius_op(
+    x: Tensor,
+    y: Tensor,
+    batch_x: Tensor | None,
+    batch_y: Tensor | None,
+    r: float,
+    max_num_neighbors: int,
+    batch_size: int | None,
+    exclude_self: bool,
+    flip: bool,
+    backend: str | None,
+) -> Tensor:
+    """``[2, E]`` radius edges ``(y index, x index)``; ``exclude_self`` and ``flip`` as in
+    :func:`knn_op` (``max_num_neighbors`` then does not count the point itself)."""
+    px, py = _prepare(x, y, batch_x, batch_y, batch_size)
+    device = px.pos.device
+    if px.pos.size(0) == 0 or py.pos.size(0) == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    extra = 1 if exclude_self else 0
+    centre, nbr = _run_radius(px, py, r, max_num_neighbors + extra, backend)
+    if exclude_self:
+        centre, nbr = drop_self_loops(centre, nbr)
+        centre, nbr = first_k_per_row(centre, nbr, max_num_neighbors)
+    return stack(nbr, centre) if flip else stack(centre, nbr)
+
+
+@radius_op.register_fake
+def _radius_fake(x: Tensor, *_: Any) -> Tensor:
+    return _dynamic_edges(x)
+
+
+@torch.library.custom_op("lightning_pc::nearest", mutates_args=())
+def nearest_op(
+    x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, backend: str | None
+) -> Tensor:
+    """``[N]``: for each point of ``x`` the index of its nearest point of ``y``."""
     px, py = _prepare(y, x, batch_y, batch_x, None)  # search y, query x
-    lonely = (py.counts() > 0) & (px.counts() == 0)
-    if bool(lonely.any()):
-        raise ValueError(
-            f"cloud {int(lonely.nonzero()[0, 0])} has points in x but none in y to be nearest to"
-        )
+    if (cloud := _uncovered(px, py)) is not None:
+        raise ValueError(f"cloud {cloud} has points in x but none in y to be nearest to")
     row, col = _run_knn(px, py, 1, False, backend)
-    out = torch.empty(x.size(0), dtype=torch.long, device=col.device)
+    out = torch.empty(py.pos.size(0), dtype=torch.long, device=col.device)
     out[row] = col
     return out
+
+
+@nearest_op.register_fake
+def _nearest_fake(x: Tensor, *_: Any) -> Tensor:
+    return x.new_empty((x.size(0),), dtype=torch.long)

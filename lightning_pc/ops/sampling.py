@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from lightning_pc.ops import _reference
 from lightning_pc.ops._backend import resolve
-from lightning_pc.ops._checks import check_points, num_clouds, pack
+from lightning_pc.ops._checks import check_points, num_clouds, pack, require_tensors
 
 
 def num_samples(counts: Tensor, ratio: float | Tensor) -> Tensor:
@@ -19,10 +21,10 @@ def num_samples(counts: Tensor, ratio: float | Tensor) -> Tensor:
 def fps(
     src: Tensor,
     batch: Tensor | None = None,
-    ratio: float | Tensor = 0.5,
+    ratio: float | Tensor | None = 0.5,
     random_start: bool = True,
     batch_size: int | None = None,
-    ptr: Tensor | None = None,
+    ptr: Tensor | list[int] | None = None,
     *,
     backend: str | None = None,
 ) -> Tensor:
@@ -34,37 +36,71 @@ def fps(
     CPU kernel draws from C ``rand()`` instead).
 
     Args:
-        src: ``[N, D]`` points.
+        src: ``[N, D]`` points (half precision is sampled in float32).
         batch: ``[N]`` cloud index per point (need not be sorted).
-        ratio: fraction kept, in ``(0, 1]``; a float or a ``[B]`` tensor (one per cloud).
+        ratio: fraction kept, in ``(0, 1]``: a float, a one-element tensor or a ``[B]``
+            tensor (one per cloud); ``None`` means 0.5, as in torch-cluster.
         random_start: start each cloud at a random point instead of its first.
         batch_size: number of clouds, if known.
-        ptr: ``[B + 1]`` offsets of sorted clouds, an alternative to ``batch``.
+        ptr: ``[B + 1]`` offsets of sorted clouds (a tensor or a list of ints), an
+            alternative to ``batch``.
         backend: force a backend.
 
     Returns:
         ``[S]`` indices into ``src``, cloud by cloud, each cloud's in pick order.
     """
-    src = check_points("src", src)
-    if isinstance(ratio, Tensor):
-        if ratio.numel() == 0 or bool(((ratio <= 0) | (ratio > 1)).any()):
-            raise ValueError("every ratio must lie in (0, 1]")
-    elif not 0.0 < float(ratio) <= 1.0:
+    require_tensors(src=src, batch=batch)
+    if ratio is None:
+        ratio = 0.5
+    if not isinstance(ratio, Tensor) and not 0.0 < float(ratio) <= 1.0:
         raise ValueError(f"ratio must lie in (0, 1], got {ratio}")
+    if ptr is not None and batch is not None:
+        raise ValueError("pass either batch or ptr, not both")
+    if ptr is not None and not isinstance(ptr, Tensor):
+        ptr = torch.as_tensor(ptr)
+    ratio_t = ratio if isinstance(ratio, Tensor) else None
+    ratio_f = 0.5 if isinstance(ratio, Tensor) else float(ratio)
+    return fps_op(src, batch, ptr, ratio_f, ratio_t, bool(random_start), batch_size, backend)
+
+
+@torch.library.custom_op("lightning_pc::fps", mutates_args=())
+def fps_op(
+    src: Tensor,
+    batch: Tensor | None,
+    ptr: Tensor | None,
+    ratio: float,
+    ratio_t: Tensor | None,
+    random_start: bool,
+    batch_size: int | None,
+    backend: str | None,
+) -> Tensor:
+    """The custom op behind :func:`fps` (``ratio_t``, where given, replaces ``ratio``): all
+    data checks, the random start and the backend dispatch run in here, eagerly."""
+    src = check_points("src", src)
+    r: float | Tensor = ratio
+    if ratio_t is not None:
+        if ratio_t.numel() == 0 or bool(((ratio_t <= 0) | (ratio_t > 1)).any()):
+            raise ValueError("every ratio must lie in (0, 1]")
+        r = ratio_t
     if ptr is not None:
-        if batch is not None:
-            raise ValueError("pass either batch or ptr, not both")
-        counts = (ptr[1:] - ptr[:-1]).cpu()
-        if ptr.dim() != 1 or int(ptr[-1]) != src.size(0) or bool((counts < 0).any()):
-            raise ValueError(f"ptr must be ascending offsets ending at {src.size(0)}")
+        offsets = ptr.cpu()
+        if offsets.dim() != 1 or offsets.numel() < 2 or offsets.dtype.is_floating_point:
+            raise ValueError(
+                f"ptr must be a 1-D list or tensor of B + 1 integer offsets, got {ptr.tolist()}"
+            )
+        counts = (offsets[1:] - offsets[:-1]).long()
+        if int(offsets[0]) != 0 or int(offsets[-1]) != src.size(0) or bool((counts < 0).any()):
+            raise ValueError(
+                f"ptr must be ascending offsets from 0 to {src.size(0)}, got {offsets.tolist()}"
+            )
         batch = torch.repeat_interleave(torch.arange(counts.numel()), counts).to(src.device)
         batch_size = counts.numel()
     size = num_clouds(batch, batch_size=batch_size)
     packed = pack("src", src, batch, size)
     counts = packed.counts()
-    if isinstance(ratio, Tensor) and ratio.numel() not in (1, size):
-        raise ValueError(f"ratio has {ratio.numel()} entries for {size} clouds")
-    m = num_samples(counts, ratio)
+    if isinstance(r, Tensor) and r.numel() not in (1, size):
+        raise ValueError(f"ratio has {r.numel()} entries for {size} clouds")
+    m = num_samples(counts, r)
     if random_start:
         start = (torch.rand(size) * counts).long().clamp_max((counts - 1).clamp_min(0))
     else:
@@ -79,7 +115,13 @@ def fps(
     elif name == "torch_cluster":
         from lightning_pc.ops import _torch_cluster
 
-        idx = _torch_cluster.fps(packed, ratio, start)
+        idx = _torch_cluster.fps(packed, r, start)
     else:
         idx = _reference.fps(packed, m, start)
     return packed.original(idx.to(src.device))
+
+
+@fps_op.register_fake
+def _fps_fake(src: Tensor, *_: Any) -> Tensor:
+    num_samples = torch.library.get_ctx().new_dynamic_size()
+    return src.new_empty((num_samples,), dtype=torch.long)

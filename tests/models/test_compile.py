@@ -1,0 +1,154 @@
+"""``torch.compile`` and ``torch.export`` of the point networks.
+
+The neighbour ops are custom ops with fake kernels, so PointNet++ and DGCNN trace as one
+graph (no graph break anywhere, in training and eval), and ``torch.export`` with dynamic
+point and cloud counts gives a program whose outputs equal the eager model's on batches of
+other sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lightning_pc.models import DGCNN, PointNet2
+from tests.models.shapes import make_batch
+
+DYNAMIC = {"capture_dynamic_output_shape_ops": True}
+
+
+class Packed:
+    """The batch attributes the models read (a PyG ``Batch`` is not a pytree of tensors)."""
+
+    def __init__(self, pos: Tensor, batch: Tensor, ptr: Tensor, x: Tensor | None) -> None:
+        self.pos, self.batch, self.ptr, self.x = pos, batch, ptr, x
+
+
+class TensorsIn(nn.Module):
+    """``model(batch)`` as a function of tensors, for ``torch.export``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pos: Tensor, batch: Tensor, ptr: Tensor, x: Tensor) -> Tensor:
+        return self.model(Packed(pos, batch, ptr, x))  # type: ignore[no-any-return]
+
+
+def tiny(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    if name == "pointnet2":
+        return PointNet2(
+            num_classes=5,
+            in_channels=2,
+            ratios=[0.5, 0.5],
+            radii=[[0.4], [0.8]],
+            num_samples=[[8], [8]],
+            sa_mlps=[[[8, 16]], [[16, 16]]],
+            global_mlp=[16, 32],
+            head=[16],
+        )
+    if name == "pointnet2_seg":
+        return PointNet2(
+            num_classes=5,
+            task="semantic_segmentation",
+            in_channels=2,
+            ratios=[0.5, 0.5],
+            radii=[[0.4], [0.8]],
+            num_samples=[[8], [8]],
+            sa_mlps=[[[8, 16]], [[16, 16]]],
+            fp_mlps=[[16], [16]],
+            head=[16],
+        )
+    return DGCNN(
+        num_classes=5, in_channels=2, k=5, edge_mlps=[[8], [8, 8]], emb_dims=16, head=[16, 16]
+    )
+
+
+def args_of(sizes: list[int], seed: int) -> tuple[Tensor, ...]:
+    b = make_batch(sizes, in_channels=2, seed=seed)
+    return b.pos, b.batch, b.ptr, b.x
+
+
+NETWORKS = ["pointnet2", "pointnet2_seg", "dgcnn"]
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("name", NETWORKS)
+def test_networks_compile_without_graph_breaks(name, training):
+    model = TensorsIn(tiny(name)).train(training)
+    args = args_of([40, 33, 27], seed=1)
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(**DYNAMIC):
+        explained = torch._dynamo.explain(model)(*args)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
+    calls = {str(n.target) for g in explained.graphs for n in g.graph.nodes}
+    wanted = (
+        {"lightning_pc.knn_table.default"}
+        if name == "dgcnn"
+        else {"lightning_pc.fps.default", "lightning_pc.radius.default"}
+    )
+    assert wanted <= calls
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_export_in_eval_matches_eager_for_other_batch_sizes(name):
+    model = TensorsIn(tiny(name)).eval()
+    points, clouds = torch.export.Dim("points", min=4), torch.export.Dim("clouds_plus_1", min=3)
+    dynamic: dict[str, Any] = {
+        "pos": {0: points},
+        "batch": {0: points},
+        "ptr": {0: clouds},
+        "x": {0: points},
+    }
+    program = torch.export.export(model, args_of([40, 33], seed=2), dynamic_shapes=dynamic)
+    for sizes, seed in (([40, 33], 3), ([61, 18, 25, 30], 4)):
+        args = args_of(sizes, seed)
+        with torch.no_grad():
+            want = model(*args)
+        got = program.module()(*args)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_training_step_matches_eager():
+    """One SGD step of the compiled PointNet++ gives the eager step's loss and gradients."""
+    losses, grads = [], []
+    for compiled in (False, True):
+        model = TensorsIn(tiny("pointnet2")).train()
+        run = model
+        if compiled:
+            torch._dynamo.reset()
+            run = torch.compile(model, backend="aot_eager", fullgraph=True)
+        args = args_of([40, 33, 27], seed=5)
+        target = torch.tensor([0, 3, 1])
+        torch.manual_seed(7)  # dropout and fps's random start
+        with torch._dynamo.config.patch(**DYNAMIC):
+            loss = nn.functional.cross_entropy(run(*args), target)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(losses[0], losses[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pointnet2", "dgcnn"])
+def test_batches_of_other_sizes_reuse_the_compiled_graph(name):
+    """A PyG batch goes in as is; after the first batch, dynamic shapes cover every size:
+    five batches of different point and cloud counts compile at most twice, no breaks."""
+    from torch._dynamo.utils import counters
+
+    model = tiny(name).train()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, backend="eager")
+    with torch._dynamo.config.patch(**DYNAMIC):
+        for seed, sizes in enumerate([[40, 33], [50, 21, 30], [35, 35, 35, 20], [64, 17]]):
+            batch = make_batch(sizes, in_channels=2, seed=seed)
+            compiled(batch).sum().backward()
+    assert sum(counters["graph_break"].values()) == 0
+    assert counters["stats"]["unique_graphs"] <= 2
