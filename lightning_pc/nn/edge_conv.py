@@ -98,8 +98,9 @@ class EdgeConv(nn.Module):
         # N k edges come from sums over all points weighted by in-degrees (thousands at
         # hubs), which overflow float16 (an infinite running variance) and lose bits in
         # bfloat16; past the two matrix products above, everything is [N, C1], cheap.
+        dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(x.device.type, enabled=False):
-            return self._fused_from_terms(q.float(), p.float(), neighbours)
+            return self._fused_from_terms(q.to(dtype), p.to(dtype), neighbours)
 
     def _fused_from_terms(self, q: Tensor, p: Tensor, neighbours: Tensor) -> Tensor:
         norm = self.mlp.layers[0].norm

@@ -122,3 +122,27 @@ def test_fused_edge_conv_statistics_under_autocast(dtype: torch.dtype) -> None:
         assert (a - b).norm() / b.norm() < 1e-2
     assert torch.isfinite(out).all()
     assert (out.float() - expected).norm() / expected.norm() < TOLERANCE[dtype]
+
+
+def test_float64_stays_float64_under_autocast() -> None:
+    """The float32 islands under autocast (sparse convolution, EdgeConv statistics) widen
+    reduced precision; they never narrow a float64 model."""
+    from lightning_pc.nn.edge_conv import EdgeConv
+    from lightning_pc.nn.sparse import sparse_conv, submanifold_map
+
+    g = torch.Generator().manual_seed(0)
+    coords = torch.cat(
+        [torch.zeros(50, 1, dtype=torch.long), torch.randint(0, 6, (50, 3), generator=g)], 1
+    )
+    coords = torch.unique(coords, dim=0)
+    feats = torch.randn(coords.size(0), 4, generator=g, dtype=torch.float64)
+    weight = torch.randn(27, 4, 5, generator=g, dtype=torch.float64)
+    kmap = submanifold_map(coords, 3)
+    expected = sparse_conv(feats, weight, kmap)
+    conv = EdgeConv(4, [8]).double()
+    nbr = torch.randint(0, coords.size(0), (coords.size(0), 5), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse_conv(feats, weight, kmap)
+        edge = conv(feats, nbr)
+    assert out.dtype == torch.float64 and edge.dtype == torch.float64
+    torch.testing.assert_close(out, expected)
