@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python benchmarks/ops.py`` (``--device cuda`` on a GPU machine). Prints,
 for each op and size, the median time in milliseconds of our op (automatic backend) and of
 each peer installed, measured in this run, and our ratio to the fastest peer and to
-torch-cluster (< 1 means we are faster). On a GPU the inputs live there, every timed call
-ends with a device synchronisation, and the CPU-only peers (scipy, fpsample, Open3D's CPU
-ops) are left out; torch-cluster takes part where its build has CUDA kernels. Peers run with their fastest settings: every
-core for torch-cluster (``num_workers``), scipy (``workers=-1``) and Open3D.
+torch-cluster (< 1 means we are faster). Peers run with their fastest settings: every
+core for torch-cluster (``num_workers``), scipy (``workers=-1``) and Open3D. On a GPU the
+inputs live there, every timed call ends with a device synchronisation, and the CPU-only
+peers (scipy, fpsample, Open3D's CPU ops) are left out; torch-cluster takes part where its
+build has CUDA kernels.
 """
 
 from __future__ import annotations

@@ -12,10 +12,11 @@ of the peak resident set size over the resident size just before the first step 
 cross-entropy, backward and an SGD update; the first two steps are warm-up, the median of
 the rest is reported. The implementations of a model run in alternating order over
 ``--rounds`` rounds (timings pooled, peak memory the largest), so that load from other
-processes on a shared machine weighs on both alike. ``--precision bf16-mixed`` / ``16-mixed``
-runs forward and loss under ``torch.autocast`` in that dtype, as Lightning does (float16 with
-a gradient scaler). Without torch-cluster the PyG rows are left out. Clouds are points sampled on the surfaces of random spheres, boxes,
-tori and cylinders (random sizes and rotations), scaled into the unit ball.
+processes on a shared machine weighs on both alike. Clouds are points sampled on the
+surfaces of random spheres, boxes, tori and cylinders (random sizes and rotations), scaled
+into the unit ball. ``--precision bf16-mixed`` / ``16-mixed`` runs forward and loss under
+``torch.autocast`` in that dtype, as Lightning does (float16 with a gradient scaler).
+Without torch-cluster the PyG rows are left out.
 """
 
 from __future__ import annotations
