@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: test demo demo-ops install sysdeps lint bench clean
+.PHONY: test demo demo-ops install sysdeps lint bench clean gpu-check
 
 # --- setup, in stages; each stage leaves a stamp so a second run takes seconds -------------
 
@@ -70,6 +70,12 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# On a GPU machine, offline, with the python3 that holds torch (no install step): the gpu
+# tests, then the ops / train-step / sparse-conv benchmarks on CUDA, one table (< 8 min).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 # Open3D's torch ops are compiled against a CUDA build of torch and cannot load beside the
 # CPU torch of .venv; this builds a side environment (several GB) so that benchmarks/ops.py

@@ -4,7 +4,10 @@ Run: ``.venv/bin/python benchmarks/ops.py`` (``--device cuda`` on a GPU machine)
 for each op and size, the median time in milliseconds of our op (automatic backend) and of
 each peer installed, measured in this run, and our ratio to the fastest peer and to
 torch-cluster (< 1 means we are faster). Peers run with their fastest settings: every
-core for torch-cluster (``num_workers``), scipy (``workers=-1``) and Open3D.
+core for torch-cluster (``num_workers``), scipy (``workers=-1``) and Open3D. On a GPU the
+inputs live there, every timed call ends with a device synchronisation, and the CPU-only
+peers (scipy, fpsample, Open3D's CPU ops) are left out; torch-cluster takes part where its
+build has CUDA kernels.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import clouds, fmt_ms, median_time, print_table, scene  # noqa: E402
 
 from lightning_pc import ops  # noqa: E402
+from lightning_pc.ops._backend import resolve, torch_cluster_has_cuda  # noqa: E402
 
 Peers = dict[str, Callable[[], object] | None]
 
@@ -160,6 +164,19 @@ def open3d_subprocess(
         return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a synchronisation of ``device`` (asynchronous on a GPU)."""
+    if device.type != "cuda":
+        return fn
+
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -174,6 +191,13 @@ def main() -> None:
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, {threads} threads, device {device}")
+    if device.type != "cpu":
+        global tc, o3d_ops, scipy_spatial, fpsample
+        o3d_ops = scipy_spatial = fpsample = None  # CPU-only peers
+        if tc is not None and not torch_cluster_has_cuda():
+            tc = None
+        backends = {op: resolve(op, device, None) for op in ("knn", "radius", "fps", "grid")}
+        print("our backends on", device, "-", ", ".join(f"{k}: {v}" for k, v in backends.items()))
     print(
         "peers:",
         ", ".join(
@@ -192,6 +216,8 @@ def main() -> None:
     q16, qb16 = clouds(16, 512, seed=1)
     big = scene(100_000, seed=2)
     b0 = torch.zeros(big.size(0), dtype=torch.long)
+    if device.type != "cpu":
+        x16, b16, q16, qb16, big, b0 = (t.to(device) for t in (x16, b16, q16, qb16, big, b0))
     cases: list[tuple[str, Callable[[], object], Peers]] = [
         (
             "knn_graph k=20, 16x1024",
@@ -269,7 +295,7 @@ def main() -> None:
             },
         ]
         o3d_times = open3d_subprocess(args.open3d_python, o3d_cases, arrays, args.repeat)
-    elif o3d_ops is None:
+    elif o3d_ops is None and device.type == "cpu":
         print(
             f"open3d: its torch ops do not load beside a CPU torch and {args.open3d_python} "
             "does not exist (make bench-peers builds it)"
@@ -277,9 +303,10 @@ def main() -> None:
     peer_names = ["torch-cluster", "open3d", "scipy cKDTree", "fpsample"]
     rows = []
     for name, ours, peers in cases:
-        t_ours = median_time(ours, repeat=args.repeat)
+        t_ours = median_time(synced(ours, device), repeat=args.repeat)
         times = {
-            p: (median_time(fn, repeat=args.repeat) if fn else None) for p, fn in peers.items()
+            p: (median_time(synced(fn, device), repeat=args.repeat) if fn else None)
+            for p, fn in peers.items()
         }
         if name in o3d_times:
             times["open3d"] = o3d_times[name]

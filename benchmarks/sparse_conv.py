@@ -21,6 +21,10 @@ input and weight gradients, the weight and its own neighbour map.
 
 spconv, torchsparse and MinkowskiEngine are not installable here (no wheels for this
 torch / CPU-only, or need a CUDA compiler): they are listed as n/a.
+
+``--device cuda`` times ours alone on the GPU (synchronised; Open3D's CUDA ops need its CUDA
+build): the map build and forward + backward, and the peak of one forward + backward above
+the inputs from ``torch.cuda.max_memory_allocated``, with the same ratio.
 """
 
 from __future__ import annotations
@@ -149,6 +153,68 @@ def fmt_mb(b: float | None) -> str:
     return "n/a" if b is None else f"{b / 2**20:.0f}"
 
 
+def main_device(args: argparse.Namespace) -> None:
+    """Ours alone (on a GPU): map build, forward + backward (synchronised), peak memory
+    (on CUDA only)."""
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    name = torch.cuda.get_device_name(device) if cuda else "CPU"
+    print(f"torch {torch.__version__}, device {device} ({name})")
+    g = torch.Generator().manual_seed(0)
+    weight = (torch.randn(27, CHANNELS, CHANNELS, generator=g) / (27 * CHANNELS) ** 0.5).to(device)
+
+    def synced(fn):
+        def run() -> None:
+            fn()
+            if cuda:
+                torch.cuda.synchronize(device)
+
+        return run
+
+    rows = []
+    for size in args.sizes:
+        coords = sites_for(size).to(device)
+        n = coords.size(0)
+        feats = torch.randn(n, CHANNELS, generator=g).to(device)
+        grad = torch.randn(n, CHANNELS, generator=g).to(device)
+        t_map = median_time(synced(lambda c=coords: submanifold_map(c, 3)), args.repeat)
+        kmap = submanifold_map(coords, 3)
+        f = feats.clone().requires_grad_()
+        w = weight.clone().requires_grad_()
+
+        def step(f=f, w=w, kmap=kmap, grad=grad) -> None:
+            f.grad = w.grad = None
+            sparse_conv(f, w, kmap).backward(grad)
+
+        t_ours = median_time(synced(step), args.repeat)
+        memory = "n/a"
+        if cuda:
+            f.grad = w.grad = None
+            torch.cuda.synchronize(device)
+            base = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            step()
+            torch.cuda.synchronize(device)
+            peak = torch.cuda.max_memory_allocated(device) - base
+            feat_bytes = n * CHANNELS * 4
+            must = 5 * feat_bytes + 2 * weight.numel() * 4 + map_nbytes(kmap)
+            inputs = 2 * feat_bytes + weight.numel() * 4 + map_nbytes(kmap)
+            memory = f"{fmt_mb(peak)} ({(inputs + peak) / must:.2f})"
+        rows.append(
+            [
+                f"{n:,}",
+                f"{kmap.num_pairs / n:.1f}",
+                f"{t_ours * 1e3:.1f}",
+                f"{t_map * 1e3:.1f}",
+                memory,
+            ]
+        )
+        del kmap, f, w
+    print_table(
+        ["voxels", "pairs/voxel", "ours fwd+bwd ms", "ours map ms", "ours peak MiB (ratio)"], rows
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 400_000])
@@ -158,10 +224,17 @@ def main() -> None:
         type=Path,
         default=Path(os.environ.get("LPC_OPEN3D_PYTHON", DEFAULT_O3D_PYTHON)),
     )
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (ours alone)")
+    parser.add_argument(
+        "--ours-only", action="store_true", help="the --device cuda table, on any device"
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("NPZ", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
+        return
+    if args.device != "cpu" or args.ours_only:
+        main_device(args)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     g = torch.Generator().manual_seed(0)

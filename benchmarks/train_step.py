@@ -4,6 +4,7 @@ before 2.8).
 
     python benchmarks/train_step.py                      # CPU, batch 32 x 1024, 40 classes
     python benchmarks/train_step.py --device cuda --steps 20
+    python benchmarks/train_step.py --precision bf16-mixed --only ours   # under autocast
 
 Each row runs in a fresh subprocess, so peak memory is that model's own: on CPU the rise
 of the peak resident set size over the resident size just before the first step (glibc
@@ -11,13 +12,18 @@ of the peak resident set size over the resident size just before the first step 
 cross-entropy, backward and an SGD update; the first two steps are warm-up, the median of
 the rest is reported. The implementations of a model run in alternating order over
 ``--rounds`` rounds (timings pooled, peak memory the largest), so that load from other
-processes on a shared machine weighs on both alike. Clouds are points sampled on the surfaces of random spheres, boxes,
-tori and cylinders (random sizes and rotations), scaled into the unit ball.
+processes on a shared machine weighs on both alike. Clouds are points sampled on the
+surfaces of random spheres, boxes, tori and cylinders (random sizes and rotations), scaled
+into the unit ball. ``--precision bf16-mixed`` / ``16-mixed`` runs forward and loss under
+``torch.autocast`` in that dtype, as Lightning does (float16 with a gradient scaler).
+Without torch-cluster the PyG rows are left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -185,13 +191,20 @@ def worker(args: argparse.Namespace) -> None:
         base = torch.cuda.memory_allocated() / 2**20
     else:
         base = rss_mib()
+    dtype = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[args.precision]
+    scaler = torch.amp.GradScaler(device, enabled=dtype is torch.float16)
     times = []
     for _ in range(args.steps + 2):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(data), data.y)
-        loss.backward()
-        opt.step()
+        autocast = (
+            torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        )
+        with autocast:
+            loss = F.cross_entropy(model(data).float(), data.y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -213,6 +226,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--only", default="", help="substring filter on 'model impl'")
+    p.add_argument(
+        "--precision",
+        default="32",
+        choices=["32", "bf16-mixed", "16-mixed"],
+        help="autocast dtype of forward and loss (Lightning's names)",
+    )
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -222,14 +241,19 @@ def main() -> None:
     print(
         f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"batch {args.batch} x {args.points} points, {args.classes} classes, "
-        f"median of {args.rounds} x {args.steps} steps (2 warm-up steps per run)"
+        f"median of {args.rounds} x {args.steps} steps (2 warm-up steps per run), "
+        f"precision {args.precision}"
     )
+    has_tc = importlib.util.find_spec("torch_cluster") is not None
+    if not has_tc:
+        print("torch-cluster is not installed: the PyG rows (which use it) are left out")
     print(
         f"| {'model':<15} | {'implementation':<18} | {'params':>9} | {'step (s)':>8} | {'peak (MiB)':>10} | {'speed-up':>8} |"
     )
     print(f"|{'-' * 17}|{'-' * 20}|{'-' * 11}|{'-' * 10}|{'-' * 12}|{'-' * 10}|")
     for model, impls in MODELS.items():
         impls = [i for i in impls if not args.only or args.only in f"{model} {i}"]
+        impls = [i for i in impls if has_tc or i != "pyg"]
         times: dict[str, list[float]] = {i: [] for i in impls}
         peaks: dict[str, float] = {}
         params: dict[str, int] = {}
@@ -259,6 +283,7 @@ def main() -> None:
 def worker_cmd(args: argparse.Namespace, model: str, impl: str) -> list[str]:
     opts = {"--model": model, "--impl": impl, "--device": args.device, "--batch": args.batch}
     opts.update({"--points": args.points, "--classes": args.classes, "--steps": args.steps})
+    opts["--precision"] = args.precision
     return [sys.executable, __file__, *[str(t) for kv in opts.items() for t in kv]]
 
 

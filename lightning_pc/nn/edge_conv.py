@@ -91,8 +91,19 @@ class EdgeConv(nn.Module):
         return nbr_term, centre_term
 
     def _forward_fused(self, x: Tensor, neighbours: Tensor) -> Tensor:
-        norm = self.mlp.layers[0].norm
         q, p = self._point_terms(x)  # [N, C1] each
+        if torch.finfo(q.dtype).bits >= 32 and not torch.is_autocast_enabled(x.device.type):
+            return self._fused_from_terms(q, p, neighbours)
+        # Under autocast the rest runs in float32 with autocast off: the batch statistics of
+        # N k edges come from sums over all points weighted by in-degrees (thousands at
+        # hubs), which overflow float16 (an infinite running variance) and lose bits in
+        # bfloat16; past the two matrix products above, everything is [N, C1], cheap.
+        dtype = torch.promote_types(q.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._fused_from_terms(q.to(dtype), p.to(dtype), neighbours)
+
+    def _fused_from_terms(self, q: Tensor, p: Tensor, neighbours: Tensor) -> Tensor:
+        norm = self.mlp.layers[0].norm
         num_points, k = neighbours.shape
         if norm.training or norm.running_mean is None:
             num_edges = num_points * k

@@ -6,7 +6,9 @@ neighbours (up to exact distance ties):
 - ``"padded"``: the clouds are laid out as ``[B, n_max, C]`` and all pairwise squared
   distances :math:`\\lVert x_i \\rVert^2 - 2 x_i^\\top x_j + \\lVert x_j \\rVert^2` come from
   one batched matrix product, then ``topk``: dense BLAS work, which is what makes
-  high-dimensional kNN fast (tree searches degrade to brute force above a few dimensions);
+  high-dimensional kNN fast (tree searches degrade to brute force above a few dimensions).
+  No distance block exceeds 2**26 elements (256 MiB in float32): small clouds go several
+  to a block, a cloud above 8192 points is split into blocks of query rows;
 - ``"packed"``: :func:`lightning_pc.ops.knn` on the packed rows.
 
 Each point is its own nearest neighbour, as in the reference implementation. A cloud with
@@ -26,9 +28,21 @@ from lightning_pc.ops import knn
 
 KnnMode = Literal["padded", "packed"]
 
-# Upper bound on the elements of one pairwise-distance block (clouds are processed in
-# chunks so that B * n_max**2 stays below it: 2**26 floats = 256 MiB).
+# Upper bound on the elements of one pairwise-distance block: 2**26 float32 = 256 MiB. Small
+# clouds are processed several at a time (b * n_max**2 <= _MAX_BLOCK); a cloud with more than
+# sqrt(_MAX_BLOCK) = 8192 points in query-row blocks of its own ([rows, n] with
+# rows * n <= _MAX_BLOCK), so the padded path's memory is bounded whatever the cloud size.
 _MAX_BLOCK = 1 << 26
+
+
+def query_rows(n: int, budget: int | None = None) -> int:
+    """Query rows per ``[rows, n]`` distance block of a cloud of ``n`` points within
+    ``budget`` elements (default ``_MAX_BLOCK``; at least one row)."""
+    return max(1, (_MAX_BLOCK if budget is None else budget) // max(n, 1))
+
+
+def _at_least_float32(x: Tensor) -> Tensor:
+    return x.float() if torch.finfo(x.dtype).bits < 32 else x
 
 
 def _fill_short_rows(table: Tensor, lengths: Tensor, k: int) -> Tensor:
@@ -48,9 +62,12 @@ def knn_table_padded(x: Tensor, ptr: Tensor, k: int) -> Tensor:
         ptr: ``[B + 1]`` offsets.
         k: neighbours per point, self included.
     """
+    x = _at_least_float32(x)  # see knn_table
     lengths = lengths_from_ptr(ptr)  # [B]
     num_clouds = lengths.numel()
     n_max = int(lengths.max())
+    if n_max * n_max > _MAX_BLOCK:
+        return _knn_table_blocked(x, ptr, lengths, k)
     kk = min(k, n_max)
     uniform = bool((lengths == n_max).all())
     if uniform:
@@ -76,12 +93,39 @@ def knn_table_padded(x: Tensor, ptr: Tensor, k: int) -> Tensor:
         if valid is not None:
             d.masked_fill_(~valid[s : s + chunk, None, :], float("inf"))
         tables.append(d.topk(kk, dim=-1, largest=False, sorted=True).indices)  # [b, n, kk]
+        del d  # before the next block is allocated: one block at a time
     table = torch.cat(tables, 0) + ptr[:-1, None, None]  # [B, n, kk]
     table = table.view(-1, kk) if uniform else table[valid]  # [N, kk]
     if kk < k:
         table = torch.cat([table, table[:, :1].expand(-1, k - kk)], 1)
     if not uniform and int(lengths.min()) < k:
         table = _fill_short_rows(table, lengths, k)
+    return table
+
+
+def _knn_table_blocked(x: Tensor, ptr: Tensor, lengths: Tensor, k: int) -> Tensor:
+    """The padded path for large clouds: one cloud at a time, in blocks of query rows, so
+    that no distance block holds more than ``_MAX_BLOCK`` elements."""
+    table = torch.empty(x.size(0), k, dtype=torch.long, device=x.device)
+    for start, n in zip(ptr[:-1].tolist(), lengths.tolist(), strict=True):
+        if n == 0:
+            continue
+        cloud = x[start : start + n]  # [n, C]
+        sq = cloud.square().sum(-1)  # [n]
+        kk = min(k, n)
+        rows = query_rows(n)
+        block = x.new_empty(min(rows, n), n)  # one buffer for every block of this cloud
+        for r in range(0, n, rows):
+            m = min(rows, n - r)
+            d = block[:m]
+            torch.addmm(sq[r : r + m, None], cloud[r : r + m], cloud.t(), alpha=-2.0, out=d)
+            d += sq[None, :]  # [m, n]
+            nearest = d.topk(kk, dim=-1, largest=False, sorted=True).indices + start
+            out = table[start + r : start + r + m]
+            out[:, :kk] = nearest
+            if kk < k:
+                out[:, kk:] = nearest[:, :1]
+        del block
     return table
 
 
@@ -108,13 +152,19 @@ def knn_table_packed(x: Tensor, batch: Tensor, ptr: Tensor, k: int) -> Tensor:
 def knn_table(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: KnnMode = "padded") -> Tensor:
     """``[N, k]`` nearest neighbours of every point among the points of its cloud.
 
+    Distances are computed with autocast off, in float32 for bfloat16 or float16 ``x``:
+    under mixed precision the features arrive in bfloat16 or float16, whose 8 or 11
+    significant bits cannot order close neighbours (and float16 squared norms overflow
+    past 65504).
+
     Runs as the custom op ``torch.ops.lightning_pc.knn_table``: its output shape is known
     from the inputs' (``[N, k]``), so ``torch.compile`` and ``torch.export`` trace a model
     through it without reading the cloud sizes.
     """
     if mode not in ("padded", "packed"):
         raise ValueError(f"unknown kNN mode {mode!r}; expected 'padded' or 'packed'")
-    return knn_table_op(x.detach(), batch, ptr, int(k), mode)
+    with torch.autocast(x.device.type, enabled=False):
+        return knn_table_op(_at_least_float32(x.detach()), batch, ptr, int(k), mode)
 
 
 @torch.library.custom_op("lightning_pc::knn_table", mutates_args=())

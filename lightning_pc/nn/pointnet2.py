@@ -242,6 +242,8 @@ class FeaturePropagation(nn.Module):
         if pos_coarse is None:
             h = x_coarse[batch]  # [N, C]
         else:
+            # in the coordinates' dtype: under autocast x_coarse arrives in bfloat16/float16
+            x_coarse = x_coarse.to(pos_coarse.dtype)
             h = knn_interpolate(x_coarse, pos_coarse, pos, batch_coarse, batch, k=self.k)
         if x_skip is not None:
             h = torch.cat([h, x_skip], 1)  # [N, C + C_skip]

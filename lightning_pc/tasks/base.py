@@ -23,6 +23,7 @@ from lightning_pc.data.seeding import epoch_sample_seed, global_seed
 from lightning_pc.models import create_model
 from lightning_pc.tasks.distributed import use_unpadded_eval_loaders
 from lightning_pc.tasks.guards import NonFiniteError, describe_clouds, nonfinite_clouds
+from lightning_pc.tasks.precision import warn_if_slow_precision
 
 #: key of the task's own entries in a checkpoint
 CHECKPOINT_KEY = "lightning_pc"
@@ -125,9 +126,16 @@ class BaseTask(L.LightningModule):
         distributed metrics would count some clouds twice; see
         :mod:`lightning_pc.tasks.distributed`. With this, DDP validation and test metrics
         equal a single-process evaluation.
+
+        Also warns (once, on rank zero) when the trainer's precision is one that this CPU
+        emulates (``bf16-mixed`` without bfloat16 instructions, say): see
+        :mod:`lightning_pc.tasks.precision`.
         """
         trainer = self._trainer
-        if trainer is None or trainer.world_size <= 1:
+        if trainer is None:
+            return
+        warn_if_slow_precision(trainer.precision, trainer.strategy.root_device.type)
+        if trainer.world_size <= 1:
             return
         datamodule = getattr(trainer, "datamodule", None)
         if datamodule is not None:

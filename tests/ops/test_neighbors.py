@@ -197,19 +197,6 @@ def test_float64_inputs_work_on_every_backend():
     assert all(s == sets[0] for s in sets)
 
 
-@pytest.mark.gpu
-def test_cuda_matches_cpu():
-    x, bx = batch_of_clouds([2000, 1500], seed=13)
-    y, by = batch_of_clouds([500, 400], seed=14)
-    cpu_knn = ops.knn(x, y, 16, bx, by)
-    cuda_knn = ops.knn(x.cuda(), y.cuda(), 16, bx.cuda(), by.cuda()).cpu()
-    assert edge_set(cpu_knn) == edge_set(cuda_knn)
-    cpu_r = ops.radius(x, y, 0.2, bx, by, 32)
-    for b in ("torch", None):
-        cuda_r = ops.radius(x.cuda(), y.cuda(), 0.2, bx.cuda(), by.cuda(), 32, backend=b).cpu()
-        assert edge_set(cpu_r) == edge_set(cuda_r)
-
-
 def test_knn_numba_tree_on_uneven_density_and_far_queries():
     # a dense blob, a sparse shell and queries far outside the cloud's bounding box
     g = torch.Generator().manual_seed(60)

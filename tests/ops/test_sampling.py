@@ -113,13 +113,3 @@ def test_fps_empty_cloud_in_batch():
     bx = torch.tensor([0] * 30 + [2] * 20)  # cloud 1 is empty
     idx = ops.fps(x, bx, 0.5, random_start=True)
     assert torch.bincount(bx[idx], minlength=3).tolist() == [15, 0, 10]
-
-
-@pytest.mark.gpu
-def test_fps_cuda_matches_cpu():
-    x, bx = batch_of_clouds([2048, 1024], seed=30)
-    cpu = ops.fps(x, bx, 0.25, random_start=False)
-    for b in ("torch", None):
-        assert torch.equal(
-            ops.fps(x.cuda(), bx.cuda(), 0.25, random_start=False, backend=b).cpu(), cpu
-        )

@@ -130,7 +130,16 @@ class _SparseConvFunction(torch.autograd.Function):
 
 def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
     """Differentiable sparse convolution of ``feats`` [N_in, C_in] with ``weight`` [K, C_in,
-    C_out] over ``kmap``; returns [N_out, C_out]."""
+    C_out] over ``kmap``; returns [N_out, C_out].
+
+    Under autocast (``precision="bf16-mixed"`` / ``"16-mixed"``) it runs with autocast off in
+    float32 (float64 for float64 inputs) and returns that: each output row accumulates up to
+    ``K`` products in place, which bfloat16's 8 significant bits would round at every offset.
+    """
+    if torch.is_autocast_enabled(feats.device.type):
+        dtype = torch.promote_types(torch.promote_types(feats.dtype, weight.dtype), torch.float32)
+        with torch.autocast(feats.device.type, enabled=False):
+            return sparse_conv(feats.to(dtype), weight.to(dtype), kmap)
     if weight.dim() != 3 or weight.size(0) != kmap.kernel_volume:
         raise ValueError(
             f"weight must be [K={kmap.kernel_volume}, C_in, C_out], got {tuple(weight.shape)}"
