@@ -678,7 +678,9 @@ def test_a_stalled_ddp_rank_stops_the_others_with_a_clear_message(tmp_path: Path
         "--trainer.callbacks+=tests.reliability.test_training_faults.Stall",
     ]
     log = tmp_path / "out.txt"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    root = str(Path(__file__).resolve().parents[2])  # the Stall callback is imported from here
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
     with log.open("w") as out:
         proc = subprocess.Popen(
             args,
