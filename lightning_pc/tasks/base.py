@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric
 
 from lightning_pc.data.seeding import epoch_sample_seed, global_seed
 from lightning_pc.models import create_model
+from lightning_pc.nn.norm_warmup import BatchNormWarmup
 from lightning_pc.tasks.distributed import use_unpadded_eval_loaders
 from lightning_pc.tasks.guards import NonFiniteError, describe_clouds, nonfinite_clouds
 from lightning_pc.tasks.precision import warn_if_slow_precision
@@ -61,6 +62,11 @@ class BaseTask(L.LightningModule):
     alone, so ``fit --ckpt_path`` from an end-of-epoch checkpoint continues exactly as the
     uninterrupted run.
 
+    Batch norm: the running statistics of every batch-norm layer are the cumulative average
+    of the batch statistics for its first ``1 / momentum`` training steps (then the usual
+    exponential average), so evaluation is right from the first epoch; see
+    :mod:`lightning_pc.nn.norm_warmup`.
+
     Args:
         model: the network instance, when the subclass was given one (``None``: build
             ``hparams.model`` from the registry in :meth:`configure_models`).
@@ -85,6 +91,7 @@ class BaseTask(L.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.configure_metrics()
+        self._norm_warmup = BatchNormWarmup()
 
     # --- overridable construction -----------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
@@ -322,13 +329,20 @@ class BaseTask(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Re-seed the global generators at the first batch of each epoch (see the class
-        docstring); subclasses overriding this hook call ``super()``."""
+        docstring) and keep the batch-norm statistics still warming up; subclasses
+        overriding this hook call ``super()``."""
+        self._norm_warmup.before_step(self.model)
         if batch_idx == 0:
             salted = self._run_seed() ^ _RNG_SALT  # apart from the samplers' seeds
             seed = epoch_sample_seed(salted, self.current_epoch, self.global_rank)
             torch.manual_seed(seed)
             np.random.seed(seed % (1 << 32))
             random.seed(seed)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Batch-norm warm-up (see the class docstring); subclasses overriding this hook
+        call ``super()``."""
+        self._norm_warmup.after_step()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drawn = getattr(self, "_drawn_seed", None)
