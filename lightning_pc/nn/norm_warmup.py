@@ -8,19 +8,19 @@ after ``t`` steps and stays wrong for tens of steps, so the network in eval mode
 normalises with the running statistics) predicts one class for the first epochs while the
 same weights in train mode are right.
 
-The warm-up here replaces the first updates by the cumulative average of the batch
-statistics seen so far: the factor of the ``t``-th update (``t = 1, 2, ...``, counted by
-the layer's ``num_batches_tracked``) is
+The warm-up here replaces the first updates: the factor of the ``t``-th update
+(``t = 1, 2, ...``, counted by the layer's ``num_batches_tracked``) is
 
 .. math::
-    f_t = \max(1 / t, \mathrm{momentum}),
+    f_t = \max\big(1 / t,\; 0.5 \cdot 2^{-t / 20},\; \mathrm{momentum}\big),
 
-so the first update *sets* the statistics to those of the first batch, the next ones
-average, and from ``t = 1 / momentum`` on the update is the usual exponential one. The
-initial values 0 and 1 never enter. This is the cumulative moving average that PyTorch
-uses for ``momentum=None``, ended where it would weigh new batches less than the
-exponential average does (PointNet++'s TensorFlow release gets the same effect by starting
-the momentum at 0.5 and lowering it on a schedule).
+so the first update *sets* the statistics to those of the first batch (the initial 0 and 1
+never enter), and the next ones follow the batch statistics closely (a momentum of 0.5,
+halved every 20 steps) while the weights still change fast, until the factor reaches the
+layer's own ``momentum`` (after 46 steps for 0.1) and the usual exponential update takes
+over. The start at 0.5 is PointNet++'s (the authors' TensorFlow release schedules the
+batch-norm momentum from 0.5 down to 0.01); ``1 / t`` is the cumulative average that
+PyTorch uses for ``momentum=None``.
 
 It works on whatever the network's layers did during the step (``nn.BatchNorm*``,
 ``SyncBatchNorm``, the fused kernels of :mod:`lightning_pc.nn.fused`, compiled or not): the
@@ -39,10 +39,24 @@ resumed from a checkpoint continues exactly.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+#: momentum of the first updates (PointNet++'s initial batch-norm momentum)
+START = 0.5
+#: updates over which the early momentum halves
+HALF_LIFE = 20.0
+
+
+def warmup_factor(t: int, momentum: float) -> float:
+    """Weight of the batch statistics in the ``t``-th update (``t >= 1``) of a layer with
+    ``momentum``."""
+    return max(1.0 / t, START * 0.5 ** (t / HALF_LIFE), momentum)
 
 
 def _warming(module: nn.Module) -> bool:
@@ -52,7 +66,8 @@ def _warming(module: nn.Module) -> bool:
     tracked = module.num_batches_tracked
     if module.running_mean is None or module.running_var is None or tracked is None:
         return False
-    return 0 < module.momentum < 1 and int(tracked) * module.momentum < 1
+    momentum = float(module.momentum)
+    return 0 < momentum < 1 and warmup_factor(int(tracked) + 1, momentum) > momentum
 
 
 class BatchNormWarmup:
@@ -60,8 +75,8 @@ class BatchNormWarmup:
 
     Call :meth:`before_step` before a training forward pass and :meth:`after_step` after
     it (and after anything that may put the buffers back, such as a skipped batch). Both
-    do nothing once every layer is past its warm-up (``1 / momentum`` updates: 10 by
-    default).
+    do nothing once every layer is past its warm-up (46 updates for the default momentum
+    of 0.1).
     """
 
     def __init__(self) -> None:
@@ -69,23 +84,26 @@ class BatchNormWarmup:
 
     def before_step(self, model: nn.Module) -> None:
         """Keep the running statistics of the layers still warming up."""
-        self._saved = [
-            (m, int(m.num_batches_tracked), m.running_mean.clone(), m.running_var.clone())  # type: ignore[arg-type, union-attr]
-            for m in model.modules()
-            if _warming(m)
-        ]
+        self._saved = []
+        for m in model.modules():
+            if _warming(m):
+                assert isinstance(m, _BatchNorm)
+                mean, var = cast(Tensor, m.running_mean), cast(Tensor, m.running_var)
+                tracked = int(cast(Tensor, m.num_batches_tracked))
+                self._saved.append((m, tracked, mean.clone(), var.clone()))
 
     @torch.no_grad()
     def after_step(self) -> None:
         """Rescale the update of this step to the cumulative average (see the module)."""
         for norm, before, mean0, var0 in self._saved:
-            after = int(norm.num_batches_tracked)  # type: ignore[arg-type]
+            after = int(cast(Tensor, norm.num_batches_tracked))
             k = after - before
             if k <= 0:  # not run this step, or its buffers were put back
                 continue
             momentum = float(norm.momentum)  # type: ignore[arg-type]
             given = 1.0 - (1.0 - momentum) ** k
-            wanted = max(k / after, given)
+            # the k batches of this step weighed as one update, numbered ``after``
+            wanted = max(k / after, warmup_factor(after, momentum), given)
             scale = wanted / given
             for running, saved in ((norm.running_mean, mean0), (norm.running_var, var0)):
                 assert running is not None

@@ -62,10 +62,10 @@ class BaseTask(L.LightningModule):
     alone, so ``fit --ckpt_path`` from an end-of-epoch checkpoint continues exactly as the
     uninterrupted run.
 
-    Batch norm: the running statistics of every batch-norm layer are the cumulative average
-    of the batch statistics for its first ``1 / momentum`` training steps (then the usual
-    exponential average), so evaluation is right from the first epoch; see
-    :mod:`lightning_pc.nn.norm_warmup`.
+    Batch norm: the first training step sets the running statistics of every batch-norm
+    layer to its batch statistics, and the next ones follow them with a momentum from 0.5
+    down to the layer's own (over 46 steps for 0.1), so evaluation is right from the first
+    epoch; see :mod:`lightning_pc.nn.norm_warmup`.
 
     Args:
         model: the network instance, when the subclass was given one (``None``: build

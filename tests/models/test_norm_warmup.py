@@ -1,4 +1,4 @@
-"""The batch-norm warm-up: cumulative averages first, the usual exponential update after."""
+"""The batch-norm warm-up: early updates with the scheduled factor, the usual one after."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lightning_pc.models import create_model
-from lightning_pc.nn.norm_warmup import BatchNormWarmup
+from lightning_pc.nn.norm_warmup import BatchNormWarmup, warmup_factor
 from tests.models.shapes import make_batch
 
 TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8, 8]], [[16]]], global_mlp=[16], head=[16])
@@ -23,27 +23,30 @@ def batches(n: int) -> list:
 
 
 @torch.no_grad()
-def test_first_updates_are_the_cumulative_average() -> None:
-    """PyTorch's ``momentum=None`` (cumulative average) is the oracle for the first 10
-    steps, through PointNet++'s fused CPU kernels and ``nn.BatchNorm1d`` alike."""
+def test_updates_follow_the_schedule_then_the_layer_momentum() -> None:
+    """The oracle sets each layer's momentum to the scheduled factor before each step; the
+    warm-up reaches the same statistics by rescaling whatever the layers did, here through
+    PointNet++'s fused CPU kernels and ``nn.BatchNorm1d`` alike."""
     torch.manual_seed(0)
     model = create_model("pointnet2_ssg", num_classes=4, random_start=False, **TINY).train()
     oracle = copy.deepcopy(model)
-    for m in norms(oracle):
-        m.momentum = None
+    assert warmup_factor(1, 0.1) == 1.0 and warmup_factor(46, 0.1) > 0.1
+    assert warmup_factor(47, 0.1) == 0.1
     warmup = BatchNormWarmup()
-    for batch in batches(10):
+    for t, batch in enumerate(batches(46), start=1):
         warmup.before_step(model)
         model(batch)
         warmup.after_step()
+        for m in norms(oracle):
+            m.momentum = warmup_factor(t, 0.1)
         oracle(batch)
     for ours, theirs in zip(norms(model), norms(oracle), strict=True):
-        assert int(ours.num_batches_tracked) == 10  # type: ignore[arg-type]
+        assert int(ours.num_batches_tracked) == 46  # type: ignore[arg-type]
         torch.testing.assert_close(ours.running_mean, theirs.running_mean)
         torch.testing.assert_close(ours.running_var, theirs.running_var)
-    # past the warm-up: the usual exponential update with momentum 0.1
+    # past the warm-up: the layer's own exponential update, untouched
     plain = copy.deepcopy(model)
-    batch = batches(11)[-1]
+    batch = batches(47)[-1]
     warmup.before_step(model)
     model(batch)
     warmup.after_step()
@@ -81,7 +84,7 @@ def test_put_back_buffers_and_other_layers_are_left_alone() -> None:
     warmup.after_step()
     assert all(torch.equal(b, v) for b, v in zip(model.buffers(), saved, strict=True))
     # a layer past its warm-up (a loaded checkpoint, say) and a momentum=None layer
-    model[1].num_batches_tracked.fill_(50)
+    model[1].num_batches_tracked.fill_(60)
     plain = copy.deepcopy(model)
     warmup.before_step(model)
     model(x)
