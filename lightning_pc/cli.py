@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import sys
@@ -87,7 +88,11 @@ class PointCloudCLI(LightningCLI):
     - ``--ddp_timeout SECONDS`` (else the ``LIGHTNING_PC_DDP_TIMEOUT`` environment
       variable, else Lightning's 1800 s) is how long a DDP rank waits for the others at a
       collective operation before it stops with :class:`DDPTimeoutError`, e.g. when another
-      rank was killed or hangs.
+      rank was killed or hangs;
+    - ``--imports MODULE ...`` (a list, also as ``imports:`` in a config) imports the user's
+      modules before anything is built, so a network registered there with
+      :func:`~lightning_pc.models.register_model` is found by name (``model: my_net``); the
+      current folder is on the module path, as for ``python -m``.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
@@ -114,10 +119,33 @@ class PointCloudCLI(LightningCLI):
                 f"stops with an error (default: ${DDP_TIMEOUT_ENV}, else Lightning's 1800)."
             ),
         )
+        parser.add_argument(
+            "--imports",
+            type=list[str],
+            default=[],
+            help=(
+                "Python modules imported before the model and data are built, e.g. the user's "
+                "module that registers a network with lightning_pc.models.register_model "
+                "(the current folder is on the module path)."
+            ),
+        )
         # the data modules expose num_classes right after __init__ (static metadata)
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
+
+    def before_instantiate_classes(self) -> None:
+        """Import the modules named by ``--imports``."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        for name in config.get("imports") or []:
+            try:
+                importlib.import_module(name)
+            except ImportError as error:
+                raise ImportError(
+                    f"--imports: cannot import {name!r} ({error}); the module path is the "
+                    f"current folder {os.getcwd()} and the installed packages"
+                ) from error
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI reads ``--ckpt_path``'s hyperparameters before the trainer loads it:
@@ -242,6 +270,8 @@ def main(args: list[str] | None = None) -> None:
         args: command-line arguments (``None``: ``sys.argv[1:]``).
     """
     argv = sys.argv[1:] if args is None else list(args)
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m` does
+        sys.path.insert(0, os.getcwd())
     if argv[:1] == ["cache"]:
         from lightning_pc.data.cache_admin import main as cache_main
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -99,3 +100,77 @@ def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
     saved = torch.load(ckpt, weights_only=True)
     assert saved["hyper_parameters"]["gamma"] == 3.0
     assert saved["hyper_parameters"]["num_classes"] == 12  # linked from MyData
+
+
+MYNET = '''
+"""A user's network: a per-point MLP and a max over each cloud, registered by name."""
+
+from torch import nn
+from torch_geometric.nn import global_max_pool
+
+from lightning_pc.models import register_model
+
+
+class MyNet(nn.Module):
+    def __init__(self, num_classes: int, in_channels: int = 0, width: int = 16) -> None:
+        super().__init__()
+        self.point = nn.Sequential(nn.Linear(3, width), nn.BatchNorm1d(width), nn.ReLU())
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, data):
+        return self.head(global_max_pool(self.point(data.pos), data.batch))
+
+
+@register_model("my_net")
+def my_net(num_classes: int, **kwargs) -> nn.Module:
+    return MyNet(num_classes, **kwargs)
+'''
+
+MYNET_CONFIG = """
+imports: [mynet]
+model:
+  class_path: ClassificationTask
+  init_args:
+    model: my_net
+    model_kwargs: {width: 8}
+data:
+  class_path: SyntheticShapesDataModule
+  init_args: {num_train: 8, num_val: 4, num_test: 4, num_points: 32, batch_size: 4}
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  devices: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  default_root_dir: runs
+  logger: {class_path: CSVLogger, init_args: {save_dir: runs}}
+  callbacks:
+    - class_path: lightning_pc.callbacks.ModelCheckpoint
+      init_args: {dirpath: runs/checkpoints, filename: best, monitor: val/acc, mode: max}
+"""
+
+
+@pytest.mark.slow
+def test_registered_user_network_is_found_by_the_console_script(tmp_path: Path) -> None:
+    """``imports:`` in the config imports the user's module from the working folder (not on
+    PYTHONPATH), for ``fit`` and for the ``test`` command that ``fit`` prints."""
+    (tmp_path / "mynet.py").write_text(MYNET)
+    (tmp_path / "fit.yaml").write_text(MYNET_CONFIG)
+    (tmp_path / "noimport.yaml").write_text(MYNET_CONFIG.replace("imports: [mynet]", ""))
+    script = str(Path(sys.executable).with_name("lightning-pc"))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}  # PYTHONPATH: the package only
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [script, *args], cwd=tmp_path, capture_output=True, text=True, timeout=180, env=env
+        )
+
+    out = run("fit", "--config", "noimport.yaml")
+    assert out.returncode != 0 and "unknown model 'my_net'" in out.stderr
+    out = run("fit", "--config", "fit.yaml")
+    assert out.returncode == 0, out.stderr[-4000:]
+    evaluate = next(line for line in out.stdout.splitlines() if "lightning-pc test" in line)
+    args = shlex.split(evaluate.strip())[1:]
+    out = run(*args)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "test/acc" in out.stdout
