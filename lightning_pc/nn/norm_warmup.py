@@ -71,30 +71,35 @@ def _warming(module: nn.Module) -> bool:
 
 
 class BatchNormWarmup:
-    """Cumulative-average warm-up of every batch norm's running statistics in a network.
+    """Warm-up of every batch norm's running statistics in a network (see the module).
 
     Call :meth:`before_step` before a training forward pass and :meth:`after_step` after
-    it (and after anything that may put the buffers back, such as a skipped batch). Both
-    do nothing once every layer is past its warm-up (46 updates for the default momentum
-    of 0.1).
+    it (and after anything that may put the buffers back, such as a skipped batch). Once
+    no layer of the network is warming up (after 46 updates for the default momentum of
+    0.1, or at once for a network loaded past them), both do nothing for good: no more
+    reading of the layers' counters, which are on the accelerator.
     """
 
     def __init__(self) -> None:
         self._saved: list[tuple[_BatchNorm, int, Tensor, Tensor]] = []
+        self._done = False
 
     def before_step(self, model: nn.Module) -> None:
         """Keep the running statistics of the layers still warming up."""
         self._saved = []
+        if self._done:
+            return
         for m in model.modules():
             if _warming(m):
                 assert isinstance(m, _BatchNorm)
                 mean, var = cast(Tensor, m.running_mean), cast(Tensor, m.running_var)
                 tracked = int(cast(Tensor, m.num_batches_tracked))
                 self._saved.append((m, tracked, mean.clone(), var.clone()))
+        self._done = not self._saved
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Rescale the update of this step to the cumulative average (see the module)."""
+        """Rescale the update of this step to the warm-up factor (see the module)."""
         for norm, before, mean0, var0 in self._saved:
             after = int(cast(Tensor, norm.num_batches_tracked))
             k = after - before
