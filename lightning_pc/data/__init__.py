@@ -5,6 +5,7 @@ from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.modules.base import PointCloudDataModule
 from lightning_pc.data.modules.folder import PointCloudFolderDataModule
 from lightning_pc.data.modules.modelnet import ModelNetDataModule
+from lightning_pc.data.modules.predict import PredictScenes, PredictScenesDataModule
 from lightning_pc.data.modules.s3dis import S3DISDataModule
 from lightning_pc.data.modules.shapenetpart import ShapeNetPartDataModule
 from lightning_pc.data.modules.synthetic import SyntheticShapesDataModule
@@ -16,6 +17,8 @@ __all__ = [
     "ModelNetDataModule",
     "PointCloudDataModule",
     "PointCloudFolderDataModule",
+    "PredictScenes",
+    "PredictScenesDataModule",
     "S3DISDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",

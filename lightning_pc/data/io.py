@@ -18,7 +18,7 @@ import numpy as np
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.packed import read_npy_header
 
-POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy")
+POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz")
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".ply")
 
 
@@ -319,17 +319,83 @@ def sample_mesh(
     return points.astype(np.float32), normals.astype(np.float32)
 
 
-def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a point file: PLY/PCD through Open3D, XYZ/PTS/TXT text, or NPY.
+def read_las(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a LAS or LAZ file (laspy; LAZ through the ``lazrs`` backend).
 
-    Text and NPY files hold ``x y z`` in the first three columns; further columns are
-    returned as ``features``. PLY/PCD return ``normal`` and ``rgb`` (0-1) where present.
+    Coordinates are returned in float64: LAS files hold georeferenced coordinates
+    (hundreds of kilometres) that float32 would round to decimetres.
 
     Returns:
-        Dict with ``pos [N, 3]`` float32 and optionally ``normal``, ``rgb``, ``features``.
+        Dict with ``pos [N, 3]`` float64, ``rgb [N, 3]`` (0-1) when the point format has
+        colours, ``intensity [N]`` float32 and ``classification [N]`` int64 when any point
+        has a non-zero class code (ASPRS codes: 0 never classified, 1 unclassified, 2 ground...).
+
+    Raises:
+        DataFormatError: not a LAS/LAZ file, a truncated file, no points, or non-finite
+            coordinates.
+    """
+    import laspy
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    try:
+        las = laspy.read(path)
+    except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
+        raise DataFormatError(path, f"not a readable LAS/LAZ file ({err})") from err
+    n = len(las.points)
+    if n == 0:
+        raise DataFormatError(path, "LAS file holds no points")
+    pos = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], 1)
+    if not np.isfinite(pos).all():
+        raise DataFormatError(path, "point coordinates contain NaN or infinity")
+    out: dict[str, np.ndarray] = {"pos": pos.astype(np.float64)}
+    names = set(las.point_format.dimension_names)
+    if {"red", "green", "blue"} <= names:
+        rgb = np.stack([np.asarray(las.red), np.asarray(las.green), np.asarray(las.blue)], 1)
+        # LAS stores 16-bit colours; some writers put 8-bit values in them
+        scale = 65535.0 if rgb.max(initial=0) > 255 else 255.0
+        out["rgb"] = (rgb / scale).astype(np.float32)
+    if "intensity" in names:
+        out["intensity"] = np.asarray(las.intensity, dtype=np.float32)
+    classification = np.asarray(las.classification, dtype=np.int64)
+    if classification.any():
+        out["classification"] = classification
+    return out
+
+
+def read_scan(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a scan for whole-scene prediction: any point file :func:`read_point_file` reads.
+
+    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`).
+
+    Returns:
+        Dict with ``pos [N, 3]`` (float64 for LAS/LAZ, else float32) and, where the file
+        has them, ``rgb`` (0-1), ``normal``, ``intensity``, ``classification``, ``features``.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".las", ".laz"):
+        return read_las(path)
+    return read_point_file(path)
+
+
+def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a point file: PLY/PCD through Open3D, XYZ/PTS/TXT text, NPY, or LAS/LAZ.
+
+    Text and NPY files hold ``x y z`` in the first three columns; further columns are
+    returned as ``features``. PLY/PCD return ``normal`` and ``rgb`` (0-1) where present;
+    LAS/LAZ ``rgb``, ``intensity`` and ``classification`` (see :func:`read_las`).
+
+    Returns:
+        Dict with ``pos [N, 3]`` float32 and optionally ``normal``, ``rgb``, ``features``,
+        ``intensity``, ``classification``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in (".las", ".laz"):
+        las = read_las(path)
+        las["pos"] = las["pos"].astype(np.float32)
+        return las
     if suffix == ".npy":
         check_npy_size(path)
         try:
