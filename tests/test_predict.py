@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lightning as L
@@ -131,12 +130,21 @@ def test_predict_writes_every_point_in_every_format(tmp_path: Path, suffix: str)
     before = path.read_bytes()
     out = tmp_path / "out"
     dm = PredictScenesDataModule(
-        str(path), class_names=["floor", "wall", "other"], features=["rgb"],
-        block_size=3.0, stride=1.5, voxel_size=0.1, output_dir=str(out), batch_size=3,
+        str(path),
+        class_names=["floor", "wall", "other"],
+        features=["rgb"],
+        block_size=3.0,
+        stride=1.5,
+        voxel_size=0.1,
+        output_dir=str(out),
+        batch_size=3,
     )
     writer = ScenePredictionWriter()
     trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, callbacks=[writer],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[writer],
         enable_progress_bar=False,
     )
     trainer.predict(_task(), datamodule=dm)
@@ -151,8 +159,17 @@ def test_predict_writes_every_point_in_every_format(tmp_path: Path, suffix: str)
     header = raw[: raw.index(b"end_header")].decode()
     assert "property double x" in header and "property int label" in header
     n = len(source)
-    dtype = np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("r", "u1"), ("g", "u1"),
-                      ("b", "u1"), ("label", "<i4")])
+    dtype = np.dtype(
+        [
+            ("x", "<f8"),
+            ("y", "<f8"),
+            ("z", "<f8"),
+            ("r", "u1"),
+            ("g", "u1"),
+            ("b", "u1"),
+            ("label", "<i4"),
+        ]
+    )
     labels = np.frombuffer(raw, dtype, count=n, offset=raw.index(b"end_header\n") + 11)["label"]
     assert labels.min() >= 0 and labels.max() < 3
     counts = (out / "my scan.counts.csv").read_text().splitlines()
@@ -171,17 +188,35 @@ def test_votes_equal_a_direct_prediction_when_one_fragment_holds_the_scan(tmp_pa
     pos, rgb = room(800)
     path = write_scan(tmp_path / "scan.npy", pos, rgb)
     dm = PredictScenesDataModule(
-        str(path), num_classes=3, features=["rgb"], block_size=10.0, stride=10.0,
-        voxel_size=0.1, output_dir=str(tmp_path / "out"),
+        str(path),
+        num_classes=3,
+        features=["rgb"],
+        block_size=10.0,
+        stride=10.0,
+        voxel_size=0.1,
+        output_dir=str(tmp_path / "out"),
     )
     task = _task().eval()
-    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
-                        callbacks=[ScenePredictionWriter()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter()],
+    )
     trainer.predict(task, datamodule=dm)
     ply = read_ply_vertices(tmp_path / "out" / "scan.ply")
     raw = (tmp_path / "out" / "scan.ply").read_bytes()
-    dtype = np.dtype([("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("r", "u1"), ("g", "u1"),
-                      ("b", "u1"), ("label", "<i4")])
+    dtype = np.dtype(
+        [
+            ("x", "<f8"),
+            ("y", "<f8"),
+            ("z", "<f8"),
+            ("r", "u1"),
+            ("g", "u1"),
+            ("b", "u1"),
+            ("label", "<i4"),
+        ]
+    )
     written = np.frombuffer(raw, dtype, offset=raw.index(b"end_header\n") + 11)["label"]
     # the one fragment, run directly through the model: its voxel predictions, projected back
     frag = next(iter(SceneFragments([path], ["rgb"], 10.0, 10.0, 0.1)))
@@ -214,20 +249,26 @@ def test_cli_predict_on_a_folder_with_classes_from_the_checkpoint(
         pos, rgb = room(600, seed=k)
         write_scan(scans / name, pos, rgb)
     (scans / "notes.md").write_text("not a scan")
-    main([
-        "predict",
-        "--model=SemanticSegmentationTask",  # its arguments come from the checkpoint
-        "--data=PredictScenesDataModule",
-        f"--data.init_args.root={scans}",
-        "--data.init_args.features=[rgb]",
-        "--data.init_args.output_dir=preds",
-        f"--ckpt_path={ckpt}",
-        "--trainer.accelerator=cpu",
-        "--trainer.logger=false",
-    ])
+    main(
+        [
+            "predict",
+            "--model=SemanticSegmentationTask",  # its arguments come from the checkpoint
+            "--data=PredictScenesDataModule",
+            f"--data.init_args.root={scans}",
+            "--data.init_args.features=[rgb]",
+            "--data.init_args.output_dir=preds",
+            f"--ckpt_path={ckpt}",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+        ]
+    )
     out = tmp_path / "preds"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
-        "b.counts.csv", "b.ply", "site_a", "site_a/scan.counts.csv", "site_a/scan.ply",
+        "b.counts.csv",
+        "b.ply",
+        "site_a",
+        "site_a/scan.counts.csv",
+        "site_a/scan.ply",
     ]
     rows = (out / "b.counts.csv").read_text().splitlines()
     assert len(rows) == 1 + 5  # 5 classes, from the checkpoint

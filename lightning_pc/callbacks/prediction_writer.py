@@ -292,9 +292,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         for f in range(scans.numel()):
             scan = int(scans[f])
             if scan not in self._votes:
-                self._votes[scan] = torch.zeros(
-                    (int(sizes[f]), probs.size(1)), dtype=torch.float16
-                )
+                self._votes[scan] = torch.zeros((int(sizes[f]), probs.size(1)), dtype=torch.float16)
                 self._seen[scan] = 0
             mine = fragment == f
             self._votes[scan].index_add_(0, rows[mine], probs[mine])
