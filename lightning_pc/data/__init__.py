@@ -7,6 +7,7 @@ from lightning_pc.data.modules.folder import PointCloudFolderDataModule
 from lightning_pc.data.modules.modelnet import ModelNetDataModule
 from lightning_pc.data.modules.predict import PredictScenes, PredictScenesDataModule
 from lightning_pc.data.modules.s3dis import S3DISDataModule
+from lightning_pc.data.modules.semantickitti import SemanticKITTIDataModule
 from lightning_pc.data.modules.shapenetpart import ShapeNetPartDataModule
 from lightning_pc.data.modules.synthetic import SyntheticShapesDataModule
 from lightning_pc.data.transforms import build_transforms
@@ -20,6 +21,7 @@ __all__ = [
     "PredictScenes",
     "PredictScenesDataModule",
     "S3DISDataModule",
+    "SemanticKITTIDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",
     "build_transforms",
