@@ -7,6 +7,7 @@ from lightning_pc.data.modules.folder import PointCloudFolderDataModule
 from lightning_pc.data.modules.modelnet import ModelNetDataModule
 from lightning_pc.data.modules.predict import PredictScenes, PredictScenesDataModule
 from lightning_pc.data.modules.s3dis import S3DISDataModule
+from lightning_pc.data.modules.scannet import ScanNetDataModule
 from lightning_pc.data.modules.semantickitti import SemanticKITTIDataModule
 from lightning_pc.data.modules.shapenetpart import ShapeNetPartDataModule
 from lightning_pc.data.modules.synthetic import SyntheticShapesDataModule
@@ -21,6 +22,7 @@ __all__ = [
     "PredictScenes",
     "PredictScenesDataModule",
     "S3DISDataModule",
+    "ScanNetDataModule",
     "SemanticKITTIDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",

@@ -170,9 +170,7 @@ class SemanticKITTIRecipe(CacheRecipe):
         return self._items
 
     def raw_files(self) -> list[Path]:
-        return sorted(
-            Path(p) for rows in self.items().values() for row in rows for p in row if p
-        )
+        return sorted(Path(p) for rows in self.items().values() for row in rows for p in row if p)
 
     def build(self, out: Path) -> None:
         for split, rows in self.items().items():
