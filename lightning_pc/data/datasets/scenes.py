@@ -130,8 +130,16 @@ def voxel_keep(pos: np.ndarray, voxel_size: float | None) -> tuple[np.ndarray, n
     if not voxel_size:
         return np.arange(n), np.arange(n)
     cells = np.floor((pos - pos.min(0)) / voxel_size).astype(np.int64)
-    _, kept, inverse = np.unique(cells, axis=0, return_index=True, return_inverse=True)
-    return kept, inverse.reshape(-1)
+    dims = cells.max(0) + 1
+    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]  # one int per voxel
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = sorted_key[1:] != sorted_key[:-1]
+    kept = order[first]  # the first point (in scan order) of each voxel
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return kept, inverse
 
 
 class SceneFragments(IterableDataset):
