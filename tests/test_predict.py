@@ -272,3 +272,51 @@ def test_cli_predict_on_a_folder_with_classes_from_the_checkpoint(
     ]
     rows = (out / "b.counts.csv").read_text().splitlines()
     assert len(rows) == 1 + 5  # 5 classes, from the checkpoint
+
+
+def test_classification_csv_and_ply_names_follow_the_source_files(tmp_path: Path) -> None:
+    import importlib.util
+
+    from lightning_pc.callbacks import PLYPredictionWriter, PredictionCSVWriter
+    from lightning_pc.data import PointCloudFolderDataModule
+    from lightning_pc.tasks import ClassificationTask
+
+    spec = importlib.util.spec_from_file_location(
+        "folder_fixture_predict", Path(__file__).parent / "data" / "folder" / "make_fixture.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = module.make_folder(tmp_path / "clouds")
+    dm = PointCloudFolderDataModule(
+        str(root),
+        num_points=64,
+        points_per_mesh=200,
+        batch_size=3,
+        num_workers=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    tiny = {"sa_mlps": [[[8, 16]], [[16, 32]]], "global_mlp": [32, 32], "head": [16]}
+    task = ClassificationTask(model_kwargs=tiny, num_classes=dm.num_classes)
+    csv_writer = PredictionCSVWriter(str(tmp_path / "out"))
+    ply_writer = PLYPredictionWriter(str(tmp_path / "out"), prefix="")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[csv_writer, ply_writer],
+    )
+    trainer.predict(task, datamodule=dm)
+    names = dm.datasets["test"].names
+    lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "file,class,name," + ",".join(f"p_{c}" for c in dm.class_names)
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(names)
+    for line in lines[1:]:
+        fields = line.split(",")
+        probs = np.asarray([float(v) for v in fields[3:]])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert int(fields[1]) == int(probs.argmax()) and fields[2] == dm.class_names[int(fields[1])]
+    plys = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.ply")
+    )
+    assert plys == sorted(str(Path(n).with_suffix(".ply")) for n in names)

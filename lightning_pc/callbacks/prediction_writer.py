@@ -76,7 +76,8 @@ def write_ply(
 def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tensor]]:
     """Per cloud of ``batch``: its points ``[n_i, 3]`` and their labels ``[n_i]``.
 
-    ``prediction`` may hold one label per cloud (``[B]``, given to each of its points), one
+    ``prediction`` may hold one label per cloud (``[B]``, given to each of its points; or
+    class probabilities ``[B, C]``, of which the most likely class is taken), one
     per point of the batch (``[N]``), or one per original point when the batch carries
     ``inverse_index`` (``[N_full]``, as :class:`~lightning_pc.tasks.SemanticSegmentationTask`
     returns): the labels then go back onto the kept points (each kept point is its own
@@ -90,7 +91,10 @@ def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tenso
         ``(pos, labels)`` for each cloud, on the CPU.
     """
     pos = batch.pos.detach().cpu()
-    pred = prediction.detach().cpu().view(-1).long()
+    prediction = prediction.detach().cpu()
+    if prediction.dim() == 2:  # class probabilities (classification): the most likely class
+        prediction = prediction.argmax(1)
+    pred = prediction.view(-1).long()
     ptr = batch.ptr.cpu()
     num_clouds, num_points = ptr.numel() - 1, pos.size(0)
     inverse = getattr(batch, "inverse_index", None)
@@ -108,12 +112,43 @@ def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tenso
     return [(pos[ptr[i] : ptr[i + 1]], per_point[ptr[i] : ptr[i + 1]]) for i in range(num_clouds)]
 
 
+_FILE_SUFFIXES = frozenset(
+    (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz", ".off", ".obj", ".stl", ".bin")
+)
+
+
+def output_stem(name: str) -> str:
+    """An output path for a sample named ``name`` (its raw file under the data root, or a
+    sample inside one, such as ``ply_data_test0.h5:3``): a file suffix is dropped, ``:`` and
+    ``#`` become ``_``."""
+    path = Path(name)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        path = path.with_suffix("")
+    return path.as_posix().replace(":", "_").replace("#", "_")
+
+
+def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The dataset behind the trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
+    try:
+        loaders = trainer.predict_dataloaders
+    except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
+        return None
+    if isinstance(loaders, list | tuple):
+        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    return getattr(loaders, "dataset", None)
+
+
 class PLYPredictionWriter(BasePredictionWriter):
-    """Write each predicted cloud to ``output_dir/<prefix><index>.ply``.
+    """Write each predicted cloud to ``output_dir/<prefix><name>.ply``.
+
+    ``name`` is the source file's path under the data root without its suffix (datasets
+    with ``names``, e.g. every cached data module), else the cloud's index in the predict
+    dataset. Coordinates are those the network saw (after the evaluation transforms); for
+    whole scans in their original coordinates use :class:`ScenePredictionWriter`.
 
     Every point gets ``x y z``, its label as a ``label`` int property and the label's colour
     as ``red green blue`` (the data module's ``palette``; a generated palette without one).
-    Per-cloud predictions (classification) colour the whole cloud. ``index`` is the
+    Per-cloud predictions (classification) colour the whole cloud. Names come from the
     cloud's index in the predict dataset, so under DDP each rank writes its own clouds
     (Lightning's predict sampler does not repeat samples) and no file is written twice;
     the header records the rank that wrote it (``comment rank R``). Nothing here is
@@ -162,7 +197,12 @@ class PLYPredictionWriter(BasePredictionWriter):
         """Write the clouds of one predicted batch."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         clouds = split_prediction(prediction, batch)
-        if batch_indices is None or len(batch_indices) != len(clouds):
+        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        idx = getattr(batch, "idx", None)
+        if sources is not None and idx is not None and idx.numel() == len(clouds):
+            # the source file's path under the data root, without its suffix
+            names = [output_stem(sources[int(i)]) for i in idx.view(-1)]
+        elif batch_indices is None or len(batch_indices) != len(clouds):
             names = [f"rank{trainer.global_rank}_batch{batch_idx}_{i}" for i in range(len(clouds))]
         else:
             names = [f"{int(i):06d}" for i in batch_indices]
@@ -175,13 +215,20 @@ class PLYPredictionWriter(BasePredictionWriter):
             colors = np.zeros((labels.numel(), 3), dtype=np.uint8)
             known = labels >= 0
             colors[known.numpy()] = palette[labels[known].numpy()]
+            stem = Path(name)
+            target = self.output_dir / stem.parent / f"{self.prefix}{stem.name}.ply"
+            target.parent.mkdir(parents=True, exist_ok=True)
             write_ply(
-                self.output_dir / f"{self.prefix}{name}.ply",
+                target,
                 pos.numpy(),
                 labels.numpy(),
                 colors,
                 binary=self.binary,
-                comments=[f"rank {trainer.global_rank}", "lightning_pc predictions"],
+                comments=[
+                    f"rank {trainer.global_rank}",
+                    "lightning_pc predictions",
+                    "coordinates as the network saw them (after the eval transforms)",
+                ],
             )
 
 
@@ -349,3 +396,74 @@ class ScenePredictionWriter(BasePredictionWriter):
                 f"predict ended before every fragment of scans {unfinished} arrived "
                 "(limit_predict_batches?): their results were not written"
             )
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Classification predictions as CSV: ``file,class,name,p_<class>...`` per cloud.
+
+    ``file`` is the source file under the data root (datasets with ``names``; else the
+    sample index). Written to ``output_dir/predictions.csv`` (``predictions_rank<R>.csv``
+    per rank under DDP), in full only at the end of ``predict`` (a ``.tmp`` file until then).
+
+    Args:
+        output_dir: output folder (created if missing).
+    """
+
+    def __init__(self, output_dir: str = "predictions") -> None:
+        super().__init__("batch")
+        self.output_dir = Path(output_dir)
+        self._rows: list[str] = []
+        self._header = ""
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
+        self._names = list(names)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Add one row per cloud of the batch."""
+        probs = prediction.detach().float().cpu()
+        if probs.dim() != 2:
+            raise ValueError(
+                "PredictionCSVWriter needs class probabilities [B, C] (ClassificationTask)"
+            )
+        num = probs.size(1)
+        names = self._names if len(self._names) == num else [f"class_{k}" for k in range(num)]
+        if not self._header:
+            self._header = ",".join(["file", "class", "name", *(f"p_{n}" for n in names)])
+        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        idx = getattr(batch, "idx", None)
+        for row in range(probs.size(0)):
+            i = int(idx.view(-1)[row]) if idx is not None else row
+            source = sources[i] if sources is not None else str(i)
+            k = int(probs[row].argmax())
+            values = ",".join(f"{float(p):.6f}" for p in probs[row])
+            self._rows.append(f"{_csv_field(source)},{k},{_csv_field(names[k])},{values}")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        name = (
+            "predictions.csv"
+            if trainer.world_size == 1
+            else (f"predictions_rank{trainer.global_rank}.csv")
+        )
+        path = self.output_dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join([self._header, *self._rows]) + "\n")
+        os.replace(tmp, path)
+
+
+def _csv_field(value: str) -> str:
+    """A CSV field, quoted when it holds a comma, a quote or a line break."""
+    if any(c in value for c in ',"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
