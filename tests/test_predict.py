@@ -104,6 +104,18 @@ def test_one_point_and_collinear_scans(tmp_path: Path) -> None:
         assert len(frags) == int(frags[0].num_fragments)
 
 
+def test_kitti_bin_scan_with_intensity(tmp_path: Path) -> None:
+    pos, _ = room(500)
+    scan = np.c_[pos, np.linspace(0, 1, len(pos))].astype("<f4")
+    path = tmp_path / "000000.bin"
+    scan.tofile(path)
+    frags = list(SceneFragments([path], ["intensity"], block_size=4.0, stride=2.0, voxel_size=None))
+    got = np.zeros(len(pos), dtype=np.float32)
+    for f in frags:
+        got[f.source_rows.numpy()] = f.x[f.inverse_index, 0].numpy()
+    np.testing.assert_allclose(got, scan[:, 3])
+
+
 def test_missing_feature_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "xyz_only.txt"
     path.write_text("0 0 0\n1 1 1\n")

@@ -438,7 +438,8 @@ def read_las(path: str | Path) -> dict[str, np.ndarray]:
 def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     """Read a scan for whole-scene prediction: any point file :func:`read_point_file` reads.
 
-    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`).
+    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`);
+    ``.bin`` files are KITTI velodyne scans (float32 ``x y z intensity``).
 
     Returns:
         Dict with ``pos [N, 3]`` (float64 for LAS/LAZ, else float32) and, where the file
@@ -447,6 +448,11 @@ def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if path.suffix.lower() in (".las", ".laz"):
         return read_las(path)
+    if path.suffix.lower() == ".bin":  # KITTI / SemanticKITTI velodyne scan
+        from lightning_pc.data.datasets.semantickitti import read_velodyne
+
+        scan = read_velodyne(path)
+        return {"pos": np.ascontiguousarray(scan[:, :3]), "intensity": scan[:, 3].copy()}
     return read_point_file(path)
 
 

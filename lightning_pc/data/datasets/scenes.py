@@ -27,7 +27,7 @@ from torch_geometric.data import Data
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.io import read_scan
 
-SCAN_SUFFIXES = (".ply", ".pcd", ".las", ".laz", ".npy", ".txt", ".xyz", ".pts")
+SCAN_SUFFIXES = (".ply", ".pcd", ".las", ".laz", ".npy", ".txt", ".xyz", ".pts", ".bin")
 SCENE_FEATURES = ("rgb", "intensity")
 
 

@@ -11,7 +11,8 @@ from lightning_pc.data.palettes import make_palette
 
 
 class PredictScenesDataModule(PointCloudDataModule):
-    """Whole scans (a file, or a folder of PLY, PCD, LAS/LAZ, NPY, TXT/XYZ/PTS files) for
+    """Whole scans (a file, or a folder of PLY, PCD, LAS/LAZ, NPY, TXT/XYZ/PTS files, or
+    KITTI velodyne ``.bin`` scans) for
     ``predict``: no labels, no cache, any size.
 
     Each scan is cut lazily into overlapping square fragments (``block_size``, ``stride``
