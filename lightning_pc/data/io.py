@@ -817,7 +817,7 @@ def _check_binary_ply_size(
         elif len(lists) == 1 and props[0][:1] == ["list"] and count:
             size_t, item_t = lists[0]
             if offset + size_t.itemsize > len(raw):
-                need, count = 1, count  # not even the first row's length: truncated
+                need = len(raw) - offset + 1  # not even the first row's length: truncated
             else:
                 first = int(np.frombuffer(raw, size_t, 1, offset)[0])
                 stride = size_t.itemsize + first * item_t.itemsize + scalar
