@@ -18,6 +18,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -124,6 +125,7 @@ class PointCloudCLI(LightningCLI):
         a damaged file raises :class:`DamagedCheckpointError` here already."""
         try:
             super()._parse_ckpt_path()
+            self._classes_from_checkpoint()
         except Exception as error:
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -131,6 +133,28 @@ class PointCloudCLI(LightningCLI):
             if problem is None or path is None:
                 raise
             raise DamagedCheckpointError(damaged_checkpoint_message(path, problem)) from error
+
+    def _classes_from_checkpoint(self) -> None:
+        """``predict`` with :class:`PredictScenesDataModule` and neither ``num_classes`` nor
+        ``class_names``: take the model's ``num_classes`` from ``--ckpt_path``."""
+        subcommand = self.config.get("subcommand")
+        if subcommand != "predict":
+            return
+        config = self.config[subcommand]
+        data = config.get("data")
+        args = data.get("init_args") if data is not None else None
+        if data is None or args is None or "PredictScenes" not in str(data.get("class_path")):
+            return
+        if args.get("num_classes") is not None or args.get("class_names") is not None:
+            return
+        model = config.get("model")
+        model_args = model.get("init_args") if model is not None else None
+        num = model_args.get("num_classes") if model_args is not None else None
+        if num is None and config.get("ckpt_path"):
+            ckpt = torch.load(config["ckpt_path"], weights_only=True, map_location="cpu")
+            num = ckpt.get("hyper_parameters", {}).get("num_classes")
+        if num is not None:
+            args["num_classes"] = int(num)
 
     def ddp_timeout(self) -> float | None:
         """``--ddp_timeout``, else ``$LIGHTNING_PC_DDP_TIMEOUT`` (seconds; ``None``: neither)."""
@@ -183,6 +207,14 @@ class PointCloudCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._warn_random_weights()
+        from lightning_pc.callbacks.prediction_writer import ScenePredictionWriter
+        from lightning_pc.data.modules.predict import PredictScenesDataModule
+
+        if isinstance(self.datamodule, PredictScenesDataModule) and not any(
+            isinstance(c, ScenePredictionWriter)
+            for c in self.trainer.callbacks  # type: ignore[attr-defined]
+        ):
+            self.trainer.callbacks.append(ScenePredictionWriter())  # type: ignore[attr-defined]
 
     def after_fit(self) -> None:
         # trainer.log_dir can be a collective (it broadcasts): every rank asks, rank 0 prints

@@ -108,6 +108,8 @@ def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Pat
         ),
         "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
+        "semantickitti": _load("semantickitti").make_release(root / "semantickitti"),
+        "scannet": _load("scannet").make_release(root / "scannet") / "raw",
     }
 
 
