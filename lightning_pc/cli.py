@@ -101,6 +101,9 @@ class PointCloudCLI(LightningCLI):
         kwargs.setdefault("model_class", BaseTask)
         kwargs.setdefault("datamodule_class", PointCloudDataModule)
         kwargs.setdefault("auto_configure_optimizers", True)
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        parser_kwargs.setdefault("description", cli_description())
+        kwargs["parser_kwargs"] = parser_kwargs
         super().__init__(args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -251,10 +254,93 @@ def main(args: list[str] | None = None) -> None:
     except Exception as error:
         message = _collective_timeout_message(error)
         if message is None:
-            raise
+            plain = plain_config_error(error)
+            if plain is None or os.environ.get(TRACEBACK_ENV):
+                raise
+            print(plain, file=sys.stderr, flush=True)
+            sys.exit(2)
         raise DDPTimeoutError(message) from error
     finally:
         _destroy_process_group()
+
+
+#: set to 1 to see the full traceback of a configuration error
+TRACEBACK_ENV = "LIGHTNING_PC_TRACEBACK"
+
+_UNION_WRAPPER = "Does not validate against any of the Union subtypes"
+
+
+def cli_description() -> str:
+    """The text ``lightning-pc --help`` opens with: what it does, and the names it knows."""
+    import inspect
+
+    from lightning_pc.models.registry import list_models
+
+    def subclasses(base: type) -> list[str]:
+        seen: dict[str, None] = {}
+        stack: list[type] = list(base.__subclasses__())
+        while stack:
+            cls = stack.pop()
+            stack.extend(cls.__subclasses__())
+            if cls.__module__.startswith("lightning_pc.") and not inspect.isabstract(cls):
+                seen[cls.__name__] = None
+        return sorted(seen)
+
+    return (
+        "Train and evaluate point-cloud models (lightning_pc). Subcommands: fit, validate, "
+        "test, predict; `lightning-pc cache --help` manages preprocessing caches.\n"
+        f"Tasks (--model): {', '.join(subclasses(BaseTask))}.\n"
+        f"Networks (--model.init_args.model): {', '.join(list_models())}.\n"
+        f"Data modules (--data): {', '.join(subclasses(PointCloudDataModule))}.\n"
+        "Example: lightning-pc fit --config configs/quickstart.yaml. Options of one task or "
+        "data module: lightning-pc fit --model.help ClassificationTask."
+    )
+
+
+def plain_config_error(error: BaseException) -> str | None:
+    """A few lines for a configuration error that jsonargparse wrapped in its union report.
+
+    jsonargparse tries each member of ``model: BaseTask | None`` (and ``data``) and, when
+    instantiation raises, reports "Does not validate against any of the Union subtypes" with
+    every member's error and the whole namespace; our own message is one line inside. This
+    picks out the lines that are not jsonargparse's own ("Expected a <class 'NoneType'>",
+    "Given value...").
+
+    Returns:
+        ``"error: <our message>"`` plus a hint, or ``None`` when ``error`` is not such a
+        report.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = next((str(e) for e in chain if _UNION_WRAPPER in str(e)), None)
+    if text is None:
+        return None
+    found: list[str] = []
+    in_errors = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Errors:"):
+            in_errors = True
+            continue
+        if stripped.startswith(("Given value", "Subtypes:")):
+            in_errors = False
+            continue
+        if not in_errors or not stripped.startswith("- "):
+            continue
+        item = stripped[2:].strip()
+        if item.startswith("Expected a") or _UNION_WRAPPER in item or not item:
+            continue
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'":
+            item = item[1:-1]
+        found.append(item.replace("\\'", "'"))
+    if not found:
+        return None
+    lines = [f"error: {found[0]}"] + [f"       {extra}" for extra in dict.fromkeys(found[1:])]
+    lines.append(f"(set {TRACEBACK_ENV}=1 for the full traceback)")
+    return "\n".join(lines)
 
 
 def _collective_timeout_message(error: BaseException) -> str | None:

@@ -156,7 +156,7 @@ class RenderPredictions(Callback):
             samples = self._samples(trainer, pl_module)
             scenes = [s for s in samples if s[1].numel() > 1 and is_scene(s[0])]
             if scenes:  # rooms and scans: top-down and perspective, with an error view
-                kwargs = {"point_size": self.point_size, "backend": self.backend}
+                kwargs: dict[str, Any] = {"point_size": self.point_size, "backend": self.backend}
                 figure = vstack(
                     [
                         scene_figure(pos, y, pred, names, palette, size=self.size,

@@ -102,7 +102,8 @@ def get_renderer(width: int, height: int) -> Any:
             _PID = os.getpid()
         key = (width, height)
         if key not in _RENDERERS:
-            from open3d.visualization import rendering
+            with quiet_output():
+                from open3d.visualization import rendering
 
             # One renderer at a time: Filament aborts at exit when renderers of several
             # sizes coexist, so a new size replaces the old renderer (emptied first).

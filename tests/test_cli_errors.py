@@ -1,0 +1,56 @@
+"""The CLI as a new user meets it: configuration errors in a few lines, help that names things."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightning_pc.cli import TRACEBACK_ENV, cli_description, main, plain_config_error
+
+QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["--model.init_args.model", "nosuchnet"], "unknown model 'nosuchnet'; known: dgcnn"),
+        (["--model.init_args.class_weights", "[1,2]"], "class_weights has 2 entries for 12 classes"),
+    ],
+)
+def test_config_error_shows_our_message_first(
+    override: list[str], expected: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICKSTART, *override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ") and expected in err[0]
+    assert len(err) <= 4
+    assert not any("Union subtypes" in line or "Traceback" in line for line in err)
+
+
+def test_traceback_on_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="unknown model 'nosuchnet'"):
+        main(["fit", "--config", QUICKSTART, "--model.init_args.model", "nosuchnet"])
+
+
+def test_other_errors_are_not_rewritten() -> None:
+    assert plain_config_error(RuntimeError("CUDA out of memory")) is None
+    wrapped = ValueError(
+        "Does not validate against any of the Union subtypes\nSubtypes: [A, None]\nErrors:\n"
+        "  - 'data root /x does not exist'\n  - Expected a <class 'NoneType'>\nGiven value: 1"
+    )
+    assert plain_config_error(wrapped).splitlines()[0] == "error: data root /x does not exist"  # type: ignore[union-attr]
+
+
+def test_help_names_tasks_networks_and_data_modules() -> None:
+    text = cli_description()
+    for name in ("ClassificationTask", "SemanticSegmentationTask", "pointnet2_ssg", "dgcnn",
+                 "S3DISDataModule", "SyntheticShapesDataModule"):
+        assert name in text
