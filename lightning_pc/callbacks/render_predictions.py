@@ -14,7 +14,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lightning_pc.callbacks.image_logging import log_image, loggers_of
+from lightning_pc.callbacks.image_logging import (
+    log_image,
+    log_point_cloud,
+    log_sample_viewer,
+    loggers_of,
+)
 from lightning_pc.viz.figures import confusion_matrix_image, vstack
 from lightning_pc.viz.palettes import class_palette, min_color_distance
 from lightning_pc.viz.predictions import is_scene, prediction_figure, scene_figure
@@ -42,6 +47,8 @@ class RenderPredictions(Callback):
     normals (estimated) so shapes read. The
     picture goes to every logger: TensorBoard ``add_image``, Weights & Biases
     ``log_image``, MLflow ``log_image``; a PNG under the logger's folder for CSV and others.
+    With ``point_clouds=True`` each sample's ground truth and prediction also go to the
+    loggers as interactive 3D clouds.
 
     At the end of ``test`` (with ``confusion_matrix=True``) a confusion matrix of the test
     set (per cloud, or per point for segmentation) is logged the same way under
@@ -62,6 +69,12 @@ class RenderPredictions(Callback):
         backend: ``"auto"`` (Open3D, else torch splatting), ``"open3d"`` or ``"torch"``.
         confusion_matrix: log a confusion matrix at the end of ``test``.
         max_points: points drawn per sample at most (a fixed random subset beyond that).
+        point_clouds: also log each drawn sample's ground truth and prediction as interactive
+            3D clouds (:func:`~lightning_pc.callbacks.image_logging.log_point_cloud`:
+            TensorBoard mesh plugin, ``wandb.Object3D``, a labelled PLY artifact in MLflow)
+            and, for CSV and other loggers, one self-contained HTML viewer per sample
+            (:func:`~lightning_pc.callbacks.image_logging.log_sample_viewer`, replaced at
+            each drawing).
     """
 
     def __init__(
@@ -75,6 +88,7 @@ class RenderPredictions(Callback):
         backend: Literal["auto", "open3d", "torch"] = "auto",
         confusion_matrix: bool = True,
         max_points: int = 4096,
+        point_clouds: bool = True,
     ) -> None:
         super().__init__()
         if every_n_epochs < 1 or num_samples < 1:
@@ -88,6 +102,7 @@ class RenderPredictions(Callback):
         self.backend = backend
         self.confusion_matrix = confusion_matrix
         self.max_points = max_points
+        self.point_clouds = point_clouds
         self.disabled = False
         self.seconds = 0.0  # time spent drawing and logging on this rank
         self._confmat: MulticlassConfusionMatrix | None = None
@@ -169,6 +184,18 @@ class RenderPredictions(Callback):
                     samples, names, palette, size=self.size, **self._render_kwargs()
                 )
             log_image(loggers_of(trainer), "val/predictions", figure, trainer.global_step, log_dir)
+            if self.point_clouds:
+                pal = np.asarray(palette, dtype=np.uint8)
+                loggers = loggers_of(trainer)
+                for k, (pos, y, pred) in enumerate(samples):
+                    for kind, lab in (("truth", y), ("prediction", pred)):
+                        log_point_cloud(loggers, f"val/cloud_{k}/{kind}", pos.numpy(),
+                                        lab.numpy(), pal, trainer.global_step)
+                    log_sample_viewer(
+                        loggers, f"val/sample_{k}", pos.numpy(),
+                        [("ground truth", y.numpy()), ("prediction", pred.numpy())],
+                        pal, trainer.global_step, log_dir, names,
+                    )
         except Exception as err:  # noqa: BLE001 - a picture must never stop training
             self._fail("rendering validation predictions", err)
         finally:
