@@ -191,14 +191,42 @@ class PointCloudCLI(LightningCLI):
         # trainer.log_dir can be a collective (it broadcasts): every rank asks, rank 0 prints
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero:
+            self._save_config_beside_checkpoints()
             print(self.fit_summary(log_dir), flush=True)
+
+    def _checkpoint_dir(self) -> str | None:
+        checkpoint = next(
+            (cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)),  # type: ignore[attr-defined]
+            None,
+        )
+        path = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint else ""
+        return os.path.dirname(path) if path else None
+
+    def _save_config_beside_checkpoints(self) -> None:
+        """Writes this run's full config as ``config.yaml`` in its checkpoint folder.
+
+        With loggers whose ``log_dir`` is shared by every run (Weights & Biases, MLflow: the
+        trainer's save folder), LightningCLI's ``config.yaml`` there is replaced by the next
+        run; the copy beside the checkpoints stays with the weights it describes, and the
+        printed evaluate command uses it.
+        """
+        folder = self._checkpoint_dir()
+        if folder is None or not os.path.isdir(folder) or self.subcommand is None:
+            return
+        try:
+            self._parser(self.subcommand).save(
+                self.config.get(self.subcommand, self.config), os.path.join(folder, "config.yaml"),
+                skip_none=False, overwrite=True, multifile=False,
+            )
+        except Exception as error:  # noqa: BLE001 - the run itself succeeded
+            rank_zero_warn(f"could not save config.yaml beside the checkpoints: {error}")
 
     def fit_summary(self, log_dir: str | None) -> str:
         """Where the run left its checkpoints and logs, and how to evaluate it.
 
-        The command uses the ``config.yaml`` that LightningCLI saved in the log folder (it
-        holds every command-line override of this run) when it exists, else the
-        ``--config`` files given to this run.
+        The command uses this run's ``config.yaml`` beside the checkpoints (it holds every
+        command-line override of this run), else the one LightningCLI saved in the log
+        folder, else the ``--config`` files given to this run.
 
         Args:
             log_dir: the trainer's log folder (``trainer.log_dir``).
@@ -221,8 +249,11 @@ class PointCloudCLI(LightningCLI):
             lines.append(f"  logs:            {log_dir}")
         evaluate = best or last
         if evaluate:
+            beside = os.path.join(os.path.dirname(evaluate), "config.yaml")
             saved = os.path.join(log_dir, "config.yaml") if log_dir else ""
-            if saved and os.path.isfile(saved):
+            if os.path.isfile(beside):
+                configs = [beside]
+            elif saved and os.path.isfile(saved):
                 configs = [saved]
             else:
                 configs = [str(c) for c in self.config.get("fit", {}).get("config") or []]

@@ -54,3 +54,25 @@ def test_help_names_tasks_networks_and_data_modules() -> None:
     for name in ("ClassificationTask", "SemanticSegmentationTask", "pointnet2_ssg", "dgcnn",
                  "S3DISDataModule", "SyntheticShapesDataModule"):
         assert name in text
+
+
+@pytest.mark.slow
+def test_quickstart_rerun_keeps_best_ckpt_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's `--ckpt_path runs/quickstart/checkpoints/best.ckpt` stays true on a re-run."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    tiny = {"sa_mlps": [[[8]], [[16]]], "global_mlp": [16], "head": [16], "dropout": 0.0}
+    args = ["fit", "--config", QUICKSTART, "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+            "--data.init_args.num_train=4", "--data.init_args.num_val=2",
+            "--data.init_args.num_points=32", "--data.init_args.batch_size=2",
+            f"--model.init_args.model_kwargs={json.dumps(tiny)}"]
+    main(args)
+    main(args)
+    folder = tmp_path / "runs" / "quickstart" / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
+    out = capsys.readouterr().out
+    assert f"--config {folder / 'config.yaml'} --ckpt_path {folder / 'best.ckpt'}" in out

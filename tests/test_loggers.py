@@ -82,6 +82,10 @@ def test_mlflow_file_store_receives_images_and_ply(tmp_path: Path, monkeypatch: 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("lpc-test")
     (run,) = client.search_runs([exp.experiment_id])
+    # the run's config sits beside its own checkpoints (the save folder's one is shared)
+    saved = yaml.safe_load((tmp_path / "run" / "checkpoints" / "config.yaml").read_text())
+    assert saved["trainer"]["logger"]["class_path"].endswith("MLFlowLogger")
+    assert saved["trainer"]["max_epochs"] == 1
     run_id = run.info.run_id
     images = [a.path for a in client.list_artifacts(run_id, "images/val_predictions")]
     clouds = [a.path for a in client.list_artifacts(run_id, "clouds")]
