@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import sys
@@ -37,6 +38,10 @@ from lightning_pc.tasks import BaseTask
 
 #: environment variable read when ``--ddp_timeout`` is not given
 DDP_TIMEOUT_ENV = "LIGHTNING_PC_DDP_TIMEOUT"
+
+
+class ConfigError(ValueError):
+    """A command-line configuration that cannot work; ``main`` prints it in a few lines."""
 
 
 class DDPTimeoutError(RuntimeError):
@@ -121,6 +126,26 @@ class PointCloudCLI(LightningCLI):
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
+
+    def instantiate_classes(self) -> None:
+        """LightningCLI's, then refuses a ``model.init_args.num_classes`` that the data module
+        overrode (the CLI links ``data.num_classes`` to it): the user asked for another count.
+
+        A value equal to the task's default cannot be told apart from no value (the parser
+        fills the default in), so that one alone is not reported."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        init_args = config.get("model", {}).get("init_args") if config.get("model") else None
+        requested = init_args.get("num_classes") if init_args is not None else None
+        super().instantiate_classes()
+        actual = getattr(self.datamodule, "num_classes", None)
+        param = inspect.signature(type(self.model).__init__).parameters.get("num_classes")
+        default = param.default if param is not None else None
+        if requested is not None and requested != default and actual is not None and int(requested) != int(actual):
+            raise ConfigError(
+                f"--model.init_args.num_classes {requested} disagrees with the data module "
+                f"({type(self.datamodule).__name__}), which has {actual} classes; the number of "
+                "classes comes from the data: leave num_classes out (or change the data)"
+            )
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI reads ``--ckpt_path``'s hyperparameters before the trainer loads it:
@@ -286,6 +311,8 @@ def main(args: list[str] | None = None) -> None:
         message = _collective_timeout_message(error)
         if message is None:
             plain = plain_config_error(error)
+            if isinstance(error, ConfigError):
+                plain = f"error: {error}\n(set {TRACEBACK_ENV}=1 for the full traceback)"
             if plain is None or os.environ.get(TRACEBACK_ENV):
                 raise
             print(plain, file=sys.stderr, flush=True)
@@ -303,8 +330,6 @@ _UNION_WRAPPER = "Does not validate against any of the Union subtypes"
 
 def cli_description() -> str:
     """The text ``lightning-pc --help`` opens with: what it does, and the names it knows."""
-    import inspect
-
     from lightning_pc.models.registry import list_models
 
     def subclasses(base: type) -> list[str]:

@@ -16,6 +16,7 @@ QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.y
     [
         (["--model.init_args.model", "nosuchnet"], "unknown model 'nosuchnet'; known: dgcnn"),
         (["--model.init_args.class_weights", "[1,2]"], "class_weights has 2 entries for 12 classes"),
+        (["--model.init_args.num_classes", "5"], "num_classes 5 disagrees with the data module"),
     ],
 )
 def test_config_error_shows_our_message_first(
