@@ -34,6 +34,7 @@ from lightning_pc.callbacks.checkpoint_io import (
     damaged_checkpoint_message,
 )
 from lightning_pc.data import PointCloudDataModule
+from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.tasks import BaseTask
 
 #: environment variable read when ``--ddp_timeout`` is not given
@@ -294,6 +295,10 @@ class PointCloudCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-pc`` console script.
 
+    A configuration error (an unknown name, a bad option value, a missing data folder, a
+    malformed data file) prints ``error: <message>`` and exits with status 2; set
+    ``LIGHTNING_PC_TRACEBACK=1`` to get the exception and its traceback instead.
+
     ``lightning-pc cache ...`` manages the preprocessing caches
     (:mod:`lightning_pc.data.cache_admin`); everything else goes to :class:`PointCloudCLI`.
 
@@ -311,7 +316,7 @@ def main(args: list[str] | None = None) -> None:
         message = _collective_timeout_message(error)
         if message is None:
             plain = plain_config_error(error)
-            if isinstance(error, ConfigError):
+            if isinstance(error, (ConfigError, MissingDataError, DataFormatError)):
                 plain = f"error: {error}\n(set {TRACEBACK_ENV}=1 for the full traceback)"
             if plain is None or os.environ.get(TRACEBACK_ENV):
                 raise

@@ -34,6 +34,19 @@ def test_config_error_shows_our_message_first(
     assert not any("Union subtypes" in line or "Traceback" in line for line in err)
 
 
+def test_missing_data_root_is_one_message(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = str(Path(QUICKSTART).parent / "modelnet40_pointnet2_ssg.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, f"--data.init_args.root={tmp_path / 'nothing'}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ModelNet40: no dataset found at") and "Traceback" not in err
+
+
 def test_traceback_on_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(TRACEBACK_ENV, "1")
     monkeypatch.chdir(tmp_path)
