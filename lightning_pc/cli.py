@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import shlex
 import sys
 from datetime import timedelta
@@ -316,6 +317,8 @@ def main(args: list[str] | None = None) -> None:
         message = _collective_timeout_message(error)
         if message is None:
             plain = plain_config_error(error)
+            if plain is None:
+                plain = checkpoint_mismatch_message(error)
             if isinstance(error, (ConfigError, MissingDataError, DataFormatError)):
                 plain = f"error: {error}\n(set {TRACEBACK_ENV}=1 for the full traceback)"
             if plain is None or os.environ.get(TRACEBACK_ENV):
@@ -400,6 +403,43 @@ def plain_config_error(error: BaseException) -> str | None:
     if not found:
         return None
     lines = [f"error: {found[0]}"] + [f"       {extra}" for extra in dict.fromkeys(found[1:])]
+    lines.append(f"(set {TRACEBACK_ENV}=1 for the full traceback)")
+    return "\n".join(lines)
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+    r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)"
+)
+
+
+def checkpoint_mismatch_message(error: BaseException) -> str | None:
+    """A few lines for ``load_state_dict``'s size mismatches: which weights differ, and how.
+
+    The last layer's first dimension is the number of classes, so a checkpoint trained on
+    other data shows up as a mismatch there; the message says so.
+
+    Returns:
+        ``"error: ..."`` lines, or ``None`` when ``error`` holds no size mismatch.
+    """
+    found = _SIZE_MISMATCH.findall(str(error))
+    if not found:
+        return None
+    lines = [
+        f"error: the checkpoint does not fit this model: {len(found)} weight(s) have other "
+        "shapes (checkpoint vs this model):"
+    ]
+    lines += [f"  {name}: [{ckpt}] vs [{model}]" for name, ckpt, model in found[:6]]
+    if len(found) > 6:
+        lines.append(f"  ... and {len(found) - 6} more")
+    name, ckpt, model = found[-1]
+    c_dims, m_dims = ckpt.split(","), model.split(",")
+    if c_dims[0] != m_dims[0] and c_dims[1:] == m_dims[1:]:
+        lines.append(
+            f"The last of them looks like the class count: the checkpoint has {c_dims[0].strip()} "
+            f"classes, this model {m_dims[0].strip()} (from the data module); use the data the "
+            "checkpoint was trained on, or its config.yaml."
+        )
     lines.append(f"(set {TRACEBACK_ENV}=1 for the full traceback)")
     return "\n".join(lines)
 

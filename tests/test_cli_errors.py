@@ -90,3 +90,19 @@ def test_quickstart_rerun_keeps_best_ckpt_name(
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["best.ckpt", "last.ckpt"]
     out = capsys.readouterr().out
     assert f"--config {folder / 'config.yaml'} --ckpt_path {folder / 'best.ckpt'}" in out
+
+
+def test_checkpoint_with_other_class_count_says_what_differs() -> None:
+    import torch
+
+    from lightning_pc.cli import checkpoint_mismatch_message
+
+    trained = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 12))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 5))
+    with pytest.raises(RuntimeError) as info:
+        model.load_state_dict(trained.state_dict())  # torch's own error text
+    text = checkpoint_mismatch_message(info.value)
+    assert text is not None
+    assert "1.weight: [12, 16] vs [5, 16]" in text and "1.bias: [12] vs [5]" in text
+    assert "checkpoint has 12 classes, this model 5" in text
+    assert checkpoint_mismatch_message(RuntimeError("something else")) is None
