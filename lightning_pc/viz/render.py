@@ -58,10 +58,10 @@ def render(
     The camera of each view is framed so that the cloud fills the image
     (:func:`~lightning_pc.viz.camera.frame_camera`), and the colours are shaded for that
     view (:func:`~lightning_pc.viz.shading.shade`: lighting from the normals, given or
-    estimated once, plus a depth cue), identically for both backends. ``backend="auto"`` uses Open3D's
-    offscreen renderer (created once per process) and, if Open3D cannot open one, warns once
-    and uses the torch splatting rasteriser (:func:`~lightning_pc.viz.splat.splat`) from
-    then on.
+    estimated once, plus a depth cue), identically for both backends. ``backend="auto"``
+    uses Open3D's offscreen renderer (created once per process) and, if Open3D cannot open
+    one, warns once and uses the torch splatting rasteriser
+    (:func:`~lightning_pc.viz.splat.splat`) from then on.
 
     Args:
         points: ``[N, 3]`` coordinates.
