@@ -201,10 +201,10 @@ class PTv3Backbone(nn.Module):
                 feat = blk(feat, level)
         for up, blocks in zip(self.up, self.dec, strict=True):
             skip, parent, cluster = stack.pop()
-            feat = up(feat, skip, cluster)
+            feat, cpe_input = up(feat, skip, cluster)
             level = parent
-            for blk in blocks:
-                feat = blk(feat, level)
+            for i, blk in enumerate(blocks):
+                feat = blk(feat, level, cpe_input if i == 0 else None)
         return feat, level
 
 

@@ -19,7 +19,9 @@ for the convolutions. Voxels of a level are sorted by cloud.
   scale (off by default, as in PT-v3m1).
 - :class:`GridPooling` / :class:`GridUnpooling`: voxels sharing ``code >> 3 * log2(stride)``
   merge (linear, then max, then BatchNorm and GELU); unpooling adds the projected coarse
-  features, read through the pooling's inverse map, to the projected skip features.
+  features, read through the pooling's inverse map, to the projected skip features (and,
+  as Pointcept's code does, the next block's positional encoding reads the projected skip
+  features alone).
 """
 
 from __future__ import annotations
@@ -333,8 +335,10 @@ class Block(nn.Module):
             self.gamma1 = nn.Parameter(torch.full((channels,), float(layer_scale)))
             self.gamma2 = nn.Parameter(torch.full((channels,), float(layer_scale)))
 
-    def forward(self, feat: Tensor, level: Level) -> Tensor:
-        feat = feat + self.cpe(feat, level)
+    def forward(self, feat: Tensor, level: Level, cpe_input: Tensor | None = None) -> Tensor:
+        """``feat`` [N, C] of ``level``; ``cpe_input`` (default ``feat``) is what the
+        positional-encoding convolution reads (see :class:`GridUnpooling`)."""
+        feat = feat + self.cpe(feat if cpe_input is None else cpe_input, level)
         h = self.attn(self.norm1(feat) if self.pre_norm else feat, level)
         if self.gamma1 is not None:
             h = h * self.gamma1
@@ -435,7 +439,13 @@ class GridPooling(nn.Module):
 
 
 class GridUnpooling(nn.Module):
-    """``skip_proj(skip) + proj(coarse)[cluster]``, each projection linear, BatchNorm, GELU."""
+    """``skip_proj(skip) + proj(coarse)[cluster]``, each projection linear, BatchNorm, GELU.
+
+    Returns the sum and ``skip_proj(skip)``: in Pointcept's model the first block after an
+    unpooling convolves the latter in its positional encoding (its sparse tensor still holds
+    the projected skip features, the sum is written to the point features only), and the
+    weights it trains expect that; the decoder passes it on as the block's ``cpe_input``.
+    """
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
         super().__init__()
@@ -444,6 +454,7 @@ class GridUnpooling(nn.Module):
         self.proj_skip = nn.Linear(skip_channels, out_channels)
         self.proj_skip_norm = NormAct(out_channels)
 
-    def forward(self, coarse: Tensor, skip: Tensor, cluster: Tensor) -> Tensor:
+    def forward(self, coarse: Tensor, skip: Tensor, cluster: Tensor) -> tuple[Tensor, Tensor]:
         up = self.proj_norm(self.proj(coarse))
-        return self.proj_skip_norm(self.proj_skip(skip)) + up[cluster]
+        skip = self.proj_skip_norm(self.proj_skip(skip))
+        return skip + up[cluster], skip
