@@ -125,33 +125,10 @@ def check_codes() -> bool:
         grid = torch.randint(0, 1 << depth, (4000, 3), generator=g)
         batch = torch.randint(0, 5, (4000,), generator=g).sort().values
         for order in ORDERS:
-            ok &= bool(torch.equal(encode(grid, batch, depth, order), theirs(grid, batch, depth, order)))
+            ok &= bool(
+                torch.equal(encode(grid, batch, depth, order), theirs(grid, batch, depth, order))
+            )
     return ok
-
-
-def spconv_edge() -> tuple[float, float]:
-    """Max abs difference to dense ``conv3d`` of spconv's and our 5x5x5 submanifold
-    convolution, on random sites of a 12^3 grid that touch its low faces."""
-    import spconv.pytorch as spconv
-
-    from lightning_pc.nn.sparse.conv import SparseConv3d
-    from lightning_pc.nn.sparse.tensor import SparseTensor
-
-    g = torch.Generator().manual_seed(0)
-    grid = torch.unique(torch.randint(0, 12, (600, 3), generator=g), dim=0)
-    coords = torch.cat([torch.zeros(len(grid), 1, dtype=torch.long), grid], 1)
-    f = torch.randn(len(grid), 4, generator=g)
-    theirs = spconv.SubMConv3d(4, 6, 5, bias=False)
-    ours = SparseConv3d(4, 6, 5)
-    ours.weight.data = conv_weight(theirs.weight.data)
-    with torch.no_grad():
-        a = theirs(spconv.SparseConvTensor(f, coords.int(), [16, 16, 16], 1)).features
-        b = ours(SparseTensor(coords, f)).feats
-        dense = torch.zeros(1, 4, 16, 16, 16)
-        dense[0, :, grid[:, 0] + 2, grid[:, 1] + 2, grid[:, 2] + 2] = f.t()
-        ref = nn.functional.conv3d(dense, theirs.weight.data.permute(0, 4, 1, 2, 3))
-        ref = ref[0, :, grid[:, 0], grid[:, 1], grid[:, 2]].t()
-    return float((a - ref).abs().max()), float((b - ref).abs().max())
 
 
 def conv_weight(w: torch.Tensor) -> torch.Tensor:
@@ -159,7 +136,9 @@ def conv_weight(w: torch.Tensor) -> torch.Tensor:
     return w.permute(1, 2, 3, 4, 0).reshape(-1, w.size(4), w.size(0))
 
 
-def map_backbone(theirs: dict[str, torch.Tensor], n: int, enc_mode: bool) -> dict[str, torch.Tensor]:
+def map_backbone(
+    theirs: dict[str, torch.Tensor], n: int, enc_mode: bool
+) -> dict[str, torch.Tensor]:
     """Pointcept backbone state dict -> ours (``backbone.`` prefix)."""
     out: dict[str, torch.Tensor] = {}
     for k, v in theirs.items():
@@ -226,15 +205,12 @@ def official_input(x: object) -> dict[str, torch.Tensor]:
 
 
 def compare(
-    official: types.ModuleType, clouds: list[int], patch: int, seed: int, margin: int
+    official: types.ModuleType, clouds: list[int], patch: int, seed: int
 ) -> dict[str, float]:
-    from lightning_pc.models.ptv3 import PTv3, PTv3Cls, VoxelInput, ptv3_input
-    from lightning_pc.nn.sparse.tensor import SparseTensor
+    from lightning_pc.models.ptv3 import PTv3, PTv3Cls, ptv3_input
 
     torch.manual_seed(seed)
-    kw = dict(
-        enc_patch_size=(patch,) * 5, dec_patch_size=(patch,) * 4, shuffle_orders=False
-    )
+    kw = dict(enc_patch_size=(patch,) * 5, dec_patch_size=(patch,) * 4, shuffle_orders=False)
     res: dict[str, float] = {}
     for enc_mode in (False, True):
         ref = official.PointTransformerV3(
@@ -279,17 +255,15 @@ def compare(
         data = make_input(clouds, seed, 3)
         with torch.no_grad():
             x = ptv3_input(data, 3, 0.02)
-            if margin:  # keep every voxel MARGIN from the grid's low faces (spconv_edge)
-                shift = torch.tensor([0, margin, margin, margin])
-                x = VoxelInput(SparseTensor(x.sparse.coords + shift, x.sparse.feats), x.inverse,
-                               x.num_clouds)  # fmt: skip
             point = ref(official_input(x))
             feat, level = ours.backbone(x)
             if enc_mode:
                 offset = nn.functional.pad(point.offset, (1, 0))
                 theirs = head(torch.segment_reduce(point.feat, "mean", offsets=offset, axis=0))
                 pooled = torch.segment_reduce(feat, "mean", lengths=level.counts, axis=0)
-                mine = ours.fc3(torch.relu(ours.bn2(ours.fc2(torch.relu(ours.bn1(ours.fc1(pooled)))))))
+                mine = ours.fc3(
+                    torch.relu(ours.bn2(ours.fc2(torch.relu(ours.bn1(ours.fc1(pooled))))))
+                )
             else:
                 theirs = head(point.feat)[x.inverse]
                 mine = ours.seg_head(feat)[x.inverse]
@@ -305,17 +279,14 @@ def main() -> None:
     official = load_official(args.pointcept)
     torch.set_num_threads(1)
     print(f"serialisation codes equal (4 orders, depths 1-16): {check_codes()}")
-    sp_err, our_err = spconv_edge()
-    print(f"5x5x5 submanifold conv on sites touching the grid's low faces, max abs diff to dense "
-          f"conv3d: spconv {sp_err:.2e}, ours {our_err:.2e}")  # fmt: skip
-    cases = [([6000], 1024, 0, 2), ([5000, 4000], 48, 1, 2), ([6000], 1024, 0, 0)]
-    print("| clouds (points) | patch | grid margin | params seg (official / ours) | params cls (official / "
+    cases = [([6000], 1024, 0), ([5000, 4000], 48, 1)]
+    print("| clouds (points) | patch | params seg (official / ours) | params cls (official / "
           "ours) | max abs diff seg | max abs diff cls | max abs logit |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
-    for clouds, patch, seed, margin in cases:
-        r = compare(official, clouds, patch, seed, margin)
+    print("|---|---|---|---|---|---|---|")
+    for clouds, patch, seed in cases:
+        r = compare(official, clouds, patch, seed)
         print(
-            f"| {clouds} | {patch} | {margin} | {r['params_seg_official']:,} / {r['params_seg_ours']:,} | "
+            f"| {clouds} | {patch} | {r['params_seg_official']:,} / {r['params_seg_ours']:,} | "
             f"{r['params_cls_official']:,} / {r['params_cls_ours']:,} | {r['maxdiff_seg']:.2e} | "
             f"{r['maxdiff_cls']:.2e} | {max(r['maxabs_seg'], r['maxabs_cls']):.2f} |"
         )

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +38,7 @@ from lightning_pc.nn.mlp import batch_norm_rows
 from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling, Level, make_level
 from lightning_pc.nn.serialization import ORDERS
 from lightning_pc.nn.sparse.tensor import SparseTensor, voxelize
+
 
 @dataclass
 class VoxelInput:
@@ -197,13 +198,13 @@ class PTv3Backbone(nn.Module):
                 pooled, coarse, cluster = self.down[s - 1](feat, level, shuffle)
                 stack.append((feat, level, cluster))
                 feat, level = pooled, coarse
-            for blk in blocks:
+            for blk in cast(nn.ModuleList, blocks):
                 feat = blk(feat, level)
         for up, blocks in zip(self.up, self.dec, strict=True):
             skip, parent, cluster = stack.pop()
             feat, cpe_input = up(feat, skip, cluster)
             level = parent
-            for i, blk in enumerate(blocks):
+            for i, blk in enumerate(cast(nn.ModuleList, blocks)):
                 feat = blk(feat, level, cpe_input if i == 0 else None)
         return feat, level
 
@@ -282,4 +283,3 @@ class PTv3Cls(nn.Module):
         h = self.drop(torch.relu(batch_norm_rows(self.bn1, self.fc1(pooled))))
         h = self.drop(torch.relu(batch_norm_rows(self.bn2, self.fc2(h))))
         return self.fc3(h)
-

@@ -151,7 +151,7 @@ def test_serialized_attention_equals_softmax_per_window() -> None:
     q, k, v = attn.qkv(feat).chunk(3, dim=1)
     ref = torch.empty(len(grid), 8)
     order = level.order[0]
-    for b, (lo, hi) in enumerate([(0, n1), (n1, len(grid))]):
+    for lo, hi in [(0, n1), (n1, len(grid))]:
         pos = order[lo:hi]  # this cloud's voxels along the curve
         m = hi - lo
         windows = [list(range(m))] if m < 10 else []
@@ -258,11 +258,13 @@ def test_clouds_of_a_batch_do_not_leak_into_each_other() -> None:
 def test_a_tiny_batch_overfits() -> None:
     torch.manual_seed(0)
     model = PTv3(num_classes=4, grid_size=0.1, **TINY)
-    batch = Batch.from_data_list([cloud(200, 0), cloud(150, 1)])
-    # a label field the voxels can carry: the octant of the point
-    batch.y = ((batch.pos > 0.5).long() * torch.tensor([1, 2, 0])).sum(1)
+    data = [cloud(200, 0), cloud(150, 1)]
+    for d in data:  # labels each voxel can carry: the quadrant of its cell in x and y
+        cell = torch.floor((d.pos - d.pos.min(0).values) / 0.1).long()
+        d.y = (cell[:, 0] >= 5).long() + 2 * (cell[:, 1] >= 5).long()
+    batch = Batch.from_data_list(data)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(60):
+    for _ in range(80):
         opt.zero_grad()
         F.cross_entropy(model(batch), batch.y).backward()
         opt.step()
