@@ -141,7 +141,6 @@ class PatchPlan:
         s = patch_size
         starts = torch.cumsum(counts, 0) - counts  # [B] first position of each cloud
         n = int(counts.sum())
-        take = torch.empty(n, dtype=torch.long, device=dev)
         ar_s = torch.arange(s, device=dev)
         # clouds with at least ``s`` voxels: ceil(n / s) windows, the last one ending at n
         big = counts >= s
