@@ -17,8 +17,12 @@ minimum, mean of ``[pos, x]`` per voxel: the stem sees ``3 + in_channels`` chann
 ``in_channels=3`` (colours) matches Pointcept's ``in_channels=6``). Segmentation logits are
 given on every input point (its voxel's).
 
-Differences from Pointcept's code, by design: the serialisations are shuffled only in
-training (Pointcept shuffles in evaluation too, so its predictions change between calls);
+Equal to Pointcept's model file on the same weights and input (max abs difference of the
+logits about 2e-6, ``benchmarks/ptv3_oracle.py``), including one of its quirks that trained
+weights depend on: the first block after each unpooling convolves the projected skip
+features alone in its positional encoding. Differences by design: the serialisations are
+shuffled only in training (Pointcept's pooling layers shuffle them in evaluation too,
+whatever ``shuffle_orders`` says, so its predictions change between calls);
 attention always follows the flash-attention patching (Pointcept's non-flash path instead
 shrinks every patch to the smallest cloud of the batch, which couples the clouds); the
 sparse convolutions are ours (``lightning_pc.nn.sparse``), not spconv.
