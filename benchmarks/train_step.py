@@ -5,6 +5,12 @@ before 2.8).
     python benchmarks/train_step.py                      # CPU, batch 32 x 1024, 40 classes
     python benchmarks/train_step.py --device cuda --steps 20
     python benchmarks/train_step.py --precision bf16-mixed --only ours   # under autocast
+    python benchmarks/train_step.py --scene --batch 2 --steps 1 --rounds 1  # SpUNet, PTv3
+
+``--scene`` times the scene networks instead, SpUNet (``s3dis_sparse_unet``'s 4 cm voxels)
+beside Point Transformer V3 (PT-v3m1 base, ``s3dis_ptv3``'s 2 cm grid), on S3DIS-like crops
+of ``--points`` (default 24,000) points with colours and 13 per-point classes: room-like
+scenes of surfaces (``common.scene``) scaled to about 3 x 2.5 m.
 
 Each row runs in a fresh subprocess, so peak memory is that model's own: on CPU the rise
 of the peak resident set size over the resident size just before the first step (glibc
@@ -40,6 +46,7 @@ MODELS = {
     "PointNet++ SSG": ["pyg", "ours", "ours (torch BN)"],
     "DGCNN": ["pyg", "ours", "ours (packed kNN)"],
 }
+SCENE_MODELS = {"SpUNet": ["ours"], "PTv3": ["ours"]}
 
 
 # ----------------------------------------------------------------------------- data
@@ -74,6 +81,22 @@ def surface_cloud(n: int, g: torch.Generator) -> torch.Tensor:
     p = p @ q
     p = p - p.mean(0)
     return p / p.norm(dim=1).max()
+
+
+def make_scene_batch(batch_size: int, points: int, num_classes: int, device: str):
+    from common import scene
+    from torch_geometric.data import Batch, Data
+
+    g = torch.Generator().manual_seed(0)
+    data = [
+        Data(
+            pos=scene(points, seed=i) * 0.5,
+            x=torch.rand(points, 3, generator=g),
+            y=torch.randint(0, num_classes, (points,), generator=g),
+        )
+        for i in range(batch_size)
+    ]
+    return Batch.from_data_list(data).to(device)
 
 
 def make_batch(batch_size: int, points: int, num_classes: int, device: str):
@@ -158,6 +181,10 @@ def pyg_dgcnn(num_classes: int, k: int = 20) -> torch.nn.Module:
 def build(model: str, impl: str, num_classes: int) -> torch.nn.Module:
     from lightning_pc.models import create_model
 
+    if model == "SpUNet":
+        return create_model("sparse_unet", num_classes, in_channels=3, voxel_size=0.04)
+    if model == "PTv3":
+        return create_model("ptv3", num_classes, in_channels=3, grid_size=0.02)
     if model == "PointNet++ SSG":
         return (
             pyg_pointnet2(num_classes)
@@ -181,7 +208,9 @@ def worker(args: argparse.Namespace) -> None:
         os.environ["LIGHTNING_PC_FUSED"] = "off"
     torch.manual_seed(0)
     device = args.device
-    data = make_batch(args.batch, args.points, args.classes, device)
+    data = (make_scene_batch if args.scene else make_batch)(
+        args.batch, args.points, args.classes, device
+    )
     model = build(args.model, args.impl, args.classes).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     params = sum(p.numel() for p in model.parameters())
@@ -220,9 +249,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--points", type=int, default=1024)
-    p.add_argument("--classes", type=int, default=40)
+    p.add_argument("--batch", type=int, default=None, help="32 (2 with --scene)")
+    p.add_argument("--points", type=int, default=None, help="1024 (24000 with --scene)")
+    p.add_argument("--classes", type=int, default=None, help="40 (13 with --scene)")
+    p.add_argument("--scene", action="store_true", help="SpUNet and PTv3 on scene crops")
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--only", default="", help="substring filter on 'model impl'")
@@ -235,6 +265,9 @@ def main() -> None:
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     args = p.parse_args()
+    for key, shapes, scenes in (("batch", 32, 2), ("points", 1024, 24000), ("classes", 40, 13)):
+        if getattr(args, key) is None:
+            setattr(args, key, scenes if args.scene else shapes)
     if args.model:
         worker(args)
         return
@@ -251,7 +284,7 @@ def main() -> None:
         f"| {'model':<15} | {'implementation':<18} | {'params':>9} | {'step (s)':>8} | {'peak (MiB)':>10} | {'speed-up':>8} |"
     )
     print(f"|{'-' * 17}|{'-' * 20}|{'-' * 11}|{'-' * 10}|{'-' * 12}|{'-' * 10}|")
-    for model, impls in MODELS.items():
+    for model, impls in (SCENE_MODELS if args.scene else MODELS).items():
         impls = [i for i in impls if not args.only or args.only in f"{model} {i}"]
         impls = [i for i in impls if has_tc or i != "pyg"]
         times: dict[str, list[float]] = {i: [] for i in impls}
@@ -284,6 +317,10 @@ def worker_cmd(args: argparse.Namespace, model: str, impl: str) -> list[str]:
     opts = {"--model": model, "--impl": impl, "--device": args.device, "--batch": args.batch}
     opts.update({"--points": args.points, "--classes": args.classes, "--steps": args.steps})
     opts["--precision"] = args.precision
+    return [*_cmd(opts), *(["--scene"] if args.scene else [])]
+
+
+def _cmd(opts: dict[str, object]) -> list[str]:
     return [sys.executable, __file__, *[str(t) for kv in opts.items() for t in kv]]
 
 

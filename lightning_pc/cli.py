@@ -13,12 +13,15 @@ Example::
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import re
 import shlex
 import sys
 from datetime import timedelta
 from typing import Any
 
+import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -34,10 +37,15 @@ from lightning_pc.callbacks.checkpoint_io import (
     damaged_checkpoint_message,
 )
 from lightning_pc.data import PointCloudDataModule
+from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.tasks import BaseTask
 
 #: environment variable read when ``--ddp_timeout`` is not given
 DDP_TIMEOUT_ENV = "LIGHTNING_PC_DDP_TIMEOUT"
+
+
+class ConfigError(ValueError):
+    """A command-line configuration that cannot work; ``main`` prints it in a few lines."""
 
 
 class DDPTimeoutError(RuntimeError):
@@ -106,6 +114,9 @@ class PointCloudCLI(LightningCLI):
         kwargs.setdefault("model_class", BaseTask)
         kwargs.setdefault("datamodule_class", PointCloudDataModule)
         kwargs.setdefault("auto_configure_optimizers", True)
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        parser_kwargs.setdefault("description", cli_description())
+        kwargs["parser_kwargs"] = parser_kwargs
         super().__init__(args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -147,11 +158,32 @@ class PointCloudCLI(LightningCLI):
                     f"current folder {os.getcwd()} and the installed packages"
                 ) from error
 
+    def instantiate_classes(self) -> None:
+        """LightningCLI's, then refuses a ``model.init_args.num_classes`` that the data module
+        overrode (the CLI links ``data.num_classes`` to it): the user asked for another count.
+
+        A value equal to the task's default cannot be told apart from no value (the parser
+        fills the default in), so that one alone is not reported."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        init_args = config.get("model", {}).get("init_args") if config.get("model") else None
+        requested = init_args.get("num_classes") if init_args is not None else None
+        super().instantiate_classes()
+        actual = getattr(self.datamodule, "num_classes", None)
+        param = inspect.signature(type(self.model).__init__).parameters.get("num_classes")
+        default = param.default if param is not None else None
+        if requested is not None and requested != default and actual is not None and int(requested) != int(actual):
+            raise ConfigError(
+                f"--model.init_args.num_classes {requested} disagrees with the data module "
+                f"({type(self.datamodule).__name__}), which has {actual} classes; the number of "
+                "classes comes from the data: leave num_classes out (or change the data)"
+            )
+
     def _parse_ckpt_path(self) -> None:
         """LightningCLI reads ``--ckpt_path``'s hyperparameters before the trainer loads it:
         a damaged file raises :class:`DamagedCheckpointError` here already."""
         try:
             super()._parse_ckpt_path()
+            self._classes_from_checkpoint()
         except Exception as error:
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -159,6 +191,28 @@ class PointCloudCLI(LightningCLI):
             if problem is None or path is None:
                 raise
             raise DamagedCheckpointError(damaged_checkpoint_message(path, problem)) from error
+
+    def _classes_from_checkpoint(self) -> None:
+        """``predict`` with :class:`PredictScenesDataModule` and neither ``num_classes`` nor
+        ``class_names``: take the model's ``num_classes`` from ``--ckpt_path``."""
+        subcommand = self.config.get("subcommand")
+        if subcommand != "predict":
+            return
+        config = self.config[subcommand]
+        data = config.get("data")
+        args = data.get("init_args") if data is not None else None
+        if data is None or args is None or "PredictScenes" not in str(data.get("class_path")):
+            return
+        if args.get("num_classes") is not None or args.get("class_names") is not None:
+            return
+        model = config.get("model")
+        model_args = model.get("init_args") if model is not None else None
+        num = model_args.get("num_classes") if model_args is not None else None
+        if num is None and config.get("ckpt_path"):
+            ckpt = torch.load(config["ckpt_path"], weights_only=True, map_location="cpu")
+            num = ckpt.get("hyper_parameters", {}).get("num_classes")
+        if num is not None:
+            args["num_classes"] = int(num)
 
     def ddp_timeout(self) -> float | None:
         """``--ddp_timeout``, else ``$LIGHTNING_PC_DDP_TIMEOUT`` (seconds; ``None``: neither)."""
@@ -211,19 +265,55 @@ class PointCloudCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._warn_random_weights()
+        from lightning_pc.callbacks.prediction_writer import ScenePredictionWriter
+        from lightning_pc.data.modules.predict import PredictScenesDataModule
+
+        if isinstance(self.datamodule, PredictScenesDataModule) and not any(
+            isinstance(c, ScenePredictionWriter)
+            for c in self.trainer.callbacks  # type: ignore[attr-defined]
+        ):
+            self.trainer.callbacks.append(ScenePredictionWriter())  # type: ignore[attr-defined]
 
     def after_fit(self) -> None:
         # trainer.log_dir can be a collective (it broadcasts): every rank asks, rank 0 prints
         log_dir = self.trainer.log_dir
         if self.trainer.is_global_zero:
+            self._save_config_beside_checkpoints()
             print(self.fit_summary(log_dir), flush=True)
+
+    def _checkpoint_dir(self) -> str | None:
+        checkpoint = next(
+            (cb for cb in self.trainer.callbacks if isinstance(cb, ModelCheckpoint)),  # type: ignore[attr-defined]
+            None,
+        )
+        path = (checkpoint.best_model_path or checkpoint.last_model_path) if checkpoint else ""
+        return os.path.dirname(path) if path else None
+
+    def _save_config_beside_checkpoints(self) -> None:
+        """Writes this run's full config as ``config.yaml`` in its checkpoint folder.
+
+        With loggers whose ``log_dir`` is shared by every run (Weights & Biases, MLflow: the
+        trainer's save folder), LightningCLI's ``config.yaml`` there is replaced by the next
+        run; the copy beside the checkpoints stays with the weights it describes, and the
+        printed evaluate command uses it.
+        """
+        folder = self._checkpoint_dir()
+        if folder is None or not os.path.isdir(folder) or self.subcommand is None:
+            return
+        try:
+            self._parser(self.subcommand).save(
+                self.config.get(self.subcommand, self.config), os.path.join(folder, "config.yaml"),
+                skip_none=False, overwrite=True, multifile=False,
+            )
+        except Exception as error:  # noqa: BLE001 - the run itself succeeded
+            rank_zero_warn(f"could not save config.yaml beside the checkpoints: {error}")
 
     def fit_summary(self, log_dir: str | None) -> str:
         """Where the run left its checkpoints and logs, and how to evaluate it.
 
-        The command uses the ``config.yaml`` that LightningCLI saved in the log folder (it
-        holds every command-line override of this run) when it exists, else the
-        ``--config`` files given to this run.
+        The command uses this run's ``config.yaml`` beside the checkpoints (it holds every
+        command-line override of this run), else the one LightningCLI saved in the log
+        folder, else the ``--config`` files given to this run.
 
         Args:
             log_dir: the trainer's log folder (``trainer.log_dir``).
@@ -246,8 +336,11 @@ class PointCloudCLI(LightningCLI):
             lines.append(f"  logs:            {log_dir}")
         evaluate = best or last
         if evaluate:
+            beside = os.path.join(os.path.dirname(evaluate), "config.yaml")
             saved = os.path.join(log_dir, "config.yaml") if log_dir else ""
-            if saved and os.path.isfile(saved):
+            if os.path.isfile(beside):
+                configs = [beside]
+            elif saved and os.path.isfile(saved):
                 configs = [saved]
             else:
                 configs = [str(c) for c in self.config.get("fit", {}).get("config") or []]
@@ -262,6 +355,10 @@ class PointCloudCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-pc`` console script.
+
+    A configuration error (an unknown name, a bad option value, a missing data folder, a
+    malformed data file) prints ``error: <message>`` and exits with status 2; set
+    ``LIGHTNING_PC_TRACEBACK=1`` to get the exception and its traceback instead.
 
     ``lightning-pc cache ...`` manages the preprocessing caches
     (:mod:`lightning_pc.data.cache_admin`); everything else goes to :class:`PointCloudCLI`.
@@ -281,10 +378,132 @@ def main(args: list[str] | None = None) -> None:
     except Exception as error:
         message = _collective_timeout_message(error)
         if message is None:
-            raise
+            plain = plain_config_error(error)
+            if plain is None:
+                plain = checkpoint_mismatch_message(error)
+            if isinstance(error, (ConfigError, MissingDataError, DataFormatError)):
+                plain = f"error: {error}\n(set {TRACEBACK_ENV}=1 for the full traceback)"
+            if plain is None or os.environ.get(TRACEBACK_ENV):
+                raise
+            print(plain, file=sys.stderr, flush=True)
+            sys.exit(2)
         raise DDPTimeoutError(message) from error
     finally:
         _destroy_process_group()
+
+
+#: set to 1 to see the full traceback of a configuration error
+TRACEBACK_ENV = "LIGHTNING_PC_TRACEBACK"
+
+_UNION_WRAPPER = "Does not validate against any of the Union subtypes"
+
+
+def cli_description() -> str:
+    """The text ``lightning-pc --help`` opens with: what it does, and the names it knows."""
+    from lightning_pc.models.registry import list_models
+
+    def subclasses(base: type) -> list[str]:
+        seen: dict[str, None] = {}
+        stack: list[type] = list(base.__subclasses__())
+        while stack:
+            cls = stack.pop()
+            stack.extend(cls.__subclasses__())
+            if cls.__module__.startswith("lightning_pc.") and not inspect.isabstract(cls):
+                seen[cls.__name__] = None
+        return sorted(seen)
+
+    return (
+        "Train and evaluate point-cloud models (lightning_pc). Subcommands: fit, validate, "
+        "test, predict; `lightning-pc cache --help` manages preprocessing caches.\n"
+        f"Tasks (--model): {', '.join(subclasses(BaseTask))}.\n"
+        f"Networks (--model.init_args.model): {', '.join(list_models())}.\n"
+        f"Data modules (--data): {', '.join(subclasses(PointCloudDataModule))}.\n"
+        "Example: lightning-pc fit --config configs/quickstart.yaml. Options of one task or "
+        "data module: lightning-pc fit --model.help ClassificationTask."
+    )
+
+
+def plain_config_error(error: BaseException) -> str | None:
+    """A few lines for a configuration error that jsonargparse wrapped in its union report.
+
+    jsonargparse tries each member of ``model: BaseTask | None`` (and ``data``) and, when
+    instantiation raises, reports "Does not validate against any of the Union subtypes" with
+    every member's error and the whole namespace; our own message is one line inside. This
+    picks out the lines that are not jsonargparse's own ("Expected a <class 'NoneType'>",
+    "Given value...").
+
+    Returns:
+        ``"error: <our message>"`` plus a hint, or ``None`` when ``error`` is not such a
+        report.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = next((str(e) for e in chain if _UNION_WRAPPER in str(e)), None)
+    if text is None:
+        return None
+    found: list[str] = []
+    in_errors = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("Errors:"):
+            in_errors = True
+            continue
+        if stripped.startswith(("Given value", "Subtypes:")):
+            in_errors = False
+            continue
+        if not in_errors or not stripped.startswith("- "):
+            continue
+        item = stripped[2:].strip()
+        if item.startswith("Expected a") or _UNION_WRAPPER in item or not item:
+            continue
+        if len(item) >= 2 and item[0] == item[-1] and item[0] in "\"'":
+            item = item[1:-1]
+        found.append(item.replace("\\'", "'"))
+    if not found:
+        return None
+    lines = [f"error: {found[0]}"] + [f"       {extra}" for extra in dict.fromkeys(found[1:])]
+    lines.append(f"(set {TRACEBACK_ENV}=1 for the full traceback)")
+    return "\n".join(lines)
+
+
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+    r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)"
+)
+
+
+def checkpoint_mismatch_message(error: BaseException) -> str | None:
+    """A few lines for ``load_state_dict``'s size mismatches: which weights differ, and how.
+
+    The last layer's first dimension is the number of classes, so a checkpoint trained on
+    other data shows up as a mismatch there; the message says so.
+
+    Returns:
+        ``"error: ..."`` lines, or ``None`` when ``error`` holds no size mismatch.
+    """
+    found = _SIZE_MISMATCH.findall(str(error))
+    if not found:
+        return None
+    lines = [
+        f"error: the checkpoint does not fit this model: {len(found)} weight(s) have other "
+        "shapes (checkpoint vs this model):"
+    ]
+    lines += [f"  {name}: [{ckpt}] vs [{model}]" for name, ckpt, model in found[:6]]
+    if len(found) > 6:
+        lines.append(f"  ... and {len(found) - 6} more")
+    name, ckpt, model = found[-1]
+    c_dims, m_dims = ckpt.split(","), model.split(",")
+    if c_dims[0] != m_dims[0] and c_dims[1:] == m_dims[1:]:
+        lines.append(
+            f"The last of them looks like the class count: the checkpoint has {c_dims[0].strip()} "
+            f"classes, this model {m_dims[0].strip()} (from the data module); use the data the "
+            "checkpoint was trained on, or its config.yaml."
+        )
+    lines.append(f"(set {TRACEBACK_ENV}=1 for the full traceback)")
+    return "\n".join(lines)
 
 
 def _collective_timeout_message(error: BaseException) -> str | None:

@@ -75,6 +75,15 @@ TINY: dict[str, dict[str, Any]] = {
     ),
     "sparse_resnet": dict(voxel_size=0.1, channels=[8, 8, 16], layers=[1, 1], head=[16]),
     "sparse_unet": dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4),
+    "ptv3": dict(
+        grid_size=0.2, stride=[2], enc_depths=[1, 1], enc_channels=[8, 16], enc_num_head=[1, 2],
+        enc_patch_size=[16, 16], dec_depths=[1], dec_channels=[8], dec_num_head=[1],
+        dec_patch_size=[16],
+    ),  # fmt: skip
+    "ptv3_cls": dict(
+        grid_size=0.1, stride=[2], enc_depths=[1, 1], enc_channels=[8, 16], enc_num_head=[1, 2],
+        enc_patch_size=[16, 16],
+    ),  # fmt: skip
 }
 
 QUICK_DATA = [
@@ -108,6 +117,8 @@ def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Pat
         ),
         "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
+        "semantickitti": _load("semantickitti").make_release(root / "semantickitti"),
+        "scannet": _load("scannet").make_release(root / "scannet") / "raw",
     }
 
 

@@ -4,14 +4,20 @@ checkpoints that are always the latest and never half-written."""
 from lightning_pc.callbacks.checkpoint_io import DamagedCheckpointError, SafeCheckpointIO
 from lightning_pc.callbacks.image_logging import log_image
 from lightning_pc.callbacks.model_checkpoint import ModelCheckpoint
-from lightning_pc.callbacks.prediction_writer import PLYPredictionWriter
+from lightning_pc.callbacks.prediction_writer import (
+    PLYPredictionWriter,
+    PredictionCSVWriter,
+    ScenePredictionWriter,
+)
 from lightning_pc.callbacks.render_predictions import RenderPredictions
 
 __all__ = [
     "DamagedCheckpointError",
     "ModelCheckpoint",
     "PLYPredictionWriter",
+    "PredictionCSVWriter",
     "RenderPredictions",
     "SafeCheckpointIO",
+    "ScenePredictionWriter",
     "log_image",
 ]

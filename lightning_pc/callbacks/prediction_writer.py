@@ -23,6 +23,7 @@ def write_ply(
     colors: np.ndarray,
     binary: bool = True,
     comments: Sequence[str] = (),
+    double: bool = False,
 ) -> None:
     """Write points with ``x y z`` (float), ``red green blue`` (uchar) and ``label`` (int).
 
@@ -33,22 +34,24 @@ def write_ply(
         colors: ``[N, 3]`` colours, 0-255.
         binary: ``binary_little_endian`` (else ``ascii``).
         comments: header comment lines.
+        double: coordinates as ``double`` (georeferenced scans lose precision in float).
     """
     path = Path(path)
     n = len(pos)
+    coord = "<f8" if double else "<f4"
     vertex = np.empty(
         n,
         dtype=[
-            ("x", "<f4"),
-            ("y", "<f4"),
-            ("z", "<f4"),
+            ("x", coord),
+            ("y", coord),
+            ("z", coord),
             ("red", "u1"),
             ("green", "u1"),
             ("blue", "u1"),
             ("label", "<i4"),
         ],
     )
-    xyz = np.asarray(pos, dtype=np.float32).reshape(n, 3)
+    xyz = np.asarray(pos, dtype=coord).reshape(n, 3)
     vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
     rgb = np.asarray(colors, dtype=np.uint8)
     vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
@@ -56,7 +59,7 @@ def write_ply(
     header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
     header += [f"comment {c}" for c in comments]
     header += [f"element vertex {n}"]
-    header += [f"property float {a}" for a in "xyz"]
+    header += [f"property {'double' if double else 'float'} {a}" for a in "xyz"]
     header += [f"property uchar {c}" for c in ("red", "green", "blue")]
     header += ["property int label", "end_header"]
     tmp = path.with_name(path.name + ".tmp")
@@ -73,7 +76,8 @@ def write_ply(
 def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tensor]]:
     """Per cloud of ``batch``: its points ``[n_i, 3]`` and their labels ``[n_i]``.
 
-    ``prediction`` may hold one label per cloud (``[B]``, given to each of its points), one
+    ``prediction`` may hold one label per cloud (``[B]``, given to each of its points; or
+    class probabilities ``[B, C]``, of which the most likely class is taken), one
     per point of the batch (``[N]``), or one per original point when the batch carries
     ``inverse_index`` (``[N_full]``, as :class:`~lightning_pc.tasks.SemanticSegmentationTask`
     returns): the labels then go back onto the kept points (each kept point is its own
@@ -87,7 +91,10 @@ def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tenso
         ``(pos, labels)`` for each cloud, on the CPU.
     """
     pos = batch.pos.detach().cpu()
-    pred = prediction.detach().cpu().view(-1).long()
+    prediction = prediction.detach().cpu()
+    if prediction.dim() == 2:  # class probabilities (classification): the most likely class
+        prediction = prediction.argmax(1)
+    pred = prediction.view(-1).long()
     ptr = batch.ptr.cpu()
     num_clouds, num_points = ptr.numel() - 1, pos.size(0)
     inverse = getattr(batch, "inverse_index", None)
@@ -105,12 +112,43 @@ def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tenso
     return [(pos[ptr[i] : ptr[i + 1]], per_point[ptr[i] : ptr[i + 1]]) for i in range(num_clouds)]
 
 
+_FILE_SUFFIXES = frozenset(
+    (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz", ".off", ".obj", ".stl", ".bin")
+)
+
+
+def output_stem(name: str) -> str:
+    """An output path for a sample named ``name`` (its raw file under the data root, or a
+    sample inside one, such as ``ply_data_test0.h5:3``): a file suffix is dropped, ``:`` and
+    ``#`` become ``_``."""
+    path = Path(name)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        path = path.with_suffix("")
+    return path.as_posix().replace(":", "_").replace("#", "_")
+
+
+def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The dataset behind the trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
+    try:
+        loaders = trainer.predict_dataloaders
+    except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
+        return None
+    if isinstance(loaders, list | tuple):
+        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    return getattr(loaders, "dataset", None)
+
+
 class PLYPredictionWriter(BasePredictionWriter):
-    """Write each predicted cloud to ``output_dir/<prefix><index>.ply``.
+    """Write each predicted cloud to ``output_dir/<prefix><name>.ply``.
+
+    ``name`` is the source file's path under the data root without its suffix (datasets
+    with ``names``, e.g. every cached data module), else the cloud's index in the predict
+    dataset. Coordinates are those the network saw (after the evaluation transforms); for
+    whole scans in their original coordinates use :class:`ScenePredictionWriter`.
 
     Every point gets ``x y z``, its label as a ``label`` int property and the label's colour
     as ``red green blue`` (the data module's ``palette``; a generated palette without one).
-    Per-cloud predictions (classification) colour the whole cloud. ``index`` is the
+    Per-cloud predictions (classification) colour the whole cloud. Names come from the
     cloud's index in the predict dataset, so under DDP each rank writes its own clouds
     (Lightning's predict sampler does not repeat samples) and no file is written twice;
     the header records the rank that wrote it (``comment rank R``). Nothing here is
@@ -159,7 +197,12 @@ class PLYPredictionWriter(BasePredictionWriter):
         """Write the clouds of one predicted batch."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         clouds = split_prediction(prediction, batch)
-        if batch_indices is None or len(batch_indices) != len(clouds):
+        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        idx = getattr(batch, "idx", None)
+        if sources is not None and idx is not None and idx.numel() == len(clouds):
+            # the source file's path under the data root, without its suffix
+            names = [output_stem(sources[int(i)]) for i in idx.view(-1)]
+        elif batch_indices is None or len(batch_indices) != len(clouds):
             names = [f"rank{trainer.global_rank}_batch{batch_idx}_{i}" for i in range(len(clouds))]
         else:
             names = [f"{int(i):06d}" for i in batch_indices]
@@ -172,11 +215,256 @@ class PLYPredictionWriter(BasePredictionWriter):
             colors = np.zeros((labels.numel(), 3), dtype=np.uint8)
             known = labels >= 0
             colors[known.numpy()] = palette[labels[known].numpy()]
+            stem = Path(name)
+            target = self.output_dir / stem.parent / f"{self.prefix}{stem.name}.ply"
+            target.parent.mkdir(parents=True, exist_ok=True)
             write_ply(
-                self.output_dir / f"{self.prefix}{name}.ply",
+                target,
                 pos.numpy(),
                 labels.numpy(),
                 colors,
                 binary=self.binary,
-                comments=[f"rank {trainer.global_rank}", "lightning_pc predictions"],
+                comments=[
+                    f"rank {trainer.global_rank}",
+                    "lightning_pc predictions",
+                    "coordinates as the network saw them (after the eval transforms)",
+                ],
             )
+
+
+def scan_output_name(path: Path, root: Path) -> Path:
+    """Where a scan's results go under the output folder: its path under ``root`` (the
+    file's name when ``root`` is the file itself), without the suffix."""
+    try:
+        rel = path.relative_to(root) if root.is_dir() else Path(path.name)
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("")
+
+
+def write_las_labels(source: Path, target: Path, labels: np.ndarray) -> None:
+    """A copy of the LAS/LAZ file ``source`` with ``labels`` as its classification field.
+
+    Point formats 0-5 hold class codes 0-31; larger labels convert the copy to format 6
+    (7 with colours). The source file is not modified.
+    """
+    import laspy
+
+    las = laspy.read(source)
+    if int(labels.max(initial=0)) > 31 and las.header.point_format.id < 6:
+        has_rgb = "red" in set(las.point_format.dimension_names)
+        las = laspy.convert(las, point_format_id=7 if has_rgb else 6)
+    las.classification = labels.astype(np.uint8)
+    tmp = target.with_name(target.name + ".tmp")
+    las.write(tmp, do_compress=target.suffix.lower() == ".laz")
+    os.replace(tmp, target)
+
+
+def write_counts(path: Path, labels: np.ndarray, class_names: Sequence[str]) -> None:
+    """``class,name,points,fraction`` per class (a small CSV summary of one scan)."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    total = max(int(counts.sum()), 1)
+    lines = ["class,name,points,fraction"]
+    for k, name in enumerate(class_names):
+        lines.append(f"{k},{name},{int(counts[k])},{counts[k] / total:.6f}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+class ScenePredictionWriter(BasePredictionWriter):
+    """Vote fragment predictions back onto every point of whole scans and write the results.
+
+    Takes the class probabilities that
+    :meth:`~lightning_pc.tasks.SemanticSegmentationTask.predict_step` returns for the
+    fragments of :class:`~lightning_pc.data.modules.predict.PredictScenesDataModule`, sums
+    them per scan point (float16 votes: 2 bytes per point and class), and once the last
+    fragment of a scan has arrived writes, under ``output_dir`` and named after the scan:
+
+    - ``<name>.ply``: the scan's original coordinates (double), a ``label`` and its colour
+      per point;
+    - ``<name>.las`` / ``<name>.laz`` (LAS/LAZ input only): a copy of the input with the
+      labels in its classification field;
+    - ``<name>.counts.csv``: points per class.
+
+    Predictions are not also kept by the trainer (``return_predictions`` is turned off), so
+    memory holds only the votes of the scans in progress. Under DDP each rank writes the
+    scans it predicted.
+
+    Args:
+        output_dir: output folder (``None``: the data module's ``output_dir``).
+        binary: write binary PLY (else ASCII).
+    """
+
+    def __init__(self, output_dir: str | None = None, binary: bool = True) -> None:
+        super().__init__("batch")
+        self.output_dir = output_dir
+        self.binary = binary
+        self._votes: dict[int, Tensor] = {}
+        self._seen: dict[int, int] = {}
+        self.written: list[Path] = []
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.predict_loop.return_predictions = False  # the votes live here, bounded
+        self._votes, self._seen, self.written = {}, {}, []
+
+    def _folder(self, trainer: L.Trainer) -> Path:
+        datamodule = getattr(trainer, "datamodule", None)
+        folder = self.output_dir or getattr(datamodule, "output_dir", None) or "predictions"
+        return Path(folder)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Add one batch of fragments' votes; write every scan it completes."""
+        rows = getattr(batch, "source_rows", None)
+        if rows is None:
+            raise ValueError(
+                "ScenePredictionWriter needs fragments of whole scans (PredictScenesDataModule); "
+                "use PLYPredictionWriter for other data modules"
+            )
+        probs = prediction.detach().cpu().half()
+        rows = rows.cpu()
+        fragment = batch.batch.cpu()[batch.inverse_index.cpu()]  # covered point -> fragment
+        scans = batch.idx.cpu().view(-1)
+        totals = batch.num_fragments.cpu().view(-1)
+        sizes = batch.scan_points.cpu().view(-1)
+        for f in range(scans.numel()):
+            scan = int(scans[f])
+            if scan not in self._votes:
+                self._votes[scan] = torch.zeros((int(sizes[f]), probs.size(1)), dtype=torch.float16)
+                self._seen[scan] = 0
+            mine = fragment == f
+            self._votes[scan].index_add_(0, rows[mine], probs[mine])
+            self._seen[scan] += 1
+            if self._seen[scan] == int(totals[f]):
+                self._finish(trainer, scan)
+
+    def _finish(self, trainer: L.Trainer, scan: int) -> None:
+        from lightning_pc.data.io import read_scan
+
+        votes = self._votes.pop(scan)
+        del self._seen[scan]
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]
+        source = Path(datamodule.fragments.files[scan])
+        # in place on the float16 votes: a float32 copy would cost 4 bytes per point and class
+        missed = int((votes.amax(1) <= 0).sum())
+        if missed:
+            raise RuntimeError(f"{source}: {missed} points were in no fragment (a bug)")
+        labels = votes.argmax(1).numpy()
+        del votes
+        name = scan_output_name(source, Path(datamodule.root).expanduser().resolve())
+        base = self._folder(trainer) / name
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".ply", source.suffix.lower()):
+            if base.with_name(base.name + suffix).resolve() == source.resolve():
+                raise ValueError(
+                    f"{source}: the output would overwrite the scan; choose another output_dir"
+                )
+        pos = read_scan(source)["pos"]
+        palette = np.asarray(datamodule.palette, dtype=np.uint8).reshape(-1, 3)
+        ply = base.with_name(base.name + ".ply")
+        write_ply(
+            ply,
+            pos,
+            labels,
+            palette[labels],
+            binary=self.binary,
+            comments=[f"source {source.name}", "lightning_pc predictions"],
+            double=True,
+        )
+        self.written.append(ply)
+        if source.suffix.lower() in (".las", ".laz"):
+            las = base.with_name(base.name + source.suffix.lower())
+            write_las_labels(source, las, labels)
+            self.written.append(las)
+        counts = base.with_name(base.name + ".counts.csv")
+        write_counts(counts, labels, datamodule.class_names)
+        self.written.append(counts)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._votes:
+            unfinished = sorted(self._votes)
+            self._votes, self._seen = {}, {}
+            raise RuntimeError(
+                f"predict ended before every fragment of scans {unfinished} arrived "
+                "(limit_predict_batches?): their results were not written"
+            )
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Classification predictions as CSV: ``file,class,name,p_<class>...`` per cloud.
+
+    ``file`` is the source file under the data root (datasets with ``names``; else the
+    sample index). Written to ``output_dir/predictions.csv`` (``predictions_rank<R>.csv``
+    per rank under DDP), in full only at the end of ``predict`` (a ``.tmp`` file until then).
+
+    Args:
+        output_dir: output folder (created if missing).
+    """
+
+    def __init__(self, output_dir: str = "predictions") -> None:
+        super().__init__("batch")
+        self.output_dir = Path(output_dir)
+        self._rows: list[str] = []
+        self._header = ""
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None) or []
+        self._names = list(names)
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Add one row per cloud of the batch."""
+        probs = prediction.detach().float().cpu()
+        if probs.dim() != 2:
+            raise ValueError(
+                "PredictionCSVWriter needs class probabilities [B, C] (ClassificationTask)"
+            )
+        num = probs.size(1)
+        names = self._names if len(self._names) == num else [f"class_{k}" for k in range(num)]
+        if not self._header:
+            self._header = ",".join(["file", "class", "name", *(f"p_{n}" for n in names)])
+        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        idx = getattr(batch, "idx", None)
+        for row in range(probs.size(0)):
+            i = int(idx.view(-1)[row]) if idx is not None else row
+            source = sources[i] if sources is not None else str(i)
+            k = int(probs[row].argmax())
+            values = ",".join(f"{float(p):.6f}" for p in probs[row])
+            self._rows.append(f"{_csv_field(source)},{k},{_csv_field(names[k])},{values}")
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        name = (
+            "predictions.csv"
+            if trainer.world_size == 1
+            else (f"predictions_rank{trainer.global_rank}.csv")
+        )
+        path = self.output_dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join([self._header, *self._rows]) + "\n")
+        os.replace(tmp, path)
+
+
+def _csv_field(value: str) -> str:
+    """A CSV field, quoted when it holds a comma, a quote or a line break."""
+    if any(c in value for c in ',"\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value

@@ -14,10 +14,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from lightning_pc.callbacks.image_logging import log_image, loggers_of
-from lightning_pc.viz.figures import confusion_matrix_image
+from lightning_pc.callbacks.image_logging import (
+    log_image,
+    log_point_cloud,
+    log_sample_viewer,
+    loggers_of,
+)
+from lightning_pc.viz.figures import confusion_matrix_image, vstack
 from lightning_pc.viz.palettes import class_palette, min_color_distance
-from lightning_pc.viz.predictions import prediction_figure
+from lightning_pc.viz.predictions import is_scene, prediction_figure, scene_figure
 
 
 def _split_predictions(pl_module: L.LightningModule, batch: Any) -> tuple[Tensor, Tensor]:
@@ -35,9 +40,15 @@ class RenderPredictions(Callback):
     Every ``every_n_epochs`` validation epochs, ``num_samples`` validation samples (the same
     ones every time, evenly spaced through the validation set) are run through the model's
     ``predict_step`` and drawn: per-point colours for segmentation, the true and predicted
-    class names for classification (:func:`~lightning_pc.viz.prediction_figure`). The
+    class names for classification (:func:`~lightning_pc.viz.prediction_figure`); samples
+    that are scenes (more than 2.5 units across: rooms, scans) are drawn from above and in
+    perspective, ground truth, prediction and errors side by side
+    (:func:`~lightning_pc.viz.predictions.scene_figure`). Points are shaded from their
+    normals (estimated) so shapes read. The
     picture goes to every logger: TensorBoard ``add_image``, Weights & Biases
     ``log_image``, MLflow ``log_image``; a PNG under the logger's folder for CSV and others.
+    With ``point_clouds=True`` each sample's ground truth and prediction also go to the
+    loggers as interactive 3D clouds.
 
     At the end of ``test`` (with ``confusion_matrix=True``) a confusion matrix of the test
     set (per cloud, or per point for segmentation) is logged the same way under
@@ -53,11 +64,17 @@ class RenderPredictions(Callback):
         every_n_epochs: draw after every ``n``-th validation epoch (the sanity check is skipped).
         size: pixel size of one rendered panel.
         views: named views (``"iso"``, ``"front"``, ``"side"``, ``"top"``, ``"back"``) drawn side by side.
-        point_size: point size in pixels.
+        point_size: point size in pixels (``None``: from the number of points).
         up_axis: the world axis drawn upwards.
         backend: ``"auto"`` (Open3D, else torch splatting), ``"open3d"`` or ``"torch"``.
         confusion_matrix: log a confusion matrix at the end of ``test``.
         max_points: points drawn per sample at most (a fixed random subset beyond that).
+        point_clouds: also log each drawn sample's ground truth and prediction as interactive
+            3D clouds (:func:`~lightning_pc.callbacks.image_logging.log_point_cloud`:
+            TensorBoard mesh plugin, ``wandb.Object3D``, a labelled PLY artifact in MLflow)
+            and, for CSV and other loggers, one self-contained HTML viewer per sample
+            (:func:`~lightning_pc.callbacks.image_logging.log_sample_viewer`, replaced at
+            each drawing).
     """
 
     def __init__(
@@ -66,11 +83,12 @@ class RenderPredictions(Callback):
         every_n_epochs: int = 1,
         size: int = 192,
         views: Sequence[str] = ("iso",),
-        point_size: float = 4.0,
+        point_size: float | None = None,
         up_axis: Literal["x", "y", "z"] = "z",
         backend: Literal["auto", "open3d", "torch"] = "auto",
         confusion_matrix: bool = True,
         max_points: int = 4096,
+        point_clouds: bool = True,
     ) -> None:
         super().__init__()
         if every_n_epochs < 1 or num_samples < 1:
@@ -84,6 +102,7 @@ class RenderPredictions(Callback):
         self.backend = backend
         self.confusion_matrix = confusion_matrix
         self.max_points = max_points
+        self.point_clouds = point_clouds
         self.disabled = False
         self.seconds = 0.0  # time spent drawing and logging on this rank
         self._confmat: MulticlassConfusionMatrix | None = None
@@ -149,10 +168,34 @@ class RenderPredictions(Callback):
         start = time.perf_counter()
         try:
             names, palette = self._metadata(trainer, pl_module)
-            figure = prediction_figure(
-                self._samples(trainer, pl_module), names, palette, size=self.size, **self._render_kwargs()
-            )
+            samples = self._samples(trainer, pl_module)
+            scenes = [s for s in samples if s[1].numel() > 1 and is_scene(s[0])]
+            if scenes:  # rooms and scans: top-down and perspective, with an error view
+                kwargs: dict[str, Any] = {"point_size": self.point_size, "backend": self.backend}
+                figure = vstack(
+                    [
+                        scene_figure(pos, y, pred, names, palette, size=self.size,
+                                     up_axis=self.up_axis, **kwargs)
+                        for pos, y, pred in scenes
+                    ]
+                )
+            else:
+                figure = prediction_figure(
+                    samples, names, palette, size=self.size, **self._render_kwargs()
+                )
             log_image(loggers_of(trainer), "val/predictions", figure, trainer.global_step, log_dir)
+            if self.point_clouds:
+                pal = np.asarray(palette, dtype=np.uint8)
+                loggers = loggers_of(trainer)
+                for k, (pos, y, pred) in enumerate(samples):
+                    for kind, lab in (("truth", y), ("prediction", pred)):
+                        log_point_cloud(loggers, f"val/cloud_{k}/{kind}", pos.numpy(),
+                                        lab.numpy(), pal, trainer.global_step)
+                    log_sample_viewer(
+                        loggers, f"val/sample_{k}", pos.numpy(),
+                        [("ground truth", y.numpy()), ("prediction", pred.numpy())],
+                        pal, trainer.global_step, log_dir, names,
+                    )
         except Exception as err:  # noqa: BLE001 - a picture must never stop training
             self._fail("rendering validation predictions", err)
         finally:

@@ -5,7 +5,10 @@ from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.modules.base import PointCloudDataModule
 from lightning_pc.data.modules.folder import PointCloudFolderDataModule
 from lightning_pc.data.modules.modelnet import ModelNetDataModule
+from lightning_pc.data.modules.predict import PredictScenes, PredictScenesDataModule
 from lightning_pc.data.modules.s3dis import S3DISDataModule
+from lightning_pc.data.modules.scannet import ScanNetDataModule
+from lightning_pc.data.modules.semantickitti import SemanticKITTIDataModule
 from lightning_pc.data.modules.shapenetpart import ShapeNetPartDataModule
 from lightning_pc.data.modules.synthetic import SyntheticShapesDataModule
 from lightning_pc.data.transforms import build_transforms
@@ -16,7 +19,11 @@ __all__ = [
     "ModelNetDataModule",
     "PointCloudDataModule",
     "PointCloudFolderDataModule",
+    "PredictScenes",
+    "PredictScenesDataModule",
     "S3DISDataModule",
+    "ScanNetDataModule",
+    "SemanticKITTIDataModule",
     "ShapeNetPartDataModule",
     "SyntheticShapesDataModule",
     "build_transforms",

@@ -8,6 +8,7 @@ file it reads. This module needs only numpy (Open3D is imported lazily for PLY/P
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.packed import read_npy_header
 
-POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy")
+POINT_SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz")
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".ply")
 
 
@@ -118,12 +119,17 @@ class Mesh:
     faces: np.ndarray
 
 
-def read_off(path: str | Path) -> Mesh:
-    """Read an OFF mesh, handling the quirks of the ModelNet release.
+_OFF_HEADER = re.compile(r"^((?:ST)?C?N?4?n?)OFF")
 
-    Handles a header glued to the counts (``OFF490 518 0``), polygons (fan-triangulated),
-    a missing trailing newline, blank lines and ``#`` comments, and extra per-face colour
-    values.
+
+def read_off(path: str | Path) -> Mesh:
+    """Read an OFF mesh, handling the quirks of the ModelNet release and of other writers.
+
+    Handles a header glued to the counts (``OFF490 518 0``), the ``COFF``/``NOFF``/
+    ``CNOFF``/``STOFF`` headers (per-vertex colours, normals or texture coordinates after
+    ``x y z``: ignored; Open3D writes ``NOFF``), polygons (fan-triangulated), a missing
+    trailing newline, blank lines and ``#`` comments, and per-face colours after a face's
+    indices (integers or floats: ignored).
 
     Raises:
         DataFormatError: bad header, truncated vertex/face lists, lines beyond the declared
@@ -139,9 +145,14 @@ def read_off(path: str | Path) -> Mesh:
     if not lines:
         raise DataFormatError(path, "file is empty")
     number, first = lines[0]
-    if not first.startswith("OFF"):
+    match = _OFF_HEADER.match(first)
+    if match is None:
         raise DataFormatError(path, f"missing 'OFF' header, found {first[:40]!r}", number)
-    rest = first[3:].strip()
+    if "4" in match.group(1) or match.group(1).endswith("n"):
+        raise DataFormatError(
+            path, f"{match.group(1)}OFF (4-D or n-D vertices) is not a 3-D mesh", number
+        )
+    rest = first[match.end() :].strip()
     body = lines[1:]
     if not rest:  # counts on their own line
         if not body:
@@ -214,21 +225,79 @@ def _parse_faces(path: Path, block: list[tuple[int, str]], n_verts: int) -> np.n
         pass
     faces: list[list[int]] = []
     for number, content in block:
+        fields = content.split()
         try:
-            tokens = [int(t) for t in content.split()]
-        except ValueError:
+            size = int(fields[0])
+            idx = [int(t) for t in fields[1 : size + 1]]  # what follows: the face's colour
+        except (ValueError, IndexError):
             raise DataFormatError(path, f"non-integer face {content[:60]!r}", number) from None
-        if not tokens or tokens[0] < 3 or len(tokens) < tokens[0] + 1:
+        if size < 3 or len(idx) < size:
             raise DataFormatError(path, f"malformed face {content[:60]!r}", number)
-        idx = tokens[1 : tokens[0] + 1]
         if min(idx) < 0 or max(idx) >= n_verts:
             raise DataFormatError(path, f"face index out of range [0, {n_verts})", number)
         faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
     return np.asarray(faces, dtype=np.int64).reshape(-1, 3)
 
 
+def read_obj(path: str | Path) -> Mesh:
+    """Read a Wavefront OBJ mesh: ``v`` and ``f`` lines, every face kept.
+
+    Faces may be triangles, quads or longer polygons (fan-triangulated; Open3D's reader
+    drops or rejects those), with ``v/vt/vn``, ``v//vn`` or negative (relative) indices;
+    ``v`` lines may carry a ``w`` or vertex colours after ``x y z``. Every other statement
+    (texture coordinates, normals, groups, materials, lines, points) is ignored.
+
+    Raises:
+        DataFormatError: naming the line of a malformed vertex or face, an index outside the
+            vertices defined so far, or a file without faces.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    verts: list[list[float]] = []
+    faces: list[list[int]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        content = _strip_comment(line, "#")
+        if not content:
+            continue
+        fields = content.split()
+        kind = fields[0]
+        if kind == "v":
+            try:
+                xyz = [float(t) for t in fields[1:4]]
+            except ValueError:
+                raise DataFormatError(
+                    path, f"non-numeric vertex {content[:60]!r}", number
+                ) from None
+            if len(xyz) < 3 or not all(np.isfinite(xyz)):
+                raise DataFormatError(path, f"bad vertex {content[:60]!r}", number)
+            verts.append(xyz)
+        elif kind == "f":
+            idx = []
+            for token in fields[1:]:
+                try:
+                    k = int(token.split("/")[0])
+                except ValueError:
+                    raise DataFormatError(
+                        path, f"bad face index {token!r} in {content[:60]!r}", number
+                    ) from None
+                k = k - 1 if k > 0 else len(verts) + k  # 1-based, or relative when negative
+                if not 0 <= k < len(verts) or token.split("/")[0] == "0":
+                    raise DataFormatError(
+                        path,
+                        f"face index {token!r} outside the {len(verts)} vertices defined so far",
+                        number,
+                    )
+                idx.append(k)
+            if len(idx) < 3:
+                raise DataFormatError(path, f"face with fewer than 3 vertices {content!r}", number)
+            faces.extend([idx[0], idx[j], idx[j + 1]] for j in range(1, len(idx) - 1))
+    if not faces:
+        raise DataFormatError(path, "OBJ file holds no faces (a point cloud or lines only?)")
+    return Mesh(np.asarray(verts, dtype=np.float64), np.asarray(faces, dtype=np.int64))
+
+
 def read_mesh(path: str | Path) -> Mesh:
-    """Read a triangle mesh: OFF with our reader, OBJ/STL/PLY through Open3D.
+    """Read a triangle mesh: OFF and OBJ with our readers, STL/PLY through Open3D.
 
     Raises:
         DataFormatError: unreadable file, a mesh without triangles, a face index outside the
@@ -237,6 +306,8 @@ def read_mesh(path: str | Path) -> Mesh:
     path = Path(path)
     if path.suffix.lower() == ".off":
         return read_off(path)
+    if path.suffix.lower() == ".obj":
+        return read_obj(path)
     import open3d as o3d
 
     if not path.is_file():
@@ -319,17 +390,89 @@ def sample_mesh(
     return points.astype(np.float32), normals.astype(np.float32)
 
 
-def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a point file: PLY/PCD through Open3D, XYZ/PTS/TXT text, or NPY.
+def read_las(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a LAS or LAZ file (laspy; LAZ through the ``lazrs`` backend).
 
-    Text and NPY files hold ``x y z`` in the first three columns; further columns are
-    returned as ``features``. PLY/PCD return ``normal`` and ``rgb`` (0-1) where present.
+    Coordinates are returned in float64: LAS files hold georeferenced coordinates
+    (hundreds of kilometres) that float32 would round to decimetres.
 
     Returns:
-        Dict with ``pos [N, 3]`` float32 and optionally ``normal``, ``rgb``, ``features``.
+        Dict with ``pos [N, 3]`` float64, ``rgb [N, 3]`` (0-1) when the point format has
+        colours, ``intensity [N]`` float32 and ``classification [N]`` int64 when any point
+        has a non-zero class code (ASPRS codes: 0 never classified, 1 unclassified, 2 ground...).
+
+    Raises:
+        DataFormatError: not a LAS/LAZ file, a truncated file, no points, or non-finite
+            coordinates.
+    """
+    import laspy
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    try:
+        las = laspy.read(path)
+    except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
+        raise DataFormatError(path, f"not a readable LAS/LAZ file ({err})") from err
+    n = len(las.points)
+    if n == 0:
+        raise DataFormatError(path, "LAS file holds no points")
+    pos = np.stack([np.asarray(las.x), np.asarray(las.y), np.asarray(las.z)], 1)
+    if not np.isfinite(pos).all():
+        raise DataFormatError(path, "point coordinates contain NaN or infinity")
+    out: dict[str, np.ndarray] = {"pos": pos.astype(np.float64)}
+    names = set(las.point_format.dimension_names)
+    if {"red", "green", "blue"} <= names:
+        rgb = np.stack([np.asarray(las.red), np.asarray(las.green), np.asarray(las.blue)], 1)
+        # LAS stores 16-bit colours; some writers put 8-bit values in them
+        scale = 65535.0 if rgb.max(initial=0) > 255 else 255.0
+        out["rgb"] = (rgb / scale).astype(np.float32)
+    if "intensity" in names:
+        out["intensity"] = np.asarray(las.intensity, dtype=np.float32)
+    classification = np.asarray(las.classification, dtype=np.int64)
+    if classification.any():
+        out["classification"] = classification
+    return out
+
+
+def read_scan(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a scan for whole-scene prediction: any point file :func:`read_point_file` reads.
+
+    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`);
+    ``.bin`` files are KITTI velodyne scans (float32 ``x y z intensity``).
+
+    Returns:
+        Dict with ``pos [N, 3]`` (float64 for LAS/LAZ, else float32) and, where the file
+        has them, ``rgb`` (0-1), ``normal``, ``intensity``, ``classification``, ``features``.
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".las", ".laz"):
+        return read_las(path)
+    if path.suffix.lower() == ".bin":  # KITTI / SemanticKITTI velodyne scan
+        from lightning_pc.data.datasets.semantickitti import read_velodyne
+
+        scan = read_velodyne(path)
+        return {"pos": np.ascontiguousarray(scan[:, :3]), "intensity": scan[:, 3].copy()}
+    return read_point_file(path)
+
+
+def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a point file: PLY/PCD through Open3D, XYZ/PTS/TXT text, NPY, or LAS/LAZ.
+
+    Text and NPY files hold ``x y z`` in the first three columns; further columns are
+    returned as ``features``. PLY/PCD return ``normal`` and ``rgb`` (0-1) where present;
+    LAS/LAZ ``rgb``, ``intensity`` and ``classification`` (see :func:`read_las`).
+
+    Returns:
+        Dict with ``pos [N, 3]`` float32 and optionally ``normal``, ``rgb``, ``features``,
+        ``intensity``, ``classification``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix in (".las", ".laz"):
+        las = read_las(path)
+        las["pos"] = las["pos"].astype(np.float32)
+        return las
     if suffix == ".npy":
         check_npy_size(path)
         try:
@@ -429,27 +572,60 @@ def _read_open3d_points(path: Path) -> dict[str, np.ndarray]:
 
     if not path.is_file():
         raise DataFormatError(path, "file not found")
-    cloud = o3d.io.read_point_cloud(str(path))  # type: ignore[arg-type]
+    cloud = o3d.io.read_point_cloud(
+        str(path),  # type: ignore[arg-type]
+        remove_nan_points=False,
+        remove_infinite_points=False,
+    )
     pos = np.asarray(cloud.points, dtype=np.float32)
     if len(pos) == 0:
         raise DataFormatError(path, "Open3D read no points (empty, truncated or not a point file)")
-    if not np.isfinite(pos).all():
-        raise DataFormatError(path, "point coordinates contain NaN or infinity")
     if path.suffix.lower() == ".pcd":
         check_pcd_counts(path)
     declared = _declared_points(path)
     if declared is not None and declared != len(pos):
         raise DataFormatError(
-            path,
-            f"header declares {declared} points, Open3D read {len(pos)} "
-            "(truncated file, or NaN points)",
+            path, f"header declares {declared} points, Open3D read {len(pos)} (truncated file?)"
         )
     out = {"pos": pos}
     if cloud.has_normals():
         out["normal"] = np.asarray(cloud.normals, dtype=np.float32)
     if cloud.has_colors():
         out["rgb"] = np.asarray(cloud.colors, dtype=np.float32)
+    valid = np.isfinite(pos).all(1)
+    if not valid.all():
+        if path.suffix.lower() != ".pcd" or not valid.any():
+            where = _data_line(path, int(np.flatnonzero(~valid)[0]))
+            raise DataFormatError(path, "point coordinates contain NaN or infinity", where)
+        # an organised cloud (Kinect, PCL): pixels without depth are NaN points
+        warnings.warn(
+            f"{path}: dropped {int((~valid).sum())} of {len(pos)} points with NaN or infinite "
+            "coordinates (an organised cloud's pixels without depth)",
+            stacklevel=3,
+        )
+        out = {key: value[valid] for key, value in out.items()}
+    for key in ("normal", "rgb"):
+        if key in out and not np.isfinite(out[key]).all():
+            bad = int(np.flatnonzero(~np.isfinite(out[key]).all(1))[0])
+            row = int(np.flatnonzero(valid)[bad])
+            raise DataFormatError(
+                path,
+                f"{key} of point {row} is NaN or infinite ({int((~np.isfinite(out[key]).all(1)).sum())} "
+                "points in all)",
+                _data_line(path, row),
+            )
     return out
+
+
+def _data_line(path: Path, row: int) -> int | None:
+    """The 1-based line of data row ``row`` in an ASCII PLY or PCD file (``None`` if binary)."""
+    header = _header_lines(path)
+    last = header[-1][:2] if header else []
+    if last == [b"DATA", b"ascii"]:
+        return len(header) + 1 + row
+    if last == [b"end_header"] and any(p[:2] == [b"format", b"ascii"] for p in header):
+        return len(header) + 1 + row  # assumes the vertex element comes first
+    return None
 
 
 def _header_lines(path: Path, limit: int = 200) -> list[list[bytes]]:
@@ -576,20 +752,109 @@ def check_ply_counts(path: str | Path) -> None:
     if not raw.startswith(b"ply") or end < 0:
         raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
     header = raw[:end].decode("ascii", errors="replace").splitlines()
-    if not any(line.split()[:2] == ["format", "ascii"] for line in header):
-        return
     elements: list[tuple[str, int, Any]] = []
     for number, line in enumerate(header, 1):
         parts = line.split()
         if parts[:1] == ["element"]:
             try:
-                elements.append((parts[1], int(parts[2]), None))
+                elements.append((parts[1], int(parts[2]), []))
             except (IndexError, ValueError):
                 raise DataFormatError(path, f"bad PLY header line {line!r}", number) from None
+        elif parts[:1] == ["property"] and elements:
+            elements[-1][2].append(parts[1:])
     nl = raw.find(b"\n", end)
-    body = raw[nl + 1 :] if nl >= 0 else b""
+    body_start = nl + 1 if nl >= 0 else len(raw)
+    fmt = next((line.split()[1] for line in header if line.split()[:1] == ["format"]), "")
+    if fmt.startswith("binary"):
+        _check_binary_ply_size(path, raw, body_start, elements, "<" if "little" in fmt else ">")
+        return
+    if fmt != "ascii":
+        return
+    body = raw[body_start:]
     lines = body.decode("ascii", errors="replace").splitlines()
     _check_ascii_ply_lines(path, lines, elements, len(header) + 2)
+    rows = [i for i, line in enumerate(lines) if line.strip()]
+    declared = sum(e[1] for e in elements)
+    if len(rows) < declared:
+        seen = 0
+        for name, count, _ in elements:
+            if len(rows) < seen + count:
+                raise DataFormatError(
+                    path,
+                    f"truncated: header declares {count} {name} rows, the file ends after "
+                    f"{len(rows) - seen}",
+                    len(header) + 2 + (rows[-1] + 1 if rows else 0),
+                )
+            seen += count
+
+
+def _check_binary_ply_size(
+    path: Path, raw: bytes, start: int, elements: list[tuple[str, int, Any]], order: str
+) -> None:
+    """Walk a binary PLY body element by element: refuse a file that ends early.
+
+    Elements with list properties (faces) are walked row by row, or at once when every row
+    of the element has the same list length (triangles), which is checked.
+    """
+    offset = start
+    for name, count, props in elements:
+        scalar = 0
+        lists: list[tuple[np.dtype, np.dtype]] = []
+        for prop in props:
+            if prop[:1] == ["list"] and len(prop) >= 3:
+                if prop[1] not in _PLY_TYPES or prop[2] not in _PLY_TYPES:
+                    return
+                lists.append(
+                    (np.dtype(order + _PLY_TYPES[prop[1]]), np.dtype(order + _PLY_TYPES[prop[2]]))
+                )
+            elif prop and prop[0] in _PLY_TYPES:
+                scalar += np.dtype(_PLY_TYPES[prop[0]]).itemsize
+            else:
+                return  # a type we do not know: leave the file to its reader
+        done = 0
+        if not lists:
+            need = count * scalar
+        elif len(lists) == 1 and props[0][:1] == ["list"] and count:
+            size_t, item_t = lists[0]
+            if offset + size_t.itemsize > len(raw):
+                need = len(raw) - offset + 1  # not even the first row's length: truncated
+            else:
+                first = int(np.frombuffer(raw, size_t, 1, offset)[0])
+                stride = size_t.itemsize + first * item_t.itemsize + scalar
+                fits = min(count, (len(raw) - offset) // stride)
+                heads = np.ndarray((fits,), size_t, raw, offset, (stride,))
+                if (heads == first).all():
+                    need, done = count * stride, fits
+                else:
+                    need = -1
+            if need == -1:
+                need = _walk_rows(raw, offset, count, lists, scalar)
+        else:
+            need = _walk_rows(raw, offset, count, lists, scalar)
+        if offset + need > len(raw):
+            have = done if done else "fewer"
+            raise DataFormatError(
+                path,
+                f"truncated: header declares {count} {name} rows, the file holds data for "
+                f"{have} of them",
+            )
+        offset += need
+
+
+def _walk_rows(
+    raw: bytes, offset: int, count: int, lists: list[tuple[np.dtype, np.dtype]], scalar: int
+) -> int:
+    """Bytes taken by ``count`` rows with list properties (scalars assumed first, then the
+    lists), or more than the file holds when it ends early."""
+    pos = offset
+    for _ in range(count):
+        pos += scalar
+        for size_t, item_t in lists:
+            if pos + size_t.itemsize > len(raw):
+                return len(raw) - offset + 1
+            n = int(np.frombuffer(raw, size_t, 1, pos)[0])
+            pos += size_t.itemsize + n * item_t.itemsize
+    return pos - offset
 
 
 _PLY_TYPES = {

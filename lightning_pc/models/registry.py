@@ -86,3 +86,19 @@ def _sparse_unet(num_classes: int, **kwargs: Any) -> nn.Module:
 
 register_model("sparse_resnet")(_sparse_resnet)
 register_model("sparse_unet")(_sparse_unet)
+
+
+def _ptv3(num_classes: int, **kwargs: Any) -> nn.Module:
+    from lightning_pc.models.ptv3 import PTv3
+
+    return PTv3(num_classes=num_classes, **kwargs)
+
+
+def _ptv3_cls(num_classes: int, **kwargs: Any) -> nn.Module:
+    from lightning_pc.models.ptv3 import PTv3Cls
+
+    return PTv3Cls(num_classes=num_classes, **kwargs)
+
+
+register_model("ptv3")(_ptv3)
+register_model("ptv3_cls")(_ptv3_cls)

@@ -177,6 +177,7 @@ class ClassificationTask(BaseTask):
         metric.reset()
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Predicted class of each cloud, ``[B]`` (with test-time augmentation, if set)."""
+        """Class probabilities of each cloud, ``[B, num_classes]`` (with test-time
+        augmentation, if set); ``.argmax(1)`` is the predicted class."""
         self.check_inputs(batch, "predict", batch_idx)
-        return self.eval_logits(batch).argmax(1)
+        return self.eval_logits(batch).float().softmax(1)

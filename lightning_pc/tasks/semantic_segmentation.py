@@ -12,22 +12,24 @@ from lightning_pc.tasks.base import BaseTask
 from lightning_pc.tasks.guards import NonFinite
 
 
-def full_resolution(pred: Tensor, batch: Any) -> tuple[Tensor, Tensor]:
+def full_resolution(pred: Tensor, batch: Any) -> tuple[Tensor, Tensor | None]:
     """Predictions and labels of every original point where the batch allows it.
 
     When the batch carries ``inverse_index [N_full]`` (each original point -> its kept
-    point, offset per cloud as ``collate`` does) and ``y_full [N_full]``, returns
-    ``(pred[inverse_index], y_full)``; otherwise ``(pred, batch.y)``.
+    point, offset per cloud as ``collate`` does), the predictions are ``pred[inverse_index]``
+    and the labels ``y_full``; otherwise ``pred`` and ``batch.y``. The labels are ``None``
+    when the batch has none (unlabelled clouds, ``predict``).
 
     Args:
         pred: ``[N]`` predictions (or ``[N, C]`` logits) on the points of the batch.
         batch: the packed batch.
     """
     inverse = getattr(batch, "inverse_index", None)
-    y_full = getattr(batch, "y_full", None)
-    if inverse is not None and y_full is not None:
-        return pred[inverse.view(-1)], y_full.view(-1)
-    return pred, batch.y.view(-1)
+    if inverse is not None:
+        y_full = getattr(batch, "y_full", None)
+        return pred[inverse.view(-1)], None if y_full is None else y_full.view(-1)
+    y = getattr(batch, "y", None)
+    return pred, None if y is None else y.view(-1)
 
 
 class SemanticSegmentationTask(BaseTask):
@@ -112,6 +114,8 @@ class SemanticSegmentationTask(BaseTask):
         y = batch.y.view(-1)
         self._log_eval_loss(split, self.criterion(logits, y), y.numel())
         pred, target = full_resolution(logits.argmax(1), batch)
+        if target is None:  # inverse_index without y_full: score the kept points
+            pred, target = logits.argmax(1), y
         metrics = self.val_metrics if split == "val" else self.test_metrics
         metrics.update(pred, target)
         self.log_dict(metrics, batch_size=target.numel(), prog_bar=split == "val")
@@ -123,7 +127,18 @@ class SemanticSegmentationTask(BaseTask):
         metric.reset()
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        """Predicted label of every point (of every original point where possible)."""
+        """Predicted label of every point (of every original point where possible).
+
+        Fragments of whole scans (batches with ``source_rows``, from
+        :class:`~lightning_pc.data.modules.predict.PredictScenesDataModule`) get class
+        probabilities instead, ``[M, num_classes]`` float16 for the ``M`` scan points they
+        cover, which :class:`~lightning_pc.callbacks.prediction_writer.ScenePredictionWriter`
+        votes onto the scans' points. Labels are never needed.
+        """
         self.check_inputs(batch, "predict", batch_idx)
-        pred, _ = full_resolution(self(batch).argmax(1), batch)
+        logits = self(batch)
+        if getattr(batch, "source_rows", None) is not None:
+            probs, _ = full_resolution(logits.float().softmax(1), batch)
+            return probs.half()
+        pred, _ = full_resolution(logits.argmax(1), batch)
         return pred

@@ -129,12 +129,14 @@ def frame_camera(
     fov: float = 40.0,
     projection: Projection = "perspective",
     up_axis: UpAxis = "z",
-    margin: float = 1.1,
+    margin: float = 1.06,
 ) -> Camera:
-    """A camera that sees the whole bounding box of ``points`` from a named or given view.
+    """A camera that sees every point from a named or given view, the cloud filling the frame.
 
-    The bounding sphere (centre of the box, half its diagonal) fits the shorter image side
-    with ``margin`` to spare.
+    The look-at point is centred on the cloud's extent across the image, and the camera is
+    moved back (perspective) or the window shrunk (orthographic) just until the outermost
+    point is ``margin`` times inside the image border, so the object fills the shorter
+    image side whatever its shape.
 
     Args:
         points: ``[N, 3]`` coordinates.
@@ -144,39 +146,52 @@ def frame_camera(
         fov: vertical field of view in degrees (perspective).
         projection: ``"perspective"`` or ``"orthographic"``.
         up_axis: the world axis drawn upwards.
-        margin: how much larger than the bounding sphere the visible window is.
+        margin: how much larger than the cloud's extent the visible window is.
     """
-    pts = points.detach().float().cpu()
-    if pts.numel() == 0:
-        lo, hi = torch.zeros(3), torch.ones(3)
-    else:
-        lo, hi = pts.min(0).values, pts.max(0).values
-    center = (lo + hi) / 2
-    radius = max(float((hi - lo).norm()) / 2, 1e-6) * margin
+    pts = points.detach().double().cpu()
+    pts = pts[torch.isfinite(pts).all(1)] if pts.numel() else pts
+    if pts.shape[0] == 0:
+        pts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    lo, hi = pts.min(0).values, pts.max(0).values
+    box_center = (lo + hi) / 2
+    scale = max(float((hi - lo).norm()) / 2, 1e-6)
     az, el = VIEWS[view] if isinstance(view, str) else view
-    direction = torch.tensor(view_direction(az, el, up_axis))
-    aspect = min(width / height, 1.0)  # the vertical fov applies to the height
-    if projection == "orthographic":
-        distance = 3.0 * radius
-        ortho_height = 2 * radius / aspect
-    else:
-        half = math.atan(math.tan(math.radians(fov) / 2) * aspect)
-        distance = radius / math.sin(half)
-        ortho_height = 2 * radius
-    eye = center + distance * direction
+    direction = torch.tensor(view_direction(az, el, up_axis), dtype=torch.float64)
     up = _AXES[up_axis]
     if abs(el) > 80:  # looking along the up axis: draw the far horizontal direction upwards
         up = view_direction(az + 180.0, 0.0, up_axis)  # type: ignore[assignment]
-    c = tuple(float(t) for t in center)
+    probe = Camera(eye=tuple(float(t) for t in box_center + direction),  # type: ignore[arg-type]
+                   center=tuple(float(t) for t in box_center), up=up)  # type: ignore[arg-type]
+    right, true_up, forward = probe.basis(dtype=torch.float64).unbind(0)
+    rel = pts - box_center
+    a, b = rel @ right, rel @ true_up
+    # re-centre across the image on the extent seen from this view
+    shift = (a.max() + a.min()) / 2 * right + (b.max() + b.min()) / 2 * true_up
+    center = box_center + shift
+    a, b, c = (pts - center) @ right, (pts - center) @ true_up, (pts - center) @ -forward
+    tan_y = math.tan(math.radians(fov) / 2) / margin
+    tan_x = tan_y * width / height
+    if projection == "orthographic":
+        half_h = max(float(b.abs().max()), float(a.abs().max()) * height / width, 1e-6) * margin
+        distance = float(c.max()) + 2.0 * scale
+        ortho_height = 2 * half_h
+    else:
+        # every point within the frustum: |a| <= tan_x (D - c) and |b| <= tan_y (D - c)
+        need = torch.maximum(c + a.abs() / tan_x, c + b.abs() / tan_y)
+        distance = max(float(need.max()), float(c.max()) + 1e-3 * scale)
+        ortho_height = 2 * scale
+    eye = center - distance * forward
+    c_near = distance - float(c.max())
+    c_far = distance - float(c.min())
     return Camera(
         eye=tuple(float(t) for t in eye),  # type: ignore[arg-type]
-        center=c,  # type: ignore[arg-type]
+        center=tuple(float(t) for t in center),  # type: ignore[arg-type]
         up=up,  # type: ignore[arg-type]
         width=width,
         height=height,
         fov=fov,
         projection=projection,
         ortho_height=ortho_height,
-        near=max(distance - radius * 1.5, 1e-3),
-        far=distance + radius * 1.5,
+        near=max(c_near - 0.05 * scale, 1e-3 * scale, 1e-6),
+        far=c_far + 0.05 * scale,
     )

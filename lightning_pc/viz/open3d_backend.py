@@ -11,8 +11,11 @@ size, and recreated in a forked child (a renderer does not survive ``fork``).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -50,6 +53,41 @@ def _drop_all() -> None:
 atexit.register(release_renderers)
 
 
+@contextlib.contextmanager
+def quiet_output() -> Iterator[None]:
+    """Sends the process's stdout and stderr (file descriptors 1 and 2) to ``/dev/null``.
+
+    Filament prints its backend and driver lines ("FEngine resolved backend: Vulkan", ...)
+    from C++ straight to the file descriptors, which Python's ``sys.stdout`` cannot catch.
+    Set ``LIGHTNING_PC_RENDER_VERBOSE=1`` to see them.
+    """
+    if os.environ.get("LIGHTNING_PC_RENDER_VERBOSE"):
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved: list[tuple[int, int]] = []
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+                os.dup2(devnull, fd)
+            except OSError:
+                pass
+        yield
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
 def get_renderer(width: int, height: int) -> Any:
     """The process's ``open3d.visualization.rendering.OffscreenRenderer`` for this size.
 
@@ -64,13 +102,15 @@ def get_renderer(width: int, height: int) -> Any:
             _PID = os.getpid()
         key = (width, height)
         if key not in _RENDERERS:
-            from open3d.visualization import rendering
+            with quiet_output():
+                from open3d.visualization import rendering
 
             # One renderer at a time: Filament aborts at exit when renderers of several
             # sizes coexist, so a new size replaces the old renderer (emptied first).
             _drop_all()
 
-            renderer = rendering.OffscreenRenderer(width, height)
+            with quiet_output():
+                renderer = rendering.OffscreenRenderer(width, height)
             renderer.scene.view.set_post_processing(False)  # exact unlit colours, no bloom
             _RENDERERS[key] = renderer
         return _RENDERERS[key]
@@ -128,6 +168,7 @@ def render_open3d(
                 float(camera.fov), camera.width / camera.height, camera.near, camera.far,
                 rendering.Camera.FovType.Vertical,
             )
-        image = np.asarray(renderer.render_to_image())
+        with quiet_output():
+            image = np.asarray(renderer.render_to_image())
         scene.clear_geometry()
     return np.ascontiguousarray(image[..., :3]).astype(np.uint8, copy=False)

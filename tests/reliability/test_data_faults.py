@@ -462,7 +462,7 @@ def test_empty_class_folder(tmp_path: Path) -> None:
     root = folder_fx.make_folder(tmp_path / "clouds")
     (root / "train" / "cat").mkdir()
     (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0\1")
-    (root / "train" / "cat" / "scan.las").write_bytes(b"LASF")
+    (root / "train" / "cat" / "scan.e57").write_bytes(b"ASTM-E57")  # a format not read
     before = snapshot(root)
     cache = tmp_path / "cache"
     dm = PointCloudFolderDataModule(str(root), cache_dir=str(cache), num_workers=0)
@@ -477,7 +477,7 @@ def test_empty_class_folder(tmp_path: Path) -> None:
         dm.prepare_data()
     text = [str(w.message) for w in record]
     assert any(str(root / "test" / "cat") in t and "no test samples" in t for t in text)
-    assert any("unsupported types (1 .las)" in t for t in text)
+    assert any("unsupported types (1 .e57)" in t for t in text)
     dm.setup("fit")
     assert dm.num_classes == 3 and dm.class_names[1] == "cat"
     train = dm.datasets["train"]

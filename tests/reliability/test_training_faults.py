@@ -648,6 +648,14 @@ def test_collective_timeout_gets_a_clear_message() -> None:
     assert _collective_timeout_message(RuntimeError("Expected more than 1 value")) is None
 
 
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a CLI subprocess that imports callbacks from this module by name:
+    the repository goes on its ``PYTHONPATH``."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, **extra, "PYTHONPATH": path}
+
+
 class Stall(L.Callback):
     """Rank ``rank`` stops responding (sleeps) at training batch ``batch``, as a stopped or
     stuck process does."""
@@ -678,9 +686,7 @@ def test_a_stalled_ddp_rank_stops_the_others_with_a_clear_message(tmp_path: Path
         "--trainer.callbacks+=tests.reliability.test_training_faults.Stall",
     ]
     log = tmp_path / "out.txt"
-    root = str(Path(__file__).resolve().parents[2])  # the Stall callback is imported from here
-    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
+    env = _subprocess_env(PYTHONWARNINGS="ignore")
     with log.open("w") as out:
         proc = subprocess.Popen(
             args,
@@ -743,7 +749,7 @@ def test_ddp_ranks_agree_on_skipping_a_nan_batch(tmp_path: Path) -> None:
         "--trainer.callbacks+=tests.reliability.test_training_faults.SameWeightsOnEveryRank",
         f"--data.init_args.train_transforms={poison}",
     ]
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    env = _subprocess_env(PYTHONWARNINGS="default")
     out = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-3000:]

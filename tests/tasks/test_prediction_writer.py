@@ -57,7 +57,7 @@ def test_classification_predictions_round_trip(tmp_path: Path, binary: bool) -> 
     task = ClassificationTask(model_kwargs=TINY, num_classes=data.num_classes)
     writer = PLYPredictionWriter(str(tmp_path / "pred"), binary=binary)
     predictions = _trainer(writer).predict(task, data)
-    labels = torch.cat(predictions)  # [5] per-cloud labels
+    labels = torch.cat(predictions).argmax(1)  # [5, C] class probabilities -> labels
     files = sorted((tmp_path / "pred").glob("*.ply"))
     assert [f.name for f in files] == [f"cloud_{i:06d}.ply" for i in range(5)]
     assert (b"binary_little_endian" if binary else b"format ascii") in files[0].read_bytes()[:80]

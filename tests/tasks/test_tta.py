@@ -41,7 +41,9 @@ def test_one_vote_is_plain_evaluation(tmp_path: Path) -> None:
     batch = _batch(data)
     with torch.no_grad():
         torch.testing.assert_close(voted.eval_logits(batch), plain(batch), rtol=0, atol=0)
-        assert torch.equal(voted.predict_step(batch, 0), plain(batch).argmax(1))
+        probs = voted.predict_step(batch, 0)  # class probabilities, one row per cloud
+        torch.testing.assert_close(probs, plain(batch).softmax(1))
+        assert torch.equal(probs.argmax(1), plain(batch).argmax(1))
     results = []
     for task in (plain, voted):
         trainer = L.Trainer(

@@ -26,7 +26,9 @@ def test_render_views_and_color_formats() -> None:
     img = render(pts, torch.rand(400, 3), views=("iso", "top", "front"), width=96, height=80)
     assert img.shape == (80, 288, 3) and img.dtype == np.uint8
     assert ((img != 255).any(-1)).mean() > 0.01
-    red = render(pts.numpy(), [255, 0, 0], width=64, height=64, backend="torch", point_size=6)
+    red = render(
+        pts.numpy(), [255, 0, 0], width=64, height=64, backend="torch", point_size=6, shading="none"
+    )
     fg = (red != 255).any(-1)
     assert fg.any() and (red[fg] == [255, 0, 0]).all()
 

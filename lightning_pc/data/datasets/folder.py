@@ -27,7 +27,9 @@ from lightning_pc.data.io import (
 )
 from lightning_pc.data.packed import PackedWriter
 
-SUFFIXES = (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".off", ".obj", ".stl")
+SUFFIXES = (
+    ".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz", ".off", ".obj", ".stl"
+)
 SPLITS = ("train", "val", "test")
 LAYOUT_HELP = (
     "  <root>/train/<class>/<file>   (required; also val/ and test/ with the same classes)\n"

@@ -1,0 +1,153 @@
+"""ScanNetDataModule: indoor scene semantic segmentation, ScanNet20 or ScanNet200."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from lightning_pc.data.cache import FingerprintMode, VerifyLevel
+from lightning_pc.data.datasets.base import PackedDataset
+from lightning_pc.data.datasets.scannet import (
+    CLASS_NAMES_20,
+    IGNORE_INDEX,
+    ScanNetRecipe,
+    class_names_200,
+)
+from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.transforms import TransformSpec
+
+
+class ScanNetDataModule(PointCloudDataModule):
+    """ScanNet v2 (``benchmark``: 20 classes or ScanNet200; ``ignore_index = -1``).
+
+    Reads the raw release or Pointcept's preprocessed layout (see
+    :mod:`lightning_pc.data.datasets.scannet`); both label sets are cached, so switching
+    ``benchmark`` does not rebuild. Training uses whole scenes voxelised at ``voxel_size``
+    (a random point per voxel), rotated about z, scaled, jittered and colour-augmented, cut
+    to ``num_points``; validation and test voxelise deterministically with
+    ``inverse_index``/``y_full`` and score every original vertex. ``x`` is RGB in 0-1
+    (``in_channels: 3``). ``predict`` uses the test scenes when present, else val.
+
+    Args:
+        root: the release folder.
+        benchmark: ``"scannet20"`` or ``"scannet200"``.
+        voxel_size: voxel edge in metres (``None``: no voxelisation).
+        num_points: points per training scene after voxelisation (``None``: all).
+        batch_size: scenes per training batch.
+        eval_batch_size: scenes per evaluation batch.
+        num_workers: DataLoader workers.
+        cache_dir: cache root (``None``: per-user cache folder).
+        train_transforms: training transform specs (``None``: see above).
+        eval_transforms: evaluation transform specs (``None``: see above).
+        prepare_data_per_node: build the cache on every node.
+        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache.
+        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+    """
+
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: str = "data/scannet",
+        benchmark: Literal["scannet20", "scannet200"] = "scannet20",
+        voxel_size: float | None = 0.02,
+        num_points: int | None = 100000,
+        batch_size: int = 4,
+        eval_batch_size: int = 1,
+        num_workers: int = 4,
+        cache_dir: str | None = None,
+        train_transforms: list[TransformSpec] | None = None,
+        eval_transforms: list[TransformSpec] | None = None,
+        prepare_data_per_node: bool = True,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
+    ) -> None:
+        super().__init__(
+            batch_size,
+            num_workers,
+            train_transforms,
+            eval_transforms,
+            cache_dir,
+            prepare_data_per_node,
+            cache_verify=cache_verify,
+            cache_fingerprint=cache_fingerprint,
+        )
+        self.save_hyperparameters()
+        if benchmark not in ("scannet20", "scannet200"):
+            raise ValueError(f"benchmark must be 'scannet20' or 'scannet200', got {benchmark!r}")
+        self.root, self.benchmark = root, benchmark
+        self.voxel_size, self.num_points = voxel_size, num_points
+        self.eval_batch_size = eval_batch_size
+        self.class_names = (
+            list(CLASS_NAMES_20)
+            if benchmark == "scannet20"
+            else class_names_200(Path(root).expanduser())
+        )
+
+    def default_train_transforms(self) -> list[TransformSpec]:
+        out: list[TransformSpec] = []
+        if self.voxel_size:
+            out.append(
+                {"class_path": "GridSubsample", "init_args": {"voxel_size": self.voxel_size}}
+            )
+        out += [
+            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+            {
+                "class_path": "RandomScale",
+                "init_args": {"low": 0.9, "high": 1.1, "anisotropic": False},
+            },
+            {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
+            {"class_path": "ChromaticAutoContrast", "init_args": {"p": 0.2}},
+            {"class_path": "ChromaticJitter", "init_args": {"std": 0.05, "p": 0.95}},
+        ]
+        if self.num_points:
+            out.append(
+                {"class_path": "RandomSubsample", "init_args": {"num_points": self.num_points}}
+            )
+        return out
+
+    def default_eval_transforms(self) -> list[TransformSpec]:
+        if not self.voxel_size:
+            return []
+        return [
+            {
+                "class_path": "GridSubsample",
+                "init_args": {
+                    "voxel_size": self.voxel_size,
+                    "training": False,
+                    "keep_inverse": True,
+                },
+            }
+        ]
+
+    def recipe(self) -> ScanNetRecipe:
+        return ScanNetRecipe(self.root)
+
+    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
+        folder = self.cache_folder()
+        field = "segment20" if self.benchmark == "scannet20" else "segment200"
+        labelled = {"pos": "pos", "rgb": "x", field: "y"}
+        out: dict[str, Dataset] = {
+            "train": PackedDataset(folder / "train", labelled, transform=self.train_transform()),
+            "val": PackedDataset(folder / "val", labelled, transform=self.eval_transform()),
+        }
+        out["test"] = out["val"]
+        if (folder / "test").is_dir():
+            out["predict"] = PackedDataset(
+                folder / "test", {"pos": "pos", "rgb": "x"}, transform=self.eval_transform()
+            )
+        else:
+            out["predict"] = out["val"]
+        return out
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("predict", False, self.eval_batch_size)

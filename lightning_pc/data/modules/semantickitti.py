@@ -1,0 +1,133 @@
+"""SemanticKITTIDataModule: outdoor LiDAR semantic segmentation (19 classes)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from lightning_pc.data.cache import FingerprintMode, VerifyLevel
+from lightning_pc.data.datasets.base import PackedDataset
+from lightning_pc.data.datasets.semantickitti import (
+    CLASS_NAMES,
+    IGNORE_INDEX,
+    SemanticKITTIRecipe,
+)
+from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.transforms import TransformSpec
+
+
+class SemanticKITTIDataModule(PointCloudDataModule):
+    """SemanticKITTI (19 classes, ``ignore_index = -1``), from the official release layout.
+
+    ``prepare_data`` reads every scan once into the cache (labels through the official
+    learning map). Training uses whole scans, voxelised at ``voxel_size`` (a random point
+    per voxel), rotated about z, scaled and flipped, cut to ``num_points``; validation and
+    test voxelise deterministically with ``inverse_index`` and ``y_full``, so metrics are
+    computed on every original point. ``x`` is the intensity (``in_channels: 1``).
+    ``predict`` uses the test sequences (11-21, unlabelled) when present, else val.
+
+    Args:
+        root: dataset folder (holding ``sequences/``) or its parent.
+        voxel_size: voxel edge in metres (``None``: no voxelisation).
+        num_points: points per training scan after voxelisation (``None``: all).
+        batch_size: scans per training batch.
+        eval_batch_size: scans per evaluation batch.
+        num_workers: DataLoader workers.
+        cache_dir: cache root (``None``: per-user cache folder).
+        train_transforms: training transform specs (``None``: see above).
+        eval_transforms: evaluation transform specs (``None``: see above).
+        prepare_data_per_node: build the cache on every node.
+        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache.
+        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+    """
+
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: str = "data/semantickitti",
+        voxel_size: float | None = 0.05,
+        num_points: int | None = 120000,
+        batch_size: int = 4,
+        eval_batch_size: int = 1,
+        num_workers: int = 4,
+        cache_dir: str | None = None,
+        train_transforms: list[TransformSpec] | None = None,
+        eval_transforms: list[TransformSpec] | None = None,
+        prepare_data_per_node: bool = True,
+        cache_verify: VerifyLevel = "quick",
+        cache_fingerprint: FingerprintMode = "stat",
+    ) -> None:
+        super().__init__(
+            batch_size,
+            num_workers,
+            train_transforms,
+            eval_transforms,
+            cache_dir,
+            prepare_data_per_node,
+            cache_verify=cache_verify,
+            cache_fingerprint=cache_fingerprint,
+        )
+        self.save_hyperparameters()
+        self.root, self.voxel_size, self.num_points = root, voxel_size, num_points
+        self.eval_batch_size = eval_batch_size
+        self.class_names = list(CLASS_NAMES)
+
+    def default_train_transforms(self) -> list[TransformSpec]:
+        out: list[TransformSpec] = []
+        if self.voxel_size:
+            out.append(
+                {"class_path": "GridSubsample", "init_args": {"voxel_size": self.voxel_size}}
+            )
+        out += [
+            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+            {"class_path": "RandomScale", "init_args": {"low": 0.9, "high": 1.1}},
+            {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
+        ]
+        if self.num_points:
+            out.append(
+                {"class_path": "RandomSubsample", "init_args": {"num_points": self.num_points}}
+            )
+        return out
+
+    def default_eval_transforms(self) -> list[TransformSpec]:
+        if not self.voxel_size:
+            return []
+        return [
+            {
+                "class_path": "GridSubsample",
+                "init_args": {
+                    "voxel_size": self.voxel_size,
+                    "training": False,
+                    "keep_inverse": True,
+                },
+            }
+        ]
+
+    def recipe(self) -> SemanticKITTIRecipe:
+        return SemanticKITTIRecipe(self.root)
+
+    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
+        folder = self.cache_folder()
+        labelled = {"pos": "pos", "intensity": "x", "label": "y"}
+        out: dict[str, Dataset] = {
+            "train": PackedDataset(folder / "train", labelled, transform=self.train_transform()),
+            "val": PackedDataset(folder / "val", labelled, transform=self.eval_transform()),
+        }
+        out["test"] = out["val"]
+        if (folder / "test").is_dir():
+            out["predict"] = PackedDataset(
+                folder / "test", {"pos": "pos", "intensity": "x"}, transform=self.eval_transform()
+            )
+        else:
+            out["predict"] = out["val"]
+        return out
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("test", False, self.eval_batch_size)
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        return self._loader("predict", False, self.eval_batch_size)

@@ -1,0 +1,289 @@
+"""Point Transformer V3 (Wu et al., CVPR 2024), Pointcept's PT-v3m1, in pure PyTorch.
+
+Defaults are PT-v3m1 base as Pointcept's S3DIS / ScanNet semantic segmentation configs set
+it: four serialisations (z, z-trans, hilbert, hilbert-trans) shuffled per level in training,
+four pooling strides of 2, encoder depths 2, 2, 2, 6, 2 with widths 32 ... 512 and heads
+2 ... 32, decoder depths 2, 2, 2, 2 with widths 64, 64, 128, 256, patches of 1024 voxels,
+MLP ratio 4, drop path 0.3, pre-norm, no layer scale, no relative position encoding.
+:class:`PTv3` adds Pointcept's segmentation head (one linear layer on the 64 decoder
+channels, ``DefaultSegmentorV2``); :class:`PTv3Cls` is the encoder with the per-cloud mean
+and Pointcept's ``DefaultClassifier`` head (512-256-128 with BatchNorm, ReLU, dropout 0.5).
+Parameter counts equal Pointcept's for the same stem width and classes (pinned in
+``tests/models/test_ptv3.py``).
+
+Input: the packed PyG batch the other networks take (``pos``, ``x``, ``batch``, ``ptr``);
+:func:`ptv3_input` turns it into voxels (grid ``grid_size``, per-cloud origin at the cloud's
+minimum, mean of ``[pos, x]`` per voxel: the stem sees ``3 + in_channels`` channels, so
+``in_channels=3`` (colours) matches Pointcept's ``in_channels=6``). Segmentation logits are
+given on every input point (its voxel's).
+
+Equal to Pointcept's model file on the same weights and input (max abs difference of the
+logits about 2e-6, ``benchmarks/ptv3_oracle.py``), including one of its quirks that trained
+weights depend on: the first block after each unpooling convolves the projected skip
+features alone in its positional encoding. Differences by design: the serialisations are
+shuffled only in training (Pointcept's pooling layers shuffle them in evaluation too,
+whatever ``shuffle_orders`` says, so its predictions change between calls);
+attention always follows the flash-attention patching (Pointcept's non-flash path instead
+shrinks every patch to the smallest cloud of the batch, which couples the clouds); the
+sparse convolutions are ours (``lightning_pc.nn.sparse``), not spconv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from lightning_pc.models._batch import unpack
+from lightning_pc.nn.mlp import batch_norm_rows
+from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling, Level, make_level
+from lightning_pc.nn.serialization import ORDERS
+from lightning_pc.nn.sparse.tensor import SparseTensor, voxelize
+
+
+@dataclass
+class VoxelInput:
+    """Voxels of a packed batch, as the PTv3 stem takes them.
+
+    Attributes:
+        sparse: stride-1 sparse tensor: sites ``(b, x, y, z)`` with non-negative grid
+            coordinates per cloud, features the per-voxel mean of ``[pos, x]``.
+        inverse: [N] voxel of every input point.
+        num_clouds: clouds in the batch.
+    """
+
+    sparse: SparseTensor
+    inverse: Tensor
+    num_clouds: int
+
+
+def ptv3_input(data: Any, in_channels: int, grid_size: float) -> VoxelInput:
+    """The adapter from the packed batch (``pos``, ``x``, ``batch``, ``ptr``) to voxels.
+
+    Grid coordinates are ``floor((pos - min_cloud(pos)) / grid_size)``, so each cloud starts
+    at the origin (Pointcept's ``GridSample`` does the same per sample).
+
+    Raises:
+        ValueError: bad fields (see :func:`lightning_pc.models._batch.unpack`), or
+            non-finite coordinates.
+    """
+    p = unpack(data, in_channels)
+    if not bool(torch.isfinite(p.pos).all()):
+        raise ValueError("batch.pos holds NaN or infinite coordinates")
+    feats = p.pos if p.x is None else torch.cat([p.pos, p.x.to(p.pos.dtype)], dim=1)
+    lo = p.pos.new_full((p.num_clouds, 3), float("inf"))
+    lo = lo.scatter_reduce(0, p.batch.view(-1, 1).expand_as(p.pos), p.pos, reduce="amin")
+    local = p.pos - lo[p.batch]
+    sparse, inverse = voxelize(local, feats, p.batch, grid_size, "mean")
+    return VoxelInput(sparse, inverse, p.num_clouds)
+
+
+def _tuple(v: Sequence[Any], name: str, n: int) -> list[Any]:
+    v = list(v)
+    if len(v) != n:
+        raise ValueError(f"{name} needs {n} entries, got {len(v)}")
+    return v
+
+
+class PTv3Backbone(nn.Module):
+    """PT-v3m1 on voxels: stem, encoder stages (pooling then blocks), decoder stages
+    (unpooling then blocks). See the module docstring for the defaults.
+
+    Args:
+        in_channels: width of the voxel features given to the stem.
+        order: serialisation orders (``z``, ``z-trans``, ``hilbert``, ``hilbert-trans``);
+            block ``i`` of a stage reads order ``i % len(order)``.
+        stride: pooling factor before each encoder stage after the first.
+        enc_depths, enc_channels, enc_num_head, enc_patch_size: per encoder stage.
+        dec_depths, dec_channels, dec_num_head, dec_patch_size: per decoder stage, finest
+            first (as Pointcept).
+        mlp_ratio: MLP hidden width over the block width.
+        qkv_bias: bias on the query/key/value projection.
+        qk_scale: attention logit scale (``head_dim ** -0.5`` when ``None``).
+        attn_drop: attention dropout.
+        proj_drop: dropout after the attention projection and in the MLP.
+        drop_path: largest drop path rate (linear from 0 over the encoder blocks, and over
+            the decoder blocks).
+        pre_norm: LayerNorm before attention and MLP (else after the sums).
+        shuffle_orders: shuffle the orders at every level in training.
+        layer_scale: initial layer scale, ``None`` for none (PT-v3m1).
+        enc_mode: encoder only (classification).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 6,
+        order: Sequence[str] = ("z", "z-trans", "hilbert", "hilbert-trans"),
+        stride: Sequence[int] = (2, 2, 2, 2),
+        enc_depths: Sequence[int] = (2, 2, 2, 6, 2),
+        enc_channels: Sequence[int] = (32, 64, 128, 256, 512),
+        enc_num_head: Sequence[int] = (2, 4, 8, 16, 32),
+        enc_patch_size: Sequence[int] = (1024, 1024, 1024, 1024, 1024),
+        dec_depths: Sequence[int] = (2, 2, 2, 2),
+        dec_channels: Sequence[int] = (64, 64, 128, 256),
+        dec_num_head: Sequence[int] = (4, 4, 8, 16),
+        dec_patch_size: Sequence[int] = (1024, 1024, 1024, 1024),
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.3,
+        pre_norm: bool = True,
+        shuffle_orders: bool = True,
+        layer_scale: float | None = None,
+        enc_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        self.order = (order,) if isinstance(order, str) else tuple(order)
+        for o in self.order:
+            if o not in ORDERS:
+                raise ValueError(f"unknown serialisation order {o!r}; known: {', '.join(ORDERS)}")
+        n = len(enc_depths)
+        stride = _tuple(stride, "stride", n - 1)
+        enc_channels = _tuple(enc_channels, "enc_channels", n)
+        enc_num_head = _tuple(enc_num_head, "enc_num_head", n)
+        enc_patch_size = _tuple(enc_patch_size, "enc_patch_size", n)
+        self.num_stages = n
+        self.enc_mode = enc_mode
+        self.shuffle_orders = shuffle_orders
+        self.out_channels = enc_channels[-1] if enc_mode else dec_channels[0]
+
+        def block(c: int, h: int, p: int, dp: float, i: int) -> Block:
+            return Block(
+                c, h, p, mlp_ratio, qkv_bias, qk_scale, attn_drop, proj_drop, dp, pre_norm,
+                i % len(self.order), layer_scale,
+            )  # fmt: skip
+
+        self.embedding = Embedding(in_channels, enc_channels[0])
+        rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
+        self.down = nn.ModuleList()
+        self.enc = nn.ModuleList()
+        for s in range(n):
+            r = rates[sum(enc_depths[:s]) : sum(enc_depths[: s + 1])]
+            if s > 0:
+                self.down.append(GridPooling(enc_channels[s - 1], enc_channels[s], stride[s - 1]))
+            self.enc.append(
+                nn.ModuleList(
+                    block(enc_channels[s], enc_num_head[s], enc_patch_size[s], r[i], i)
+                    for i in range(enc_depths[s])
+                )
+            )
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        if not enc_mode:
+            dec_depths = _tuple(dec_depths, "dec_depths", n - 1)
+            dec_num_head = _tuple(dec_num_head, "dec_num_head", n - 1)
+            dec_patch_size = _tuple(dec_patch_size, "dec_patch_size", n - 1)
+            widths = _tuple(dec_channels, "dec_channels", n - 1) + [enc_channels[-1]]
+            rates = torch.linspace(0, drop_path, sum(dec_depths)).tolist()
+            for s in reversed(range(n - 1)):  # coarsest decoder stage first
+                r = rates[sum(dec_depths[:s]) : sum(dec_depths[: s + 1])][::-1]
+                self.up.append(GridUnpooling(widths[s + 1], enc_channels[s], widths[s]))
+                self.dec.append(
+                    nn.ModuleList(
+                        block(widths[s], dec_num_head[s], dec_patch_size[s], r[i], i)
+                        for i in range(dec_depths[s])
+                    )
+                )
+
+    def forward(self, x: VoxelInput) -> tuple[Tensor, Level]:
+        """Features of the last level (the finest for segmentation, the coarsest with
+        ``enc_mode``) and that level."""
+        shuffle = self.shuffle_orders and self.training
+        level = make_level(x.sparse, x.num_clouds, self.order, shuffle)
+        feat = self.embedding(x.sparse.feats, level)
+        stack: list[tuple[Tensor, Level, Tensor]] = []
+        for s, blocks in enumerate(self.enc):
+            if s > 0:
+                pooled, coarse, cluster = self.down[s - 1](feat, level, shuffle)
+                stack.append((feat, level, cluster))
+                feat, level = pooled, coarse
+            for blk in cast(nn.ModuleList, blocks):
+                feat = blk(feat, level)
+        for up, blocks in zip(self.up, self.dec, strict=True):
+            skip, parent, cluster = stack.pop()
+            feat, cpe_input = up(feat, skip, cluster)
+            level = parent
+            for i, blk in enumerate(cast(nn.ModuleList, blocks)):
+                feat = blk(feat, level, cpe_input if i == 0 else None)
+        return feat, level
+
+
+class PTv3(nn.Module):
+    """Point Transformer V3 for semantic segmentation: per-point logits [N, num_classes].
+
+    Args:
+        num_classes: classes of the logits.
+        in_channels: width of ``batch.x`` (3 for colours; 0: coordinates only).
+        grid_size: voxel edge in the units of ``pos`` (0.02 m as Pointcept's S3DIS/ScanNet).
+        **kwargs: :class:`PTv3Backbone` hyperparameters (defaults: PT-v3m1 base).
+    """
+
+    def __init__(
+        self, num_classes: int = 13, in_channels: int = 3, grid_size: float = 0.02, **kwargs: Any
+    ) -> None:
+        super().__init__()
+        if grid_size <= 0:
+            raise ValueError(f"grid_size must be positive, got {grid_size}")
+        kwargs.setdefault("enc_mode", False)
+        self.in_channels = in_channels
+        self.grid_size = grid_size
+        self.backbone = PTv3Backbone(in_channels=3 + in_channels, **kwargs)
+        self.seg_head = nn.Linear(self.backbone.out_channels, num_classes)
+
+    def forward(self, data: Any) -> Tensor:
+        """Logits [N, num_classes] for every point of a packed batch."""
+        x = ptv3_input(data, self.in_channels, self.grid_size)
+        feat, _ = self.backbone(x)
+        return self.seg_head(feat).index_select(0, x.inverse)
+
+
+class PTv3Cls(nn.Module):
+    """Point Transformer V3 encoder, per-cloud mean, MLP head: logits [B, num_classes].
+
+    Args:
+        num_classes: classes.
+        in_channels: width of ``batch.x`` (3 for normals: stem width 6 as Pointcept's
+            ModelNet40 config, which feeds coordinates and normals).
+        grid_size: voxel edge (0.01 as Pointcept's ModelNet40 config, on unit-sphere shapes).
+        dropout: dropout of the head.
+        **kwargs: :class:`PTv3Backbone` hyperparameters (``enc_mode`` is forced on).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 40,
+        in_channels: int = 3,
+        grid_size: float = 0.01,
+        dropout: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if grid_size <= 0:
+            raise ValueError(f"grid_size must be positive, got {grid_size}")
+        kwargs["enc_mode"] = True
+        self.in_channels = in_channels
+        self.grid_size = grid_size
+        self.backbone = PTv3Backbone(in_channels=3 + in_channels, **kwargs)
+        c = self.backbone.out_channels
+        self.fc1 = nn.Linear(c, 256)
+        self.bn1 = nn.BatchNorm1d(256)
+        self.fc2 = nn.Linear(256, 128)
+        self.bn2 = nn.BatchNorm1d(128)
+        self.fc3 = nn.Linear(128, num_classes)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, data: Any) -> Tensor:
+        """Logits [B, num_classes], one row per cloud of the packed batch."""
+        x = ptv3_input(data, self.in_channels, self.grid_size)
+        feat, level = self.backbone(x)
+        b = x.num_clouds
+        pooled = feat.new_zeros(b, feat.size(1)).index_add_(0, level.batch, feat)
+        pooled = pooled / level.counts.clamp(min=1).to(feat.dtype).unsqueeze(1)  # [B, C]
+        h = self.drop(torch.relu(batch_norm_rows(self.bn1, self.fc1(pooled))))
+        h = self.drop(torch.relu(batch_norm_rows(self.bn2, self.fc2(h))))
+        return self.fc3(h)

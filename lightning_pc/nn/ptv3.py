@@ -1,0 +1,459 @@
+"""Blocks of Point Transformer V3 (Wu et al., CVPR 2024) in pure PyTorch.
+
+The network works on voxels, one resolution per stage. A :class:`Level` holds the voxels of
+one resolution (non-negative grid coordinates per cloud, cloud index, serialisation codes in
+``K`` orders with their sort orders and inverses) and a sparse tensor over the same sites
+for the convolutions. Voxels of a level are sorted by cloud.
+
+- :class:`SerializedAttention`: the voxels sorted along one curve are cut into patches of
+  ``patch_size`` consecutive voxels of one cloud; multi-head self-attention runs inside each
+  patch through ``torch.nn.functional.scaled_dot_product_attention``. A cloud with more
+  voxels than the patch size whose count is not a multiple of it has a last patch made of
+  its last ``patch_size`` voxels (Pointcept's padding: the missing slots are filled with the
+  voxels before them, which attend but whose outputs come from their own patch). A cloud
+  with fewer voxels is one patch of its own size (a key mask pads it). No patch ever spans
+  two clouds.
+- :class:`Block`: conditional positional encoding (submanifold 3x3x3 sparse convolution,
+  linear, LayerNorm) added to the input; then pre-norm attention and pre-norm MLP, each
+  with drop path (per voxel, as timm's ``DropPath`` on ``[N, C]``) and an optional layer
+  scale (off by default, as in PT-v3m1).
+- :class:`GridPooling` / :class:`GridUnpooling`: voxels sharing ``code >> 3 * log2(stride)``
+  merge (linear, then max, then BatchNorm and GELU); unpooling adds the projected coarse
+  features, read through the pooling's inverse map, to the projected skip features (and,
+  as Pointcept's code does, the next block's positional encoding reads the projected skip
+  features alone).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_pc.nn.mlp import batch_norm_rows
+from lightning_pc.nn.serialization import inverse_permutation, serialize
+from lightning_pc.nn.sparse.conv import SparseConv3d
+from lightning_pc.nn.sparse.tensor import SparseTensor
+
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01
+
+
+@dataclass
+class Level:
+    """Voxels of one resolution of a packed batch.
+
+    Attributes:
+        grid: [N, 3] ``int64`` non-negative grid coordinates.
+        batch: [N] cloud index, sorted.
+        num_clouds: number of clouds (some may have no voxel).
+        depth: bits per axis of the codes.
+        code: [K, N] serialisation codes, one row per order.
+        order: [K, N] sort order of each row of ``code``.
+        inverse: [K, N] inverse of ``order``.
+        sparse: sparse tensor on ``(batch, grid)`` whose map cache the convolutions share.
+        plans: attention patch plans per patch size (built on first use).
+    """
+
+    grid: Tensor
+    batch: Tensor
+    num_clouds: int
+    depth: int
+    code: Tensor
+    order: Tensor
+    inverse: Tensor
+    sparse: SparseTensor
+    plans: dict[int, PatchPlan] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> Tensor:
+        """[B] voxels per cloud."""
+        return torch.bincount(self.batch, minlength=self.num_clouds)
+
+    def with_feats(self, feats: Tensor) -> SparseTensor:
+        """The level's sparse tensor carrying ``feats`` [N, C]."""
+        return self.sparse.replace(feats)
+
+    def plan(self, patch_size: int) -> PatchPlan:
+        """Patch plan for ``patch_size`` (cached: it depends only on the cloud sizes)."""
+        if patch_size not in self.plans:
+            self.plans[patch_size] = PatchPlan.build(self.counts, patch_size)
+        return self.plans[patch_size]
+
+
+def shuffled(code: Tensor, order: Tensor, inverse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The serialisations in a random order (PTv3's per-level order shuffle)."""
+    perm = torch.randperm(code.size(0)).to(code.device)
+    return code[perm], order[perm], inverse[perm]
+
+
+def make_level(
+    sparse: SparseTensor,
+    num_clouds: int,
+    orders: tuple[str, ...],
+    shuffle: bool,
+    depth: int | None = None,
+) -> Level:
+    """The level of the sites of ``sparse`` (``(b, x, y, z)``, non-negative, sorted by cloud).
+
+    Args:
+        sparse: the sites; its coordinates are the grid coordinates of the level.
+        num_clouds: clouds in the batch.
+        orders: serialisation orders.
+        shuffle: put the orders in a random order (training).
+        depth: bits per axis; the smallest that holds the coordinates when ``None``.
+    """
+    grid = sparse.coords[:, 1:].long()
+    batch = sparse.coords[:, 0].long()
+    if depth is None:
+        depth = int(grid.max() + 1).bit_length() if grid.numel() else 0
+    code, order, inverse = serialize(grid, batch, depth, orders)
+    if shuffle:
+        code, order, inverse = shuffled(code, order, inverse)
+    return Level(grid, batch, num_clouds, depth, code, order, inverse, sparse)
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where each voxel (in serialised position) sits in the attention patches.
+
+    Attributes:
+        full: [P, S] serialised positions of the ``P`` patches of ``S = patch_size`` voxels.
+        short: [Q, L] serialised positions of the clouds with fewer voxels than the patch
+            size, padded to the longest, ``L`` (padding slots repeat position 0 of the row).
+        short_mask: [Q, L] which slots of ``short`` are real.
+        take: [N] row of the flattened outputs (full patches first, then short rows) that
+            holds the result of each serialised position.
+    """
+
+    full: Tensor
+    short: Tensor
+    short_mask: Tensor
+    take: Tensor
+
+    @staticmethod
+    def build(counts: Tensor, patch_size: int) -> PatchPlan:
+        """Plan for clouds of ``counts`` [B] voxels (consecutive in serialised order)."""
+        dev = counts.device
+        s = patch_size
+        starts = torch.cumsum(counts, 0) - counts  # [B] first position of each cloud
+        n = int(counts.sum())
+        ar_s = torch.arange(s, device=dev)
+        # clouds with at least ``s`` voxels: ceil(n / s) windows, the last one ending at n
+        big = counts >= s
+        m = torch.where(big, (counts + s - 1) // s, torch.zeros_like(counts))  # [B]
+        cloud = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), m)  # [P]
+        j = torch.arange(cloud.numel(), device=dev) - (torch.cumsum(m, 0) - m)[cloud]
+        win = torch.minimum(j * s, counts[cloud] - s)  # [P] window start within its cloud
+        full = (starts[cloud] + win).unsqueeze(1) + ar_s  # [P, S]
+        # every position of a big cloud reads the window of index min(t // s, m - 1)
+        pos_cloud = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts)
+        t = torch.arange(n, device=dev) - starts[pos_cloud]  # position within the cloud
+        in_big = big[pos_cloud]
+        jb = torch.minimum(t // s, m[pos_cloud] - 1)
+        first_patch = torch.cumsum(m, 0) - m  # [B]
+        wstart = torch.minimum(jb * s, counts[pos_cloud] - s)
+        take_big = (first_patch[pos_cloud] + jb) * s + (t - wstart)
+        # clouds with fewer (and more than zero) voxels: one masked row each
+        small = (counts > 0) & ~big
+        small_ids = torch.nonzero(small).flatten()
+        q = small_ids.numel()
+        length = int(counts[small_ids].max()) if q else 0
+        ar_l = torch.arange(length, device=dev)
+        short_mask = ar_l.unsqueeze(0) < counts[small_ids].unsqueeze(1)  # [Q, L]
+        short = torch.where(
+            short_mask, starts[small_ids].unsqueeze(1) + ar_l, starts[small_ids].unsqueeze(1)
+        )
+        row_of = torch.full_like(counts, -1)
+        row_of[small_ids] = torch.arange(q, device=dev)
+        take_small = full.numel() + row_of[pos_cloud] * length + t
+        take = torch.where(in_big, take_big, take_small)
+        return PatchPlan(full, short, short_mask, take)
+
+
+class SerializedAttention(nn.Module):
+    """Multi-head self-attention inside patches of serialised voxels.
+
+    Args:
+        channels: feature width (divisible by ``num_heads``).
+        num_heads: attention heads.
+        patch_size: voxels per patch.
+        qkv_bias: bias on the query/key/value projection.
+        qk_scale: logit scale; ``head_dim ** -0.5`` when ``None``.
+        attn_drop: dropout on the attention weights (training).
+        proj_drop: dropout after the output projection (training).
+        order_index: which of the level's serialisations this layer reads.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        patch_size: int,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        order_index: int = 0,
+    ) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({num_heads})")
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be positive, got {patch_size}")
+        self.channels = channels
+        self.num_heads = num_heads
+        self.patch_size = patch_size
+        self.scale = qk_scale or (channels // num_heads) ** -0.5
+        self.attn_drop = attn_drop
+        self.order_index = order_index
+        self.qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
+        self.proj = nn.Linear(channels, channels)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _attend(self, qkv: Tensor, mask: Tensor | None) -> Tensor:
+        """[R, L, 3C] packed rows -> [R * L, C] attention outputs."""
+        r, length, _ = qkv.shape
+        h, d = self.num_heads, self.channels // self.num_heads
+        q, k, v = qkv.view(r, length, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, L, d]
+        attn_mask = None if mask is None else mask.view(r, 1, 1, length)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+        )  # [R, H, L, d]
+        return out.transpose(1, 2).reshape(r * length, self.channels)
+
+    def forward(self, feat: Tensor, level: Level) -> Tensor:
+        """[N, C] -> [N, C] for the voxels of ``level``."""
+        plan = level.plan(self.patch_size)
+        k = self.order_index % level.order.size(0)
+        qkv = self.qkv(feat)[level.order[k]]  # [N, 3C] in serialised order
+        outs = []
+        if plan.full.numel():
+            outs.append(self._attend(qkv[plan.full], None))
+        if plan.short.numel():
+            outs.append(self._attend(qkv[plan.short], plan.short_mask))
+        if not outs:  # no voxel
+            return self.proj_drop(self.proj(feat))
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        out = out[plan.take][level.inverse[k]]  # back to voxel order
+        return self.proj_drop(self.proj(out))
+
+
+class MLP(nn.Module):
+    """Linear, GELU, dropout, linear, dropout."""
+
+    def __init__(self, channels: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, channels)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per row: in training, each row is zeroed with probability ``p``
+    and the others are scaled by ``1 / (1 - p)``; identity in evaluation."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty(x.size(0), *([1] * (x.dim() - 1))).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class CPE(nn.Module):
+    """Conditional positional encoding: submanifold 3x3x3 conv (with bias), linear, LayerNorm."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = SparseConv3d(channels, channels, 3, bias=True)
+        self.linear = nn.Linear(channels, channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, feat: Tensor, level: Level) -> Tensor:
+        return self.norm(self.linear(self.conv(level.with_feats(feat)).feats))
+
+
+class Block(nn.Module):
+    """PTv3 block: ``x += cpe(x)``; ``x += dp(attn(norm1(x)))``; ``x += dp(mlp(norm2(x)))``.
+
+    With ``pre_norm=False`` the norms follow the residual sums instead. ``layer_scale``
+    (``None``: off, as PT-v3m1) multiplies each branch by a learned per-channel vector
+    initialised to that value.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        patch_size: int = 1024,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        qk_scale: float | None = None,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        pre_norm: bool = True,
+        order_index: int = 0,
+        layer_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.cpe = CPE(channels)
+        self.norm1 = nn.LayerNorm(channels)
+        self.attn = SerializedAttention(
+            channels, num_heads, patch_size, qkv_bias, qk_scale, attn_drop, proj_drop, order_index
+        )
+        self.norm2 = nn.LayerNorm(channels)
+        self.mlp = MLP(channels, int(channels * mlp_ratio), proj_drop)
+        self.drop_path = DropPath(drop_path)
+        self.gamma1: nn.Parameter | None = None
+        self.gamma2: nn.Parameter | None = None
+        if layer_scale is not None:
+            self.gamma1 = nn.Parameter(torch.full((channels,), float(layer_scale)))
+            self.gamma2 = nn.Parameter(torch.full((channels,), float(layer_scale)))
+
+    def forward(self, feat: Tensor, level: Level, cpe_input: Tensor | None = None) -> Tensor:
+        """``feat`` [N, C] of ``level``; ``cpe_input`` (default ``feat``) is what the
+        positional-encoding convolution reads (see :class:`GridUnpooling`)."""
+        feat = feat + self.cpe(feat if cpe_input is None else cpe_input, level)
+        h = self.attn(self.norm1(feat) if self.pre_norm else feat, level)
+        if self.gamma1 is not None:
+            h = h * self.gamma1
+        feat = feat + self.drop_path(h)
+        if not self.pre_norm:
+            feat = self.norm1(feat)
+        h = self.mlp(self.norm2(feat) if self.pre_norm else feat)
+        if self.gamma2 is not None:
+            h = h * self.gamma2
+        feat = feat + self.drop_path(h)
+        if not self.pre_norm:
+            feat = self.norm2(feat)
+        return feat
+
+
+class NormAct(nn.Module):
+    """BatchNorm1d (PTv3's eps 1e-3, momentum 0.01; a lone row uses the running statistics)
+    then GELU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(batch_norm_rows(self.norm, x))
+
+
+class Embedding(nn.Module):
+    """Stem: submanifold 5x5x5 convolution (no bias), BatchNorm, GELU."""
+
+    def __init__(self, in_channels: int, channels: int) -> None:
+        super().__init__()
+        self.conv = SparseConv3d(in_channels, channels, 5, bias=False)
+        self.norm = NormAct(channels)
+
+    def forward(self, feat: Tensor, level: Level) -> Tensor:
+        return self.norm(self.conv(level.with_feats(feat)).feats)
+
+
+class GridPooling(nn.Module):
+    """Serialised grid pooling by ``stride`` (a power of two): linear, max per parent voxel,
+    BatchNorm, GELU.
+
+    Args:
+        in_channels: input width.
+        out_channels: output width.
+        stride: pooling factor per axis (2, 4, 8, ...).
+        reduce: ``"max"`` (PTv3), ``"mean"``, ``"sum"`` or ``"min"``.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 2, reduce: str = "max"
+    ) -> None:
+        super().__init__()
+        if stride < 2 or stride & (stride - 1):
+            raise ValueError(f"pooling stride must be a power of two >= 2, got {stride}")
+        if reduce not in ("max", "mean", "sum", "min"):
+            raise ValueError(f"reduce must be max, mean, sum or min, got {reduce!r}")
+        self.stride = stride
+        self.reduce = reduce
+        self.proj = nn.Linear(in_channels, out_channels)
+        self.norm = NormAct(out_channels)
+
+    def forward(self, feat: Tensor, level: Level, shuffle: bool) -> tuple[Tensor, Level, Tensor]:
+        """Pools ``feat`` [N, C] of ``level``.
+
+        Returns:
+            the coarse features [M, C'], the coarse level, and ``cluster`` [N], the coarse
+            voxel of each fine voxel (the unpooling's inverse map).
+        """
+        shift = int(math.log2(self.stride))
+        if shift > level.depth:
+            shift = 0  # as Pointcept: a level coarser than its codes allow is not pooled
+        code = level.code >> (3 * shift)
+        _, cluster, _ = torch.unique(code[0], sorted=True, return_inverse=True, return_counts=True)
+        m = int(cluster.max()) + 1 if cluster.numel() else 0
+        ar = torch.arange(cluster.numel(), device=cluster.device)
+        head = torch.full((m,), cluster.numel(), dtype=torch.long, device=cluster.device)
+        head = head.scatter_reduce_(0, cluster, ar, reduce="amin")  # first member of each
+        code = code[:, head]
+        order = torch.argsort(code, dim=1)
+        inverse = inverse_permutation(order)
+        if shuffle:
+            code, order, inverse = shuffled(code, order, inverse)
+        h = self.proj(feat)
+        red = {"max": "amax", "min": "amin", "mean": "mean", "sum": "sum"}[self.reduce]
+        pooled = h.new_zeros(m, h.size(1)).scatter_reduce_(
+            0, cluster.view(-1, 1).expand_as(h), h, reduce=red, include_self=False
+        )
+        grid = level.grid[head] >> shift
+        batch = level.batch[head]
+        sparse = SparseTensor(torch.cat([batch.view(-1, 1), grid], dim=1), pooled)
+        coarse = Level(
+            grid, batch, level.num_clouds, level.depth - shift, code, order, inverse, sparse
+        )
+        return self.norm(pooled), coarse, cluster
+
+
+class GridUnpooling(nn.Module):
+    """``skip_proj(skip) + proj(coarse)[cluster]``, each projection linear, BatchNorm, GELU.
+
+    Returns the sum and ``skip_proj(skip)``: in Pointcept's model the first block after an
+    unpooling convolves the latter in its positional encoding (its sparse tensor still holds
+    the projected skip features, the sum is written to the point features only), and the
+    weights it trains expect that; the decoder passes it on as the block's ``cpe_input``.
+    """
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_channels, out_channels)
+        self.proj_norm = NormAct(out_channels)
+        self.proj_skip = nn.Linear(skip_channels, out_channels)
+        self.proj_skip_norm = NormAct(out_channels)
+
+    def forward(self, coarse: Tensor, skip: Tensor, cluster: Tensor) -> tuple[Tensor, Tensor]:
+        up = self.proj_norm(self.proj(coarse))
+        skip = self.proj_skip_norm(self.proj_skip(skip))
+        return skip + up[cluster], skip

@@ -1,0 +1,334 @@
+"""Whole-scan prediction: lazy fragments, votes back onto every point, files per scan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import open3d as o3d
+import pytest
+import torch
+
+from lightning_pc.callbacks.prediction_writer import ScenePredictionWriter
+from lightning_pc.cli import main
+from lightning_pc.data import PredictScenesDataModule
+from lightning_pc.data.datasets.scenes import SceneFragments
+from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.io import read_ply_vertices, read_scan
+from lightning_pc.tasks import SemanticSegmentationTask
+
+TINY_UNET = dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4)
+
+
+def room(n: int = 3000, seed: int = 0, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A 7 m x 5 m floor and a wall, with colours; points in arbitrary order."""
+    rng = np.random.default_rng(seed)
+    floor = np.c_[rng.uniform(0, 7, n), rng.uniform(0, 5, n), rng.normal(0, 0.01, n)]
+    wall = np.c_[rng.uniform(0, 7, n // 2), rng.normal(5, 0.01, n // 2), rng.uniform(0, 3, n // 2)]
+    pos = np.concatenate([floor, wall]) + offset
+    rgb = np.concatenate([np.tile([0.8, 0.2, 0.1], (n, 1)), np.tile([0.1, 0.3, 0.9], (n // 2, 1))])
+    order = rng.permutation(len(pos))
+    return pos[order], rgb[order]
+
+
+def write_scan(path: Path, pos: np.ndarray, rgb: np.ndarray) -> Path:
+    suffix = path.suffix.lower()
+    if suffix in (".ply", ".pcd"):
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pos))
+        cloud.colors = o3d.utility.Vector3dVector(rgb)
+        o3d.io.write_point_cloud(str(path), cloud, write_ascii=suffix == ".pcd")
+    elif suffix == ".npy":
+        np.save(path, np.c_[pos, rgb].astype(np.float32))
+    elif suffix == ".txt":
+        np.savetxt(path, np.c_[pos, rgb], fmt="%.5f")
+    elif suffix in (".las", ".laz"):
+        import laspy
+
+        las = laspy.create(point_format=3, file_version="1.2")
+        las.header.offsets = pos.min(0)
+        las.header.scales = [0.001] * 3
+        las.x, las.y, las.z = pos[:, 0], pos[:, 1], pos[:, 2]
+        colour = np.round(rgb * 65535).astype(np.uint16)
+        las.red, las.green, las.blue = colour.T
+        las.classification = np.ones(len(pos), dtype=np.uint8)
+        las.write(path, do_compress=suffix == ".laz")
+    return path
+
+
+def test_fragments_cover_every_point_and_count_exactly(tmp_path: Path) -> None:
+    pos, rgb = room(2000)
+    path = write_scan(tmp_path / "room.npy", pos, rgb)
+    fragments = SceneFragments([path], ["rgb"], block_size=2.0, stride=1.0, voxel_size=0.1)
+    frags = list(fragments)
+    assert len(frags) == int(frags[0].num_fragments)
+    assert len(frags) > 1
+    covered = np.zeros(len(pos), dtype=int)
+    for f in frags:
+        rows = f.source_rows.numpy()
+        covered[rows] += 1
+        # every covered point maps to a kept point of its own voxel
+        assert f.inverse_index.max() < f.pos.size(0)
+        kept_pos = f.pos[f.inverse_index].numpy()
+        # one shift per fragment; a point and its voxel's representative differ by < 0.1
+        shift = kept_pos - pos[rows]
+        assert (shift.max(0) - shift.min(0)).max() < 0.2
+        assert f.x.shape == (f.pos.size(0), 3)
+        assert 0 <= f.pos[:, 2].min() < 0.1 and f.pos[:, :2].abs().max() <= 1.0 + 1e-5
+    assert covered.min() >= 1  # no point lost
+    assert covered.max() <= 4  # block 2, stride 1: at most 2 x 2 blocks per point
+
+
+def test_fragments_shard_scans_over_ranks(tmp_path: Path) -> None:
+    files = []
+    for k in range(3):
+        pos, rgb = room(300, seed=k)
+        files.append(write_scan(tmp_path / f"s{k}.npy", pos, rgb))
+    seen = []
+    for rank in range(2):
+        fragments = SceneFragments(files, (), block_size=3.0, stride=3.0)
+        fragments.rank, fragments.world_size = rank, 2
+        seen.append({int(f.idx) for f in fragments})
+    assert seen == [{0, 2}, {1}]
+
+
+def test_one_point_and_collinear_scans(tmp_path: Path) -> None:
+    one = tmp_path / "one.txt"
+    one.write_text("1 2 3\n")
+    line = tmp_path / "line.txt"
+    line.write_text("".join(f"{i * 0.5} 0 0\n" for i in range(40)))  # 20 m along x, flat
+    for path, n in ((one, 1), (line, 40)):
+        frags = list(SceneFragments([path], (), block_size=3.0, stride=1.5))
+        rows = np.concatenate([f.source_rows.numpy() for f in frags])
+        assert set(rows.tolist()) == set(range(n))
+        assert len(frags) == int(frags[0].num_fragments)
+
+
+def test_kitti_bin_scan_with_intensity(tmp_path: Path) -> None:
+    pos, _ = room(500)
+    scan = np.c_[pos, np.linspace(0, 1, len(pos))].astype("<f4")
+    path = tmp_path / "000000.bin"
+    scan.tofile(path)
+    frags = list(SceneFragments([path], ["intensity"], block_size=4.0, stride=2.0, voxel_size=None))
+    got = np.zeros(len(pos), dtype=np.float32)
+    for f in frags:
+        got[f.source_rows.numpy()] = f.x[f.inverse_index, 0].numpy()
+    np.testing.assert_allclose(got, scan[:, 3])
+
+
+def test_missing_feature_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "xyz_only.txt"
+    path.write_text("0 0 0\n1 1 1\n")
+    with pytest.raises(DataFormatError, match="xyz_only.txt.*'rgb'"):
+        list(SceneFragments([path], ["rgb"]))
+    with pytest.raises(MissingDataError):
+        PredictScenesDataModule(str(tmp_path / "nothing_here"), num_classes=2)
+
+
+def _task(num_classes: int = 3) -> SemanticSegmentationTask:
+    torch.manual_seed(0)
+    return SemanticSegmentationTask(
+        model="sparse_unet", model_kwargs=TINY_UNET, num_classes=num_classes, in_channels=3
+    )
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".pcd", ".las", ".laz", ".npy", ".txt"])
+def test_predict_writes_every_point_in_every_format(tmp_path: Path, suffix: str) -> None:
+    offset = 500_000.0 if suffix in (".las", ".laz") else 0.0  # georeferenced coordinates
+    pos, rgb = room(1500, offset=offset)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    path = write_scan(scans / f"my scan{suffix}", pos, rgb)
+    before = path.read_bytes()
+    out = tmp_path / "out"
+    dm = PredictScenesDataModule(
+        str(path),
+        class_names=["floor", "wall", "other"],
+        features=["rgb"],
+        block_size=3.0,
+        stride=1.5,
+        voxel_size=0.1,
+        output_dir=str(out),
+        batch_size=3,
+    )
+    writer = ScenePredictionWriter()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[writer],
+        enable_progress_bar=False,
+    )
+    trainer.predict(_task(), datamodule=dm)
+    assert path.read_bytes() == before  # the user's file is untouched
+    assert trainer.predict_loop.predictions == []  # votes are not also kept by the trainer
+    ply = read_ply_vertices(out / "my scan.ply")
+    assert ply is not None
+    source = read_scan(path)["pos"]
+    # original coordinates, in the original order (float64: a LAS offset of 500 km survives)
+    np.testing.assert_allclose(ply["pos"], source, atol=0.01 if offset else 1e-5)
+    raw = (out / "my scan.ply").read_bytes()
+    header = raw[: raw.index(b"end_header")].decode()
+    assert "property double x" in header and "property int label" in header
+    n = len(source)
+    dtype = np.dtype(
+        [
+            ("x", "<f8"),
+            ("y", "<f8"),
+            ("z", "<f8"),
+            ("r", "u1"),
+            ("g", "u1"),
+            ("b", "u1"),
+            ("label", "<i4"),
+        ]
+    )
+    labels = np.frombuffer(raw, dtype, count=n, offset=raw.index(b"end_header\n") + 11)["label"]
+    assert labels.min() >= 0 and labels.max() < 3
+    counts = (out / "my scan.counts.csv").read_text().splitlines()
+    assert counts[0] == "class,name,points,fraction"
+    assert sum(int(line.split(",")[2]) for line in counts[1:]) == n
+    assert [line.split(",")[1] for line in counts[1:]] == ["floor", "wall", "other"]
+    if suffix in (".las", ".laz"):
+        import laspy
+
+        las = laspy.read(out / f"my scan{suffix}")
+        np.testing.assert_array_equal(np.asarray(las.classification), labels)
+        np.testing.assert_allclose(np.asarray(las.x), source[:, 0], atol=1e-6)
+
+
+def test_votes_equal_a_direct_prediction_when_one_fragment_holds_the_scan(tmp_path: Path) -> None:
+    pos, rgb = room(800)
+    path = write_scan(tmp_path / "scan.npy", pos, rgb)
+    dm = PredictScenesDataModule(
+        str(path),
+        num_classes=3,
+        features=["rgb"],
+        block_size=10.0,
+        stride=10.0,
+        voxel_size=0.1,
+        output_dir=str(tmp_path / "out"),
+    )
+    task = _task().eval()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter()],
+    )
+    trainer.predict(task, datamodule=dm)
+    ply = read_ply_vertices(tmp_path / "out" / "scan.ply")
+    raw = (tmp_path / "out" / "scan.ply").read_bytes()
+    dtype = np.dtype(
+        [
+            ("x", "<f8"),
+            ("y", "<f8"),
+            ("z", "<f8"),
+            ("r", "u1"),
+            ("g", "u1"),
+            ("b", "u1"),
+            ("label", "<i4"),
+        ]
+    )
+    written = np.frombuffer(raw, dtype, offset=raw.index(b"end_header\n") + 11)["label"]
+    # the one fragment, run directly through the model: its voxel predictions, projected back
+    frag = next(iter(SceneFragments([path], ["rgb"], 10.0, 10.0, 0.1)))
+    from lightning_pc.data.collate import collate
+
+    batch = collate([frag])
+    with torch.no_grad():
+        direct = task(batch).argmax(1)[batch.inverse_index]
+    expected = np.empty(len(pos), dtype=np.int64)
+    expected[frag.source_rows.numpy()] = direct.numpy()
+    np.testing.assert_array_equal(written, expected)
+    assert ply is not None and len(ply["pos"]) == len(pos)
+
+
+def test_cli_predict_on_a_folder_with_classes_from_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    task = _task(num_classes=5)
+    trainer = L.Trainer(accelerator="cpu", logger=False, max_steps=0)
+    trainer.strategy.connect(task)
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=True)  # as `lightning-pc fit` saves it
+    saved["hyper_parameters"]["_class_path"] = "lightning_pc.tasks.SemanticSegmentationTask"
+    torch.save(saved, ckpt)
+    scans = tmp_path / "scans"
+    (scans / "site_a").mkdir(parents=True)
+    for k, name in enumerate(["site_a/scan.ply", "b.npy"]):
+        pos, rgb = room(600, seed=k)
+        write_scan(scans / name, pos, rgb)
+    (scans / "notes.md").write_text("not a scan")
+    main(
+        [
+            "predict",
+            "--model=SemanticSegmentationTask",  # its arguments come from the checkpoint
+            "--data=PredictScenesDataModule",
+            f"--data.init_args.root={scans}",
+            "--data.init_args.features=[rgb]",
+            "--data.init_args.output_dir=preds",
+            f"--ckpt_path={ckpt}",
+            "--trainer.accelerator=cpu",
+            "--trainer.logger=false",
+        ]
+    )
+    out = tmp_path / "preds"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "b.counts.csv",
+        "b.ply",
+        "site_a",
+        "site_a/scan.counts.csv",
+        "site_a/scan.ply",
+    ]
+    rows = (out / "b.counts.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5  # 5 classes, from the checkpoint
+
+
+def test_classification_csv_and_ply_names_follow_the_source_files(tmp_path: Path) -> None:
+    import importlib.util
+
+    from lightning_pc.callbacks import PLYPredictionWriter, PredictionCSVWriter
+    from lightning_pc.data import PointCloudFolderDataModule
+    from lightning_pc.tasks import ClassificationTask
+
+    spec = importlib.util.spec_from_file_location(
+        "folder_fixture_predict", Path(__file__).parent / "data" / "folder" / "make_fixture.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    root = module.make_folder(tmp_path / "clouds")
+    dm = PointCloudFolderDataModule(
+        str(root),
+        num_points=64,
+        points_per_mesh=200,
+        batch_size=3,
+        num_workers=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    tiny = {"sa_mlps": [[[8, 16]], [[16, 32]]], "global_mlp": [32, 32], "head": [16]}
+    task = ClassificationTask(model_kwargs=tiny, num_classes=dm.num_classes)
+    csv_writer = PredictionCSVWriter(str(tmp_path / "out"))
+    ply_writer = PLYPredictionWriter(str(tmp_path / "out"), prefix="")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[csv_writer, ply_writer],
+    )
+    trainer.predict(task, datamodule=dm)
+    names = dm.datasets["test"].names
+    lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "file,class,name," + ",".join(f"p_{c}" for c in dm.class_names)
+    assert sorted(line.split(",")[0] for line in lines[1:]) == sorted(names)
+    for line in lines[1:]:
+        fields = line.split(",")
+        probs = np.asarray([float(v) for v in fields[3:]])
+        assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert int(fields[1]) == int(probs.argmax()) and fields[2] == dm.class_names[int(fields[1])]
+    plys = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.ply")
+    )
+    assert plys == sorted(str(Path(n).with_suffix(".ply")) for n in names)
