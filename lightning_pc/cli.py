@@ -76,6 +76,19 @@ def _prefer_int(parser: LightningArgumentParser, dests: tuple[str, ...]) -> None
             action._typehint = int | float | None
 
 
+def _num_classes_default(cls: type) -> object:
+    """The default of ``num_classes`` in the first ``__init__`` along ``cls``'s MRO that names
+    it (a user's subclass often passes it on through ``**kwargs``, as the parser does too)."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        param = inspect.signature(init).parameters.get("num_classes")
+        if param is not None:
+            return param.default
+    return None
+
+
 class PointCloudCLI(LightningCLI):
     """LightningCLI in subclass mode for tasks and data modules.
 
@@ -169,8 +182,7 @@ class PointCloudCLI(LightningCLI):
         requested = init_args.get("num_classes") if init_args is not None else None
         super().instantiate_classes()
         actual = getattr(self.datamodule, "num_classes", None)
-        param = inspect.signature(type(self.model).__init__).parameters.get("num_classes")
-        default = param.default if param is not None else None
+        default = _num_classes_default(type(self.model))
         if requested is not None and requested != default and actual is not None and int(requested) != int(actual):
             raise ConfigError(
                 f"--model.init_args.num_classes {requested} disagrees with the data module "
