@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
@@ -21,6 +22,43 @@ from lightning_pc.data.palettes import make_palette
 from lightning_pc.data.sampler import EpochSampler
 from lightning_pc.data.seeding import current_rank
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
+
+#: Augmentations of indoor scans with colour (S3DIS, ScanNet): rotation about the vertical,
+#: isotropic scale, jitter and colour contrast / jitter.
+INDOOR_SCENE_AUGMENTATIONS: list[TransformSpec] = [
+    {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+    {"class_path": "RandomScale", "init_args": {"low": 0.9, "high": 1.1, "anisotropic": False}},
+    {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
+    {"class_path": "ChromaticAutoContrast", "init_args": {"p": 0.2}},
+    {"class_path": "ChromaticJitter", "init_args": {"std": 0.05, "p": 0.95}},
+]
+
+
+def scene_train_transforms(
+    voxel_size: float | None, num_points: int | None, augmentations: list[TransformSpec]
+) -> list[TransformSpec]:
+    """Training transforms of a scene data module: voxel grid subsampling (if a voxel size is
+    set), the ``augmentations``, then a random subsample of ``num_points`` (if set)."""
+    out: list[TransformSpec] = []
+    if voxel_size:
+        out.append({"class_path": "GridSubsample", "init_args": {"voxel_size": voxel_size}})
+    out += copy.deepcopy(augmentations)  # callers may edit what they get
+    if num_points:
+        out.append({"class_path": "RandomSubsample", "init_args": {"num_points": num_points}})
+    return out
+
+
+def scene_eval_transforms(voxel_size: float | None) -> list[TransformSpec]:
+    """Evaluation transforms of a scene data module: the voxel grid, keeping the inverse map so
+    predictions reach every original point."""
+    if not voxel_size:
+        return []
+    return [
+        {
+            "class_path": "GridSubsample",
+            "init_args": {"voxel_size": voxel_size, "training": False, "keep_inverse": True},
+        }
+    ]
 
 
 class PointCloudDataModule(L.LightningDataModule):

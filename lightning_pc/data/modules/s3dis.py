@@ -7,7 +7,12 @@ from torch.utils.data import Dataset
 
 from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.s3dis import CLASS_NAMES, S3DISCrops, S3DISRecipe, S3DISRooms
-from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.modules.base import (
+    INDOOR_SCENE_AUGMENTATIONS,
+    PointCloudDataModule,
+    scene_eval_transforms,
+    scene_train_transforms,
+)
 from lightning_pc.data.packed import PackedArrays
 from lightning_pc.data.palettes import S3DIS_PALETTE
 from lightning_pc.data.transforms import TransformSpec
@@ -88,40 +93,10 @@ class S3DISDataModule(PointCloudDataModule):
         return [list(c) for c in S3DIS_PALETTE]
 
     def default_train_transforms(self) -> list[TransformSpec]:
-        out: list[TransformSpec] = []
-        if self.voxel_size:
-            out.append(
-                {"class_path": "GridSubsample", "init_args": {"voxel_size": self.voxel_size}}
-            )
-        out += [
-            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
-            {
-                "class_path": "RandomScale",
-                "init_args": {"low": 0.9, "high": 1.1, "anisotropic": False},
-            },
-            {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
-            {"class_path": "ChromaticAutoContrast", "init_args": {"p": 0.2}},
-            {"class_path": "ChromaticJitter", "init_args": {"std": 0.05, "p": 0.95}},
-        ]
-        if self.num_points:
-            out.append(
-                {"class_path": "RandomSubsample", "init_args": {"num_points": self.num_points}}
-            )
-        return out
+        return scene_train_transforms(self.voxel_size, self.num_points, INDOOR_SCENE_AUGMENTATIONS)
 
     def default_eval_transforms(self) -> list[TransformSpec]:
-        if not self.voxel_size:
-            return []
-        return [
-            {
-                "class_path": "GridSubsample",
-                "init_args": {
-                    "voxel_size": self.voxel_size,
-                    "training": False,
-                    "keep_inverse": True,
-                },
-            }
-        ]
+        return scene_eval_transforms(self.voxel_size)
 
     def recipe(self) -> S3DISRecipe:
         return S3DISRecipe(self.root)

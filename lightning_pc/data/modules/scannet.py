@@ -16,7 +16,12 @@ from lightning_pc.data.datasets.scannet import (
     ScanNetRecipe,
     class_names_200,
 )
-from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.modules.base import (
+    INDOOR_SCENE_AUGMENTATIONS,
+    PointCloudDataModule,
+    scene_eval_transforms,
+    scene_train_transforms,
+)
 from lightning_pc.data.transforms import TransformSpec
 
 
@@ -88,40 +93,10 @@ class ScanNetDataModule(PointCloudDataModule):
         )
 
     def default_train_transforms(self) -> list[TransformSpec]:
-        out: list[TransformSpec] = []
-        if self.voxel_size:
-            out.append(
-                {"class_path": "GridSubsample", "init_args": {"voxel_size": self.voxel_size}}
-            )
-        out += [
-            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
-            {
-                "class_path": "RandomScale",
-                "init_args": {"low": 0.9, "high": 1.1, "anisotropic": False},
-            },
-            {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
-            {"class_path": "ChromaticAutoContrast", "init_args": {"p": 0.2}},
-            {"class_path": "ChromaticJitter", "init_args": {"std": 0.05, "p": 0.95}},
-        ]
-        if self.num_points:
-            out.append(
-                {"class_path": "RandomSubsample", "init_args": {"num_points": self.num_points}}
-            )
-        return out
+        return scene_train_transforms(self.voxel_size, self.num_points, INDOOR_SCENE_AUGMENTATIONS)
 
     def default_eval_transforms(self) -> list[TransformSpec]:
-        if not self.voxel_size:
-            return []
-        return [
-            {
-                "class_path": "GridSubsample",
-                "init_args": {
-                    "voxel_size": self.voxel_size,
-                    "training": False,
-                    "keep_inverse": True,
-                },
-            }
-        ]
+        return scene_eval_transforms(self.voxel_size)
 
     def recipe(self) -> ScanNetRecipe:
         return ScanNetRecipe(self.root)

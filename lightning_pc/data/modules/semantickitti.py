@@ -12,8 +12,19 @@ from lightning_pc.data.datasets.semantickitti import (
     IGNORE_INDEX,
     SemanticKITTIRecipe,
 )
-from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.modules.base import (
+    PointCloudDataModule,
+    scene_eval_transforms,
+    scene_train_transforms,
+)
 from lightning_pc.data.transforms import TransformSpec
+
+#: Augmentations of LiDAR sweeps: rotation about the vertical, scale, jitter (no colour).
+_LIDAR_AUGMENTATIONS: list[TransformSpec] = [
+    {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+    {"class_path": "RandomScale", "init_args": {"low": 0.9, "high": 1.1}},
+    {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
+]
 
 
 class SemanticKITTIDataModule(PointCloudDataModule):
@@ -74,35 +85,10 @@ class SemanticKITTIDataModule(PointCloudDataModule):
         self.class_names = list(CLASS_NAMES)
 
     def default_train_transforms(self) -> list[TransformSpec]:
-        out: list[TransformSpec] = []
-        if self.voxel_size:
-            out.append(
-                {"class_path": "GridSubsample", "init_args": {"voxel_size": self.voxel_size}}
-            )
-        out += [
-            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
-            {"class_path": "RandomScale", "init_args": {"low": 0.9, "high": 1.1}},
-            {"class_path": "RandomJitter", "init_args": {"sigma": 0.005, "clip": 0.02}},
-        ]
-        if self.num_points:
-            out.append(
-                {"class_path": "RandomSubsample", "init_args": {"num_points": self.num_points}}
-            )
-        return out
+        return scene_train_transforms(self.voxel_size, self.num_points, _LIDAR_AUGMENTATIONS)
 
     def default_eval_transforms(self) -> list[TransformSpec]:
-        if not self.voxel_size:
-            return []
-        return [
-            {
-                "class_path": "GridSubsample",
-                "init_args": {
-                    "voxel_size": self.voxel_size,
-                    "training": False,
-                    "keep_inverse": True,
-                },
-            }
-        ]
+        return scene_eval_transforms(self.voxel_size)
 
     def recipe(self) -> SemanticKITTIRecipe:
         return SemanticKITTIRecipe(self.root)
