@@ -102,3 +102,39 @@ def test_lightning_cli_yaml_transforms_and_link(tmp_path: Path) -> None:
     names = [type(t).__name__ for t in cli.datamodule.datasets["train"].transform.transforms]
     assert names == ["NormalizeScale", "RandomRotate", "RandomDropout"]
     assert cli.trainer.global_step == 2
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_eval_loaders_split_clouds_across_ranks_without_padding(world: int) -> None:
+    # 7 validation clouds over 2 or 3 ranks: a padded DistributedSampler would repeat 1 or 2
+    # of them (and the metrics would count them twice); each must be seen exactly once
+    from types import SimpleNamespace
+
+    from torch.utils.data import DistributedSampler
+
+    seen: list[int] = []
+    for rank in range(world):
+        dm = D.SyntheticShapesDataModule(num_train=4, num_val=7, num_test=7, num_points=16)
+        dm.setup("fit")
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)  # type: ignore[assignment]
+        loader = dm.val_dataloader()
+        # a DistributedSampler: Lightning keeps it instead of inserting its padded one
+        assert isinstance(loader.sampler, DistributedSampler)
+        indices = list(loader.sampler)
+        assert len(indices) in (7 // world, 7 // world + 1)
+        seen += indices
+    assert sorted(seen) == list(range(7))
+
+
+def test_eval_loaders_single_process_and_tiny_splits_are_left_to_lightning() -> None:
+    from types import SimpleNamespace
+
+    from torch.utils.data import SequentialSampler
+
+    dm = D.SyntheticShapesDataModule(num_train=4, num_val=2, num_test=2, num_points=16)
+    dm.setup("fit")
+    assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
+    # fewer clouds than ranks: a rank would get nothing and miss the epoch-end collectives,
+    # so Lightning's (padded) sampler is kept
+    dm.trainer = SimpleNamespace(world_size=3, global_rank=0)  # type: ignore[assignment]
+    assert isinstance(dm.val_dataloader().sampler, SequentialSampler)

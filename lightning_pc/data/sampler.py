@@ -1,11 +1,12 @@
-"""Training sampler whose order and per-sample seeds depend only on (seed, epoch)."""
+"""Loader samplers: training order from (seed, epoch); evaluation split across DDP ranks unpadded."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, IterableDataset
 
 from lightning_pc.data.seeding import epoch_sample_seed, global_seed
 
@@ -38,3 +39,32 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         for index in super().__iter__():
             yield index, epoch_sample_seed(self.seed, self.epoch, index)
+
+
+def eval_sampler(dataset: Dataset, num_replicas: int, rank: int) -> DistributedSampler | None:
+    """The evaluation sampler of ``dataset`` on rank ``rank`` of ``num_replicas``.
+
+    Lightning gives evaluation loaders a ``DistributedSampler``, which repeats samples so
+    that every rank gets as many: distributed metrics then count those clouds twice. This
+    returns Lightning's ``UnrepeatedDistributedSampler`` instead (contiguous-free, in order;
+    ranks differ by at most one sample; every sample seen exactly once), which Lightning
+    leaves in place. That is safe in evaluation: no gradient is synchronised, and DDP syncs
+    buffers only on a forward pass with gradients enabled, so the per-step work has no
+    collective; the metrics' collectives run once, at epoch end, on every rank.
+
+    Returns ``None`` (let Lightning decide) in a single process, for an iterable dataset,
+    and when the dataset has fewer samples than ranks (a rank would get no batch at all and
+    miss the epoch-end collectives; Lightning then pads as usual).
+
+    Args:
+        dataset: the validation or test dataset.
+        num_replicas: world size.
+        rank: global rank of this process.
+    """
+    if num_replicas <= 1 or isinstance(dataset, IterableDataset):
+        return None
+    if len(dataset) < num_replicas:  # type: ignore[arg-type]
+        return None
+    return UnrepeatedDistributedSampler(
+        dataset, num_replicas=num_replicas, rank=rank, shuffle=False
+    )

@@ -22,7 +22,6 @@ from torchmetrics import MeanMetric
 from lightning_pc.data.seeding import epoch_sample_seed, global_seed
 from lightning_pc.models import create_model
 from lightning_pc.nn.norm_warmup import BatchNormWarmup
-from lightning_pc.tasks.distributed import use_unpadded_eval_loaders
 from lightning_pc.tasks.guards import NonFiniteError, describe_clouds, nonfinite_clouds
 from lightning_pc.tasks.precision import warn_if_slow_precision
 
@@ -127,26 +126,18 @@ class BaseTask(L.LightningModule):
         raise NotImplementedError
 
     def setup(self, stage: str) -> None:
-        """Under DDP, make the data module's validation/test loaders unpadded.
-
-        Lightning's ``DistributedSampler`` repeats samples to even out the ranks, so
-        distributed metrics would count some clouds twice; see
-        :mod:`lightning_pc.tasks.distributed`. With this, DDP validation and test metrics
-        equal a single-process evaluation.
-
-        Also warns (once, on rank zero) when the trainer's precision is one that this CPU
+        """Warn (once, on rank zero) when the trainer's precision is one that this CPU
         emulates (``bf16-mixed`` without bfloat16 instructions, say): see
         :mod:`lightning_pc.tasks.precision`.
+
+        (Exact DDP evaluation is the data module's business: its evaluation loaders split
+        the clouds across ranks without padding, see
+        :func:`~lightning_pc.data.sampler.eval_sampler`.)
         """
         trainer = self._trainer
         if trainer is None:
             return
         warn_if_slow_precision(trainer.precision, trainer.strategy.root_device.type)
-        if trainer.world_size <= 1:
-            return
-        datamodule = getattr(trainer, "datamodule", None)
-        if datamodule is not None:
-            use_unpadded_eval_loaders(datamodule, trainer.world_size, trainer.global_rank)
 
     # --- non-finite guard ---------------------------------------------------------------
     def _split_dataset(self, split: str) -> Any:

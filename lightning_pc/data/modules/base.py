@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_pc.data.cache import (
     CacheRecipe,
@@ -19,7 +19,7 @@ from lightning_pc.data.cache import (
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.base import PointDataset
 from lightning_pc.data.palettes import make_palette
-from lightning_pc.data.sampler import EpochSampler
+from lightning_pc.data.sampler import EpochSampler, eval_sampler
 from lightning_pc.data.seeding import current_rank
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
 
@@ -179,14 +179,29 @@ class PointCloudDataModule(L.LightningDataModule):
             if isinstance(dataset, PointDataset):
                 dataset.rank = rank
 
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank): the trainer's, else ``torch.distributed``'s, else (1, 0)."""
+        if self.trainer is not None:
+            return self.trainer.world_size, self.trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
     def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split!r} dataset: call setup() with the right stage first")
         workers = self.num_workers
         dataset = self.datasets[split]
         # Training order and augmentation from (seed, epoch): exact on resume, sharded under DDP.
-        sampler = EpochSampler(dataset) if shuffle else None
-        if sampler is not None and self.trainer is not None:
+        # Evaluation and prediction under DDP: every cloud on exactly one rank (no padding),
+        # so metrics are those of a single process.
+        sampler: DistributedSampler | None
+        if shuffle:
+            sampler = EpochSampler(dataset)
+        else:
+            replicas, rank = self._world()
+            sampler = eval_sampler(dataset, replicas, rank)
+        if isinstance(sampler, EpochSampler) and self.trainer is not None:
             # on resume Lightning creates the loader's iterator before it calls set_epoch, and
             # worker processes draw their first indices at once: they would replay epoch 0
             # (the epoch number Lightning passes to set_epoch: its count of processed epochs)
