@@ -11,18 +11,20 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from typing import Any
+from abc import ABCMeta, abstractmethod
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+from typing_extensions import override
 
 from lightning_pc.data.seeding import epoch_sample_seed, global_seed
 from lightning_pc.models import create_model
 from lightning_pc.nn.norm_warmup import BatchNormWarmup
-from lightning_pc.tasks.guards import NonFiniteError, describe_clouds, nonfinite_clouds
+from lightning_pc.tasks.guards import NonFinite, NonFiniteError, describe_clouds, nonfinite_clouds
 from lightning_pc.tasks.precision import warn_if_slow_precision
 
 #: key of the task's own entries in a checkpoint
@@ -30,13 +32,16 @@ CHECKPOINT_KEY = "lightning_pc"
 _RNG_SALT = 0x6C70632D726E67  # "lpc-rng"
 
 
-class BaseTask(L.LightningModule):
+class BaseTask(L.LightningModule, metaclass=ABCMeta):
     """Base class of the tasks: network by registry name, cross-entropy, optimiser, schedule.
 
-    Subclasses declare their hyperparameters in their own ``__init__`` and call
-    ``super().__init__(model)``; every ``__init__`` argument is saved with
+    The arguments every task shares are declared here; a subclass declares its own (and
+    those whose defaults differ: ``model``, ``num_classes``, ``in_channels``) and passes
+    the rest on with ``**kwargs`` (LightningCLI follows the ``**kwargs`` and lists these in
+    ``--help`` and saved configs). Every ``__init__`` argument is saved with
     ``save_hyperparameters`` except ``model`` when it is an ``nn.Module`` instance (pass it
-    again to ``load_from_checkpoint`` then).
+    again to ``load_from_checkpoint`` then). A subclass implements
+    :meth:`configure_metrics`, ``training_step`` and :meth:`_eval_step`.
 
     The default optimiser (``optimizer``: ``"adamw"`` or ``"sgd"``) and schedule
     (``scheduler``: ``"cosine"`` from ``lr`` to ``min_lr`` over ``max_epochs``, or over the
@@ -67,13 +72,43 @@ class BaseTask(L.LightningModule):
     epoch; see :mod:`lightning_pc.nn.norm_warmup`.
 
     Args:
-        model: the network instance, when the subclass was given one (``None``: build
-            ``hparams.model`` from the registry in :meth:`configure_models`).
+        model: registered network name (see :func:`~lightning_pc.models.list_models`) or an
+            ``nn.Module`` instance (then not saved in the hyperparameters).
+        model_kwargs: keyword arguments of the network's builder (plain YAML types).
+        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        in_channels: per-point input features in ``batch.x`` (0: coordinates only).
+        label_smoothing: cross-entropy label smoothing (DGCNN trains with 0.2).
+        class_weights: per-class loss weights (``None``: uniform).
+        ignore_index: target value excluded from the loss and the metrics.
+        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
+        lr: learning rate.
+        weight_decay: weight decay.
+        momentum: SGD momentum.
+        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
+        min_lr: final learning rate of the cosine schedule.
+        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
+            naming its source files, or ``"skip"`` it with a warning naming them.
     """
 
     model: nn.Module
 
-    def __init__(self, model: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        model: str | nn.Module | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 2,
+        in_channels: int = 0,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        ignore_index: int = -100,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        scheduler: Literal["cosine", "none"] = "cosine",
+        min_lr: float = 0.0,
+        nonfinite: NonFinite = "raise",
+    ) -> None:
         super().__init__()
         given = isinstance(model, nn.Module)
         self.save_hyperparameters(ignore=["model"] if given else None)
@@ -121,10 +156,11 @@ class BaseTask(L.LightningModule):
             label_smoothing=self.hparams["label_smoothing"],
         )
 
+    @abstractmethod
     def configure_metrics(self) -> None:
         """Create the torchmetrics objects, one set per split."""
-        raise NotImplementedError
 
+    @override
     def setup(self, stage: str) -> None:
         """Warn (once, on rank zero) when the trainer's precision is one that this CPU
         emulates (``bf16-mixed`` without bfloat16 instructions, say): see
@@ -292,6 +328,7 @@ class BaseTask(L.LightningModule):
         self._restore_buffers = True
         return loss * 0.0
 
+    @override
     def on_after_backward(self) -> None:
         """Gives the network's buffers back their values from before a skipped batch (after
         the backward pass, which may still read them); subclasses overriding this hook
@@ -300,6 +337,7 @@ class BaseTask(L.LightningModule):
             self._put_back_buffers()
         self._restore_buffers = False
 
+    @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drops the gradients of a skipped batch (see :meth:`skip_step`); subclasses
         overriding this hook call ``super()``."""
@@ -318,6 +356,7 @@ class BaseTask(L.LightningModule):
             self._drawn_seed = random.SystemRandom().getrandbits(62)
         return int(self._drawn_seed)
 
+    @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Re-seed the global generators at the first batch of each epoch (see the class
         docstring) and keep the batch-norm statistics still warming up; subclasses
@@ -330,25 +369,30 @@ class BaseTask(L.LightningModule):
             np.random.seed(seed % (1 << 32))
             random.seed(seed)
 
+    @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Batch-norm warm-up (see the class docstring); subclasses overriding this hook
         call ``super()``."""
         self._norm_warmup.after_step()
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drawn = getattr(self, "_drawn_seed", None)
         checkpoint[CHECKPOINT_KEY] = {"run_seed": None if drawn is None else int(drawn)}
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         drawn = (checkpoint.get(CHECKPOINT_KEY) or {}).get("run_seed")
         if drawn is not None:
             self._drawn_seed = int(drawn)
 
     # --- forward / optimisation ---------------------------------------------------------
+    @override
     def forward(self, batch: Any) -> Tensor:
         """Logits of the network for a packed batch."""
         return self.model(batch)
 
+    @override
     def configure_optimizers(self) -> Any:
         """AdamW or SGD with an optional cosine schedule (see the class docstring)."""
         hp = self.hparams
@@ -381,24 +425,28 @@ class BaseTask(L.LightningModule):
 
     # --- evaluation -----------------------------------------------------------------------
     # validation and test share one step and one epoch end per task, told apart by `split`
+    @abstractmethod
     def _eval_step(self, batch: Any, split: str) -> None:
         """Loss and metrics of one ``"val"`` or ``"test"`` batch."""
-        raise NotImplementedError
 
     def _eval_epoch_end(self, split: str) -> None:
         """Per-class values of the ``"val"`` or ``"test"`` epoch (none by default)."""
 
+    @override
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.check_inputs(batch, "val", batch_idx)
         self._eval_step(batch, "val")
 
+    @override
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.check_inputs(batch, "test", batch_idx)
         self._eval_step(batch, "test")
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
+    @override
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
 from lightning_pc.data.collate import collate
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
 from lightning_pc.tasks.base import BaseTask
-from lightning_pc.tasks.guards import NonFinite
 
 #: Test-time augmentation used when ``tta_transforms`` is ``None``: the anisotropic scaling
 #: U(0.8, 1.25) of the voting recipes of PointNet++/DGCNN follow-ups (e.g. PAConv).
@@ -48,15 +48,6 @@ class ClassificationTask(BaseTask):
         model_kwargs: keyword arguments of the network's builder (plain YAML types).
         num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
         in_channels: per-point input features in ``batch.x`` (0: coordinates only).
-        label_smoothing: cross-entropy label smoothing (DGCNN trains with 0.2).
-        class_weights: per-class loss weights (``None``: uniform).
-        ignore_index: target value excluded from the loss and the metrics.
-        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
-        lr: learning rate.
-        weight_decay: weight decay.
-        momentum: SGD momentum.
-        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
-        min_lr: final learning rate of the cosine schedule.
         tta_votes: test-time augmentation in validation, test and predict: the logits are
             the mean of the network's logits on ``tta_votes`` augmented copies of each
             cloud (``1``: plain evaluation, no augmentation).
@@ -65,9 +56,10 @@ class ClassificationTask(BaseTask):
         tta_seed: seed of the copies. Copy ``v`` of a cloud is drawn from a generator
             seeded by ``(tta_seed, v, the cloud's coordinates)``, so votes are reproducible
             and independent of batching, worker and rank.
-        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
-            naming its source files, or ``"skip"`` it with a warning naming them (see
-            :class:`~lightning_pc.tasks.BaseTask`).
+        **kwargs: the arguments every task shares (``label_smoothing``, ``class_weights``,
+            ``ignore_index``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``,
+            ``scheduler``, ``min_lr``, ``nonfinite``): see
+            :class:`~lightning_pc.tasks.BaseTask`.
     """
 
     def __init__(
@@ -76,23 +68,21 @@ class ClassificationTask(BaseTask):
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 40,
         in_channels: int = 0,
-        label_smoothing: float = 0.0,
-        class_weights: list[float] | None = None,
-        ignore_index: int = -100,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        min_lr: float = 0.0,
+        *,
         tta_votes: int = 1,
         tta_transforms: list[TransformSpec] | None = None,
         tta_seed: int = 0,
-        nonfinite: NonFinite = "raise",
+        **kwargs: Any,
     ) -> None:
         if tta_votes < 1:
             raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
-        super().__init__(model if isinstance(model, nn.Module) else None)
+        super().__init__(
+            model=model,
+            model_kwargs=model_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            **kwargs,
+        )
         specs = DEFAULT_TTA_TRANSFORMS if tta_transforms is None else tta_transforms
         self.tta_transform: Compose | None = build_transforms(specs) if specs else None
 
@@ -133,6 +123,7 @@ class ClassificationTask(BaseTask):
             return self(batch)
         return torch.stack([self(copy) for copy in copies]).mean(0)
 
+    @override
     def configure_metrics(self) -> None:
         n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
         metrics = MetricCollection(
@@ -147,6 +138,7 @@ class ClassificationTask(BaseTask):
         self.val_class_acc = MulticlassAccuracy(n, average="none", ignore_index=ignore)
         self.test_class_acc = MulticlassAccuracy(n, average="none", ignore_index=ignore)
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
         self._snapshot_buffers()
@@ -161,6 +153,7 @@ class ClassificationTask(BaseTask):
         self.log_dict(self.train_metrics, batch_size=size, on_step=False, on_epoch=True)
         return loss
 
+    @override
     def _eval_step(self, batch: Any, split: str) -> None:
         logits = self.eval_logits(batch)
         y = batch.y.view(-1)
@@ -171,11 +164,13 @@ class ClassificationTask(BaseTask):
         self.log_dict(metrics, batch_size=size, prog_bar=split == "val")
         (self.val_class_acc if split == "val" else self.test_class_acc).update(logits, y)
 
+    @override
     def _eval_epoch_end(self, split: str) -> None:
         metric = self.val_class_acc if split == "val" else self.test_class_acc
         self._log_vector(f"{split}/acc", metric.compute(), self._datamodule_attr("class_names"))
         metric.reset()
 
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Class probabilities of each cloud, ``[B, num_classes]`` (with test-time
         augmentation, if set); ``.argmax(1)`` is the predicted class."""

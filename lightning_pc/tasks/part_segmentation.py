@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+from typing_extensions import override
 
 from lightning_pc.data.datasets.shapenetpart import CATEGORY_NAMES, PART_OFFSETS
 from lightning_pc.tasks.base import BaseTask
-from lightning_pc.tasks.guards import NonFinite
 from lightning_pc.tasks.metrics import PartIoU, mask_part_logits
 
 
@@ -33,18 +33,10 @@ class PartSegmentationTask(BaseTask):
         in_channels: per-point input features in ``batch.x`` (normals: 3).
         part_offsets: category ``k`` owns parts ``part_offsets[k]:part_offsets[k + 1]``
             (``None``: ShapeNetPart's 16 categories and 50 parts).
-        label_smoothing: cross-entropy label smoothing.
-        class_weights: per-part loss weights (``None``: uniform).
-        ignore_index: target value excluded from the loss.
-        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
-        lr: learning rate.
-        weight_decay: weight decay.
-        momentum: SGD momentum.
-        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
-        min_lr: final learning rate of the cosine schedule.
-        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
-            naming its source files, or ``"skip"`` it with a warning naming them (see
-            :class:`~lightning_pc.tasks.BaseTask`).
+        **kwargs: the arguments every task shares (``label_smoothing``, ``class_weights``,
+            ``ignore_index``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``,
+            ``scheduler``, ``min_lr``, ``nonfinite``): see
+            :class:`~lightning_pc.tasks.BaseTask`.
     """
 
     offsets: Tensor
@@ -55,17 +47,9 @@ class PartSegmentationTask(BaseTask):
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 50,
         in_channels: int = 0,
+        *,
         part_offsets: list[int] | None = None,
-        label_smoothing: float = 0.0,
-        class_weights: list[float] | None = None,
-        ignore_index: int = -100,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        min_lr: float = 0.0,
-        nonfinite: NonFinite = "raise",
+        **kwargs: Any,
     ) -> None:
         offsets = list(PART_OFFSETS) if part_offsets is None else list(part_offsets)
         if offsets[-1] != num_classes:
@@ -73,7 +57,13 @@ class PartSegmentationTask(BaseTask):
                 f"part_offsets end at {offsets[-1]} parts but num_classes is {num_classes}: "
                 "pass the data set's part_offsets"
             )
-        super().__init__(model if isinstance(model, nn.Module) else None)
+        super().__init__(
+            model=model,
+            model_kwargs=model_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            **kwargs,
+        )
 
     @property
     def part_offsets(self) -> list[int]:
@@ -81,11 +71,13 @@ class PartSegmentationTask(BaseTask):
         offsets = self.hparams.get("part_offsets")
         return list(PART_OFFSETS) if offsets is None else list(offsets)
 
+    @override
     def model_kwargs(self) -> dict[str, Any]:
         kwargs = super().model_kwargs()
         kwargs.setdefault("num_categories", len(self.part_offsets) - 1)
         return kwargs
 
+    @override
     def configure_metrics(self) -> None:
         offsets = self.part_offsets
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.long), persistent=False)
@@ -104,6 +96,7 @@ class PartSegmentationTask(BaseTask):
     def _predict(self, logits: Tensor, batch: Any) -> Tensor:
         return mask_part_logits(logits, batch.category, batch.batch, self.offsets).argmax(1)
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
         self._snapshot_buffers()
@@ -119,6 +112,7 @@ class PartSegmentationTask(BaseTask):
         self.log_dict(self.train_metrics, batch_size=batch.num_graphs, on_step=False, on_epoch=True)
         return loss
 
+    @override
     def _eval_step(self, batch: Any, split: str) -> None:
         logits = self(batch)
         y = batch.y.view(-1)
@@ -130,6 +124,7 @@ class PartSegmentationTask(BaseTask):
         per_category = self.val_category_miou if split == "val" else self.test_category_miou
         per_category.update(pred, y, batch.batch, batch.category)
 
+    @override
     def _eval_epoch_end(self, split: str) -> None:
         metric = self.val_category_miou if split == "val" else self.test_category_miou
         values = metric.compute()
@@ -143,6 +138,7 @@ class PartSegmentationTask(BaseTask):
             if not torch.isnan(value):  # categories without shapes in this split
                 self.log(f"{split}/miou_{name}", value, sync_dist=True)
 
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted global part of every point, ``[N]`` (restricted to its category)."""
         self.check_inputs(batch, "predict", batch_idx)

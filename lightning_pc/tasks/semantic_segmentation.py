@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from typing_extensions import override
 
 from lightning_pc.tasks.base import BaseTask
-from lightning_pc.tasks.guards import NonFinite
 
 
 def full_resolution(pred: Tensor, batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -49,18 +49,10 @@ class SemanticSegmentationTask(BaseTask):
         model_kwargs: keyword arguments of the network's builder (plain YAML types).
         num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
         in_channels: per-point input features in ``batch.x`` (RGB: 3).
-        label_smoothing: cross-entropy label smoothing.
-        class_weights: per-class loss weights (``None``: uniform).
-        ignore_index: target value excluded from the loss and the metrics.
-        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
-        lr: learning rate.
-        weight_decay: weight decay.
-        momentum: SGD momentum.
-        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
-        min_lr: final learning rate of the cosine schedule.
-        nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
-            naming its source files, or ``"skip"`` it with a warning naming them (see
-            :class:`~lightning_pc.tasks.BaseTask`).
+        **kwargs: the arguments every task shares (``label_smoothing``, ``class_weights``,
+            ``ignore_index``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``,
+            ``scheduler``, ``min_lr``, ``nonfinite``): see
+            :class:`~lightning_pc.tasks.BaseTask`.
     """
 
     def __init__(
@@ -69,19 +61,17 @@ class SemanticSegmentationTask(BaseTask):
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 13,
         in_channels: int = 3,
-        label_smoothing: float = 0.0,
-        class_weights: list[float] | None = None,
-        ignore_index: int = -100,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-4,
-        momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
-        min_lr: float = 0.0,
-        nonfinite: NonFinite = "raise",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model if isinstance(model, nn.Module) else None)
+        super().__init__(
+            model=model,
+            model_kwargs=model_kwargs,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            **kwargs,
+        )
 
+    @override
     def configure_metrics(self) -> None:
         n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
         metrics = MetricCollection(
@@ -96,6 +86,7 @@ class SemanticSegmentationTask(BaseTask):
         self.val_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
         self.test_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
 
+    @override
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
         self._snapshot_buffers()
@@ -109,6 +100,7 @@ class SemanticSegmentationTask(BaseTask):
         self.log_dict(self.train_metrics, batch_size=y.numel(), on_step=False, on_epoch=True)
         return loss
 
+    @override
     def _eval_step(self, batch: Any, split: str) -> None:
         logits = self(batch)
         y = batch.y.view(-1)
@@ -121,11 +113,13 @@ class SemanticSegmentationTask(BaseTask):
         self.log_dict(metrics, batch_size=target.numel(), prog_bar=split == "val")
         (self.val_class_iou if split == "val" else self.test_class_iou).update(pred, target)
 
+    @override
     def _eval_epoch_end(self, split: str) -> None:
         metric = self.val_class_iou if split == "val" else self.test_class_iou
         self._log_vector(f"{split}/iou", metric.compute(), self._datamodule_attr("class_names"))
         metric.reset()
 
+    @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted label of every point (of every original point where possible).
 
