@@ -64,6 +64,11 @@ def scene_eval_transforms(voxel_size: float | None) -> list[TransformSpec]:
 class PointCloudDataModule(L.LightningDataModule):
     """Base data module. Subclasses set the class metadata and build the datasets.
 
+    A subclass declares its own arguments (and ``batch_size`` / ``num_workers`` when its
+    defaults differ) and passes the rest on with ``**kwargs``; LightningCLI follows the
+    ``**kwargs`` and lists them in ``--help`` and saved configs. All are saved as
+    hyperparameters here.
+
     ``num_classes`` and ``class_names`` are static (available right after ``__init__``), so
     ``LightningCLI.link_arguments("data.num_classes", ...)`` works. ``prepare_data`` builds
     the cache (once, under a file lock); ``setup`` only reads it.
@@ -100,6 +105,9 @@ class PointCloudDataModule(L.LightningDataModule):
         cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__()
+        # every argument, this class's and the subclass's (checkpoints keep the data module's
+        # hyperparameters; LightningCLI's saved config is written from the parser)
+        self.save_hyperparameters()
         if cache_verify not in ("quick", "full"):
             raise ValueError(f"cache_verify must be 'quick' or 'full', got {cache_verify!r}")
         if cache_fingerprint not in ("stat", "content"):

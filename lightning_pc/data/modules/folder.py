@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.folder import (
     PointCloudFolderRecipe,
@@ -34,14 +35,10 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         sampling_seed: seed of the mesh sampling.
         batch_size: clouds per batch.
         num_workers: DataLoader workers.
-        cache_dir: cache root (``None``: per-user cache folder).
-        train_transforms: training transform specs (``None``: normalise, rotate about z, scale,
-            jitter).
-        eval_transforms: evaluation transform specs (``None``: normalise).
-        prepare_data_per_node: build the cache on every node.
-        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
-            :class:`~lightning_pc.data.PointCloudDataModule`).
-        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+        **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: normalise,
+            rotate about z, scale, jitter), ``eval_transforms`` (``None``: normalise),
+            ``cache_dir``, ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``,
+            ``cache_fingerprint``; see :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     def __init__(
@@ -53,24 +50,9 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         sampling_seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 4,
-        cache_dir: str | None = None,
-        train_transforms: list[TransformSpec] | None = None,
-        eval_transforms: list[TransformSpec] | None = None,
-        prepare_data_per_node: bool = True,
-        cache_verify: VerifyLevel = "quick",
-        cache_fingerprint: FingerprintMode = "stat",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size,
-            num_workers,
-            train_transforms,
-            eval_transforms,
-            cache_dir,
-            prepare_data_per_node,
-            cache_verify=cache_verify,
-            cache_fingerprint=cache_fingerprint,
-        )
-        self.save_hyperparameters()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.root, self.num_points = root, num_points
         self.points_per_mesh, self.sampling_seed = points_per_mesh, sampling_seed
         self.class_names = list_classes(root)

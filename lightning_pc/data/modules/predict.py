@@ -59,7 +59,6 @@ class PredictScenesDataModule(PointCloudDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size, num_workers)
-        self.save_hyperparameters()
         if class_names is not None:
             if num_classes is not None and num_classes != len(class_names):
                 raise ValueError(

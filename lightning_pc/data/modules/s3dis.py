@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset
 
-from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.s3dis import CLASS_NAMES, S3DISCrops, S3DISRecipe, S3DISRooms
 from lightning_pc.data.modules.base import (
     INDOOR_SCENE_AUGMENTATIONS,
@@ -39,13 +40,10 @@ class S3DISDataModule(PointCloudDataModule):
         batch_size: clouds per batch (evaluation uses ``eval_batch_size``).
         eval_batch_size: rooms per evaluation batch.
         num_workers: DataLoader workers.
-        cache_dir: cache root (``None``: per-user cache folder).
-        train_transforms: training transform specs (``None``: see above).
-        eval_transforms: evaluation transform specs (``None``: see above).
-        prepare_data_per_node: build the cache on every node.
-        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
-            :class:`~lightning_pc.data.PointCloudDataModule`).
-        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+        **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: see
+            above), ``eval_transforms`` (``None``: see above), ``cache_dir``,
+            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     def __init__(
@@ -59,24 +57,9 @@ class S3DISDataModule(PointCloudDataModule):
         batch_size: int = 8,
         eval_batch_size: int = 1,
         num_workers: int = 4,
-        cache_dir: str | None = None,
-        train_transforms: list[TransformSpec] | None = None,
-        eval_transforms: list[TransformSpec] | None = None,
-        prepare_data_per_node: bool = True,
-        cache_verify: VerifyLevel = "quick",
-        cache_fingerprint: FingerprintMode = "stat",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size,
-            num_workers,
-            train_transforms,
-            eval_transforms,
-            cache_dir,
-            prepare_data_per_node,
-            cache_verify=cache_verify,
-            cache_fingerprint=cache_fingerprint,
-        )
-        self.save_hyperparameters()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         if test_area not in range(1, 7):
             raise ValueError(f"test_area must be 1-6, got {test_area}")
         self.root, self.test_area, self.num_points = root, test_area, num_points

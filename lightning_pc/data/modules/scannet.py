@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import Dataset
 
-from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.scannet import (
     CLASS_NAMES_20,
@@ -44,12 +43,10 @@ class ScanNetDataModule(PointCloudDataModule):
         batch_size: scenes per training batch.
         eval_batch_size: scenes per evaluation batch.
         num_workers: DataLoader workers.
-        cache_dir: cache root (``None``: per-user cache folder).
-        train_transforms: training transform specs (``None``: see above).
-        eval_transforms: evaluation transform specs (``None``: see above).
-        prepare_data_per_node: build the cache on every node.
-        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache.
-        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+        **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: see
+            above), ``eval_transforms`` (``None``: see above), ``cache_dir``,
+            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     ignore_index = IGNORE_INDEX
@@ -63,24 +60,9 @@ class ScanNetDataModule(PointCloudDataModule):
         batch_size: int = 4,
         eval_batch_size: int = 1,
         num_workers: int = 4,
-        cache_dir: str | None = None,
-        train_transforms: list[TransformSpec] | None = None,
-        eval_transforms: list[TransformSpec] | None = None,
-        prepare_data_per_node: bool = True,
-        cache_verify: VerifyLevel = "quick",
-        cache_fingerprint: FingerprintMode = "stat",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size,
-            num_workers,
-            train_transforms,
-            eval_transforms,
-            cache_dir,
-            prepare_data_per_node,
-            cache_verify=cache_verify,
-            cache_fingerprint=cache_fingerprint,
-        )
-        self.save_hyperparameters()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         if benchmark not in ("scannet20", "scannet200"):
             raise ValueError(f"benchmark must be 'scannet20' or 'scannet200', got {benchmark!r}")
         self.root, self.benchmark = root, benchmark

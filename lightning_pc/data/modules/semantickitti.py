@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset
 
-from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.semantickitti import (
     CLASS_NAMES,
@@ -44,12 +45,10 @@ class SemanticKITTIDataModule(PointCloudDataModule):
         batch_size: scans per training batch.
         eval_batch_size: scans per evaluation batch.
         num_workers: DataLoader workers.
-        cache_dir: cache root (``None``: per-user cache folder).
-        train_transforms: training transform specs (``None``: see above).
-        eval_transforms: evaluation transform specs (``None``: see above).
-        prepare_data_per_node: build the cache on every node.
-        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache.
-        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+        **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: see
+            above), ``eval_transforms`` (``None``: see above), ``cache_dir``,
+            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     ignore_index = IGNORE_INDEX
@@ -62,24 +61,9 @@ class SemanticKITTIDataModule(PointCloudDataModule):
         batch_size: int = 4,
         eval_batch_size: int = 1,
         num_workers: int = 4,
-        cache_dir: str | None = None,
-        train_transforms: list[TransformSpec] | None = None,
-        eval_transforms: list[TransformSpec] | None = None,
-        prepare_data_per_node: bool = True,
-        cache_verify: VerifyLevel = "quick",
-        cache_fingerprint: FingerprintMode = "stat",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size,
-            num_workers,
-            train_transforms,
-            eval_transforms,
-            cache_dir,
-            prepare_data_per_node,
-            cache_verify=cache_verify,
-            cache_fingerprint=cache_fingerprint,
-        )
-        self.save_hyperparameters()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.root, self.voxel_size, self.num_points = root, voxel_size, num_points
         self.eval_batch_size = eval_batch_size
         self.class_names = list(CLASS_NAMES)

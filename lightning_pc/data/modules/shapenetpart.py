@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.utils.data import Dataset
 
-from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.shapenetpart import (
     CATEGORY_NAMES,
@@ -32,13 +33,10 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         use_normals: put normals in ``x``.
         batch_size: clouds per batch.
         num_workers: DataLoader workers.
-        cache_dir: cache root (``None``: per-user cache folder).
-        train_transforms: training transform specs (``None``: scale + shift).
-        eval_transforms: evaluation transform specs (``None``: none).
-        prepare_data_per_node: build the cache on every node.
-        cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
-            :class:`~lightning_pc.data.PointCloudDataModule`).
-        cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+        **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: scale +
+            shift), ``eval_transforms`` (``None``: none), ``cache_dir``, ``prepare_data_per_node``,
+            ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     def __init__(
@@ -49,24 +47,9 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         use_normals: bool = False,
         batch_size: int = 16,
         num_workers: int = 4,
-        cache_dir: str | None = None,
-        train_transforms: list[TransformSpec] | None = None,
-        eval_transforms: list[TransformSpec] | None = None,
-        prepare_data_per_node: bool = True,
-        cache_verify: VerifyLevel = "quick",
-        cache_fingerprint: FingerprintMode = "stat",
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            batch_size,
-            num_workers,
-            train_transforms,
-            eval_transforms,
-            cache_dir,
-            prepare_data_per_node,
-            cache_verify=cache_verify,
-            cache_fingerprint=cache_fingerprint,
-        )
-        self.save_hyperparameters()
+        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.root, self.num_points, self.use_normals = root, num_points, use_normals
         self.categories = check_categories(categories)
         self.class_names = list(PART_NAMES)

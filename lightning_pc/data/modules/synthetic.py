@@ -52,7 +52,6 @@ class SyntheticShapesDataModule(PointCloudDataModule):
         eval_transforms: list[TransformSpec] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, train_transforms, eval_transforms)
-        self.save_hyperparameters()
         if task not in ("classification", "part_segmentation"):
             raise ValueError(f"unknown task {task!r}")
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
