@@ -62,7 +62,9 @@ TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], he
 @pytest.mark.slow
 def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "myproj.py").write_text(textwrap.dedent(MYPROJ))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    # the user's folder first, then whatever this checkout is run with (a worktree's code)
+    pythonpath = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONWARNINGS": "ignore"}
     args = [
         sys.executable,
         "-m",
@@ -75,6 +77,9 @@ def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
         "--data=myproj.MyData",
         "--data.init_args.num_points=48",
         "--data.init_args.batch_size=4",
+        # (the CLI passes every default explicitly, so MyData's setdefault applies in Python only)
+        "--data.init_args.num_train=8",
+        "--data.init_args.num_val=4",
         "--trainer.max_epochs=1",
         "--trainer.accelerator=cpu",
         "--trainer.devices=1",
