@@ -47,7 +47,7 @@ def test_stages_fit_in_eight_minutes_and_target_cuda() -> None:
     for f in (
         "tests/models/test_cuda.py",
         "tests/ops/test_cuda.py",
-        "tests/nn_sparse/test_conv.py",
+        "tests/nn/sparse/test_conv.py",
     ):
         assert f in tests
     # no gpu test file imports torch-cluster, which the GPU machine's image lacks

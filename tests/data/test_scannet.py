@@ -15,7 +15,7 @@ from lightning_pc.data.errors import DataFormatError
 
 
 def _fixture():
-    path = Path(__file__).parent / "data" / "scannet" / "make_fixture.py"
+    path = Path(__file__).parent / "scannet" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("scannet_fixture", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -14,7 +14,7 @@ from lightning_pc.data.datasets.s3dis import CLASS_NAMES
 
 
 def _fixture():
-    path = Path(__file__).parent / "data" / "s3dis" / "make_fixture.py"
+    path = Path(__file__).parent / "s3dis" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("s3dis_fixture", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ import yaml
 
 from lightning_pc.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY_NET = {"sa_mlps": [[[8]], [[16]]], "global_mlp": [16], "head": [16], "dropout": 0.0}
 ARGS = [
     "--trainer.max_epochs=1",

@@ -14,7 +14,7 @@ from lightning_pc.data.datasets.modelnet import MODELNET10_CLASSES, MODELNET40_C
 
 
 def _fixture():
-    path = Path(__file__).parent / "data" / "modelnet" / "make_fixture.py"
+    path = Path(__file__).parent / "modelnet" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("modelnet_fixture", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

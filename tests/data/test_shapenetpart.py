@@ -13,7 +13,7 @@ from lightning_pc.data.datasets.shapenetpart import CATEGORY_NAMES, PART_OFFSETS
 
 
 def _fixture():
-    path = Path(__file__).parent / "data" / "shapenetpart" / "make_fixture.py"
+    path = Path(__file__).parent / "shapenetpart" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("shapenetpart_fixture", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -14,7 +14,7 @@ from lightning_pc.data.io import read_mesh, read_point_file
 
 
 def _fixtures(tmp_path: Path) -> Path:
-    path = Path(__file__).parent / "data" / "real_world" / "make_fixture.py"
+    path = Path(__file__).parent / "real_world" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("real_world_fixture", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -13,7 +13,7 @@ from lightning_pc.data import DataFormatError, MissingDataError, PointCloudFolde
 
 
 def _fixture():
-    path = Path(__file__).parent / "data" / "folder" / "make_fixture.py"
+    path = Path(__file__).parent / "folder" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("folder_fixture", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -15,7 +15,7 @@ from lightning_pc.data.cache import BUILD_LOG
 
 
 def _fixture():
-    path = Path(__file__).parent / "data" / "modelnet" / "make_fixture.py"
+    path = Path(__file__).parent / "modelnet" / "make_fixture.py"
     spec = importlib.util.spec_from_file_location("modelnet_fixture_ddp", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
