@@ -126,6 +126,13 @@ class SemanticSegmentationTask(BaseTask):
         self._log_vector(f"{split}/iou", metric.compute(), self._datamodule_attr("class_names"))
         metric.reset()
 
+    def class_probabilities(self, batch: Any) -> Tensor:
+        """Class probabilities ``[N, num_classes]`` (float32 softmax of the logits) of the
+        points of ``batch``: what fragments vote with, in ``predict`` on whole scans and in
+        :class:`~lightning_pc.callbacks.PreciseSceneEvaluation`. Override it to change the
+        votes (e.g. a temperature)."""
+        return self(batch).float().softmax(1)
+
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted label of every point (of every original point where possible).
 
@@ -136,9 +143,8 @@ class SemanticSegmentationTask(BaseTask):
         votes onto the scans' points. Labels are never needed.
         """
         self.check_inputs(batch, "predict", batch_idx)
-        logits = self(batch)
         if getattr(batch, "source_rows", None) is not None:
-            probs, _ = full_resolution(logits.float().softmax(1), batch)
+            probs, _ = full_resolution(self.class_probabilities(batch), batch)
             return probs.half()
-        pred, _ = full_resolution(logits.argmax(1), batch)
+        pred, _ = full_resolution(self(batch).argmax(1), batch)
         return pred
