@@ -243,12 +243,19 @@ def test_identity_views_equal_no_tta(roots: dict[str, Path]) -> None:
 
 def test_validation_off_by_default_and_on_when_asked(roots: dict[str, Path]) -> None:
     dm = _datamodule("scannet", roots, voxel_size=0.3)
-    task = SemanticSegmentationTask(model=Oracle(dm.num_classes), num_classes=dm.num_classes,
-                                    ignore_index=dm.ignore_index)
+    task = SemanticSegmentationTask(
+        model=Oracle(dm.num_classes), num_classes=dm.num_classes, ignore_index=dm.ignore_index
+    )
     for splits, expected in ((None, False), (["val", "test"], True)):
-        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, enable_checkpointing=False,
-                            callbacks=[PreciseSceneEvaluation(splits=splits)])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            callbacks=[PreciseSceneEvaluation(splits=splits)],
+        )
         trainer.validate(task, datamodule=dm, verbose=False)
         assert ("val/miou_precise" in trainer.callback_metrics) == expected
         if expected:
@@ -292,7 +299,12 @@ def test_ddp_two_processes_equal_one(roots: dict[str, Path], tmp_path: Path) -> 
         out = tmp_path / f"metrics_{devices}.json"
         args = [sys.executable, str(script), str(roots["s3dis"]), str(roots["cache"]), str(out)]
         done = subprocess.run(
-            [*args, str(devices)], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path
+            [*args, str(devices)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+            cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr[-3000:]
         results[devices] = json.loads(out.read_text())

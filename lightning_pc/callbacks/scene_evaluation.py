@@ -77,7 +77,9 @@ def view_matrix(view: TTAView) -> np.ndarray:
     if angle % 90 == 0:  # exact quarter turns: no 6e-17 leaking into the other axis
         c, s = round(c), round(s)
     matrix = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-    signs = np.array([-1.0 if "x" in (flip or "") else 1.0, -1.0 if "y" in (flip or "") else 1.0, 1.0])
+    signs = np.array(
+        [-1.0 if "x" in (flip or "") else 1.0, -1.0 if "y" in (flip or "") else 1.0, 1.0]
+    )
     return scale * signs[:, None] * matrix
 
 
@@ -337,7 +339,9 @@ class PreciseSceneEvaluation(L.Callback):
         self.class_iou: dict[str, MulticlassJaccardIndex] = {}
 
     # --- configuration resolved against the trainer -------------------------------------
-    def fragment_settings(self, trainer: L.Trainer) -> tuple[float | None, float | None, float | None]:
+    def fragment_settings(
+        self, trainer: L.Trainer
+    ) -> tuple[float | None, float | None, float | None]:
         """``(block_size, stride, voxel_size)`` with ``"auto"`` resolved from the data module."""
         datamodule = getattr(trainer, "datamodule", None)
         block = self.block_size
@@ -359,7 +363,9 @@ class PreciseSceneEvaluation(L.Callback):
         for split in self.splits:
             self.metrics[split] = MetricCollection(
                 {
-                    "miou": MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore),
+                    "miou": MulticlassJaccardIndex(
+                        num_classes, average="macro", ignore_index=ignore
+                    ),
                     "oa": MulticlassAccuracy(num_classes, average="micro", ignore_index=ignore),
                 },
                 prefix=f"{split}/",
@@ -401,9 +407,7 @@ class PreciseSceneEvaluation(L.Callback):
             pos, x, y = scene_arrays(dataset, k)
             if not len(pos):
                 continue
-            passes = scene_passes(
-                pos, x, y, block, stride, voxel, self.tta, self.voxel_passes
-            )
+            passes = scene_passes(pos, x, y, block, stride, voxel, self.tta, self.voxel_passes)
             with context():
                 votes = vote(pl_module, passes, len(pos), num_classes, self.batch_size)
             unvoted = int((votes.sum(1) <= 0).sum())
