@@ -265,52 +265,64 @@ def test_validation_off_by_default_and_on_when_asked(roots: dict[str, Path]) -> 
 # --- DDP: the scenes split across 2 gloo processes give the numbers of 1 ------------------
 SCRIPT = """
 import json, sys
-import lightning as L, torch
+import lightning as L
 from lightning_pc.callbacks import PreciseSceneEvaluation
-from lightning_pc.data import S3DISDataModule
+from lightning_pc.data import S3DISDataModule, ScanNetDataModule
 from lightning_pc.tasks import SemanticSegmentationTask
-root, cache, out, devices = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-L.seed_everything(0)
-dm = S3DISDataModule(root, cache_dir=cache, num_workers=0, voxel_size=0.3)
-task = SemanticSegmentationTask(
-    model="pointnet2_ssg_sem_seg",
-    model_kwargs=dict(ratios=[0.5, 0.5], radii=[[0.5], [1.0]], num_samples=[[8], [8]],
-                      sa_mlps=[[[8]], [[16]]], global_mlp=[], fp_mlps=[[16], [16]], head=[16]),
-    num_classes=dm.num_classes,
-)
-callback = PreciseSceneEvaluation(block_size=2.0, tta=[{}, {"rotate": 90, "flip": "x"}])
-trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                    logger=False, enable_progress_bar=False, enable_model_summary=False,
-                    enable_checkpointing=False, callbacks=[callback])
-trainer.test(task, datamodule=dm, verbose=False)
-metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-if trainer.is_global_zero:
-    open(out, "w").write(json.dumps(metrics))
+s3dis, scannet, cache, out, devices = sys.argv[1:5] + [int(sys.argv[5])]
+TINY = dict(ratios=[0.5, 0.5], radii=[[0.5], [1.0]], num_samples=[[8], [8]],
+            sa_mlps=[[[8]], [[16]]], global_mlp=[], fp_mlps=[[16], [16]], head=[16])
+result = {}
+# S3DIS: 2 test rooms, one per rank; ScanNet: 1 val scene, rank 1 has none
+for name, cls, root in (("s3dis", S3DISDataModule, s3dis), ("scannet", ScanNetDataModule, scannet)):
+    L.seed_everything(0)
+    dm = cls(root, cache_dir=cache, num_workers=0, voxel_size=0.3)
+    task = SemanticSegmentationTask(model="pointnet2_ssg_sem_seg", model_kwargs=TINY,
+                                    num_classes=dm.num_classes,
+                                    ignore_index=getattr(dm, "ignore_index", -100))
+    callback = PreciseSceneEvaluation(block_size=2.0, tta=[{}, {"rotate": 90, "flip": "x"}])
+    trainer = L.Trainer(accelerator="cpu", devices=devices,
+                        strategy="ddp" if devices > 1 else "auto", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, callbacks=[callback])
+    trainer.test(task, datamodule=dm, verbose=False)
+    result[name] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    result[name + "_scenes"] = callback.evaluated["test"]
+with open(f"{out}.{trainer.global_rank}", "w") as f:
+    json.dump(result, f)
 """
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one(roots: dict[str, Path], tmp_path: Path) -> None:
+    """Each scene is evaluated by exactly one rank; the summed confusion matrices give the
+    numbers of one process (metric values identical on both ranks)."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    results = {}
+    runs = {}
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for devices in (1, 2):
-        out = tmp_path / f"metrics_{devices}.json"
-        args = [sys.executable, str(script), str(roots["s3dis"]), str(roots["cache"]), str(out)]
+        out = tmp_path / f"metrics_{devices}"
+        args = [script, roots["s3dis"], roots["scannet"], roots["cache"], out, devices]
         done = subprocess.run(
-            [*args, str(devices)],
+            [sys.executable, *map(str, args)],
             capture_output=True,
             text=True,
-            timeout=240,
+            timeout=300,
             env=env,
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr[-3000:]
-        results[devices] = json.loads(out.read_text())
-    one, two = results[1], results[2]
-    keys = [k for k in one if "precise" in k]
-    assert {"test/miou_precise", "test/oa_precise"} <= set(keys)
-    assert set(keys) == {k for k in two if "precise" in k}
-    for key in keys:
-        assert two[key] == pytest.approx(one[key], abs=1e-6), key
+        runs[devices] = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(devices)]
+    (one,) = runs[1]
+    for name, scenes in (("s3dis", [0, 1]), ("scannet", [0])):
+        assert one[name + "_scenes"] == scenes
+        assert sorted(r[name + "_scenes"] for r in runs[2]) == sorted(
+            [[0], [1]] if name == "s3dis" else [[], [0]]
+        )  # no scene twice, none left out
+        keys = [k for k in one[name] if "precise" in k]
+        assert {"test/miou_precise", "test/oa_precise"} <= set(keys)
+        for rank in runs[2]:
+            assert set(keys) == {k for k in rank[name] if "precise" in k}
+            for key in keys:
+                assert rank[name][key] == pytest.approx(one[name][key], abs=1e-6), (name, key)

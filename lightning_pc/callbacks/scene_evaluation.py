@@ -274,7 +274,8 @@ class PreciseSceneEvaluation(L.Callback):
     (:mod:`lightning_pc.callbacks.scene_evaluation`) describes, and
     ``{split}/miou_precise``, ``{split}/oa_precise`` and ``{split}/iou_precise_<class>``
     are logged (same definitions as ``{split}/miou``, ``{split}/oa``, ``{split}/iou_<class>``).
-    Every scene of the split is evaluated whatever ``limit_test_batches`` says.
+    Every scene of the split is evaluated whatever ``limit_test_batches`` says;
+    :attr:`evaluated` lists the scenes this process did.
 
     For :class:`~lightning_pc.tasks.SemanticSegmentationTask` (or any module with
     ``hparams.num_classes`` / ``hparams.ignore_index`` whose forward takes a packed batch
@@ -303,7 +304,7 @@ class PreciseSceneEvaluation(L.Callback):
             has points, so every point is seen by the network itself; a number caps the cost,
             the points left out then take their voxel's votes).
         tta: test-time views (``None``: the identity only). Pointcept's S3DIS list is the
-            scales 0.9, 0.95, 1, 1.05, 1.1, each without and with a flip.
+            scales 0.9, 0.95, 1, 1.05, 1.1, each also with ``flip: xy``.
         batch_size: passes per forward batch.
     """
 
@@ -335,6 +336,8 @@ class PreciseSceneEvaluation(L.Callback):
             view_matrix(view)  # refuse a bad view now, not after a training run
         self.block_size, self.stride, self.voxel_size = block_size, stride, voxel_size
         self.voxel_passes, self.batch_size = voxel_passes, batch_size
+        #: per split, the scenes this process evaluated in its last run (dataset indices)
+        self.evaluated: dict[str, list[int]] = {}
         self.metrics: dict[str, MetricCollection] = {}
         self.class_iou: dict[str, MulticlassJaccardIndex] = {}
 
@@ -403,12 +406,15 @@ class PreciseSceneEvaluation(L.Callback):
             if split == "val"
             else trainer.precision_plugin.test_step_context
         )
+        self.evaluated[split] = []
+        training = pl_module.training
+        pl_module.eval()  # already so in Lightning's evaluation loops; a direct call too
         for k in scenes:
             pos, x, y = scene_arrays(dataset, k)
             if not len(pos):
                 continue
             passes = scene_passes(pos, x, y, block, stride, voxel, self.tta, self.voxel_passes)
-            with context():
+            with context(), torch.no_grad():
                 votes = vote(pl_module, passes, len(pos), num_classes, self.batch_size)
             unvoted = int((votes.sum(1) <= 0).sum())
             if unvoted:  # every point lies in a block and in a voxel of every pass
@@ -417,6 +423,8 @@ class PreciseSceneEvaluation(L.Callback):
             pred = votes.argmax(1)
             metrics.update(pred, target)
             class_iou.update(pred, target)
+            self.evaluated[split].append(k)
+        pl_module.train(training)
         values = metrics.compute()  # collectives: every rank gets here, scenes or not
         per_class = class_iou.compute()
         metrics.reset()

@@ -39,7 +39,12 @@ class SemanticSegmentationTask(BaseTask):
     validation and test metrics on every original point when the batch carries
     ``inverse_index`` / ``y_full`` (S3DIS whole rooms). Logs ``{split}/loss``,
     ``{split}/miou``, ``{split}/oa`` (torchmetrics objects) and, for validation and test,
-    per-class IoU ``{split}/iou_<class>`` at epoch end. ``predict_step`` returns the
+    per-class IoU ``{split}/iou_<class>`` at epoch end. These score each voxel's kept point
+    and copy its prediction to the voxel's other points; for Pointcept's "precise
+    evaluation" (overlapping fragments, every point seen by the network, test-time
+    augmentation, votes summed on every original point), add the
+    :class:`~lightning_pc.callbacks.PreciseSceneEvaluation` callback, which logs
+    ``{split}/miou_precise`` beside ``{split}/miou``. ``predict_step`` returns the
     predicted label of every point (``[N_full]`` when the batch carries ``inverse_index``,
     else ``[N]``; ``batch.batch`` tells the clouds apart in the latter case).
 
