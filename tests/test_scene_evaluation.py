@@ -161,6 +161,14 @@ def test_every_point_gets_a_vote(block_size: float | None, voxel_passes: int | N
         assert spread.any()
 
 
+def test_a_crowded_voxel_warns_and_a_cap_bounds_the_passes() -> None:
+    pos = np.concatenate([np.zeros((100, 3)), np.random.default_rng(2).uniform(0, 3, (50, 3))])
+    y = np.arange(150) % 3
+    with pytest.warns(UserWarning, match="voxel_passes"):
+        assert len(list(scene_passes(pos, None, y, None, None, 0.1))) == 100
+    assert len(list(scene_passes(pos, None, y, None, None, 0.1, voxel_passes=8))) == 8
+
+
 def test_no_voxel_grid_one_pass_of_every_point() -> None:
     pos, y = _hostile_scene(np.random.default_rng(1))
     passes = list(scene_passes(pos, None, y, None, None, None))

@@ -29,6 +29,7 @@ are summed over the ranks once, at the end, so every scene counts once.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, NamedTuple, TypedDict
 
@@ -45,6 +46,8 @@ from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.scenes import block_origins, last_blocks, nonempty_blocks
 
 Split = Literal["val", "test"]
+#: passes per fragment above which ``voxel_passes=None`` warns
+MANY_PASSES = 64
 
 
 class TTAView(TypedDict, total=False):
@@ -215,6 +218,14 @@ def _view_passes(
     groups = voxel_groups(viewed, voxel_size)
     fullest = int(groups.counts.max())
     passes = fullest if voxel_passes is None else min(voxel_passes, fullest)
+    if voxel_passes is None and fullest > MANY_PASSES:
+        warnings.warn(
+            f"precise evaluation: a voxel holds more than {MANY_PASSES} points (duplicates?), "
+            "so each fragment takes as many forward passes; set voxel_passes to cap them "
+            "(the points left out then take their voxel's votes)",
+            UserWarning,
+            stacklevel=2,
+        )
     missed = groups.rank >= passes  # points no pass keeps: they take their voxel's votes
     spread_rows = torch.from_numpy(rows[missed].astype(np.int64))
     spread_index = torch.from_numpy(groups.voxel[missed])
@@ -255,7 +266,7 @@ def scene_arrays(dataset: Any, index: int) -> tuple[np.ndarray, np.ndarray | Non
     pos = data.pos.numpy()
     feats = [data[k].reshape(len(pos), -1) for k in keys]
     if getattr(data, "x", None) is not None:
-        feats.insert(0, data.x)
+        feats.insert(0, data.x.reshape(len(pos), -1))
     x = torch.cat(feats, 1).numpy() if feats else None
     y = getattr(data, "y", None)
     if y is None or y.numel() != len(pos):
