@@ -270,6 +270,32 @@ def test_validation_off_by_default_and_on_when_asked(roots: dict[str, Path]) -> 
             assert float(trainer.callback_metrics["val/miou_precise"]) == pytest.approx(1.0)
 
 
+def test_a_scene_without_votes_is_an_error_naming_it(
+    roots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A point left without a vote (here: the last pass of every scene dropped) stops the
+    evaluation with the scene's source, instead of scoring it as class 0."""
+    from lightning_pc.callbacks import scene_evaluation
+
+    original = scene_evaluation.scene_passes
+
+    def lossy(*args: Any, **kw: Any) -> Any:
+        passes = list(original(*args, **kw))
+        last = passes[-1]
+        keep = last.rows[:-1]
+        return iter(
+            [
+                *passes[:-1],
+                last._replace(rows=keep, data=last.data.subgraph(torch.arange(keep.numel()))),
+            ]
+        )
+
+    monkeypatch.setattr(scene_evaluation, "scene_passes", lossy)
+    dm = _datamodule("s3dis", roots, voxel_size=None)
+    with pytest.raises(RuntimeError, match=r"1 points of scene 0 \('Area_5/hallway_6'\)"):
+        _test(dm, Oracle(dm.num_classes), PreciseSceneEvaluation(block_size=None, voxel_size=None))
+
+
 # --- DDP: the scenes split across 2 gloo processes give the numbers of 1 ------------------
 SCRIPT = """
 import json, sys

@@ -410,7 +410,9 @@ class PreciseSceneEvaluation(L.Callback):
             + (f"{block} m blocks every {stride} m" if block else "whole scenes")
             + f", voxel {voxel}, {len(self.tta)} view(s)"
         )
-        metrics, class_iou = self.metrics[split], self.class_iou[split]
+        # on the module's device (setup runs before the strategy moves the module there)
+        metrics = self.metrics[split].to(pl_module.device)
+        class_iou = self.class_iou[split].to(pl_module.device)
         num_classes = int(pl_module.hparams["num_classes"])
         context = (
             trainer.precision_plugin.val_step_context
@@ -420,22 +422,37 @@ class PreciseSceneEvaluation(L.Callback):
         self.evaluated[split] = []
         training = pl_module.training
         pl_module.eval()  # already so in Lightning's evaluation loops; a direct call too
-        for k in scenes:
-            pos, x, y = scene_arrays(dataset, k)
-            if not len(pos):
-                continue
-            passes = scene_passes(pos, x, y, block, stride, voxel, self.tta, self.voxel_passes)
-            with context(), torch.no_grad():
-                votes = vote(pl_module, passes, len(pos), num_classes, self.batch_size)
-            unvoted = int((votes.sum(1) <= 0).sum())
-            if unvoted:  # every point lies in a block and in a voxel of every pass
-                raise RuntimeError(f"precise evaluation: {unvoted} points of scene {k} got no vote")
-            target = torch.from_numpy(y).to(votes.device)
-            pred = votes.argmax(1)
-            metrics.update(pred, target)
-            class_iou.update(pred, target)
-            self.evaluated[split].append(k)
-        pl_module.train(training)
+        error: BaseException | None = None
+        try:
+            for k in scenes:
+                pos, x, y = scene_arrays(dataset, k)
+                if not len(pos):
+                    continue
+                passes = scene_passes(pos, x, y, block, stride, voxel, self.tta, self.voxel_passes)
+                with context(), torch.no_grad():
+                    votes = vote(pl_module, passes, len(pos), num_classes, self.batch_size)
+                unvoted = int((votes.sum(1) <= 0).sum())
+                if unvoted:  # every point lies in a block and in a voxel of every pass
+                    raise RuntimeError(
+                        f"precise evaluation: {unvoted} points of {_scene_name(dataset, k)} "
+                        "got no vote"
+                    )
+                target = torch.from_numpy(y).to(votes.device)
+                pred = votes.argmax(1)
+                metrics.update(pred, target)
+                class_iou.update(pred, target)
+                self.evaluated[split].append(k)
+        except Exception as caught:  # noqa: BLE001 (re-raised below, on every rank)
+            error = caught
+        finally:
+            pl_module.train(training)
+        # a rank that failed alone would leave the others waiting in compute(): agree first
+        if _any_rank(trainer, pl_module, error is not None):
+            if error is not None:
+                raise error
+            raise RuntimeError(
+                f"precise {split} evaluation failed on another rank; its error names the scene"
+            )
         values = metrics.compute()  # collectives: every rank gets here, scenes or not
         per_class = class_iou.compute()
         metrics.reset()
@@ -491,6 +508,25 @@ def vote(
     if chunk:
         flush()
     return votes
+
+
+def _any_rank(trainer: L.Trainer, pl_module: L.LightningModule, flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (a collective under DDP)."""
+    if trainer.world_size <= 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=pl_module.device)
+    return bool(trainer.strategy.reduce(value, reduce_op="sum").item() > 0)
+
+
+def _scene_name(dataset: Any, index: int) -> str:
+    """``scene <index> ('<source>')``; a subset (S3DIS rooms of one area) maps its index
+    through ``indices`` into the cache's ``names``."""
+    names = getattr(dataset, "names", None)
+    try:
+        row = dataset.indices[index] if hasattr(dataset, "indices") else index
+        return f"scene {index} ({names[row]!r})" if names is not None else f"scene {index}"
+    except (IndexError, TypeError):
+        return f"scene {index}"
 
 
 def _split_dataset(trainer: L.Trainer, split: Split) -> Any:
