@@ -304,6 +304,14 @@ from lightning_pc.callbacks import PreciseSceneEvaluation
 from lightning_pc.data import S3DISDataModule, ScanNetDataModule
 from lightning_pc.tasks import SemanticSegmentationTask
 s3dis, scannet, cache, out, devices = sys.argv[1:5] + [int(sys.argv[5])]
+if sys.argv[6:] == ["fail"]:  # the second S3DIS test room is unreadable (rank 1's under DDP)
+    from lightning_pc.data.datasets.s3dis import S3DISRooms
+    read = S3DISRooms.raw_sample
+    def broken(self, index, generator):
+        if index == 1:
+            raise OSError("room 1 is unreadable")
+        return read(self, index, generator)
+    S3DISRooms.raw_sample = broken
 TINY = dict(ratios=[0.5, 0.5], radii=[[0.5], [1.0]], num_samples=[[8], [8]],
             sa_mlps=[[[8]], [[16]]], global_mlp=[], fp_mlps=[[16], [16]], head=[16])
 result = {}
@@ -360,3 +368,25 @@ def test_ddp_two_processes_equal_one(roots: dict[str, Path], tmp_path: Path) -> 
             assert set(keys) == {k for k in rank[name] if "precise" in k}
             for key in keys:
                 assert rank[name][key] == pytest.approx(one[name][key], abs=1e-6), (name, key)
+
+
+@pytest.mark.slow
+def test_ddp_an_error_on_one_rank_stops_both(roots: dict[str, Path], tmp_path: Path) -> None:
+    """Rank 1's scene fails to read: both ranks stop with an error (rank 0 would otherwise
+    wait for rank 1 in the metrics' sum until the process group times out)."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    args = [script, roots["s3dis"], roots["scannet"], roots["cache"], tmp_path / "m", 2, "fail"]
+    try:
+        done = subprocess.run(
+            [sys.executable, *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+            cwd=tmp_path,
+        )
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"DDP hung after one rank's error: {error.stderr!r}"[-3000:])
+    assert done.returncode != 0
+    assert "room 1 is unreadable" in done.stderr
