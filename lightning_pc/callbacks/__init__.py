@@ -1,5 +1,6 @@
 """Lightning callbacks: pictures of predictions in every logger, PLY prediction files,
-checkpoints that are always the latest and never half-written."""
+checkpoints that are always the latest and never half-written, precise evaluation of whole
+scenes."""
 
 from lightning_pc.callbacks.checkpoint_io import DamagedCheckpointError, SafeCheckpointIO
 from lightning_pc.callbacks.image_logging import log_image
@@ -10,12 +11,14 @@ from lightning_pc.callbacks.prediction_writer import (
     ScenePredictionWriter,
 )
 from lightning_pc.callbacks.render_predictions import RenderPredictions
+from lightning_pc.callbacks.scene_evaluation import PreciseSceneEvaluation
 
 __all__ = [
     "DamagedCheckpointError",
     "ModelCheckpoint",
     "PLYPredictionWriter",
     "PredictionCSVWriter",
+    "PreciseSceneEvaluation",
     "RenderPredictions",
     "SafeCheckpointIO",
     "ScenePredictionWriter",

@@ -39,7 +39,12 @@ class SemanticSegmentationTask(BaseTask):
     validation and test metrics on every original point when the batch carries
     ``inverse_index`` / ``y_full`` (S3DIS whole rooms). Logs ``{split}/loss``,
     ``{split}/miou``, ``{split}/oa`` (torchmetrics objects) and, for validation and test,
-    per-class IoU ``{split}/iou_<class>`` at epoch end. ``predict_step`` returns the
+    per-class IoU ``{split}/iou_<class>`` at epoch end. These score each voxel's kept point
+    and copy its prediction to the voxel's other points; for Pointcept's "precise
+    evaluation" (overlapping fragments, every point seen by the network, test-time
+    augmentation, votes summed on every original point), add the
+    :class:`~lightning_pc.callbacks.PreciseSceneEvaluation` callback, which logs
+    ``{split}/miou_precise`` beside ``{split}/miou``. ``predict_step`` returns the
     predicted label of every point (``[N_full]`` when the batch carries ``inverse_index``,
     else ``[N]``; ``batch.batch`` tells the clouds apart in the latter case).
 
@@ -119,6 +124,13 @@ class SemanticSegmentationTask(BaseTask):
         self._log_vector(f"{split}/iou", metric.compute(), self._datamodule_attr("class_names"))
         metric.reset()
 
+    def class_probabilities(self, batch: Any) -> Tensor:
+        """Class probabilities ``[N, num_classes]`` (float32 softmax of the logits) of the
+        points of ``batch``: what fragments vote with, in ``predict`` on whole scans and in
+        :class:`~lightning_pc.callbacks.PreciseSceneEvaluation`. Override it to change the
+        votes (e.g. a temperature)."""
+        return self(batch).float().softmax(1)
+
     @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted label of every point (of every original point where possible).
@@ -130,9 +142,8 @@ class SemanticSegmentationTask(BaseTask):
         votes onto the scans' points. Labels are never needed.
         """
         self.check_inputs(batch, "predict", batch_idx)
-        logits = self(batch)
         if getattr(batch, "source_rows", None) is not None:
-            probs, _ = full_resolution(logits.float().softmax(1), batch)
+            probs, _ = full_resolution(self.class_probabilities(batch), batch)
             return probs.half()
-        pred, _ = full_resolution(logits.argmax(1), batch)
+        pred, _ = full_resolution(self(batch).argmax(1), batch)
         return pred
