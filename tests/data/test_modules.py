@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import lightning as L
@@ -36,7 +35,7 @@ def test_signature_is_plain_yaml(cls: type) -> None:
     if cls is not D.SyntheticShapesDataModule:
         shared = {"root", "cache_dir", "prepare_data_per_node", "cache_verify", "pin_memory"}
         assert shared <= set(defaults)
-    for name, value in defaults.items():
+    for value in defaults.values():
         yaml.safe_dump(value)  # plain YAML types only, no class instances
     assert cls.__doc__ and "Args:" in cls.__doc__
     # the arguments' help text reaches --help (from the class that declares them)
