@@ -94,7 +94,7 @@ class ClassificationTask(BaseTask):
             raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
         super().__init__(model if isinstance(model, nn.Module) else None)
         specs = DEFAULT_TTA_TRANSFORMS if tta_transforms is None else tta_transforms
-        self.tta_transform: Compose | None = build_transforms(specs) if specs else None
+        self.tta_transform: Compose | None = build_transforms(specs, "tta_transforms") if specs else None
 
     # --- test-time augmentation -----------------------------------------------------------
     def augmented_copies(self, batch: Any) -> list[Any]:

@@ -100,6 +100,9 @@ class PointCloudDataModule(L.LightningDataModule):
         cache_fingerprint: FingerprintMode = "stat",
     ) -> None:
         super().__init__()
+        # a typo or a bad argument is reported now, before a model is built or data is read
+        build_transforms(train_transforms, "train_transforms")
+        build_transforms(eval_transforms, "eval_transforms")
         if cache_verify not in ("quick", "full"):
             raise ValueError(f"cache_verify must be 'quick' or 'full', got {cache_verify!r}")
         if cache_fingerprint not in ("stat", "content"):
@@ -143,11 +146,11 @@ class PointCloudDataModule(L.LightningDataModule):
         specs = (
             self._train_specs if self._train_specs is not None else self.default_train_transforms()
         )
-        return build_transforms(specs) if specs else None
+        return build_transforms(specs, "train_transforms") if specs else None
 
     def eval_transform(self) -> Compose | None:
         specs = self._eval_specs if self._eval_specs is not None else self.default_eval_transforms()
-        return build_transforms(specs) if specs else None
+        return build_transforms(specs, "eval_transforms") if specs else None
 
     # --- cache ----------------------------------------------------------------------------
     def recipe(self) -> CacheRecipe | None:
