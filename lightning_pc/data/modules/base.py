@@ -18,7 +18,7 @@ from lightning_pc.data.cache import (
 )
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.base import PointDataset
-from lightning_pc.data.palettes import make_palette
+from lightning_pc.data.palettes import class_palette
 from lightning_pc.data.sampler import EpochSampler
 from lightning_pc.data.seeding import current_rank
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
@@ -130,8 +130,9 @@ class PointCloudDataModule(L.LightningDataModule):
 
     @property
     def palette(self) -> list[list[int]]:
-        """One RGB colour (0-255) per class."""
-        return make_palette(self.num_classes)
+        """One RGB colour (0-255) per class (PLY predictions, pictures and 3D views use it,
+        through :func:`~lightning_pc.data.palettes.resolve_palette`)."""
+        return class_palette(self.num_classes)
 
     # --- transforms -----------------------------------------------------------------------
     def default_train_transforms(self) -> list[TransformSpec]:
