@@ -198,7 +198,12 @@ class PointCloudCLI(LightningCLI):
     - ``--imports MODULE ...`` (a list, also as ``imports:`` in a config) imports the user's
       modules before anything is built, so a network registered there with
       :func:`~lightning_pc.models.register_model` is found by name (``model: my_net``); the
-      current folder is on the module path, as for ``python -m``.
+      current folder is on the module path, as for ``python -m``;
+    - the help lists the tasks, registered networks and data modules with one line each
+      (a task's ``--model.help`` lists the networks instead of every ``torch.nn`` class);
+    - transform specs (``data.init_args.train_transforms`` / ``eval_transforms``,
+      ``model.init_args.tta_transforms``) are built once before anything else, so a typo or
+      a bad argument is reported with its config location before data or model are built.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
