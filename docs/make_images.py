@@ -168,7 +168,7 @@ def classification(folder: Path) -> Path:
 
 def part_segmentation(folder: Path) -> Path:
     torch.manual_seed(0)
-    dm = SyntheticShapesDataModule(num_train=480, num_val=60, num_points=1024, batch_size=8,
+    dm = SyntheticShapesDataModule(num_train=480, num_val=60, num_points=512, batch_size=8,
                                    task="part_segmentation")
     task = PartSegmentationTask(
         num_classes=dm.num_classes, part_offsets=dm.part_offsets, lr=0.003,
@@ -177,9 +177,9 @@ def part_segmentation(folder: Path) -> Path:
                       "fp_mlps": [[128, 128], [128, 64], [64, 64]], "head": [64],
                       "num_samples": [[32], [32]], "dropout": 0.3},
     )
-    steps = 150
+    steps = 80
     _fit(task, steps, datamodule=dm)
-    held_out = SyntheticShapesDataModule(num_val=60, num_points=1024, seed=1,
+    held_out = SyntheticShapesDataModule(num_val=60, num_points=512, seed=1,
                                          task="part_segmentation")
     held_out.setup("validate")
     val = [held_out.datasets["val"][i] for i in range(len(held_out.datasets["val"]))]
