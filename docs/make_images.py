@@ -17,7 +17,8 @@ callback uses, in the colours of the PLY writer
   the seed), trained on random 2048-point subsets of 32 rooms and drawn on an unseen room,
   every point predicted (the room's points split into 2048-point subsets).
 
-The titles give each model's training steps, CPU seconds and accuracy on the held-out set.
+The titles give each model's training steps and its accuracy on the held-out samples; the
+script prints the seconds each training took.
 """
 
 from __future__ import annotations
