@@ -18,15 +18,18 @@ import os
 import re
 import shlex
 import sys
+import textwrap
 from datetime import timedelta
 from typing import Any
 
 import torch
+from jsonargparse import DefaultHelpFormatter
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
 
 import lightning_pc.data  # noqa: F401  (registers the data modules for short names)
 import lightning_pc.tasks  # noqa: F401  (registers the tasks for short names)
@@ -38,6 +41,7 @@ from lightning_pc.callbacks.checkpoint_io import (
 )
 from lightning_pc.data import PointCloudDataModule
 from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.transforms import TransformSpecError, build_transforms
 from lightning_pc.tasks import BaseTask
 
 #: environment variable read when ``--ddp_timeout`` is not given
@@ -89,6 +93,87 @@ def _num_classes_default(cls: type) -> object:
     return None
 
 
+class HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with two changes: descriptions and epilogs keep their line
+    breaks (the lists of tasks, networks and data modules), and an option typed
+    ``nn.Module`` (a task's ``model``: a registered name or a module instance) does not list
+    every ``torch.nn`` class jsonargparse finds (~700 lines); the registered networks are
+    listed at the end of the help instead."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            self._indent_fill(line, width, indent) if line.strip() else ""
+            for line in text.splitlines()
+        )
+
+    def _indent_fill(self, line: str, width: int, indent: str) -> str:
+        stripped = line.lstrip()
+        hanging = indent + " " * (len(line) - len(stripped))
+        extra = "    " if stripped.startswith("- ") or ":" in stripped[:40] else ""
+        return textwrap.fill(
+            stripped, width, initial_indent=hanging, subsequent_indent=hanging + extra
+        )
+
+    def _get_help_string(self, action: Any) -> str:
+        text = super()._get_help_string(action)
+        if _takes_module(action):
+            text = re.sub(r", known subclasses: [^)]*", ", networks: see below", text)
+        return text
+
+
+def _takes_module(action: Any) -> bool:
+    """Whether a parser option accepts an ``nn.Module`` (jsonargparse lists its subclasses)."""
+    typehint = getattr(action, "_typehint", None)
+    if typehint is None:
+        return False
+    members = getattr(typehint, "__args__", None) or (typehint,)
+    return any(isinstance(t, type) and issubclass(t, nn.Module) for t in members)
+
+
+class PointCloudArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser with :class:`HelpFormatter`; a task's help
+    (``--model.help ClassificationTask``) ends with the registered networks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_class_arguments(self, class_type: Any, *args: Any, **kwargs: Any) -> list[str]:
+        added = super().add_class_arguments(class_type, *args, **kwargs)
+        if isinstance(class_type, type) and issubclass(class_type, BaseTask):
+            self.epilog = networks_help()
+        return added
+
+
+#: config keys that hold transform specs, checked before anything is built
+_TRANSFORM_KEYS = (
+    "data.init_args.train_transforms",
+    "data.init_args.eval_transforms",
+    "model.init_args.tta_transforms",
+)
+
+
+def _check_transform_specs(config: Any) -> None:
+    """Build every transform spec of the config once, so a typo or a bad argument stops the
+    run before the data module or the model is built, with its config location.
+
+    Raises:
+        ConfigError: e.g. ``data.init_args.train_transforms[2]: unknown transform
+            'RandomRotat'; did you mean 'RandomRotate'?``
+    """
+    for key in _TRANSFORM_KEYS:
+        try:
+            specs = config.get(key)
+        except (KeyError, AttributeError, TypeError):
+            continue
+        if specs is None:
+            continue
+        try:
+            build_transforms(specs, key)
+        except TransformSpecError as error:
+            raise ConfigError(str(error)) from None
+
+
 class PointCloudCLI(LightningCLI):
     """LightningCLI in subclass mode for tasks and data modules.
 
@@ -113,7 +198,12 @@ class PointCloudCLI(LightningCLI):
     - ``--imports MODULE ...`` (a list, also as ``imports:`` in a config) imports the user's
       modules before anything is built, so a network registered there with
       :func:`~lightning_pc.models.register_model` is found by name (``model: my_net``); the
-      current folder is on the module path, as for ``python -m``.
+      current folder is on the module path, as for ``python -m``;
+    - the help lists the tasks, registered networks and data modules with one line each
+      (a task's ``--model.help`` lists the networks instead of every ``torch.nn`` class);
+    - transform specs (``data.init_args.train_transforms`` / ``eval_transforms``,
+      ``model.init_args.tta_transforms``) are built once before anything else, so a typo or
+      a bad argument is reported with its config location before data or model are built.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
@@ -127,8 +217,16 @@ class PointCloudCLI(LightningCLI):
         kwargs.setdefault("model_class", BaseTask)
         kwargs.setdefault("datamodule_class", PointCloudDataModule)
         kwargs.setdefault("auto_configure_optimizers", True)
+        kwargs.setdefault("parser_class", PointCloudArgumentParser)
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         parser_kwargs.setdefault("description", cli_description())
+        for subcommand in self.subcommands():
+            summary = inspect.getdoc(getattr(Trainer, subcommand)) or ""
+            sub_kwargs = dict(parser_kwargs.get(subcommand) or {})
+            sub_kwargs.setdefault(
+                "description", summary.split("\n\n")[0].replace("\n", " ") + "\n\n" + catalogue()
+            )
+            parser_kwargs[subcommand] = sub_kwargs
         kwargs["parser_kwargs"] = parser_kwargs
         super().__init__(args=args, **kwargs)
 
@@ -159,7 +257,7 @@ class PointCloudCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Import the modules named by ``--imports``."""
+        """Import the modules named by ``--imports``, then check the transform specs."""
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         for name in config.get("imports") or []:
@@ -170,6 +268,7 @@ class PointCloudCLI(LightningCLI):
                     f"--imports: cannot import {name!r} ({error}); the module path is the "
                     f"current folder {os.getcwd()} and the installed packages"
                 ) from error
+        _check_transform_specs(config)
 
     def instantiate_classes(self) -> None:
         """LightningCLI's, then refuses a ``model.init_args.num_classes`` that the data module
@@ -410,28 +509,51 @@ TRACEBACK_ENV = "LIGHTNING_PC_TRACEBACK"
 _UNION_WRAPPER = "Does not validate against any of the Union subtypes"
 
 
+def _first_line(obj: object) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.split("\n\n")[0].replace("\n", " ").replace("``", "").strip()
+
+
+def _our_subclasses(base: type) -> list[type]:
+    """The concrete subclasses of ``base`` defined in lightning_pc, by name."""
+    seen: dict[str, type] = {}
+    stack: list[type] = list(base.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls.__module__.startswith("lightning_pc.") and not inspect.isabstract(cls):
+            seen[cls.__name__] = cls
+    return [seen[name] for name in sorted(seen)]
+
+
+def networks_help() -> str:
+    """The registered networks, one line each: name and description (the builder's docstring)."""
+    from lightning_pc.models.registry import describe_model, list_models
+
+    lines = ["Networks (--model.init_args.model NAME; a module of yours with --imports):"]
+    lines += [f"  {name}: {describe_model(name) or '(no description)'}" for name in list_models()]
+    return "\n".join(lines)
+
+
+def catalogue() -> str:
+    """Tasks, networks and data modules with one line each, for the help texts."""
+    tasks = [f"  {cls.__name__}: {_first_line(cls)}" for cls in _our_subclasses(BaseTask)]
+    data = [
+        f"  {cls.__name__}: {_first_line(cls)}" for cls in _our_subclasses(PointCloudDataModule)
+    ]
+    return "\n".join(
+        ["Tasks (--model NAME; its options: --model.help NAME):", *tasks,
+         networks_help(),
+         "Data modules (--data NAME; its options: --data.help NAME):", *data]
+    )
+
+
 def cli_description() -> str:
     """The text ``lightning-pc --help`` opens with: what it does, and the names it knows."""
-    from lightning_pc.models.registry import list_models
-
-    def subclasses(base: type) -> list[str]:
-        seen: dict[str, None] = {}
-        stack: list[type] = list(base.__subclasses__())
-        while stack:
-            cls = stack.pop()
-            stack.extend(cls.__subclasses__())
-            if cls.__module__.startswith("lightning_pc.") and not inspect.isabstract(cls):
-                seen[cls.__name__] = None
-        return sorted(seen)
-
     return (
         "Train and evaluate point-cloud models (lightning_pc). Subcommands: fit, validate, "
         "test, predict; `lightning-pc cache --help` manages preprocessing caches.\n"
-        f"Tasks (--model): {', '.join(subclasses(BaseTask))}.\n"
-        f"Networks (--model.init_args.model): {', '.join(list_models())}.\n"
-        f"Data modules (--data): {', '.join(subclasses(PointCloudDataModule))}.\n"
-        "Example: lightning-pc fit --config configs/quickstart.yaml. Options of one task or "
-        "data module: lightning-pc fit --model.help ClassificationTask."
+        "Example: lightning-pc fit --config configs/quickstart.yaml\n\n" + catalogue()
     )
 
 

@@ -34,6 +34,40 @@ def test_config_error_shows_our_message_first(
     assert not any("Union subtypes" in line or "Traceback" in line for line in err)
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["--data.init_args.train_transforms",
+          "[NormalizeScale, RandomScale, {class_path: RandomRotat, init_args: {axis: z}}]"],
+         "error: data.init_args.train_transforms[2]: unknown transform 'RandomRotat'; did you "
+         "mean 'RandomRotate'?"),
+        (["--data.init_args.eval_transforms", "[{class_path: RandomRotate, init_args: {angle: 3}}]"],
+         "error: data.init_args.eval_transforms[0]: RandomRotate has no argument 'angle' "
+         "(RandomRotate accepts: axis='z', max_degrees=180)"),
+        (["--model.init_args.tta_transforms", "[{class_path: RandomScale, init_args: {low: x}}]"],
+         "error: model.init_args.tta_transforms[0]: RandomScale: argument 'low' must be float"),
+    ],
+)
+def test_bad_transform_is_named_by_config_location_before_anything_is_built(
+    override: list[str], expected: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    import lightning_pc.data.modules.base as data_base
+    import lightning_pc.tasks.base as task_base
+
+    built: list[str] = []
+    monkeypatch.setattr(task_base, "create_model", lambda *a, **k: built.append("model"))
+    monkeypatch.setattr(data_base.PointCloudDataModule, "setup", lambda *a, **k: built.append("data"))
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICKSTART, *override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(expected) and len(err) <= 3, err
+    assert built == []
+
+
 def test_missing_data_root_is_one_message(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -68,6 +102,47 @@ def test_help_names_tasks_networks_and_data_modules() -> None:
     for name in ("ClassificationTask", "SemanticSegmentationTask", "pointnet2_ssg", "dgcnn",
                  "S3DISDataModule", "SyntheticShapesDataModule"):
         assert name in text
+
+
+def test_every_registered_network_has_a_description() -> None:
+    from lightning_pc.models.registry import describe_model, list_models
+
+    assert {name: describe_model(name) for name in list_models() if not describe_model(name)} == {}
+
+
+def _help(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("task", "network"),
+    [("ClassificationTask", "pointnet2_ssg"), ("SemanticSegmentationTask", "ptv3"),
+     ("PartSegmentationTask", "dgcnn_part_seg")],
+)
+def test_task_help_is_short_and_lists_the_networks(
+    task: str, network: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lightning_pc.models.registry import describe_model, list_models
+
+    text = _help(["fit", "--model.help", task], capsys)
+    assert "torch.nn." not in text and "torch_geometric" not in text  # was ~700 lines of them
+    assert len(text.splitlines()) < 150  # 794-814 lines before
+    assert "--model.lr" in text and "--model.class_weights" in text  # the task's own options
+    for name in list_models():  # each network on its own line, with its description
+        assert f"  {name}: {describe_model(name)}"[:60] in text
+    assert network in text
+
+
+def test_fit_help_names_networks_and_data_modules(capsys: pytest.CaptureFixture[str]) -> None:
+    text = _help(["fit", "--help"], capsys)
+    for name in ("pointnet2_ssg", "sparse_unet", "ptv3", "SyntheticShapesDataModule",
+                 "S3DISDataModule", "ClassificationTask", "--trainer.max_epochs"):
+        assert name in text
+    top = _help(["--help"], capsys)
+    assert "  dgcnn: DGCNN shape classifier" in top and "  ModelNetDataModule: " in top
 
 
 @pytest.mark.slow

@@ -9,6 +9,8 @@ import numpy as np
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from lightning_pc.data.palettes import label_colors
+
 
 def _png_dir(logger: Logger | None, fallback: str) -> str:
     log_dir = getattr(logger, "log_dir", None) if logger is not None else None
@@ -65,13 +67,10 @@ def loggers_of(trainer: Any) -> list[Logger]:
 
 
 def _label_colors(labels: np.ndarray, palette: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels [n], colours [n, 3] uint8)``: one label is repeated; unknown labels grey."""
+    """``(labels [n], colours [n, 3] uint8)``: one label is repeated; unknown labels grey
+    (:func:`~lightning_pc.data.palettes.label_colors`, as in PLY files and pictures)."""
     lab = np.broadcast_to(np.asarray(labels, dtype=np.int64).reshape(-1), (n,)).copy()
-    pal = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    rgb = np.full((n, 3), 170, dtype=np.uint8)
-    ok = (lab >= 0) & (lab < len(pal))
-    rgb[ok] = pal[lab[ok]]
-    return lab, rgb
+    return lab, label_colors(lab, palette)
 
 
 def write_html_viewer(

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from lightning_pc.data.palettes import make_palette
+from lightning_pc.data.palettes import label_colors, resolve_palette
 
 
 def write_ply(
@@ -138,6 +138,19 @@ def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
     return getattr(loaders, "dataset", None)
 
 
+def prediction_colors(datamodule: Any, labels: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` ``uint8`` colours of predicted ``labels``: the data module's palette as
+    :func:`~lightning_pc.data.palettes.resolve_palette` settles it, the colours that
+    :class:`~lightning_pc.callbacks.RenderPredictions` draws and logs (negative labels grey).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    num_classes = int(getattr(datamodule, "num_classes", 0) or 0)
+    if labels.size:
+        num_classes = max(num_classes, int(labels.max()) + 1)
+    palette = resolve_palette(getattr(datamodule, "palette", None), num_classes)
+    return label_colors(labels, palette)
+
+
 class PLYPredictionWriter(BasePredictionWriter):
     """Write each predicted cloud to ``output_dir/<prefix><name>.ply``.
 
@@ -147,7 +160,7 @@ class PLYPredictionWriter(BasePredictionWriter):
     whole scans in their original coordinates use :class:`ScenePredictionWriter`.
 
     Every point gets ``x y z``, its label as a ``label`` int property and the label's colour
-    as ``red green blue`` (the data module's ``palette``; a generated palette without one).
+    as ``red green blue`` (:func:`prediction_colors`: the colours of the rendered pictures).
     Per-cloud predictions (classification) colour the whole cloud. Names come from the
     cloud's index in the predict dataset, so under DDP each rank writes its own clouds
     (Lightning's predict sampler does not repeat samples) and no file is written twice;
@@ -178,11 +191,6 @@ class PLYPredictionWriter(BasePredictionWriter):
         self.binary = binary
         self.prefix = prefix
 
-    def _palette(self, trainer: L.Trainer, labels: Tensor) -> np.ndarray:
-        palette = getattr(getattr(trainer, "datamodule", None), "palette", None)
-        if palette is None:
-            palette = make_palette(int(labels.max()) + 1 if labels.numel() else 1)
-        return np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
 
     def write_on_batch_end(
         self,
@@ -209,12 +217,7 @@ class PLYPredictionWriter(BasePredictionWriter):
         if dataloader_idx:
             names = [f"dl{dataloader_idx}_{name}" for name in names]
         for name, (pos, labels) in zip(names, clouds):
-            palette = self._palette(trainer, labels)
-            if labels.numel() and int(labels.max()) >= len(palette):
-                palette = np.asarray(make_palette(int(labels.max()) + 1), dtype=np.uint8)
-            colors = np.zeros((labels.numel(), 3), dtype=np.uint8)
-            known = labels >= 0
-            colors[known.numpy()] = palette[labels[known].numpy()]
+            colors = prediction_colors(getattr(trainer, "datamodule", None), labels.numpy())
             stem = Path(name)
             target = self.output_dir / stem.parent / f"{self.prefix}{stem.name}.ply"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -369,13 +372,12 @@ class ScenePredictionWriter(BasePredictionWriter):
                     f"{source}: the output would overwrite the scan; choose another output_dir"
                 )
         pos = read_scan(source)["pos"]
-        palette = np.asarray(datamodule.palette, dtype=np.uint8).reshape(-1, 3)
         ply = base.with_name(base.name + ".ply")
         write_ply(
             ply,
             pos,
             labels,
-            palette[labels],
+            prediction_colors(datamodule, labels),
             binary=self.binary,
             comments=[f"source {source.name}", "lightning_pc predictions"],
             double=True,

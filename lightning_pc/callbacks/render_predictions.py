@@ -20,8 +20,8 @@ from lightning_pc.callbacks.image_logging import (
     log_sample_viewer,
     loggers_of,
 )
+from lightning_pc.data.palettes import resolve_palette
 from lightning_pc.viz.figures import confusion_matrix_image, vstack
-from lightning_pc.viz.palettes import class_palette, min_color_distance
 from lightning_pc.viz.predictions import is_scene, prediction_figure, scene_figure
 
 
@@ -121,10 +121,8 @@ class RenderPredictions(Callback):
         names = list(getattr(datamodule, "class_names", None) or [])
         if not names:
             names = [str(i) for i in range(int(pl_module.hparams.get("num_classes", 0)))]
-        palette = getattr(datamodule, "palette", None)
-        if not palette or len(palette) < len(names) or min_color_distance(palette) < 15:
-            palette = class_palette(max(len(names), 1))
-        return names, [list(map(int, c)) for c in palette]
+        palette = resolve_palette(getattr(datamodule, "palette", None), len(names))
+        return names, palette.tolist()  # the PLY writer's colours (one palette)
 
     def _render_kwargs(self) -> dict[str, Any]:
         return {"views": self.views, "point_size": self.point_size, "up_axis": self.up_axis, "backend": self.backend}

@@ -9,10 +9,14 @@ Linear transforms also transform ``normal`` (by the inverse transpose, renormali
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
 import importlib
+import inspect
 import math
+import types
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 from torch_geometric.data import Data
@@ -35,6 +39,7 @@ __all__ = [
     "ChromaticAutoContrast",
     "RandomColorDrop",
     "build_transforms",
+    "TransformSpecError",
 ]
 
 TransformSpec = str | dict[str, Any]
@@ -420,44 +425,185 @@ class RandomColorDrop(_ColorTransform):
         return self._set(data, torch.zeros_like(self._rgb(data)))
 
 
+class TransformSpecError(ValueError):
+    """A transform spec that cannot be built; the message starts with where it is, e.g.
+    ``train_transforms[2]: unknown transform 'RandomRotat'; did you mean 'RandomRotate'?``."""
+
+
+def transform_names() -> list[str]:
+    """The transforms that specs can name without a module path."""
+    return [
+        name
+        for name in __all__
+        if isinstance(globals().get(name), type)
+        and issubclass(globals()[name], Transform)
+        and name not in ("Transform", "Compose")
+    ]
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    lowered = {c.lower(): c for c in choices}
+    close = [lowered[word.lower()]] if word.lower() in lowered else []
+    close = close or difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _resolve(class_path: str) -> type:
     if "." not in class_path:
         obj = globals().get(class_path)
-        if isinstance(obj, type) and issubclass(obj, Transform):
+        if isinstance(obj, type) and issubclass(obj, Transform) and class_path in __all__:
             return obj
-        raise ValueError(f"unknown transform {class_path!r}; choose from {__all__[2:-1]}")
+        names = transform_names()
+        hint = _did_you_mean(class_path, names)
+        raise ValueError(
+            f"unknown transform {class_path!r}{hint}"
+            + ("" if hint else f" (known: {', '.join(names)}; or a full class path)")
+        )
     module, _, name = class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import transform {class_path!r} ({error})") from None
+    if not isinstance(obj, type) or not callable(obj):
+        raise ValueError(f"{class_path!r} is not a class")
+    return obj
 
 
-def build_transforms(specs: Sequence[TransformSpec] | None) -> Compose | None:
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a simple annotation (unknown annotations fit anything)."""
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin is Literal:
+        return value in get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, h) for h in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence, collections.abc.Sequence):
+        return isinstance(value, list | tuple)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _accepts(cls: type) -> str:
+    params = [
+        p for p in inspect.signature(cls).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if not params:
+        return f"{cls.__name__} takes no arguments"
+    shown = [
+        p.name if p.default is p.empty
+        else f"{p.name}={p.default:.4g}" if isinstance(p.default, float)
+        else f"{p.name}={p.default!r}"
+        for p in params
+    ]
+    return f"{cls.__name__} accepts: {', '.join(shown)}"
+
+
+def _build_one(spec: Any) -> Transform:
+    """One transform from its spec; ``ValueError`` with a plain message when it cannot be."""
+    if isinstance(spec, Transform):
+        return spec
+    if isinstance(spec, str):
+        spec = {"class_path": spec}
+    if hasattr(spec, "as_dict"):  # a jsonargparse Namespace
+        spec = spec.as_dict()
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ValueError(
+            f"a transform spec is a class name or a dict with 'class_path' (and optional "
+            f"'init_args'), got {spec!r}"
+        )
+    extra = set(spec) - {"class_path", "init_args"}
+    if extra:
+        raise ValueError(
+            f"unexpected keys {sorted(extra)} in transform spec {spec!r} (only 'class_path' "
+            "and 'init_args')"
+        )
+    cls = _resolve(str(spec["class_path"]))
+    args = spec.get("init_args") or {}
+    if hasattr(args, "as_dict"):
+        args = args.as_dict()
+    if not isinstance(args, dict):
+        raise ValueError(f"{cls.__name__}: init_args must be a mapping, got {args!r}")
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        params = signature.parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for key in args:
+            if key not in params and not takes_any:
+                hint = _did_you_mean(key, [p for p in params if p not in ("self",)])
+                raise ValueError(f"{cls.__name__} has no argument {key!r}{hint} ({_accepts(cls)})")
+        try:
+            signature.bind(**args)
+        except TypeError as error:
+            raise ValueError(f"{cls.__name__}: {error} ({_accepts(cls)})") from None
+        try:
+            hints = get_type_hints(cls.__init__)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - annotations that do not resolve are not checked
+            hints = {}
+        for key, value in args.items():
+            if key in hints and not _matches(value, hints[key]):
+                raise ValueError(
+                    f"{cls.__name__}: argument {key!r} must be {_type_name(hints[key])}, got "
+                    f"{value!r} ({_accepts(cls)})"
+                )
+    try:
+        return cls(**args)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{cls.__name__}: {error}") from None
+
+
+def build_transforms(
+    specs: Sequence[TransformSpec] | None, where: str = "transforms"
+) -> Compose | None:
     """Build a :class:`Compose` from plain YAML-able specs.
+
+    Each spec is checked before anything runs: the transform exists (a close name is
+    suggested for a typo), its arguments exist, have the annotated types and satisfy its
+    constructor.
 
     Args:
         specs: a list of ``{"class_path": name, "init_args": {...}}`` dicts (``name`` a
             class in this module or a full dotted path) or bare class names; ``None`` for no
             transforms.
+        where: the specs' location, named in errors (``"data.init_args.train_transforms"``
+            gives ``data.init_args.train_transforms[2]: ...``).
 
     Returns:
         The composed transform, or ``None``.
+
+    Raises:
+        TransformSpecError: a spec that cannot be built, located as ``where[index]``.
 
     Example:
         >>> build_transforms([{"class_path": "RandomScale", "init_args": {"low": 0.8}}])
     """
     if specs is None:
         return None
+    if isinstance(specs, str | dict) or not isinstance(specs, Sequence):
+        raise TransformSpecError(f"{where}: a list of transform specs, got {specs!r}")
     out = []
-    for spec in specs:
-        if isinstance(spec, Transform):
-            out.append(spec)
-            continue
-        if isinstance(spec, str):
-            spec = {"class_path": spec}
-        if not isinstance(spec, dict) or "class_path" not in spec:
-            raise ValueError(f"transform spec needs a 'class_path': {spec!r}")
-        extra = set(spec) - {"class_path", "init_args"}
-        if extra:
-            raise ValueError(f"unexpected keys {sorted(extra)} in transform spec {spec!r}")
-        cls = _resolve(spec["class_path"])
-        out.append(cls(**(spec.get("init_args") or {})))
+    for index, spec in enumerate(specs):
+        try:
+            out.append(_build_one(spec))
+        except ValueError as error:
+            raise TransformSpecError(f"{where}[{index}]: {error}") from None
     return Compose(out)

@@ -20,7 +20,11 @@ B = TypeVar("B", bound=Builder)
 
 
 def register_model(name: str) -> Callable[[B], B]:
-    """Decorator registering ``builder(num_classes=..., **kwargs) -> nn.Module`` as ``name``."""
+    """Decorator registering ``builder(num_classes=..., **kwargs) -> nn.Module`` as ``name``.
+
+    The first line of the builder's docstring describes the network in the command line's
+    help (``lightning-pc --help``, ``lightning-pc fit --model.help ClassificationTask``).
+    """
 
     def wrap(builder: B) -> B:
         if name in _REGISTRY:
@@ -36,6 +40,16 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def describe_model(name: str) -> str:
+    """The first line of the docstring of ``name``'s builder (``""`` when it has none).
+
+    Raises:
+        KeyError: for an unknown name.
+    """
+    doc = (_REGISTRY[name].__doc__ or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the registered network ``name``; ``kwargs`` override its hyperparameters.
 
@@ -49,10 +63,19 @@ def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     return builder(num_classes=num_classes, **kwargs)
 
 
+_TASK_WORDS = {
+    "classification": "shape classifier",
+    "part_segmentation": "part segmentation",
+    "semantic_segmentation": "semantic segmentation",
+}
+
+
 def _pointnet2(task: str, grouping: str) -> Builder:
     def build(num_classes: int, **kwargs: Any) -> nn.Module:
         return PointNet2(num_classes=num_classes, task=task, grouping=grouping, **kwargs)  # type: ignore[arg-type]
 
+    scale = "single" if grouping == "ssg" else "multi"
+    build.__doc__ = f"PointNet++ {_TASK_WORDS[task]}, {scale}-scale grouping."
     return build
 
 
@@ -60,6 +83,7 @@ def _dgcnn(task: str) -> Builder:
     def build(num_classes: int, **kwargs: Any) -> nn.Module:
         return DGCNN(num_classes=num_classes, task=task, **kwargs)  # type: ignore[arg-type]
 
+    build.__doc__ = f"DGCNN {_TASK_WORDS[task]} (EdgeConv on k-NN graphs)."
     return build
 
 
@@ -73,12 +97,14 @@ register_model("dgcnn_sem_seg")(_dgcnn("semantic_segmentation"))
 
 
 def _sparse_resnet(num_classes: int, **kwargs: Any) -> nn.Module:
+    """Sparse-voxel ResNet shape classifier."""
     from lightning_pc.models.sparse_resnet import SparseResNet
 
     return SparseResNet(num_classes=num_classes, **kwargs)
 
 
 def _sparse_unet(num_classes: int, **kwargs: Any) -> nn.Module:
+    """Sparse-voxel U-Net semantic segmentation."""
     from lightning_pc.models.sparse_unet import SparseUNet
 
     return SparseUNet(num_classes=num_classes, **kwargs)
@@ -89,12 +115,14 @@ register_model("sparse_unet")(_sparse_unet)
 
 
 def _ptv3(num_classes: int, **kwargs: Any) -> nn.Module:
+    """Point Transformer V3 semantic segmentation."""
     from lightning_pc.models.ptv3 import PTv3
 
     return PTv3(num_classes=num_classes, **kwargs)
 
 
 def _ptv3_cls(num_classes: int, **kwargs: Any) -> nn.Module:
+    """Point Transformer V3 shape classifier."""
     from lightning_pc.models.ptv3 import PTv3Cls
 
     return PTv3Cls(num_classes=num_classes, **kwargs)

@@ -84,7 +84,7 @@ class ClassificationTask(BaseTask):
             **kwargs,
         )
         specs = DEFAULT_TTA_TRANSFORMS if tta_transforms is None else tta_transforms
-        self.tta_transform: Compose | None = build_transforms(specs) if specs else None
+        self.tta_transform: Compose | None = build_transforms(specs, "tta_transforms") if specs else None
 
     # --- test-time augmentation -----------------------------------------------------------
     def augmented_copies(self, batch: Any) -> list[Any]:

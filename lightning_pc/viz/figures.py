@@ -12,12 +12,15 @@ from lightning_pc.viz.palettes import font
 
 def titled(image: np.ndarray | Image.Image, title: str, *, font_size: int = 13,
            color: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
-    """``image`` with a line of text above it (white band)."""
+    """``image`` with text above it (white band; one line per line of ``title``)."""
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    band = font_size + 8
+    lines = title.splitlines() or [""]
+    band = len(lines) * (font_size + 4) + 4
     out = Image.new("RGB", (img.width, img.height + band), (255, 255, 255))
     out.paste(img.convert("RGB"), (0, band))
-    ImageDraw.Draw(out).text((4, 3), title, fill=color, font=font(font_size))
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(lines):
+        draw.text((4, 3 + k * (font_size + 4)), line, fill=color, font=font(font_size))
     return out
 
 

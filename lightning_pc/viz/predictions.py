@@ -10,19 +10,16 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
+from lightning_pc.data.palettes import UNLABELLED_COLOR, label_colors
 from lightning_pc.viz.figures import hstack, titled, vstack
 from lightning_pc.viz.palettes import font, legend
 from lightning_pc.viz.render import render
 
-_IGNORED = (170, 170, 170)
+_IGNORED = UNLABELLED_COLOR
 
 
 def _colorize(labels: Tensor, palette: np.ndarray) -> np.ndarray:
-    lab = labels.detach().cpu().long().numpy()
-    out = np.tile(np.asarray(_IGNORED, dtype=np.uint8), (lab.shape[0], 1))
-    ok = (lab >= 0) & (lab < len(palette))
-    out[ok] = palette[lab[ok]]
-    return out
+    return label_colors(labels.detach().cpu().long().numpy(), palette)
 
 
 def _caption(image: np.ndarray, lines: Sequence[tuple[str, tuple[int, int, int]]], fs: int = 12) -> Image.Image:

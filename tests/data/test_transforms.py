@@ -182,6 +182,49 @@ def test_build_from_yaml() -> None:
         T.build_transforms([{"class_path": "NormalizeScale", "args": {}}])
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("RandomRotat", "x[1]: unknown transform 'RandomRotat'; did you mean 'RandomRotate'?"),
+        ("randomscale", "x[1]: unknown transform 'randomscale'; did you mean 'RandomScale'?"),
+        ("Blur", "x[1]: unknown transform 'Blur' (known: NormalizeScale, RandomRotate"),
+        ({"class_path": "RandomRotate", "init_args": {"angle": 30}},
+         "x[1]: RandomRotate has no argument 'angle' (RandomRotate accepts: axis='z', "
+         "max_degrees=180)"),
+        ({"class_path": "GridSubsample", "init_args": {"voxel_size": 0.1, "keep_invers": True}},
+         "x[1]: GridSubsample has no argument 'keep_invers'; did you mean 'keep_inverse'?"),
+        ({"class_path": "RandomRotate", "init_args": {"axis": "w"}},
+         "x[1]: RandomRotate: argument 'axis' must be one of 'x', 'y', 'z', 'so3', got 'w'"),
+        ({"class_path": "RandomJitter", "init_args": {"sigma": "0.01"}},
+         "x[1]: RandomJitter: argument 'sigma' must be float, got '0.01'"),
+        ("RandomSubsample", "x[1]: RandomSubsample: missing a required argument: 'num_points'"),
+        ({"class_path": "RandomScale", "init_args": {"low": 2.0, "high": 1.0}},
+         "x[1]: RandomScale: need 0 < low <= high"),
+        ({"class_path": "no.such.Module"}, "x[1]: cannot import transform 'no.such.Module'"),
+        ({"init_args": {}}, "x[1]: a transform spec is a class name or a dict with 'class_path'"),
+    ],
+)
+def test_bad_spec_names_its_place_and_what_is_accepted(spec: object, message: str) -> None:
+    with pytest.raises(T.TransformSpecError) as info:
+        T.build_transforms(["NormalizeScale", spec], "x")
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_data_module_checks_transforms_when_constructed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning_pc.data import SyntheticShapesDataModule
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was built before the transform specs were checked")
+
+    monkeypatch.setattr(SyntheticShapesDataModule, "build_datasets", no_data)
+    with pytest.raises(T.TransformSpecError, match=r"^train_transforms\[0\]: unknown transform"):
+        SyntheticShapesDataModule(train_transforms=["RandomRotat"])
+    with pytest.raises(T.TransformSpecError, match=r"^eval_transforms\[1\]: RandomScale has no"):
+        SyntheticShapesDataModule(eval_transforms=["NormalizeScale", {
+            "class_path": "RandomScale", "init_args": {"lo": 0.5}}])
+    SyntheticShapesDataModule(train_transforms=[], eval_transforms=["NormalizeScale"])  # fine
+
+
 def test_sample_generator_seeding() -> None:
     torch.manual_seed(123)
     a = torch.rand(5, generator=sample_generator(0))

@@ -18,7 +18,7 @@ from lightning_pc.data.cache import (
 )
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.base import PointDataset
-from lightning_pc.data.palettes import make_palette
+from lightning_pc.data.palettes import class_palette
 from lightning_pc.data.sampler import EpochSampler, eval_sampler
 from lightning_pc.data.seeding import current_rank
 from lightning_pc.data.transforms import Compose, TransformSpec, build_transforms
@@ -108,6 +108,9 @@ class PointCloudDataModule(L.LightningDataModule):
         # every argument, this class's and the subclass's (checkpoints keep the data module's
         # hyperparameters; LightningCLI's saved config is written from the parser)
         self.save_hyperparameters()
+        # a typo or a bad argument is reported now, before a model is built or data is read
+        build_transforms(train_transforms, "train_transforms")
+        build_transforms(eval_transforms, "eval_transforms")
         if cache_verify not in ("quick", "full"):
             raise ValueError(f"cache_verify must be 'quick' or 'full', got {cache_verify!r}")
         if cache_fingerprint not in ("stat", "content"):
@@ -135,8 +138,9 @@ class PointCloudDataModule(L.LightningDataModule):
 
     @property
     def palette(self) -> list[list[int]]:
-        """One RGB colour (0-255) per class."""
-        return make_palette(self.num_classes)
+        """One RGB colour (0-255) per class (PLY predictions, pictures and 3D views use it,
+        through :func:`~lightning_pc.data.palettes.resolve_palette`)."""
+        return class_palette(self.num_classes)
 
     # --- transforms -----------------------------------------------------------------------
     def default_train_transforms(self) -> list[TransformSpec]:
@@ -151,11 +155,11 @@ class PointCloudDataModule(L.LightningDataModule):
         specs = (
             self._train_specs if self._train_specs is not None else self.default_train_transforms()
         )
-        return build_transforms(specs) if specs else None
+        return build_transforms(specs, "train_transforms") if specs else None
 
     def eval_transform(self) -> Compose | None:
         specs = self._eval_specs if self._eval_specs is not None else self.default_eval_transforms()
-        return build_transforms(specs) if specs else None
+        return build_transforms(specs, "eval_transforms") if specs else None
 
     # --- cache ----------------------------------------------------------------------------
     def recipe(self) -> CacheRecipe | None:
