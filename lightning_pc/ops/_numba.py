@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_pc.ops import _reference, _scipy
+from lightning_pc.ops import _reference
 from lightning_pc.ops._checks import SortedClouds, grid_frame
 from lightning_pc.ops._threads import parallel_ranges
 
@@ -452,6 +452,8 @@ def radius(
     with more than 3 coordinates, or a grid too fine for 64-bit keys, go to scipy's
     kd-tree instead."""
     if not radius_supported(x, r):
+        from lightning_pc.ops import _scipy  # scipy is imported where it is used
+
         return _scipy.radius(x, y, r, max_num_neighbors)
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
