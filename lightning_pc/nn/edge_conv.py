@@ -36,6 +36,7 @@ synchronised). Where several neighbours tie for the max, the gradient goes to on
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import cast
 
@@ -46,6 +47,8 @@ from torch import Tensor, nn
 from lightning_pc.nn.fused import update_running_stats
 from lightning_pc.nn.mlp import SharedMLP
 
+_FUSED_RENAMED = "EdgeConv's `fused` is renamed `edge_free`; the old name will be removed"
+
 
 class EdgeConv(nn.Module):
     """EdgeConv on a fixed-degree neighbour table.
@@ -55,7 +58,11 @@ class EdgeConv(nn.Module):
         channels: output widths of the edge MLP's layers (input ``2 C`` implied).
         negative_slope: LeakyReLU slope.
         bias: bias in the linear maps (the reference uses none).
-        fused: allow the per-edge-tensor-free path for single-layer edge MLPs.
+        edge_free: compute a single-layer edge MLP with a plain ``BatchNorm1d`` without
+            any per-edge tensor (the max over neighbours taken first, as described above;
+            the same function). ``False`` always runs the direct per-edge computation.
+        fused: deprecated name of ``edge_free`` (it has nothing to do with the fused
+            batch-norm kernels of :mod:`lightning_pc.nn.fused`).
 
     Shapes:
         ``x [N, C]``, ``neighbours [N, k]`` (global indices) -> ``[N, channels[-1]]``.
@@ -67,16 +74,32 @@ class EdgeConv(nn.Module):
         channels: Sequence[int],
         negative_slope: float = 0.2,
         bias: bool = False,
-        fused: bool = True,
+        edge_free: bool = True,
+        *,
+        fused: bool | None = None,
     ) -> None:
         super().__init__()
+        if fused is not None:
+            warnings.warn(_FUSED_RENAMED, DeprecationWarning, stacklevel=2)
+            edge_free = fused
         self.in_channels = in_channels
         self.negative_slope = negative_slope
-        self.fused = fused
+        self.edge_free = edge_free
         self.mlp = SharedMLP(
             [2 * in_channels, *channels], bias=bias, act="leaky_relu", negative_slope=negative_slope
         )
         self.out_channels = int(channels[-1])
+
+    @property
+    def fused(self) -> bool:
+        """Deprecated name of :attr:`edge_free`."""
+        warnings.warn(_FUSED_RENAMED, DeprecationWarning, stacklevel=2)
+        return self.edge_free
+
+    @fused.setter
+    def fused(self, value: bool) -> None:
+        warnings.warn(_FUSED_RENAMED, DeprecationWarning, stacklevel=2)
+        self.edge_free = value
 
     def _point_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Neighbour term ``W_d x`` and centre term ``(W_c - W_d) x (+ b)``, ``[N, C1]`` each."""
@@ -90,19 +113,19 @@ class EdgeConv(nn.Module):
             centre_term = centre_term + first.bias
         return nbr_term, centre_term
 
-    def _forward_fused(self, x: Tensor, neighbours: Tensor) -> Tensor:
+    def _forward_edge_free(self, x: Tensor, neighbours: Tensor) -> Tensor:
         q, p = self._point_terms(x)  # [N, C1] each
         if torch.finfo(q.dtype).bits >= 32 and not torch.is_autocast_enabled(x.device.type):
-            return self._fused_from_terms(q, p, neighbours)
+            return self._edge_free_from_terms(q, p, neighbours)
         # Under autocast the rest runs in float32 with autocast off: the batch statistics of
         # N k edges come from sums over all points weighted by in-degrees (thousands at
         # hubs), which overflow float16 (an infinite running variance) and lose bits in
         # bfloat16; past the two matrix products above, everything is [N, C1], cheap.
         dtype = torch.promote_types(q.dtype, torch.float32)
         with torch.autocast(x.device.type, enabled=False):
-            return self._fused_from_terms(q.to(dtype), p.to(dtype), neighbours)
+            return self._edge_free_from_terms(q.to(dtype), p.to(dtype), neighbours)
 
-    def _fused_from_terms(self, q: Tensor, p: Tensor, neighbours: Tensor) -> Tensor:
+    def _edge_free_from_terms(self, q: Tensor, p: Tensor, neighbours: Tensor) -> Tensor:
         norm = self.mlp.layers[0].norm
         num_points, k = neighbours.shape
         if norm.training or norm.running_mean is None:
@@ -135,8 +158,12 @@ class EdgeConv(nn.Module):
         return h.view(num_points * k, -1)
 
     def forward(self, x: Tensor, neighbours: Tensor) -> Tensor:
-        if self.fused and len(self.mlp) == 1 and type(self.mlp.layers[0].norm) is nn.BatchNorm1d:
-            return self._forward_fused(x, neighbours)
+        if (
+            self.edge_free
+            and len(self.mlp) == 1
+            and type(self.mlp.layers[0].norm) is nn.BatchNorm1d
+        ):
+            return self._forward_edge_free(x, neighbours)
         num_points, k = neighbours.shape
         h = self.mlp.run(self.edge_features(x, neighbours), first_linear_done=True, last_act=False)
         h = h.view(num_points, k, -1).amax(1)  # [N, C_out]

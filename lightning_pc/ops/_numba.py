@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_pc.ops._checks import Packed
+from lightning_pc.ops import _reference
+from lightning_pc.ops._checks import SortedClouds, grid_frame
 from lightning_pc.ops._threads import parallel_ranges
 
 _LEAF = 64  # points per kd-tree leaf in FPS (measured best of 8-256 on surface clouds)
@@ -249,7 +250,9 @@ def _fps_clouds(pts, ptr, num, first, out_ptr, out, b0, b1, leaf):
             out[out_ptr[b] + i] = idx[i] + ptr[b]
 
 
-def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
+def fps(src: SortedClouds, num_samples: Tensor, ratio: float | Tensor, start: Tensor) -> Tensor:
+    """Exact FPS cloud by cloud on kd-trees, clouds spread over threads (``ratio`` is not
+    needed)."""
     pts = np.ascontiguousarray(src.pos.detach().numpy())
     ptr = src.ptr.numpy()
     _check_ptr("src", ptr, pts.shape[0])
@@ -314,7 +317,9 @@ def _grid(pos: np.ndarray, size: np.ndarray, start: np.ndarray, stride: np.ndarr
     return out
 
 
-def grid(pos: Tensor, size: Tensor, start: Tensor, stride: Tensor) -> Tensor:
+def grid(pos: Tensor, size: Tensor, start: Tensor | None, end: Tensor | None) -> Tensor:
+    """Voxel ids in one pass over the points (the grid's bounds in another, where needed)."""
+    start, _, stride = grid_frame(pos, size, start, end, minmax)
     dims = pos.size(1)
     _require(all(t.numel() == dims for t in (size, start, stride)), "one value per axis")
     return torch.from_numpy(
@@ -431,8 +436,8 @@ def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, out_idx, out_cnt, q0, q1):
             out_cnt[qi] = cnt
 
 
-def radius_supported(x: Packed, r: float) -> bool:
-    """Whether the cell grid fits 64-bit keys (else the caller uses another backend)."""
+def radius_supported(x: SortedClouds, r: float) -> bool:
+    """Whether the cell grid takes ``x``: at most 3 coordinates, and 64-bit cell keys."""
     if x.pos.size(1) > 3 or x.pos.size(0) == 0:
         return x.pos.size(0) == 0
     lo, hi = minmax(x.pos)
@@ -440,7 +445,16 @@ def radius_supported(x: Packed, r: float) -> bool:
     return float(span.prod()) < 2.0**62
 
 
-def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
+def radius(
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+) -> tuple[Tensor, Tensor]:
+    """Radius search on per-cloud sorted cell grids, queries spread over threads. Points
+    with more than 3 coordinates, or a grid too fine for 64-bit keys, go to scipy's
+    kd-tree instead."""
+    if not radius_supported(x, r):
+        from lightning_pc.ops import _scipy  # scipy is imported where it is used
+
+        return _scipy.radius(x, y, r, max_num_neighbors)
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     _check_pair(xn, yn, x.ptr.numpy(), y.ptr.numpy())
@@ -537,12 +551,17 @@ def _tree_knn_clouds(x, y, ptr_x, ptr_y, k, out_idx, b0, b1):
         )
 
 
-def knn(x: Packed, y: Packed, k: int, skip_self: bool = False) -> tuple[Tensor, Tensor]:
+def knn(
+    x: SortedClouds, y: SortedClouds, k: int, cosine: bool, skip_self: bool
+) -> tuple[Tensor, Tensor]:
     """k nearest neighbours on per-cloud kd-trees, queries spread over threads.
 
     With ``skip_self`` (``y`` is ``x``), ``k`` is the count *including* the point itself,
     which is then dropped from its own row (or, where duplicates hide it, the farthest).
+    The cosine distance, which a kd-tree cannot prune by, goes to the reference backend.
     """
+    if cosine:
+        return _reference.knn(x, y, k, cosine, skip_self)
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     px, py = x.ptr.numpy(), y.ptr.numpy()
@@ -581,4 +600,3 @@ def _check_pair(xn: np.ndarray, yn: np.ndarray, px: np.ndarray, py: np.ndarray) 
     _require(px.size == py.size, "x and y must describe the same number of clouds")
     _check_ptr("x", px, xn.shape[0])
     _check_ptr("y", py, yn.shape[0])
-

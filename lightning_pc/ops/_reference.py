@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_pc.ops._checks import Packed
+from lightning_pc.ops._checks import SortedClouds, grid_frame, without_self
 
 _CHUNK_ELEMS = 1 << 24
 
@@ -47,8 +47,16 @@ def _chunk_step(n: int, dims: int) -> int:
     return max(1, _CHUNK_ELEMS // max(1, n * dims))
 
 
-def knn(x: Packed, y: Packed, k: int, cosine: bool = False) -> tuple[Tensor, Tensor]:
-    """For each point of ``y``, its ``k`` nearest points of ``x`` in the same cloud."""
+def knn(
+    x: SortedClouds, y: SortedClouds, k: int, cosine: bool, skip_self: bool
+) -> tuple[Tensor, Tensor]:
+    """For each point of ``y``, its ``k`` nearest points of ``x`` in the same cloud
+    (see :class:`~lightning_pc.ops._backend.KnnKernel`)."""
+    row, col = _knn(x, y, k, cosine)
+    return without_self(row, col, k) if skip_self else (row, col)
+
+
+def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor, Tensor]:
     rows, cols = [], []
     px, py = x.ptr.tolist(), y.ptr.tolist()
     for b in range(x.num_clouds):
@@ -71,7 +79,9 @@ def knn(x: Packed, y: Packed, k: int, cosine: bool = False) -> tuple[Tensor, Ten
     return _cat(rows, x.pos.device), _cat(cols, x.pos.device)
 
 
-def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
+def radius(
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+) -> tuple[Tensor, Tensor]:
     """For each point of ``y``, its ``max_num_neighbors`` nearest points of ``x`` strictly
     within ``r`` (same cloud), ascending by distance."""
     rows, cols = [], []
@@ -96,14 +106,9 @@ def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tens
     return _cat(rows, x.pos.device), _cat(cols, x.pos.device)
 
 
-def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
-    """Farthest point sampling of every cloud at once on a padded ``[B, Nmax, D]`` view.
-
-    Args:
-        src: the points, packed.
-        num_samples: ``[B]`` samples to keep per cloud.
-        start: ``[B]`` index of the first sample within each cloud.
-    """
+def fps(src: SortedClouds, num_samples: Tensor, ratio: float | Tensor, start: Tensor) -> Tensor:
+    """Farthest point sampling of every cloud at once on a padded ``[B, Nmax, D]`` view
+    (see :class:`~lightning_pc.ops._backend.FpsKernel`; ``ratio`` is not needed)."""
     counts = src.counts()
     bsz = src.num_clouds
     nmax = int(counts.max()) if bsz else 0
@@ -132,6 +137,12 @@ def fps(src: Packed, num_samples: Tensor, start: Tensor) -> Tensor:
         cur = dist.argmax(dim=1)
     keep = torch.arange(mmax, device=device).view(1, -1) < num_samples.to(device).view(-1, 1)
     return (out + ptr_d[:-1].view(-1, 1))[keep]
+
+
+def grid(pos: Tensor, size: Tensor, start: Tensor | None, end: Tensor | None) -> Tensor:
+    """Voxel ids ``sum(trunc((pos - start) / size) * stride)``, as torch-cluster."""
+    start, _, stride = grid_frame(pos, size, start, end)
+    return (((pos - start) / size).long() * stride).sum(dim=1)
 
 
 def _cat(parts: list[Tensor], device: torch.device) -> Tensor:

@@ -7,12 +7,13 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from lightning_pc.ops._checks import Packed
+from lightning_pc.ops import _reference
+from lightning_pc.ops._checks import SortedClouds, without_self
 from lightning_pc.ops._threads import parallel_ranges
 
 
 def _query_all(
-    x: Packed, y: Packed, k: int, bound: float = np.inf
+    x: SortedClouds, y: SortedClouds, k: int, bound: float = np.inf
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``k`` nearest (within ``bound``) for every query, cloud by cloud.
 
@@ -63,11 +64,20 @@ def _edges(idx: np.ndarray, cloud: np.ndarray, px: np.ndarray) -> tuple[Tensor, 
     return torch.from_numpy(np.ascontiguousarray(rows)), torch.from_numpy(cols)
 
 
-def knn(x: Packed, y: Packed, k: int) -> tuple[Tensor, Tensor]:
-    return _edges(*_query_all(x, y, k))
+def knn(
+    x: SortedClouds, y: SortedClouds, k: int, cosine: bool, skip_self: bool
+) -> tuple[Tensor, Tensor]:
+    """k nearest neighbours on per-cloud kd-trees; the cosine distance, which a kd-tree
+    cannot prune by, goes to the reference backend."""
+    if cosine:
+        return _reference.knn(x, y, k, cosine, skip_self)
+    row, col = _edges(*_query_all(x, y, k))
+    return without_self(row, col, k) if skip_self else (row, col)
 
 
-def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
+def radius(
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+) -> tuple[Tensor, Tensor]:
     # cKDTree keeps d <= bound; our rule (as torch-cluster's) is strict: d < r.
     bound = float(np.nextafter(float(r), 0.0))
     return _edges(*_query_all(x, y, max_num_neighbors, bound))

@@ -5,15 +5,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_pc.ops._checks import Packed
+from lightning_pc.ops._checks import SortedClouds, grid_frame, without_self
 
 
-def _batch(p: Packed) -> Tensor:
+def _batch(p: SortedClouds) -> Tensor:
     counts = p.counts().to(p.pos.device)
     return torch.repeat_interleave(torch.arange(p.num_clouds, device=p.pos.device), counts)
 
 
-def knn(x: Packed, y: Packed, k: int, cosine: bool = False) -> tuple[Tensor, Tensor]:
+def knn(
+    x: SortedClouds, y: SortedClouds, k: int, cosine: bool, skip_self: bool
+) -> tuple[Tensor, Tensor]:
+    row, col = _knn(x, y, k, cosine)
+    return without_self(row, col, k) if skip_self else (row, col)
+
+
+def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor, Tensor]:
     import torch_cluster
 
     out = torch_cluster.knn(
@@ -22,21 +29,27 @@ def knn(x: Packed, y: Packed, k: int, cosine: bool = False) -> tuple[Tensor, Ten
     return out[0], out[1]
 
 
-def radius(x: Packed, y: Packed, r: float, max_num_neighbors: int) -> tuple[Tensor, Tensor]:
+def radius(
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+) -> tuple[Tensor, Tensor]:
     """The ``max_num_neighbors`` nearest points strictly within ``r``.
 
     torch-cluster's own ``radius`` truncates differently on CPU (whatever its kd-tree visits
     first) and CUDA (first by index); its ``knn`` followed by a distance filter gives the
     nearest-first rule on both.
     """
-    row, col = knn(x, y, max_num_neighbors)
+    row, col = _knn(x, y, max_num_neighbors, False)
     d = (x.pos[col] - y.pos[row]).square().sum(dim=1)
     keep = d < float(r) * float(r)
     return row[keep], col[keep]
 
 
-def fps(src: Packed, ratio: float | Tensor, start: Tensor) -> Tensor:
-    """torch-cluster's FPS, started at ``start`` by rotating each cloud so it comes first."""
+def fps(src: SortedClouds, num_samples: Tensor, ratio: float | Tensor, start: Tensor) -> Tensor:
+    """torch-cluster's FPS, started at ``start`` by rotating each cloud so it comes first.
+
+    torch-cluster counts the samples from ``ratio`` itself (``num_samples`` holds the same
+    counts, computed as it does).
+    """
     import torch_cluster
 
     device = src.pos.device
@@ -55,3 +68,10 @@ def fps(src: Packed, ratio: float | Tensor, start: Tensor) -> Tensor:
             ratio = ratio[nonempty]
     idx = torch_cluster.fps(src.pos[rotated], dense, ratio, random_start=False)
     return rotated[idx]
+
+
+def grid(pos: Tensor, size: Tensor, start: Tensor | None, end: Tensor | None) -> Tensor:
+    import torch_cluster
+
+    start, end, _ = grid_frame(pos, size, start, end)  # refuses an overflowing grid
+    return torch_cluster.grid_cluster(pos, size.contiguous(), start.contiguous(), end.contiguous())

@@ -62,7 +62,7 @@ def _as_tensor(v: float | list[float] | Tensor | None) -> Tensor | None:
 def grid_op(
     pos: Tensor, size: Tensor, start: Tensor | None, end: Tensor | None, backend: str | None
 ) -> Tensor:
-    """The custom op behind :func:`grid_cluster`: checks, grid extent and dispatch."""
+    """The custom op behind :func:`grid_cluster`: checks and the backend's kernel."""
     pos = check_points("pos", pos, integer=True)
     sz = _per_dim("size", size, pos)
     assert sz is not None
@@ -72,30 +72,7 @@ def grid_op(
         return torch.empty(0, dtype=torch.long, device=pos.device)
     st = _per_dim("start", start, pos)
     en = _per_dim("end", end, pos)
-    name = resolve("grid", pos.device, backend)
-    if st is None or en is None:
-        if name == "numba":
-            from lightning_pc.ops import _numba
-
-            lo, hi = _numba.minmax(pos)
-        else:
-            lo, hi = pos.min(dim=0).values, pos.max(dim=0).values
-        st = lo if st is None else st
-        en = hi if en is None else en
-    num_voxels = ((en - st) / sz).long() + 1
-    stride = torch.ones_like(num_voxels)
-    stride[1:] = torch.cumprod(num_voxels, 0)[:-1]
-    if float(num_voxels.double().prod()) >= 2.0**63:
-        raise ValueError("the grid has more than 2**63 voxels; use a larger voxel size")
-    if name == "numba":
-        from lightning_pc.ops import _numba
-
-        return _numba.grid(pos, sz, st, stride)
-    if name == "torch_cluster":
-        import torch_cluster
-
-        return torch_cluster.grid_cluster(pos, sz.contiguous(), st.contiguous(), en.contiguous())
-    return (((pos - st) / sz).long() * stride).sum(dim=1)
+    return resolve("grid", pos.device, backend)(pos, sz, st, en)
 
 
 @grid_op.register_fake

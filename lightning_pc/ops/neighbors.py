@@ -7,9 +7,10 @@ ascending and, within a row, neighbours ascending by distance.
 Each public function validates its non-tensor arguments in Python and calls one
 ``torch.library`` custom op (``torch.ops.lightning_pc.knn``, ``.radius``, ``.nearest``)
 whose kernel does the rest eagerly: data checks (finite coordinates, batch vectors),
-packing, backend dispatch. Their fake kernels give ``torch.compile`` and ``torch.export``
-the output shapes, ``[2, E]`` with a data-dependent ``E`` (an unbacked size), so a
-compiled model calls the ops without a graph break (with dynamo's
+sorting by cloud, and the call of the backend's kernel chosen by
+:func:`~lightning_pc.ops._backend.resolve`. Their fake kernels give ``torch.compile`` and
+``torch.export`` the output shapes, ``[2, E]`` with a data-dependent ``E`` (an unbacked
+size), so a compiled model calls the ops without a graph break (with dynamo's
 ``capture_dynamic_output_shape_ops``).
 """
 
@@ -20,18 +21,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_pc.ops import _reference
 from lightning_pc.ops._backend import resolve
 from lightning_pc.ops._checks import (
-    Packed,
+    SortedClouds,
     check_points,
     drop_self_loops,
     first_k_per_row,
     num_clouds,
-    pack,
     require_tensors,
     restore_rows,
     same_device,
+    sort_clouds,
     stack,
 )
 
@@ -40,76 +40,32 @@ Flow = Literal["source_to_target", "target_to_source"]
 
 def _prepare(
     x: Tensor, y: Tensor, batch_x: Tensor | None, batch_y: Tensor | None, batch_size: int | None
-) -> tuple[Packed, Packed]:
+) -> tuple[SortedClouds, SortedClouds]:
     if isinstance(x, Tensor) and isinstance(y, Tensor) and x.dtype != y.dtype:
         raise ValueError(f"x and y must share a dtype, got {x.dtype} and {y.dtype}")
     x = check_points("x", x)
     y = check_points("y", y, dim=x.size(1))
     same_device(x, y, "x and y")
     size = num_clouds(batch_x, batch_y, batch_size=batch_size)
-    return pack("x", x, batch_x, size), pack("y", y, batch_y, size)
+    return sort_clouds("x", x, batch_x, size), sort_clouds("y", y, batch_y, size)
 
 
 def _run_knn(
-    px: Packed, py: Packed, k: int, cosine: bool, backend: str | None, skip_self: bool = False
+    px: SortedClouds,
+    py: SortedClouds,
+    k: int,
+    cosine: bool,
+    backend: str | None,
+    skip_self: bool = False,
 ) -> Tensor:
-    """knn on packed inputs. With ``skip_self`` (``py`` is ``px``), ``k`` counts the point
-    itself, which is removed: each row keeps its ``k - 1`` nearest other points."""
+    """knn on sorted inputs, ``[2, E]`` in the caller's indexing. With ``skip_self`` (``py``
+    is ``px``), ``k`` counts the point itself, which is removed: each row keeps its
+    ``k - 1`` nearest other points."""
     device = px.pos.device
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
-    name = resolve("knn", device, backend)
-    if cosine and name in ("scipy", "numba"):
-        name = "torch"  # no cosine metric in kd-trees or cell grids
-    filtered = False
-    if name == "numba":
-        from lightning_pc.ops import _numba
-
-        row, col = _numba.knn(px, py, k, skip_self=skip_self)
-        filtered = skip_self
-    elif name == "scipy":
-        from lightning_pc.ops import _scipy
-
-        row, col = _scipy.knn(px, py, k)
-    elif name == "torch_cluster":
-        from lightning_pc.ops import _torch_cluster
-
-        row, col = _torch_cluster.knn(px, py, k, cosine)
-    else:
-        row, col = _reference.knn(px, py, k, cosine)
-    if skip_self and not filtered:
-        # Where duplicate points tie with the point itself, the self-loop may be missing
-        # from the k found; then k genuine neighbours remain: keep the k - 1 nearest.
-        row, col = drop_self_loops(row, col)
-        row, col = first_k_per_row(row, col, k - 1)
-    row, col = restore_rows(row.to(device), col.to(device), py, px)
-    return stack(row, col)
-
-
-def _run_radius(
-    px: Packed, py: Packed, r: float, max_num_neighbors: int, backend: str | None
-) -> tuple[Tensor, Tensor]:
-    """radius on packed, non-empty inputs: ``(row, col)`` in the caller's indexing."""
-    device = px.pos.device
-    name = resolve("radius", device, backend)
-    if name == "numba":
-        from lightning_pc.ops import _numba
-
-        if not _numba.radius_supported(px, r):
-            name = "scipy"  # more than 3 dimensions, or a grid too fine for 64-bit keys
-    if name == "numba":
-        row, col = _numba.radius(px, py, r, max_num_neighbors)
-    elif name == "scipy":
-        from lightning_pc.ops import _scipy
-
-        row, col = _scipy.radius(px, py, r, max_num_neighbors)
-    elif name == "torch_cluster":
-        from lightning_pc.ops import _torch_cluster
-
-        row, col = _torch_cluster.radius(px, py, r, max_num_neighbors)
-    else:
-        row, col = _reference.radius(px, py, r, max_num_neighbors)
-    return restore_rows(row.to(device), col.to(device), py, px)
+    row, col = resolve("knn", device, backend)(px, py, k, cosine, skip_self)
+    return stack(*restore_rows(row, col, py, px))
 
 
 def knn(
@@ -317,7 +273,7 @@ def _check_radius(r: float, max_num_neighbors: int) -> None:
         raise ValueError(f"max_num_neighbors must be at least 1, got {max_num_neighbors}")
 
 
-def _uncovered(searched: Packed, queries: Packed) -> int | None:
+def _uncovered(searched: SortedClouds, queries: SortedClouds) -> int | None:
     """The first cloud with queries but no points to search, if any."""
     lonely = (queries.counts() > 0) & (searched.counts() == 0)
     return int(lonely.nonzero()[0, 0]) if bool(lonely.any()) else None
@@ -390,7 +346,8 @@ def radius_op(
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
     extra = 1 if exclude_self else 0
-    centre, nbr = _run_radius(px, py, r, max_num_neighbors + extra, backend)
+    centre, nbr = resolve("radius", device, backend)(px, py, r, max_num_neighbors + extra)
+    centre, nbr = restore_rows(centre, nbr, py, px)
     if exclude_self:
         centre, nbr = drop_self_loops(centre, nbr)
         centre, nbr = first_k_per_row(centre, nbr, max_num_neighbors)

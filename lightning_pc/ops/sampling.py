@@ -7,9 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_pc.ops import _reference
 from lightning_pc.ops._backend import resolve
-from lightning_pc.ops._checks import check_points, num_clouds, pack, require_tensors
+from lightning_pc.ops._checks import check_points, num_clouds, require_tensors, sort_clouds
 
 
 def num_samples(counts: Tensor, ratio: float | Tensor) -> Tensor:
@@ -96,8 +95,8 @@ def fps_op(
         batch = torch.repeat_interleave(torch.arange(counts.numel()), counts).to(src.device)
         batch_size = counts.numel()
     size = num_clouds(batch, batch_size=batch_size)
-    packed = pack("src", src, batch, size)
-    counts = packed.counts()
+    clouds = sort_clouds("src", src, batch, size)
+    counts = clouds.counts()
     if isinstance(r, Tensor) and r.numel() not in (1, size):
         raise ValueError(f"ratio has {r.numel()} entries for {size} clouds")
     m = num_samples(counts, r)
@@ -107,18 +106,8 @@ def fps_op(
         start = torch.zeros(size, dtype=torch.long)
     if src.size(0) == 0:
         return torch.empty(0, dtype=torch.long, device=src.device)
-    name = resolve("fps", src.device, backend)
-    if name == "numba":
-        from lightning_pc.ops import _numba
-
-        idx = _numba.fps(packed, m, start)
-    elif name == "torch_cluster":
-        from lightning_pc.ops import _torch_cluster
-
-        idx = _torch_cluster.fps(packed, r, start)
-    else:
-        idx = _reference.fps(packed, m, start)
-    return packed.original(idx.to(src.device))
+    idx = resolve("fps", src.device, backend)(clouds, m, r, start)
+    return clouds.original(idx)
 
 
 @fps_op.register_fake

@@ -65,7 +65,7 @@ def test_edge_conv_matches_direct_computation() -> None:
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_fused_single_layer_edge_conv_matches_direct(bias: bool) -> None:
+def test_edge_free_single_layer_edge_conv_matches_direct(bias: bool) -> None:
     """The per-edge-tensor-free path: values, gradients and running statistics."""
     torch.manual_seed(0)
     fused = EdgeConv(6, [12], bias=bias).double()
@@ -73,7 +73,7 @@ def test_fused_single_layer_edge_conv_matches_direct(bias: bool) -> None:
         fused.mlp[0].norm.weight.copy_(torch.linspace(-1.5, 1.5, 12))
         fused.mlp[0].norm.bias.normal_()
     direct = copy.deepcopy(fused)
-    direct.fused = False
+    direct.edge_free = False
     x = torch.randn(60, 6, dtype=torch.float64) * 3 + 5  # off-centre features
     nbr = torch.randint(0, 60, (60, 7))
     for _step in range(2):
@@ -91,6 +91,18 @@ def test_fused_single_layer_edge_conv_matches_direct(bias: bool) -> None:
     fused.eval()
     direct.eval()
     torch.testing.assert_close(fused(x, nbr), direct(x, nbr))
+
+
+def test_edge_conv_old_fused_keyword_warns_and_still_works() -> None:
+    """``fused=`` was renamed ``edge_free=``; configs and code using the old name keep working."""
+    with pytest.warns(DeprecationWarning, match="renamed `edge_free`"):
+        conv = EdgeConv(4, [8], fused=False)
+    assert conv.edge_free is False
+    with pytest.warns(DeprecationWarning, match="renamed `edge_free`"):
+        assert conv.fused is False
+    with pytest.warns(DeprecationWarning, match="renamed `edge_free`"):
+        conv.fused = True
+    assert conv.edge_free is True
 
 
 def test_sync_batchnorm_takes_the_direct_path() -> None:

@@ -335,12 +335,12 @@ def test_nearest_value_errors():
 
 
 @pytest.mark.parametrize("choice", ["scipy", "torch_cluster", "torch"])
-def test_environment_backend_applies_where_the_op_exists(monkeypatch, choice):
-    monkeypatch.setenv(_backend.ENV_VAR, choice)
+def test_environment_backend_applies_where_the_op_exists(ops_backend_env, choice):
+    ops_backend_env(choice)
     cpu = torch.device("cpu")
     for op in ("knn", "radius", "fps", "grid"):
-        want = choice if choice in _backend.SUPPORTED[op] else _backend.resolve(op, cpu, "auto")
-        assert _backend.resolve(op, cpu, None) == want
+        want = choice if choice in _backend.SUPPORTED[op] else _backend.choose(op, cpu, "auto")
+        assert _backend.choose(op, cpu, None) == want
     pos, batch = batch_of_clouds([20, 12], seed=31)
     assert (
         ops.fps(pos, batch, 0.5, random_start=False).tolist()

@@ -1,6 +1,6 @@
 """ModelNet10/40 in its three common layouts, parsed once into a packed cache.
 
-Layouts (detected automatically, see ``FORMATS.md``):
+Layouts (detected automatically by :func:`detect_layout`):
 
 - ``raw``: Princeton meshes ``<root>/<class>/{train,test}/<class>_<NNNN>.off``; meshes are
   normalised into the unit sphere and ``points_per_shape`` points are sampled on their faces
