@@ -3,6 +3,12 @@
 No compiled extension: kernel maps come from sorted 64-bit keys and ``searchsorted``, the
 convolutions are gather-GEMM-scatter with a memory-lean custom backward. Exact: equal to
 dense ``conv3d`` / ``conv_transpose3d`` read at the sites.
+
+Voxelisation, the coordinate check, the kernel-map builders and the convolution (forward and
+backward) are ``torch.library`` custom ops (``torch.ops.lightning_pc.sparse_*``) whose fake
+kernels give the data-dependent sizes through ``new_dynamic_size()``: ``torch.compile``
+traces a sparse network as one graph and ``torch.export`` exports it, with the input checks
+still running inside the ops.
 """
 
 from lightning_pc.nn.sparse.activation import SparseReLU

@@ -14,6 +14,10 @@ are reused across offsets, so the temporary memory of a layer is ``2 * CHUNK * C
 whatever its size. Plain autograd would instead keep every gathered ``X[i]`` for the
 backward (``num_pairs * C_in`` floats, 0.5-1 GiB a layer at 450k voxels); here the backward
 saves only ``X``, ``W`` and the (cached, shared) map.
+
+Forward and backward are the custom ops ``lightning_pc::sparse_conv`` and
+``lightning_pc::sparse_conv_backward`` (tied by ``register_autograd``), so compiled graphs
+call them as they are.
 """
 
 from __future__ import annotations
