@@ -125,7 +125,7 @@ def kernel_offsets(kernel_size: int, dilation: int = 1) -> list[tuple[int, int, 
     ]
 
 
-def identity_index(kernel_size: int, dilation: int = 1) -> int:
+def identity_index(kernel_size: int) -> int:
     """Index of the zero offset in :func:`kernel_offsets` (the centre for odd sizes)."""
     c = (kernel_size - 1) // 2
     return (c * kernel_size + c) * kernel_size + c
@@ -241,7 +241,7 @@ def submanifold_pairs(
     ins: list[Tensor] = [sk.new_zeros(0)] * kv
     outs: list[Tensor] = [sk.new_zeros(0)] * kv
     symmetric = kernel_size % 2 == 1
-    centre = identity_index(kernel_size, dilation)
+    centre = identity_index(kernel_size)
     for k in range(kv // 2) if symmetric else range(kv):
         if k == centre:
             continue
@@ -272,7 +272,7 @@ def submanifold_map(coords: Tensor, kernel_size: int, dilation: int = 1) -> Kern
     """
     n = coords.size(0)
     in_idx, out_idx, splits = submanifold_pairs(coords, kernel_size, dilation)
-    return KernelMap(in_idx, out_idx, splits, n, n, identity_index(kernel_size, dilation))
+    return KernelMap(in_idx, out_idx, splits, n, n, identity_index(kernel_size))
 
 
 def _tiles(kernel_size: int, stride: int, dilation: int) -> bool:
