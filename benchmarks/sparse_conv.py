@@ -22,6 +22,11 @@ input and weight gradients, the weight and its own neighbour map.
 spconv, torchsparse and MinkowskiEngine are not installable here (no wheels for this
 torch / CPU-only, or need a CUDA compiler): they are listed as n/a.
 
+``--networks`` times a training step (forward + loss + backward) of SparseResNet (8 clouds of
+1024 surface points, voxel 0.05) and SparseUNet (a 50k-point scene, voxel 0.05), default
+widths, eager against ``torch.compile(model)`` (inductor, after the first compiled step,
+whose time is listed apart).
+
 ``--device cuda`` times ours alone on the GPU (synchronised; Open3D's CUDA ops need its CUDA
 build): the map build and forward + backward, and the peak of one forward + backward above
 the inputs from ``torch.cuda.max_memory_allocated``, with the same ratio.
@@ -42,7 +47,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_time, print_table, scene  # noqa: E402
+from common import clouds, median_time, print_table, scene  # noqa: E402
 
 from lightning_pc.nn.sparse import KernelMap, sparse_conv, submanifold_map, voxelize  # noqa: E402
 
@@ -215,6 +220,76 @@ def main_device(args: argparse.Namespace) -> None:
     )
 
 
+class _Batch:
+    """The packed-batch attributes the models read."""
+
+    def __init__(self, pos: torch.Tensor, batch: torch.Tensor, num_clouds: int) -> None:
+        self.pos, self.batch, self.x = pos, batch, None
+        self.ptr = torch.searchsorted(batch, torch.arange(num_clouds + 1))
+
+
+def main_networks(args: argparse.Namespace) -> None:
+    """Eager against compiled training steps of the sparse networks."""
+    import time
+
+    from lightning_pc.models import SparseResNet, SparseUNet
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, load {load}")
+    torch.manual_seed(0)
+    pos, batch = clouds(8, 1024)
+    room = scene(50_000)
+    cases = [
+        ("SparseResNet, 8 x 1024 points", SparseResNet(40), _Batch(pos, batch, 8)),
+        (
+            "SparseUNet, 50k-point scene",
+            SparseUNet(13),
+            _Batch(room, torch.zeros_like(room[:, 0]).long(), 1),
+        ),
+    ]
+    rows = []
+    for name, model, data in cases:
+        model.train()
+        with torch.no_grad():
+            x, _ = voxelize(data.pos, data.pos, data.batch, model.voxel_size)
+        sites = x.num_sites
+
+        def step(run=model, model=model, data=data) -> None:
+            model.zero_grad(set_to_none=True)
+            run(data).float().square().mean().backward()
+
+        t_eager = median_time(step, args.repeat)
+        torch._dynamo.reset()
+        compiled = torch.compile(model)
+        with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+            t0 = time.perf_counter()
+            step(compiled)
+            t_first = time.perf_counter() - t0
+            t_comp = median_time(lambda c=compiled, s=step: s(c), args.repeat, warmup=2)
+        rows.append(
+            [
+                name,
+                f"{sites:,}",
+                f"{t_eager * 1e3:.0f}",
+                f"{t_comp * 1e3:.0f}",
+                f"{t_comp / t_eager:.2f}",
+                f"{t_first:.0f}",
+            ]
+        )
+    print(f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print_table(
+        [
+            "network, batch",
+            "voxels",
+            "eager fwd+bwd ms",
+            "compiled fwd+bwd ms",
+            "compiled/eager",
+            "first compiled step s",
+        ],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 400_000])
@@ -228,10 +303,16 @@ def main() -> None:
     parser.add_argument(
         "--ours-only", action="store_true", help="the --device cuda table, on any device"
     )
+    parser.add_argument(
+        "--networks", action="store_true", help="eager vs compiled sparse networks' steps"
+    )
     parser.add_argument("--memory-child", nargs=2, metavar=("NPZ", "NAME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(*args.memory_child)
+        return
+    if args.networks:
+        main_networks(args)
         return
     if args.device != "cpu" or args.ours_only:
         main_device(args)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from lightning_pc.models._batch import unpack
 from lightning_pc.nn.mlp import RowBatchNorm1d
 from lightning_pc.nn.sparse.blocks import ConvBNReLU, SparseBasicBlock
-from lightning_pc.nn.sparse.norm import global_max_pool, global_mean_pool
+from lightning_pc.nn.sparse.pool import global_max_pool, global_mean_pool
 from lightning_pc.nn.sparse.tensor import Reduce, voxelize
 
 

@@ -1,6 +1,7 @@
 """``torch.compile`` and ``torch.export`` of the point networks.
 
-The neighbour ops are custom ops with fake kernels, so PointNet++ and DGCNN trace as one
+The neighbour ops, and the sparse networks' voxelisation, kernel maps and convolution, are
+custom ops with fake kernels, so PointNet++, DGCNN, SparseResNet and SparseUNet trace as one
 graph (no graph break anywhere, in training and eval), and ``torch.export`` with dynamic
 point and cloud counts gives a program whose outputs equal the eager model's on batches of
 other sizes.
@@ -14,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_pc.models import DGCNN, PointNet2
+from lightning_pc.models import DGCNN, PointNet2, SparseResNet, SparseUNet
 from tests.models.shapes import make_batch
 
 DYNAMIC = {"capture_dynamic_output_shape_ops": True}
@@ -63,6 +64,19 @@ def tiny(name: str) -> nn.Module:
             fp_mlps=[[16], [16]],
             head=[16],
         )
+    if name == "sparse_resnet":
+        return SparseResNet(
+            num_classes=5, in_channels=2, voxel_size=0.25, channels=[8, 16, 16], layers=[1, 1]
+        )
+    if name == "sparse_unet":
+        return SparseUNet(
+            num_classes=5,
+            in_channels=2,
+            voxel_size=0.25,
+            stem_channels=8,
+            channels=[8, 16, 16, 8],
+            layers=[1, 1, 1, 1],
+        )
     return DGCNN(
         num_classes=5, in_channels=2, k=5, edge_mlps=[[8], [8, 8]], emb_dims=16, head=[16, 16]
     )
@@ -73,7 +87,14 @@ def args_of(sizes: list[int], seed: int) -> tuple[Tensor, ...]:
     return b.pos, b.batch, b.ptr, b.x
 
 
-NETWORKS = ["pointnet2", "pointnet2_seg", "dgcnn"]
+NETWORKS = ["pointnet2", "pointnet2_seg", "dgcnn", "sparse_resnet", "sparse_unet"]
+SPARSE = ["sparse_resnet", "sparse_unet"]
+SPARSE_OPS = {
+    "lightning_pc.sparse_voxel_sites.default",
+    "lightning_pc.sparse_submanifold_map.default",
+    "lightning_pc.sparse_downsample_map.default",
+    "lightning_pc.sparse_conv.default",
+}
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -87,11 +108,11 @@ def test_networks_compile_without_graph_breaks(name, training):
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
     calls = {str(n.target) for g in explained.graphs for n in g.graph.nodes}
-    wanted = (
-        {"lightning_pc.knn_table.default"}
-        if name == "dgcnn"
-        else {"lightning_pc.fps.default", "lightning_pc.radius.default"}
-    )
+    wanted = {
+        "dgcnn": {"lightning_pc.knn_table.default"},
+        "sparse_resnet": SPARSE_OPS,
+        "sparse_unet": SPARSE_OPS,
+    }.get(name, {"lightning_pc.fps.default", "lightning_pc.radius.default"})
     assert wanted <= calls
 
 
@@ -136,7 +157,7 @@ def test_compiled_training_step_matches_eager():
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pointnet2", "dgcnn"])
+@pytest.mark.parametrize("name", ["pointnet2", "dgcnn", "sparse_unet"])
 def test_batches_of_other_sizes_reuse_the_compiled_graph(name):
     """A PyG batch goes in as is; after the first batch, dynamic shapes cover every size:
     five batches of different point and cloud counts compile at most twice, no breaks."""
@@ -152,3 +173,62 @@ def test_batches_of_other_sizes_reuse_the_compiled_graph(name):
             compiled(batch).sum().backward()
     assert sum(counters["graph_break"].values()) == 0
     assert counters["stats"]["unique_graphs"] <= 2
+
+
+def lone_site_args(seed: int) -> tuple[Tensor, ...]:
+    """One cloud inside a 0.5 cube: up to 8 voxels of 0.25 at stride 1, a single site at
+    every coarser stride (where batch norm in training falls back to running statistics)."""
+    g = torch.Generator().manual_seed(seed)
+    pos = 0.01 + 0.48 * torch.rand(30, 3, generator=g)
+    assert torch.floor(pos / 0.5).unique(dim=0).size(0) == 1
+    return pos, torch.zeros(30, dtype=torch.long), torch.tensor([0, 30]), torch.randn(30, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "clouds"),
+    [("sparse_resnet", "three"), ("sparse_unet", "three"), ("sparse_unet", "lone_sites")],
+)
+def test_compiled_sparse_training_step_matches_eager(name, clouds):
+    """A compiled training step of a sparse network gives the eager step's loss, finite
+    gradients equal to eager's and the same batch-norm running statistics, also when
+    levels hold a single site."""
+    results = []
+    for compiled in (False, True):
+        model = TensorsIn(tiny(name)).train()
+        run = model
+        if compiled:
+            torch._dynamo.reset()
+            run = torch.compile(model, backend="aot_eager", fullgraph=True)
+        args = args_of([40, 33, 27], seed=5) if clouds == "three" else lone_site_args(6)
+        torch.manual_seed(7)  # dropout
+        with torch._dynamo.config.patch(**DYNAMIC):
+            loss = run(*args).square().mean()
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+        stats = torch.cat([b.double().flatten() for b in model.buffers()])
+        results.append((loss.detach(), grads, stats))
+    (loss0, grads0, stats0), (loss1, grads1, stats1) = results
+    assert torch.isfinite(grads1).all() and grads1.abs().sum() > 0
+    assert torch.allclose(loss0, loss1, atol=1e-6, rtol=1e-5)
+    assert torch.allclose(grads0, grads1, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(stats0, stats1, atol=1e-6)
+
+
+def test_exported_sparse_network_still_checks_coordinates():
+    """The coordinate range check runs inside the voxelisation op: an exported program
+    raises the eager ``ValueError`` for a cloud too large for the 16-bit keys."""
+    model = TensorsIn(tiny("sparse_unet")).eval()
+    points = torch.export.Dim("points", min=4)
+    dynamic: dict[str, Any] = {
+        "pos": {0: points},
+        "batch": {0: points},
+        "ptr": None,
+        "x": {0: points},
+    }
+    program = torch.export.export(model, args_of([40, 33], seed=2), dynamic_shapes=dynamic)
+    pos, batch, ptr, x = args_of([40, 33], seed=3)
+    pos = pos.clone()
+    pos[5] = torch.tensor([1e5, 0.0, 0.0])  # 400000 voxels of 0.25 from the origin
+    for run in (model, program.module()):
+        with pytest.raises(ValueError, match="16 bits"):
+            run(pos, batch, ptr, x)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from lightning_pc.nn.sparse.activation import SparseReLU
 from lightning_pc.nn.sparse.conv import SparseConv3d, SparseConvTranspose3d
-from lightning_pc.nn.sparse.norm import SparseBatchNorm, SparseReLU
+from lightning_pc.nn.sparse.norm import SparseBatchNorm
 from lightning_pc.nn.sparse.tensor import SparseTensor
 
 

@@ -14,6 +14,10 @@ are reused across offsets, so the temporary memory of a layer is ``2 * CHUNK * C
 whatever its size. Plain autograd would instead keep every gathered ``X[i]`` for the
 backward (``num_pairs * C_in`` floats, 0.5-1 GiB a layer at 450k voxels); here the backward
 saves only ``X``, ``W`` and the (cached, shared) map.
+
+Forward and backward are the custom ops ``lightning_pc::sparse_conv`` and
+``lightning_pc::sparse_conv_backward`` (tied by ``register_autograd``), so compiled graphs
+call them as they are.
 """
 
 from __future__ import annotations
@@ -31,16 +35,19 @@ CHUNK = 1 << 16
 """Rows gathered per GEMM (the work buffers hold ``CHUNK x C`` floats)."""
 
 
-def _chunks(kmap: KernelMap, k: int) -> list[tuple[Tensor, Tensor]]:
-    a, b = kmap.splits[k], kmap.splits[k + 1]
+def _chunks(in_idx: Tensor, out_idx: Tensor, a: int, b: int) -> list[tuple[Tensor, Tensor]]:
+    """The pairs ``a:b`` (those of one offset) in slices of at most :data:`CHUNK`."""
     return [
-        (kmap.in_idx[s : min(s + CHUNK, b)], kmap.out_idx[s : min(s + CHUNK, b)])
-        for s in range(a, b, CHUNK)
+        (in_idx[s : min(s + CHUNK, b)], out_idx[s : min(s + CHUNK, b)]) for s in range(a, b, CHUNK)
     ]
 
 
 def _buffer(ref: Tensor, rows: int, cols: int) -> Tensor:
     return torch.empty(min(rows, CHUNK), cols, dtype=ref.dtype, device=ref.device)
+
+
+def _max_rows(splits: list[int]) -> int:
+    return max((b - a for a, b in zip(splits[:-1], splits[1:], strict=True)), default=0)
 
 
 def _scatter_addmm(out: Tensor, idx: Tensor, acc: Tensor, a: Tensor, b: Tensor) -> None:
@@ -54,20 +61,33 @@ def _scatter_addmm(out: Tensor, idx: Tensor, acc: Tensor, a: Tensor, b: Tensor) 
     out.index_put_((idx,), acc)
 
 
-def sparse_conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-    """``Y = sum_k scatter(gather(X) W_k)`` without autograd: [N_in, C_in] -> [N_out, C_out]."""
-    cin, cout = weight.shape[1], weight.shape[2]
-    if kmap.identity is not None:
-        out = feats @ weight[kmap.identity]  # [N, C_out]
+@torch.library.custom_op("lightning_pc::sparse_conv", mutates_args=())
+def sparse_conv_op(
+    feats: Tensor,
+    weight: Tensor,
+    in_idx: Tensor,
+    out_idx: Tensor,
+    splits: Tensor,
+    num_out: int,
+    identity: int | None,
+) -> Tensor:
+    """``Y = sum_k scatter(gather(X) W_k)``: [N_in, C_in] -> [N_out, C_out].
+
+    The map is passed as its tensors (see :class:`KernelMap`); ``splits`` is on the CPU.
+    """
+    cout = weight.size(2)
+    if identity is not None:
+        out = feats @ weight[identity]  # [N, C_out]
     else:
-        out = feats.new_zeros(kmap.num_out, cout)
-    rows = max((kmap.splits[k + 1] - kmap.splits[k] for k in range(kmap.kernel_volume)), default=0)
+        out = feats.new_zeros(num_out, cout)
+    bounds = splits.tolist()
+    rows = _max_rows(bounds)
     if rows == 0:
         return out
-    gbuf, pbuf = _buffer(feats, rows, cin), _buffer(feats, rows, cout)
-    for k in range(kmap.kernel_volume):
+    gbuf, pbuf = _buffer(feats, rows, weight.size(1)), _buffer(feats, rows, cout)
+    for k in range(len(bounds) - 1):
         w = weight[k]  # [C_in, C_out]
-        for i, o in _chunks(kmap, k):
+        for i, o in _chunks(in_idx, out_idx, bounds[k], bounds[k + 1]):
             n = i.numel()
             g, p = gbuf[:n], pbuf[:n]
             torch.index_select(feats, 0, i, out=g)  # [n, C_in]
@@ -75,57 +95,86 @@ def sparse_conv_forward(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tenso
     return out
 
 
-def sparse_conv_backward(
-    grad_out: Tensor, feats: Tensor, weight: Tensor, kmap: KernelMap, need_x: bool, need_w: bool
-) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of :func:`sparse_conv_forward` w.r.t. ``feats`` and ``weight``."""
+@sparse_conv_op.register_fake
+def _sparse_conv_fake(
+    feats: Tensor, weight: Tensor, _i: Tensor, _o: Tensor, _s: Tensor, num_out: int, _c: Any
+) -> Tensor:
+    return feats.new_empty((num_out, weight.size(2)))
+
+
+@torch.library.custom_op("lightning_pc::sparse_conv_backward", mutates_args=())
+def sparse_conv_backward_op(
+    grad_out: Tensor,
+    feats: Tensor,
+    weight: Tensor,
+    in_idx: Tensor,
+    out_idx: Tensor,
+    splits: Tensor,
+    identity: int | None,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`sparse_conv_op` w.r.t. ``feats`` and ``weight`` (each an empty
+    tensor when not needed)."""
     cin, cout = weight.shape[1], weight.shape[2]
     grad_out = grad_out.contiguous()
-    gx = feats.new_zeros(kmap.num_in, cin) if need_x else None
-    gw = torch.zeros_like(weight) if need_w else None
-    if kmap.identity is not None:
-        c = kmap.identity
-        if gx is not None:
+    gx = feats.new_zeros(feats.size(0) if need_x else 0, cin)
+    gw = torch.zeros_like(weight) if need_w else weight.new_zeros(0, cin, cout)
+    if identity is not None:
+        c = identity
+        if need_x:
             torch.mm(grad_out, weight[c].t(), out=gx)
-        if gw is not None:
+        if need_w:
             torch.mm(feats.t(), grad_out, out=gw[c])
-    rows = max((kmap.splits[k + 1] - kmap.splits[k] for k in range(kmap.kernel_volume)), default=0)
+    bounds = splits.tolist()
+    rows = _max_rows(bounds)
     if rows == 0:
         return gx, gw
-    obuf, fbuf, pbuf = (
-        _buffer(feats, rows, cout),
-        _buffer(feats, rows, cin) if need_w else None,
-        _buffer(feats, rows, cin) if need_x else None,
-    )
-    for k in range(kmap.kernel_volume):
+    obuf = _buffer(feats, rows, cout)
+    fbuf = _buffer(feats, rows, cin) if need_w else None
+    pbuf = _buffer(feats, rows, cin) if need_x else None
+    for k in range(len(bounds) - 1):
         w = weight[k]
-        for i, o in _chunks(kmap, k):
+        for i, o in _chunks(in_idx, out_idx, bounds[k], bounds[k + 1]):
             n = i.numel()
             go = obuf[:n]
             torch.index_select(grad_out, 0, o, out=go)  # [n, C_out]
-            if gw is not None and fbuf is not None:
+            if fbuf is not None:
                 f = fbuf[:n]
                 torch.index_select(feats, 0, i, out=f)  # [n, C_in]
                 gw[k].addmm_(f.t(), go)
-            if gx is not None and pbuf is not None:
+            if pbuf is not None:
                 _scatter_addmm(gx, i, pbuf[:n], go, w.t())
     return gx, gw
 
 
-class _SparseConvFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
-        ctx.save_for_backward(feats, weight)
-        ctx.kmap = kmap
-        return sparse_conv_forward(feats, weight, kmap)
+@sparse_conv_backward_op.register_fake
+def _sparse_conv_backward_fake(
+    grad_out: Tensor, feats: Tensor, weight: Tensor, *rest: Any
+) -> tuple[Tensor, Tensor]:
+    need_x, need_w = rest[-2:]
+    cin, cout = weight.shape[1], weight.shape[2]
+    gx = feats.new_empty((feats.size(0) if need_x else 0, cin))
+    gw = weight.new_empty(weight.shape if need_w else (0, cin, cout))
+    return gx, gw
 
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        feats, weight = ctx.saved_tensors
-        gx, gw = sparse_conv_backward(
-            grad_out, feats, weight, ctx.kmap, ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        )
-        return gx, gw, None
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    feats, weight, in_idx, out_idx, splits, _, identity = inputs
+    # The map is held by the layer's cache anyway; it goes on ``ctx`` rather than into
+    # ``save_for_backward`` so the graph's saved tensors are exactly X and W.
+    ctx.save_for_backward(feats, weight)
+    ctx.kmap = (in_idx, out_idx, splits, identity)
+
+
+def _backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    feats, weight = ctx.saved_tensors
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    gx, gw = sparse_conv_backward_op(grad_out, feats, weight, *ctx.kmap, need_x, need_w)
+    return gx if need_x else None, gw if need_w else None, None, None, None, None, None
+
+
+sparse_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
@@ -149,8 +198,9 @@ def sparse_conv(feats: Tensor, weight: Tensor, kmap: KernelMap) -> Tensor:
             f"feats {tuple(feats.shape)} do not match the map ({kmap.num_in} inputs) and "
             f"weight ({weight.size(1)} input channels)"
         )
-    out = _SparseConvFunction.apply(feats, weight, kmap)
-    return out  # type: ignore[no-any-return]
+    return sparse_conv_op(  # type: ignore[no-any-return]
+        feats, weight, kmap.in_idx, kmap.out_idx, kmap.splits, kmap.num_out, kmap.identity
+    )
 
 
 class _SparseConvBase(nn.Module):

@@ -24,6 +24,7 @@ site is ``floor(c / 2)`` and the kernel index is ``c mod 2``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -40,10 +41,14 @@ MAX_BATCH = (1 << 15) - 1
 _MASK = (1 << AXIS_BITS) - 1
 
 
-def check_coords(coords: Tensor) -> None:
-    """Raises ``ValueError`` when ``coords`` ([N, 4] ``(b, x, y, z)``) do not fit in a key."""
+def _check_shape(coords: Tensor) -> None:
     if coords.dim() != 2 or coords.size(1) != 4:
         raise ValueError(f"expected coords of shape [N, 4] (b, x, y, z), got {tuple(coords.shape)}")
+
+
+def check_coords(coords: Tensor) -> None:
+    """Raises ``ValueError`` when ``coords`` ([N, 4] ``(b, x, y, z)``) do not fit in a key."""
+    _check_shape(coords)
     if coords.numel() == 0:
         return
     lo = coords.amin(0).tolist()
@@ -55,6 +60,23 @@ def check_coords(coords: Tensor) -> None:
             f"voxel coordinates must lie in [{COORD_MIN}, {COORD_MAX}] (16 bits per axis), got "
             f"[{min(lo[1:])}, {max(hi[1:])}]: centre the clouds or use a larger voxel size"
         )
+
+
+@torch.library.custom_op("lightning_pc::sparse_checked_coords", mutates_args=())
+def checked_coords(coords: Tensor) -> Tensor:
+    """A copy of ``coords`` [N, 4] as ``int64`` once :func:`check_coords` has passed.
+
+    A custom op, so that the range check (which reads the data) stays in compiled graphs and
+    exported programs and raises the same ``ValueError`` there.
+    """
+    check_coords(coords)
+    return coords.to(torch.long, copy=True)
+
+
+@checked_coords.register_fake
+def _checked_coords_fake(coords: Tensor) -> Tensor:
+    _check_shape(coords)
+    return torch.empty_like(coords, dtype=torch.long)
 
 
 def encode(coords: Tensor) -> Tensor:
@@ -103,6 +125,12 @@ def kernel_offsets(kernel_size: int, dilation: int = 1) -> list[tuple[int, int, 
     ]
 
 
+def identity_index(kernel_size: int) -> int:
+    """Index of the zero offset in :func:`kernel_offsets` (the centre for odd sizes)."""
+    c = (kernel_size - 1) // 2
+    return (c * kernel_size + c) * kernel_size + c
+
+
 @dataclass(frozen=True)
 class KernelMap:
     """Input/output site pairs of a sparse convolution, grouped by kernel offset.
@@ -110,7 +138,8 @@ class KernelMap:
     Attributes:
         in_idx: [P] input row of each pair, pairs of offset ``k`` at ``splits[k]:splits[k+1]``.
         out_idx: [P] output row of each pair.
-        splits: K + 1 offsets into the pair lists (python ints: no device sync per layer).
+        splits: [K + 1] ``int64`` offsets into the pair lists, always on the CPU (the
+            convolution reads them with no device sync).
         num_in: number of input sites.
         num_out: number of output sites.
         identity: kernel index whose pairs are ``(i, i)`` for every site and are not stored
@@ -119,19 +148,19 @@ class KernelMap:
 
     in_idx: Tensor
     out_idx: Tensor
-    splits: tuple[int, ...]
+    splits: Tensor
     num_in: int
     num_out: int
     identity: int | None = None
 
     @property
     def kernel_volume(self) -> int:
-        return len(self.splits) - 1
+        return self.splits.numel() - 1
 
     @property
     def num_pairs(self) -> int:
         """Stored pairs plus the implicit identity pairs."""
-        return self.splits[-1] + (self.num_in if self.identity is not None else 0)
+        return int(self.splits[-1]) + (self.num_in if self.identity is not None else 0)
 
     def transposed(self) -> KernelMap:
         """The same pairs with inputs and outputs swapped (for transposed convolutions)."""
@@ -144,15 +173,30 @@ class KernelMap:
         if k == self.identity:
             ar = torch.arange(self.num_in, device=self.in_idx.device)
             return ar, ar
-        a, b = self.splits[k], self.splits[k + 1]
+        a, b = self.splits[k : k + 2].tolist()
         return self.in_idx[a:b], self.out_idx[a:b]
 
     def nbytes(self) -> int:
         return self.in_idx.numel() * self.in_idx.element_size() * 2
 
 
+# ----------------------------------------------------------------------------------------
+# Map construction. Each builder is a ``torch.library`` custom op (its pair counts and
+# output sites depend on the data), so ``torch.compile`` and ``torch.export`` see one call
+# with data-dependent sizes instead of Python branches and splits.
+
+
 def _is_sorted(keys: Tensor) -> bool:
     return keys.numel() < 2 or bool((keys[1:] > keys[:-1]).all())
+
+
+def _sorted_keys(coords: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Sorted keys of ``coords`` and the permutation that sorted them (``None``: already)."""
+    keys = encode(coords)  # [N]
+    if _is_sorted(keys):
+        return keys, None
+    sk, perm = keys.sort()
+    return sk, perm
 
 
 def _lookup(sorted_keys: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,23 +209,57 @@ def _lookup(sorted_keys: Tensor, queries: Tensor) -> tuple[Tensor, Tensor]:
     return q, pos[q]
 
 
-def _finish(
-    ins: list[Tensor], outs: list[Tensor], num_in: int, num_out: int, identity: int | None
-) -> KernelMap:
-    dev = ins[0].device if ins else torch.device("cpu")
-    counts = [t.numel() for t in ins]
+def _splits(counts: list[int]) -> Tensor:
+    """[K + 1] CPU ``int64`` running sums of the per-offset pair counts."""
     splits = [0]
     for c in counts:
         splits.append(splits[-1] + c)
-    empty = torch.zeros(0, dtype=torch.long, device=dev)
-    return KernelMap(
-        torch.cat(ins) if ins else empty,
-        torch.cat(outs) if outs else empty,
-        tuple(splits),
-        num_in,
-        num_out,
-        identity,
+    return torch.tensor(splits, dtype=torch.long)
+
+
+def _concat(ins: list[Tensor], outs: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    return torch.cat(ins), torch.cat(outs), _splits([t.numel() for t in ins])
+
+
+def _pairs_fake(like: Tensor, num_pairs: Any, kernel_volume: int) -> tuple[Tensor, ...]:
+    long = torch.long
+    return (
+        like.new_empty((num_pairs,), dtype=long),
+        like.new_empty((num_pairs,), dtype=long),
+        torch.empty(kernel_volume + 1, dtype=long, device="cpu"),
     )
+
+
+@torch.library.custom_op("lightning_pc::sparse_submanifold_map", mutates_args=())
+def submanifold_pairs(
+    coords: Tensor, kernel_size: int, dilation: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(in_idx, out_idx, splits)`` of :func:`submanifold_map` (identity pairs not stored)."""
+    sk, perm = _sorted_keys(coords)
+    offsets = kernel_offsets(kernel_size, dilation)
+    kv = len(offsets)
+    ins: list[Tensor] = [sk.new_zeros(0)] * kv
+    outs: list[Tensor] = [sk.new_zeros(0)] * kv
+    symmetric = kernel_size % 2 == 1
+    centre = identity_index(kernel_size)
+    for k in range(kv // 2) if symmetric else range(kv):
+        if k == centre:
+            continue
+        o, i = _lookup(sk, sk + delta(offsets[k]))  # out site o reads its neighbour i at o + d
+        if perm is not None:
+            o, i = perm[o], perm[i]
+        ins[k], outs[k] = i, o
+        if symmetric:  # offset -d: site i reads o
+            ins[kv - 1 - k], outs[kv - 1 - k] = o, i
+    return _concat(ins, outs)
+
+
+@submanifold_pairs.register_fake
+def _submanifold_pairs_fake(
+    coords: Tensor, kernel_size: int, dilation: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    num_pairs = torch.library.get_ctx().new_dynamic_size()
+    return _pairs_fake(coords, num_pairs, kernel_size**3)  # type: ignore[return-value]
 
 
 def submanifold_map(coords: Tensor, kernel_size: int, dilation: int = 1) -> KernelMap:
@@ -193,31 +271,54 @@ def submanifold_map(coords: Tensor, kernel_size: int, dilation: int = 1) -> Kern
         dilation: spacing of the kernel taps.
     """
     n = coords.size(0)
-    keys = encode(coords)  # [N]
-    if _is_sorted(keys):
-        sk, perm = keys, None
-    else:
-        sk, perm = keys.sort()
-    offsets = kernel_offsets(kernel_size, dilation)
-    kv = len(offsets)
-    ins: list[Tensor] = [sk.new_zeros(0)] * kv
-    outs: list[Tensor] = [sk.new_zeros(0)] * kv
-    symmetric = kernel_size % 2 == 1
-    identity = kv // 2 if symmetric else None
-    todo = range(kv // 2) if symmetric else range(kv)
-    for k in todo:
-        if offsets[k] == (0, 0, 0):
-            identity = k
-            continue
-        o, i = _lookup(sk, sk + delta(offsets[k]))  # out site o reads its neighbour i at o + d
-        if perm is not None:
-            o, i = perm[o], perm[i]
-        ins[k], outs[k] = i, o
-        if symmetric:  # offset -d: site i reads o
-            ins[kv - 1 - k], outs[kv - 1 - k] = o, i
-    if identity is not None:
-        ins[identity] = outs[identity] = sk.new_zeros(0)
-    return _finish(ins, outs, n, n, identity)
+    in_idx, out_idx, splits = submanifold_pairs(coords, kernel_size, dilation)
+    return KernelMap(in_idx, out_idx, splits, n, n, identity_index(kernel_size))
+
+
+def _tiles(kernel_size: int, stride: int, dilation: int) -> bool:
+    """Whether the taps are ``0 .. stride - 1``: each input feeds exactly one output."""
+    return kernel_size == stride and (kernel_size - 1) // 2 == 0 and dilation == 1
+
+
+@torch.library.custom_op("lightning_pc::sparse_downsample_map", mutates_args=())
+def downsample_pairs(
+    coords: Tensor, kernel_size: int, stride: int, dilation: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(in_idx, out_idx, splits, out_coords)`` of :func:`downsample_map`."""
+    c = coords.long()
+    coarse = c.clone()
+    coarse[:, 1:] = torch.div(c[:, 1:], stride, rounding_mode="floor")
+    out_keys, inverse = torch.unique(encode(coarse), return_inverse=True)  # [M], [N]
+    out_coords = decode(out_keys)  # [M, 4]
+    if _tiles(kernel_size, stride, dilation):
+        r = c[:, 1:] - coarse[:, 1:] * stride  # [N, 3] in [0, stride)
+        kidx = (r[:, 0] * stride + r[:, 1]) * stride + r[:, 2]  # [N]
+        order = torch.argsort(kidx, stable=True)  # [N]
+        counts = torch.bincount(kidx, minlength=stride**3).tolist()
+        return order, inverse[order], _splits(counts), out_coords
+    sk, perm = _sorted_keys(c)
+    base = out_coords.clone()
+    base[:, 1:] *= stride
+    base_keys = encode(base)  # [M], sorted
+    ins, outs = [], []
+    for d in kernel_offsets(kernel_size, dilation):
+        o, i = _lookup(sk, base_keys + delta(d))
+        ins.append(perm[i] if perm is not None else i)
+        outs.append(o)
+    in_idx, out_idx, splits = _concat(ins, outs)
+    return in_idx, out_idx, splits, out_coords
+
+
+@downsample_pairs.register_fake
+def _downsample_pairs_fake(
+    coords: Tensor, kernel_size: int, stride: int, dilation: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ctx = torch.library.get_ctx()
+    num_out = ctx.new_dynamic_size()
+    tiles = _tiles(kernel_size, stride, dilation)
+    num_pairs = coords.size(0) if tiles else ctx.new_dynamic_size()
+    in_idx, out_idx, splits = _pairs_fake(coords, num_pairs, kernel_size**3)
+    return in_idx, out_idx, splits, coords.new_empty((num_out, 4), dtype=torch.long)
 
 
 def downsample_map(
@@ -236,34 +337,6 @@ def downsample_map(
     Returns:
         The map and the output coords [M, 4] (sorted by key).
     """
-    n = coords.size(0)
-    c = coords.long()
-    coarse = c.clone()
-    coarse[:, 1:] = torch.div(c[:, 1:], stride, rounding_mode="floor")
-    out_keys, inverse = torch.unique(encode(coarse), return_inverse=True)  # [M], [N]
-    out_coords = decode(out_keys)  # [M, 4]
-    m = out_keys.numel()
-    if kernel_size == stride and (kernel_size - 1) // 2 == 0 and dilation == 1:  # taps 0..s-1
-        r = c[:, 1:] - coarse[:, 1:] * stride  # [N, 3] in [0, stride)
-        kidx = (r[:, 0] * stride + r[:, 1]) * stride + r[:, 2]  # [N]
-        kv = stride**3
-        order = torch.argsort(kidx, stable=True)  # [N]
-        counts = torch.bincount(kidx, minlength=kv).tolist()
-        splits = [0]
-        for cnt in counts:
-            splits.append(splits[-1] + cnt)
-        return KernelMap(order, inverse[order], tuple(splits), n, m, None), out_coords
-    keys = encode(c)
-    if _is_sorted(keys):
-        sk, perm = keys, None
-    else:
-        sk, perm = keys.sort()
-    base = out_coords.clone()
-    base[:, 1:] *= stride
-    base_keys = encode(base)  # [M], sorted
-    ins, outs = [], []
-    for d in kernel_offsets(kernel_size, dilation):
-        o, i = _lookup(sk, base_keys + delta(d))
-        ins.append(perm[i] if perm is not None else i)
-        outs.append(o)
-    return _finish(ins, outs, n, m, None), out_coords
+    in_idx, out_idx, splits, out_coords = downsample_pairs(coords, kernel_size, stride, dilation)
+    kmap = KernelMap(in_idx, out_idx, splits, coords.size(0), out_coords.size(0), None)
+    return kmap, out_coords

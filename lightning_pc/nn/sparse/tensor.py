@@ -8,7 +8,7 @@ of that level and by the transposed convolutions that come back to it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor
 from lightning_pc.nn.sparse.kernel_map import (
     KernelMap,
     check_coords,
+    checked_coords,
     decode,
     downsample_map,
     encode,
@@ -46,12 +47,18 @@ class MapCache:
         if key not in self.maps:
             kmap, out_coords = downsample_map(self.coords[stride], kernel_size, factor, dilation)
             coarse = stride * factor
-            if coarse in self.coords and not torch.equal(self.coords[coarse], out_coords):
-                raise ValueError(
-                    f"sites at stride {coarse} were already made by another downsampling; "
-                    "use the same kernel size for every downsampling to one level"
-                )
-            self.coords[coarse] = out_coords
+            if coarse in self.coords:
+                # Another downsampling made this level: same sites (both are the sorted
+                # ``unique(floor(c / coarse))``); keep the tensors that already use them.
+                if not torch.compiler.is_compiling() and not torch.equal(
+                    self.coords[coarse], out_coords
+                ):
+                    raise ValueError(
+                        f"sites at stride {coarse} were already made by another downsampling"
+                    )
+                kmap = replace(kmap, num_out=self.coords[coarse].size(0))
+            else:
+                self.coords[coarse] = out_coords
             self.maps[key] = kmap
         return self.maps[key]
 
@@ -74,9 +81,8 @@ class SparseTensor:
                 f"expected feats [N, C] with N = {coords.size(0)}, got {tuple(feats.shape)}"
             )
         if cache is None:
-            check_coords(coords)
             cache = MapCache()
-            cache.coords[stride] = coords.long()
+            cache.coords[stride] = checked_coords(coords)
         self.coords = coords  # [N, 4]
         self.feats = feats  # [N, C]
         self.stride = stride
@@ -117,6 +123,28 @@ def _segment_first(inverse: Tensor, m: int) -> Tensor:
     return first.scatter_reduce_(0, inverse, ar, reduce="amin", include_self=True)
 
 
+@torch.library.custom_op("lightning_pc::sparse_voxel_sites", mutates_args=())
+def voxel_sites(coords: Tensor) -> tuple[Tensor, Tensor]:
+    """Distinct sites [M, 4] of the voxel coordinates ``coords`` [N, 4] ``(b, x, y, z)``,
+    sorted by key, and ``inverse`` [N], the site of each row.
+
+    Raises:
+        ValueError: coordinates outside the key's range (see :func:`check_coords`).
+    """
+    check_coords(coords)
+    keys, inverse = torch.unique(encode(coords), return_inverse=True)  # [M], [N]
+    return decode(keys), inverse
+
+
+@voxel_sites.register_fake
+def _voxel_sites_fake(coords: Tensor) -> tuple[Tensor, Tensor]:
+    num_sites = torch.library.get_ctx().new_dynamic_size()
+    long = torch.long
+    return coords.new_empty((num_sites, 4), dtype=long), coords.new_empty(
+        (coords.size(0),), dtype=long
+    )
+
+
 def voxelize(
     pos: Tensor,
     feats: Tensor,
@@ -140,9 +168,8 @@ def voxelize(
         batch = torch.zeros(pos.size(0), dtype=torch.long, device=pos.device)
     grid = torch.floor(pos / voxel_size).long()  # [N, 3]
     coords = torch.cat([batch.long().view(-1, 1), grid], dim=1)  # [N, 4]
-    check_coords(coords)
-    keys, inverse = torch.unique(encode(coords), return_inverse=True)  # [M], [N]
-    m = keys.numel()
+    sites, inverse = voxel_sites(coords)  # [M, 4], [N]
+    m = sites.size(0)
     if reduce == "first":
         vfeats = feats[_segment_first(inverse, m)]
     elif reduce in ("mean", "max"):
@@ -152,7 +179,9 @@ def voxelize(
         )
     else:
         raise ValueError(f"reduce must be 'mean', 'max' or 'first', got {reduce!r}")
-    return SparseTensor(decode(keys), vfeats), inverse
+    cache = MapCache()
+    cache.coords[1] = sites  # checked already
+    return SparseTensor(sites, vfeats, 1, cache), inverse
 
 
 def devoxelize(x: SparseTensor, inverse: Tensor) -> Tensor:

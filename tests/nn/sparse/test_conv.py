@@ -14,6 +14,7 @@ from lightning_pc.nn.sparse import (
     kernel_offsets,
     sparse_conv,
     submanifold_map,
+    voxelize,
 )
 from lightning_pc.nn.sparse import conv as conv_mod
 
@@ -237,6 +238,28 @@ def test_rejects_out_of_range_coordinates() -> None:
     coords = torch.tensor([[0, 0, 0, 0], [0, 40000, 0, 0]])
     with pytest.raises(ValueError, match="16 bits"):
         SparseTensor(coords, torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="batch index"):
+        SparseTensor(torch.tensor([[-1, 0, 0, 0]]), torch.zeros(1, 1))
+    with pytest.raises(ValueError, match=r"\[N, 4\]"):
+        SparseTensor(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 1))
+    pos = torch.tensor([[0.0, 0.0, 0.0], [5000.0, 0.0, 0.0]])  # 100000 voxels of 0.05
+    with pytest.raises(ValueError, match="16 bits"):
+        voxelize(pos, pos, None, 0.05)
+
+
+def test_conv_is_a_custom_op_and_splits_live_on_the_cpu() -> None:
+    """The convolution is ``torch.ops.lightning_pc.sparse_conv``; a map's splits are CPU
+    ``int64`` running sums of its per-offset pair counts."""
+    coords = random_sites(n_per=40, seed=10)
+    kmap = submanifold_map(coords, 3)
+    assert kmap.splits.device.type == "cpu" and kmap.splits.dtype == torch.long
+    counts = [kmap.pairs(k)[0].numel() for k in range(kmap.kernel_volume) if k != kmap.identity]
+    assert int(kmap.splits[-1]) == sum(counts) == kmap.num_pairs - coords.size(0)
+    feats, w = torch.randn(coords.size(0), 3), torch.randn(27, 3, 2)
+    direct = torch.ops.lightning_pc.sparse_conv(
+        feats, w, kmap.in_idx, kmap.out_idx, kmap.splits, kmap.num_out, kmap.identity
+    )
+    torch.testing.assert_close(direct, sparse_conv(feats, w, kmap))
 
 
 @pytest.mark.gpu
@@ -253,6 +276,7 @@ def test_cuda_equals_cpu() -> None:
         mods = [m.to(device) for m in (down, sub, up)]
         x = SparseTensor(coords.to(device), f)
         y = mods[2](mods[1](mods[0](x)))
+        assert all(m.splits.device.type == "cpu" for m in x.cache.maps.values())
         y.feats.square().sum().backward()
         return y.feats.cpu(), f.grad.cpu(), [m.weight.grad.cpu() for m in mods]
 
