@@ -332,3 +332,65 @@ def test_classification_csv_and_ply_names_follow_the_source_files(tmp_path: Path
         p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.ply")
     )
     assert plys == sorted(str(Path(n).with_suffix(".ply")) for n in names)
+
+
+def hostile_scan() -> np.ndarray:
+    """Two dense clusters 40 m apart (nothing between), a duplicated point, a 1 km outlier."""
+    rng = np.random.default_rng(3)
+    a = rng.normal([0, 0, 0], 0.3, (1500, 3))  # dense: thousands of points per m^3
+    b = rng.uniform([40, 0, 0], [44, 2, 3], (800, 3))
+    dup = np.repeat([[1.0, 1.0, 1.0]], 50, 0)
+    far = np.array([[1000.0, -700.0, 50.0]])
+    pos = np.concatenate([a, b, dup, far])
+    return pos[rng.permutation(len(pos))]
+
+
+@pytest.mark.parametrize(
+    "crop, points, axes",
+    [
+        ("block", None, [0, 1, 2]),
+        ("block", None, [1, 0, 2]),  # long in y: blocks are swept along y
+        ("sphere", None, [0, 1, 2]),
+        ("sphere", 200, [1, 0, 2]),
+        ("sphere", 1, [0, 1, 2]),
+    ],
+)
+def test_every_point_gets_a_fragment_on_hostile_layouts(
+    tmp_path: Path, crop: str, points: int | None, axes: list[int]
+) -> None:
+    pos = hostile_scan()[:, axes]
+    path = tmp_path / "hostile.npy"
+    np.save(path, pos.astype(np.float32))
+    fragments = SceneFragments(
+        [path], (), block_size=2.0, stride=1.0, voxel_size=0.05, crop=crop, sphere_points=points
+    )
+    frags = list(fragments)
+    assert all(int(f.num_fragments) == len(frags) for f in frags)  # the writer counts on it
+    covered = np.zeros(len(pos), dtype=int)
+    for f in frags:
+        rows = f.source_rows.numpy()
+        assert len(rows) and (np.diff(rows) > 0).all()
+        covered[rows] += 1
+        if points is not None:
+            assert len(rows) <= points
+        if crop == "sphere":  # a ball of diameter 2 (local x-y around the centre)
+            assert np.abs(f.pos[:, :2].numpy()).max() <= 1.0 + 1e-4
+    assert covered.min() >= 1  # every point, the outlier and the duplicates included
+    if points == 1:
+        assert len(frags) == len(pos)  # one point each: a sphere per point
+
+
+def test_sphere_points_keeps_the_nearest(tmp_path: Path) -> None:
+    pos = hostile_scan()
+    path = tmp_path / "s.npy"
+    np.save(path, pos.astype(np.float32))
+    full = list(SceneFragments([path], (), 2.0, 1.0, None, crop="sphere"))
+    capped = list(SceneFragments([path], (), 2.0, 1.0, None, crop="sphere", sphere_points=50))
+    first, small = full[0], capped[0]
+    # the same first centre; the capped sphere holds its 50 points nearest the centre
+    assert set(small.source_rows.tolist()) <= set(first.source_rows.tolist())
+    assert len(small.source_rows) == min(50, len(first.source_rows))
+    with pytest.raises(ValueError, match="sqrt"):
+        SceneFragments([path], (), block_size=1.0, stride=1.0, crop="sphere")
+    with pytest.raises(ValueError, match="sphere_points"):
+        SceneFragments([path], (), crop="block", sphere_points=10)
