@@ -354,15 +354,15 @@ class SceneFragments(IterableDataset):
             if len(rows):
                 covered[rows] = True
                 plan.append((c, -1))
-        for p in np.flatnonzero(~covered):
-            if not covered[p]:
-                c = pos[p].astype(np.float64)
-                covered[grid.query(c, radius, self.sphere_points, first=int(p))] = True
-                plan.append((c, int(p)))
+        for row in np.flatnonzero(~covered).tolist():
+            if not covered[row]:
+                c = pos[row].astype(np.float64)
+                covered[grid.query(c, radius, self.sphere_points, first=row)] = True
+                plan.append((c, row))
         del covered
         header = self._header(k, len(plan), n)
-        for c, p in plan:
-            rows = grid.query(c, radius, self.sphere_points, first=p)
+        for c, first in plan:
+            rows = grid.query(c, radius, self.sphere_points, first=first)
             yield self._fragment(pos, feats, rows, (c[0], c[1]), header)
 
     def _fragment(
