@@ -354,7 +354,8 @@ class SceneFragments(IterableDataset):
             if len(rows):
                 covered[rows] = True
                 plan.append((c, -1))
-        for row in np.flatnonzero(~covered).tolist():
+        for missed in np.flatnonzero(~covered):
+            row = int(missed)
             if not covered[row]:
                 c = pos[row].astype(np.float64)
                 covered[grid.query(c, radius, self.sphere_points, first=row)] = True

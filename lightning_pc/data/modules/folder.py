@@ -1,4 +1,5 @@
-"""PointCloudFolderDataModule: classify a user's own folder of point files or meshes."""
+"""PointCloudFolderDataModule: classify (or segment, by LAS classification codes) a user's
+own folder of point files or meshes."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_pc.data.cache import FingerprintMode, VerifyLevel
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.folder import (
+    IGNORE_INDEX,
     PointCloudFolderRecipe,
     check_features,
-    list_classes,
 )
 from lightning_pc.data.modules.base import PointCloudDataModule
 from lightning_pc.data.transforms import TransformSpec
@@ -24,6 +25,14 @@ class PointCloudFolderDataModule(PointCloudDataModule):
     Classes are the sorted folder names under ``root/train`` (listed in ``__init__``, so
     ``num_classes`` is known before ``prepare_data``). A missing ``val/`` falls back to
     ``test/``; with neither there is no validation loop.
+
+    With ``point_labels=True`` (semantic segmentation of users' LiDAR), every LAS/LAZ file
+    under ``root/<split>/`` is one sample whose per-point ``y`` is its classification code
+    mapped to a class index: the position of the code in ``label_codes`` (default: every
+    code the train files use, read in ``__init__``), ``-1`` (:attr:`ignore_index`; pass
+    ``--model.ignore_index=-1``) for other codes. Class names are the ASPRS names
+    (``ground``, ``building`` ...). Other files are skipped with a warning; a LAS file
+    without classification codes is refused, naming it.
 
     Args:
         root: dataset folder.
@@ -42,7 +51,11 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         cache_verify: ``"quick"`` or ``"full"`` check of an existing cache (see
             :class:`~lightning_pc.data.PointCloudDataModule`).
         cache_fingerprint: ``"stat"`` or ``"content"`` cache key of the raw files.
+        point_labels: per-point labels from LAS/LAZ classification codes.
+        label_codes: with ``point_labels``, the codes to learn, in class order.
     """
+
+    ignore_index = IGNORE_INDEX
 
     def __init__(
         self,
@@ -59,6 +72,8 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         prepare_data_per_node: bool = True,
         cache_verify: VerifyLevel = "quick",
         cache_fingerprint: FingerprintMode = "stat",
+        point_labels: bool = False,
+        label_codes: list[int] | None = None,
     ) -> None:
         super().__init__(
             batch_size,
@@ -73,8 +88,12 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         self.save_hyperparameters()
         self.root, self.num_points = root, num_points
         self.points_per_mesh, self.sampling_seed = points_per_mesh, sampling_seed
-        self.class_names = list_classes(root)
         self.features = check_features(features)
+        self._recipe = PointCloudFolderRecipe(
+            root, points_per_mesh, sampling_seed, self.features, point_labels, label_codes
+        )
+        self.point_labels = point_labels
+        self.class_names = self._recipe.class_names
 
     def default_train_transforms(self) -> list[TransformSpec]:
         return [
@@ -88,13 +107,14 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         return ["NormalizeScale"]
 
     def recipe(self) -> PointCloudFolderRecipe:
-        return PointCloudFolderRecipe(
-            self.root, self.points_per_mesh, self.sampling_seed, self.features
-        )
+        return self._recipe
 
     def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
         folder = self.cache_folder()
         keys = {"pos": "pos"}
+        sample_keys = {"label": "y"}
+        if self.point_labels:
+            keys["seg"], sample_keys = "y", {}
         if "rgb" in self.features:
             keys["rgb"] = "x"  # x from the start: colour transforms see it
         if "normal" in self.features:
@@ -107,7 +127,7 @@ class PointCloudFolderDataModule(PointCloudDataModule):
                 out[split] = PackedDataset(
                     folder / split,
                     keys,
-                    {"label": "y"},
+                    sample_keys,
                     self.num_points,
                     "random" if train else "strided",
                     self.train_transform() if train else self.eval_transform(),
