@@ -533,3 +533,24 @@ def test_scan_chunks_name_the_row_of_a_nan_and_a_truncated_ply(tmp_path: Path) -
     ply.write_bytes(ply.read_bytes()[:-40])
     with pytest.raises(DataFormatError, match="cut.ply.*truncated"):
         ScanChunks(ply)
+
+
+def test_predict_with_sphere_crops_labels_every_point(tmp_path: Path) -> None:
+    pos, rgb = room(600, offset=250_000.0)
+    path = write_scan(tmp_path / "site.laz", pos, rgb)
+    out = tmp_path / "out"
+    dm = PredictScenesDataModule(
+        str(path), num_classes=3, features=["rgb"], block_size=4.0, stride=2.3,
+        voxel_size=0.1, crop="sphere", sphere_points=400, output_dir=str(out), batch_size=8,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter(max_vote_memory=0)],
+    )  # fmt: skip
+    trainer.predict(_task().eval(), datamodule=dm)  # raises if a point got no vote
+    import laspy
+
+    labels = _ply_labels(out / "site.ply")
+    assert len(labels) == len(pos) and labels.min() >= 0 and labels.max() < 3
+    np.testing.assert_array_equal(np.asarray(laspy.read(out / "site.laz").classification), labels)
+    assert sorted(p.name for p in out.iterdir()) == ["site.counts.csv", "site.laz", "site.ply"]
