@@ -63,35 +63,6 @@ def list_scans(root: str | Path) -> list[Path]:
     return files
 
 
-def scan_features(arrays: dict[str, np.ndarray], features: Sequence[str], path: Path) -> np.ndarray:
-    """Per-point input features ``[N, F]`` float32 in the order of ``features``.
-
-    Text and NPY scans (``x y z r g b ...``) give their columns 4-6 as ``rgb`` (divided by
-    255 when any exceeds 1).
-
-    Raises:
-        DataFormatError: the scan lacks a requested feature.
-    """
-    columns = []
-    extra = arrays.get("features")
-    if "rgb" in features and "rgb" not in arrays and extra is not None and extra.shape[1] >= 3:
-        rgb = extra[:, :3].astype(np.float32)
-        arrays = {**arrays, "rgb": rgb / 255.0 if rgb.max(initial=0.0) > 1.0 else rgb}
-    for name in features:
-        if name not in arrays:
-            raise DataFormatError(
-                path, f"has no {name!r}, which features={list(features)} needs (the model's input)"
-            )
-        value = arrays[name].astype(np.float32)
-        if name == "intensity":  # raw sensor units (LAS: 16-bit): scale into 0-1
-            top = float(value.max(initial=0.0))
-            value = value / top if top > 1.0 else value
-        columns.append(value.reshape(len(value), -1))
-    if not columns:
-        return np.zeros((len(arrays["pos"]), 0), dtype=np.float32)
-    return np.concatenate(columns, 1)
-
-
 def block_origins(xy: np.ndarray, block_size: float, stride: float) -> tuple[np.ndarray, int, int]:
     """The lower-left corner of the block grid and its number of columns and rows.
 
@@ -157,7 +128,8 @@ def load_scan(
         ``(pos, feats, origin)``: ``pos [N, 3]`` float32 relative to ``origin`` (float64
         ``[3]``: zero for files holding float32 coordinates, else the first chunk's floor,
         so georeferenced float64 coordinates keep millimetres), and ``feats [N, F]`` float32
-        as :func:`scan_features` makes them.
+        in the order of ``features``: ``rgb`` in 0-1 (text and NPY columns 4-6 divided by
+        255 when any exceeds 1), ``intensity`` divided by its maximum when that exceeds 1.
 
     Raises:
         DataFormatError: an unreadable file, or one lacking a requested feature.
