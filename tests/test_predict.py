@@ -554,3 +554,39 @@ def test_predict_with_sphere_crops_labels_every_point(tmp_path: Path) -> None:
     assert len(labels) == len(pos) and labels.min() >= 0 and labels.max() < 3
     np.testing.assert_array_equal(np.asarray(laspy.read(out / "site.laz").classification), labels)
     assert sorted(p.name for p in out.iterdir()) == ["site.counts.csv", "site.laz", "site.ply"]
+
+
+class _TwoVoters(L.LightningModule):
+    """The first fragment votes (0.6, 0.4) for its points, every later one (0.45, 0.55)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fragments = 0
+
+    def predict_step(self, batch: object, batch_idx: int) -> torch.Tensor:
+        frag = batch.batch[batch.inverse_index]  # type: ignore[attr-defined]
+        out = torch.empty(len(frag), 2)
+        for f in range(int(frag.max()) + 1):
+            first = self.fragments == 0
+            out[frag == f] = torch.tensor([0.6, 0.4] if first else [0.45, 0.55])
+            self.fragments += 1
+        return out.half()
+
+
+@pytest.mark.parametrize("limit", [1 << 30, 0])
+def test_overlapping_fragments_sum_their_votes(tmp_path: Path, limit: int) -> None:
+    path = tmp_path / "line.txt"
+    xs = np.r_[0.0, 0.033 + 0.1 * np.arange(59)]  # 0 to 5.833 m, none on a block edge
+    path.write_text("".join(f"{x:.3f} 0 0\n" for x in xs))
+    dm = PredictScenesDataModule(
+        str(path), num_classes=2, block_size=4.0, stride=2.0, voxel_size=None,
+        output_dir=str(tmp_path / "out"), batch_size=1,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter(max_vote_memory=limit)],
+    )  # fmt: skip
+    trainer.predict(_TwoVoters(), datamodule=dm)
+    labels = _ply_labels(tmp_path / "out" / "line.ply")
+    # blocks [0, 4] and [2, 6] in x (the last reaches 5.833): where both vote, 0.6 + 0.45 beats 0.4 + 0.55
+    np.testing.assert_array_equal(labels, np.where(xs <= 4.0, 0, 1))
