@@ -332,3 +332,261 @@ def test_classification_csv_and_ply_names_follow_the_source_files(tmp_path: Path
         p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.ply")
     )
     assert plys == sorted(str(Path(n).with_suffix(".ply")) for n in names)
+
+
+def hostile_scan() -> np.ndarray:
+    """Two dense clusters 40 m apart (nothing between), a duplicated point, a 1 km outlier."""
+    rng = np.random.default_rng(3)
+    a = rng.normal([0, 0, 0], 0.3, (1500, 3))  # dense: thousands of points per m^3
+    b = rng.uniform([40, 0, 0], [44, 2, 3], (800, 3))
+    dup = np.repeat([[1.0, 1.0, 1.0]], 50, 0)
+    far = np.array([[1000.0, -700.0, 50.0]])
+    pos = np.concatenate([a, b, dup, far])
+    return pos[rng.permutation(len(pos))]
+
+
+@pytest.mark.parametrize(
+    "crop, points, axes",
+    [
+        ("block", None, [0, 1, 2]),
+        ("block", None, [1, 0, 2]),  # long in y: blocks are swept along y
+        ("sphere", None, [0, 1, 2]),
+        ("sphere", 200, [1, 0, 2]),
+        ("sphere", 1, [0, 1, 2]),
+    ],
+)
+def test_every_point_gets_a_fragment_on_hostile_layouts(
+    tmp_path: Path, crop: str, points: int | None, axes: list[int]
+) -> None:
+    pos = hostile_scan()[:, axes]
+    path = tmp_path / "hostile.npy"
+    np.save(path, pos.astype(np.float32))
+    fragments = SceneFragments(
+        [path], (), block_size=2.0, stride=1.0, voxel_size=0.05, crop=crop, sphere_points=points
+    )
+    frags = list(fragments)
+    assert all(int(f.num_fragments) == len(frags) for f in frags)  # the writer counts on it
+    covered = np.zeros(len(pos), dtype=int)
+    for f in frags:
+        rows = f.source_rows.numpy()
+        assert len(rows) and (np.diff(rows) > 0).all()
+        covered[rows] += 1
+        if points is not None:
+            assert len(rows) <= points
+        if crop == "sphere":  # a ball of diameter 2 (local x-y around the centre)
+            assert np.abs(f.pos[:, :2].numpy()).max() <= 1.0 + 1e-4
+    assert covered.min() >= 1  # every point, the outlier and the duplicates included
+    if points == 1:
+        assert len(frags) == len(pos)  # one point each: a sphere per point
+
+
+def test_sphere_points_keeps_the_nearest(tmp_path: Path) -> None:
+    pos = hostile_scan()
+    path = tmp_path / "s.npy"
+    np.save(path, pos.astype(np.float32))
+    full = list(SceneFragments([path], (), 2.0, 1.0, None, crop="sphere"))
+    capped = list(SceneFragments([path], (), 2.0, 1.0, None, crop="sphere", sphere_points=50))
+    first, small = full[0], capped[0]
+    # the same first centre; the capped sphere holds its 50 points nearest the centre
+    assert set(small.source_rows.tolist()) <= set(first.source_rows.tolist())
+    assert len(small.source_rows) == min(50, len(first.source_rows))
+    with pytest.raises(ValueError, match="sqrt"):
+        SceneFragments([path], (), block_size=1.0, stride=1.0, crop="sphere")
+    with pytest.raises(ValueError, match="sphere_points"):
+        SceneFragments([path], (), crop="block", sphere_points=10)
+
+
+def _ply_labels(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    dtype = np.dtype(
+        [("x", "<f8"), ("y", "<f8"), ("z", "<f8"), ("r", "u1"), ("g", "u1"), ("b", "u1"),
+         ("label", "<i4")]
+    )  # fmt: skip
+    return np.frombuffer(raw, dtype, offset=raw.index(b"end_header\n") + 11)["label"]
+
+
+class _TempFileSpy(L.Callback):
+    """Records the vote files present after every batch."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.seen = folder, []
+
+    def on_predict_batch_end(self, *args: object) -> None:
+        self.seen.append(sorted(p.name for p in self.folder.rglob("*.tmp")))
+
+
+def test_votes_of_large_scans_go_to_a_memory_mapped_file_removed_afterwards(
+    tmp_path: Path,
+) -> None:
+    pos, rgb = room(1500)
+    path = write_scan(tmp_path / "scan.las", pos + 1000.0, rgb)
+    results = {}
+    for limit in (1 << 30, 0):  # votes in memory, then in a file
+        out = tmp_path / f"out{limit}"
+        dm = PredictScenesDataModule(
+            str(path), num_classes=3, features=["rgb"], block_size=3.0, stride=1.5,
+            voxel_size=0.1, output_dir=str(out), batch_size=2,
+        )  # fmt: skip
+        spy = _TempFileSpy(out)
+        writer = ScenePredictionWriter(max_vote_memory=limit)
+        trainer = L.Trainer(
+            accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[writer, spy]
+        )
+        trainer.predict(_task().eval(), datamodule=dm)
+        results[limit] = _ply_labels(out / "scan.ply")
+        assert sorted(p.name for p in out.iterdir()) == ["scan.counts.csv", "scan.las", "scan.ply"]
+        if limit == 0:
+            # while fragments arrive, the votes are a file next to the outputs
+            assert ["scan.votes.tmp"] in spy.seen[:-1]
+            assert spy.seen[-1] == []  # the last batch wrote the scan and removed it
+        else:
+            assert all(names == [] for names in spy.seen)
+    np.testing.assert_array_equal(results[0], results[1 << 30])
+
+
+class _FailingTask(SemanticSegmentationTask):
+    def predict_step(self, batch: object, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        if batch_idx == 2:
+            raise RuntimeError("boom")
+        return super().predict_step(batch, batch_idx, dataloader_idx)
+
+
+def test_a_failed_predict_leaves_no_vote_file_and_no_output(tmp_path: Path) -> None:
+    pos, rgb = room(1500)
+    path = write_scan(tmp_path / "scan.npy", pos, rgb)
+    out = tmp_path / "out"
+    dm = PredictScenesDataModule(
+        str(path), num_classes=3, features=["rgb"], block_size=3.0, stride=1.5,
+        voxel_size=0.1, output_dir=str(out), batch_size=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    task = _FailingTask(model="sparse_unet", model_kwargs=TINY_UNET, num_classes=3, in_channels=3)
+    spy = _TempFileSpy(out)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter(max_vote_memory=0), spy],
+    )
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.predict(task, datamodule=dm)
+    assert ["scan.votes.tmp"] in spy.seen
+    assert list(out.rglob("*")) == []
+
+
+def test_large_las_labels_convert_the_copy_chunk_by_chunk(tmp_path: Path) -> None:
+    import laspy
+
+    from lightning_pc.callbacks.prediction_writer import write_las_labels
+
+    pos, rgb = room(700, offset=300_000.0)
+    source = write_scan(tmp_path / "in.laz", pos, rgb)
+    before = source.read_bytes()
+    labels = (np.arange(len(pos)) % 40).astype(np.uint8)  # codes above 31: format 3 cannot
+    target = tmp_path / "out.laz"
+    write_las_labels(source, target, labels, chunk=333)
+    las = laspy.read(target)
+    assert las.header.point_format.id == 7  # colours kept
+    np.testing.assert_array_equal(np.asarray(las.classification), labels)
+    np.testing.assert_allclose(np.asarray(las.x), laspy.read(source).x)
+    np.testing.assert_array_equal(np.asarray(las.red), laspy.read(source).red)
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.laz", "out.laz"]
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".bin", ".ply", ".las", ".laz", ".pcd", ".txt"])
+def test_scan_chunks_read_what_read_scan_reads(tmp_path: Path, suffix: str) -> None:
+    from lightning_pc.data.io import ScanChunks
+
+    pos, rgb = room(900)
+    if suffix == ".bin":
+        path = tmp_path / "s.bin"
+        np.c_[pos, rgb[:, 0]].astype("<f4").tofile(path)
+    else:
+        path = write_scan(tmp_path / f"s{suffix}", pos, rgb)
+    whole = read_scan(path)
+    reader = ScanChunks(path, chunk=250)
+    parts = list(reader)
+    assert [len(p["pos"]) for p in parts][:-1] == [250] * (len(parts) - 1)
+    assert reader.num_points == len(whole["pos"])
+    got = np.concatenate([p["pos"] for p in parts])
+    np.testing.assert_allclose(got, whole["pos"], rtol=0, atol=1e-6)
+    if "rgb" in whole:
+        raw = np.concatenate([p["rgb"] for p in parts])
+        rgb01 = raw / reader.rgb_divisor(float(raw.max()))
+        np.testing.assert_allclose(rgb01, whole["rgb"], atol=1e-6)
+    assert reader._kind == {".npy": "npy", ".bin": "bin", ".ply": "ply"}.get(
+        suffix, "las" if suffix in (".las", ".laz") else "whole"
+    )  # big-file formats are memory-mapped or chunked, never read whole
+
+
+def test_scan_chunks_name_the_row_of_a_nan_and_a_truncated_ply(tmp_path: Path) -> None:
+    from lightning_pc.data.io import ScanChunks
+
+    pos, rgb = room(600)
+    arr = np.c_[pos, rgb].astype(np.float32)
+    arr[555, 1] = np.nan
+    np.save(tmp_path / "nan.npy", arr)
+    with pytest.raises(DataFormatError, match=r"nan.npy.*row 555 "):
+        list(ScanChunks(tmp_path / "nan.npy", chunk=100))
+    ply = write_scan(tmp_path / "cut.ply", pos, rgb)
+    ply.write_bytes(ply.read_bytes()[:-40])
+    with pytest.raises(DataFormatError, match="cut.ply.*truncated"):
+        ScanChunks(ply)
+
+
+def test_predict_with_sphere_crops_labels_every_point(tmp_path: Path) -> None:
+    pos, rgb = room(600, offset=250_000.0)
+    path = write_scan(tmp_path / "site.laz", pos, rgb)
+    out = tmp_path / "out"
+    dm = PredictScenesDataModule(
+        str(path), num_classes=3, features=["rgb"], block_size=4.0, stride=2.3,
+        voxel_size=0.1, crop="sphere", sphere_points=400, output_dir=str(out), batch_size=8,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter(max_vote_memory=0)],
+    )  # fmt: skip
+    trainer.predict(_task().eval(), datamodule=dm)  # raises if a point got no vote
+    import laspy
+
+    labels = _ply_labels(out / "site.ply")
+    assert len(labels) == len(pos) and labels.min() >= 0 and labels.max() < 3
+    np.testing.assert_array_equal(np.asarray(laspy.read(out / "site.laz").classification), labels)
+    assert sorted(p.name for p in out.iterdir()) == ["site.counts.csv", "site.laz", "site.ply"]
+
+
+class _TwoVoters(L.LightningModule):
+    """The first fragment votes (0.6, 0.4) for its points, every later one (0.45, 0.55)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fragments = 0
+
+    def predict_step(self, batch: object, batch_idx: int) -> torch.Tensor:
+        frag = batch.batch[batch.inverse_index]  # type: ignore[attr-defined]
+        out = torch.empty(len(frag), 2)
+        for f in range(int(frag.max()) + 1):
+            first = self.fragments == 0
+            out[frag == f] = torch.tensor([0.6, 0.4] if first else [0.45, 0.55])
+            self.fragments += 1
+        return out.half()
+
+
+@pytest.mark.parametrize("limit", [1 << 30, 0])
+def test_overlapping_fragments_sum_their_votes(tmp_path: Path, limit: int) -> None:
+    path = tmp_path / "line.txt"
+    xs = np.r_[0.0, 0.033 + 0.1 * np.arange(59)]  # 0 to 5.833 m, none on a block edge
+    path.write_text("".join(f"{x:.3f} 0 0\n" for x in xs))
+    dm = PredictScenesDataModule(
+        str(path), num_classes=2, block_size=4.0, stride=2.0, voxel_size=None,
+        output_dir=str(tmp_path / "out"), batch_size=1,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False,
+        callbacks=[ScenePredictionWriter(max_vote_memory=limit)],
+    )  # fmt: skip
+    trainer.predict(_TwoVoters(), datamodule=dm)
+    labels = _ply_labels(tmp_path / "out" / "line.ply")
+    # blocks [0, 4] and [2, 6] in x (the last reaches 5.833): where both vote, 0.6 + 0.45 beats 0.4 + 0.55
+    np.testing.assert_array_equal(labels, np.where(xs <= 4.0, 0, 1))

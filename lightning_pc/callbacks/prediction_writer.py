@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,67 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
 from lightning_pc.data.palettes import label_colors, resolve_palette
+
+PLY_CHUNK = 1 << 20  # points written at a time
+
+
+def _ply_vertices(
+    pos: np.ndarray, labels: np.ndarray, colors: np.ndarray, double: bool
+) -> np.ndarray:
+    coord = "<f8" if double else "<f4"
+    names = [("x", coord), ("y", coord), ("z", coord)]
+    names += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "<i4")]
+    n = len(pos)
+    vertex = np.empty(n, dtype=names)
+    xyz = np.asarray(pos).reshape(n, 3)
+    vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    rgb = np.asarray(colors, dtype=np.uint8).reshape(n, 3)
+    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    vertex["label"] = labels
+    return vertex
+
+
+def write_ply_chunks(
+    path: str | Path,
+    num_points: int,
+    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    binary: bool = True,
+    comments: Sequence[str] = (),
+    double: bool = False,
+) -> None:
+    """Write ``num_points`` points given as consecutive ``(pos, labels, colors)`` chunks
+    (see :func:`write_ply`), so no whole-cloud array is built.
+
+    Written to ``path.tmp`` first and renamed into place; a failure removes the ``.tmp``.
+
+    Raises:
+        ValueError: the chunks hold another number of points than ``num_points``.
+    """
+    path = Path(path)
+    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
+    header += [f"comment {c}" for c in comments]
+    header += [f"element vertex {num_points}"]
+    header += [f"property {'double' if double else 'float'} {a}" for a in "xyz"]
+    header += [f"property uchar {c}" for c in ("red", "green", "blue")]
+    header += ["property int label", "end_header"]
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        written = 0
+        with open(tmp, "wb") as f:
+            f.write(("\n".join(header) + "\n").encode("ascii"))
+            for pos, labels, colors in chunks:
+                vertex = _ply_vertices(pos, labels, colors, double)
+                written += len(vertex)
+                if binary:
+                    f.write(vertex.tobytes())
+                else:
+                    for row in vertex.tolist():
+                        f.write((" ".join(map(repr, row)) + "\n").encode("ascii"))
+        if written != num_points:
+            raise ValueError(f"{path}: {written} points given for a header of {num_points}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_ply(
@@ -36,41 +97,12 @@ def write_ply(
         comments: header comment lines.
         double: coordinates as ``double`` (georeferenced scans lose precision in float).
     """
-    path = Path(path)
     n = len(pos)
-    coord = "<f8" if double else "<f4"
-    vertex = np.empty(
-        n,
-        dtype=[
-            ("x", coord),
-            ("y", coord),
-            ("z", coord),
-            ("red", "u1"),
-            ("green", "u1"),
-            ("blue", "u1"),
-            ("label", "<i4"),
-        ],
+    chunks = (
+        (pos[s : s + PLY_CHUNK], labels[s : s + PLY_CHUNK], colors[s : s + PLY_CHUNK])
+        for s in range(0, n, PLY_CHUNK)
     )
-    xyz = np.asarray(pos, dtype=coord).reshape(n, 3)
-    vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    rgb = np.asarray(colors, dtype=np.uint8)
-    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    vertex["label"] = np.asarray(labels, dtype=np.int32)
-    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
-    header += [f"comment {c}" for c in comments]
-    header += [f"element vertex {n}"]
-    header += [f"property {'double' if double else 'float'} {a}" for a in "xyz"]
-    header += [f"property uchar {c}" for c in ("red", "green", "blue")]
-    header += ["property int label", "end_header"]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(("\n".join(header) + "\n").encode("ascii"))
-        if binary:
-            f.write(vertex.tobytes())
-        else:
-            for row in vertex.tolist():
-                f.write((" ".join(map(repr, row)) + "\n").encode("ascii"))
-    os.replace(tmp, path)
+    write_ply_chunks(path, n, chunks, binary, comments, double)
 
 
 def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tensor]]:
@@ -245,22 +277,51 @@ def scan_output_name(path: Path, root: Path) -> Path:
     return rel.with_suffix("")
 
 
-def write_las_labels(source: Path, target: Path, labels: np.ndarray) -> None:
-    """A copy of the LAS/LAZ file ``source`` with ``labels`` as its classification field.
+def write_las_labels(
+    source: Path, target: Path, labels: np.ndarray, chunk: int = PLY_CHUNK
+) -> None:
+    """A copy of the LAS/LAZ file ``source`` with ``labels`` as its classification field,
+    copied ``chunk`` points at a time (never the whole file in memory).
 
     Point formats 0-5 hold class codes 0-31; larger labels convert the copy to format 6
-    (7 with colours). The source file is not modified.
+    (7 with colours; the file version rises to 1.4). The source file is not modified; the
+    copy is written to ``target.tmp`` and renamed into place.
     """
-    import laspy
+    import copy
 
-    las = laspy.read(source)
-    if int(labels.max(initial=0)) > 31 and las.header.point_format.id < 6:
-        has_rgb = "red" in set(las.point_format.dimension_names)
-        las = laspy.convert(las, point_format_id=7 if has_rgb else 6)
-    las.classification = labels.astype(np.uint8)
+    import laspy
+    from laspy.point.dims import preferred_file_version_for_point_format
+    from laspy.point.record import PackedPointRecord
+
     tmp = target.with_name(target.name + ".tmp")
-    las.write(tmp, do_compress=target.suffix.lower() == ".laz")
-    os.replace(tmp, target)
+    try:
+        with laspy.open(source) as reader:
+            header = copy.deepcopy(reader.header)
+            convert = int(labels.max(initial=0)) > 31 and header.point_format.id < 6
+            if convert:
+                has_rgb = "red" in set(header.point_format.dimension_names)
+                fmt = laspy.PointFormat(7 if has_rgb else 6)
+                fmt.dimensions.extend(header.point_format.extra_dimensions)
+                version = max(str(header.version), preferred_file_version_for_point_format(fmt.id))
+                header.set_version_and_point_format(laspy.header.Version.from_str(version), fmt)
+            evlrs = header.evlrs
+            with laspy.open(
+                tmp, mode="w", header=header, do_compress=target.suffix.lower() == ".laz"
+            ) as writer:
+                start = 0
+                for points in reader.chunk_iterator(chunk):
+                    if convert:
+                        points = PackedPointRecord.from_point_record(points, header.point_format)
+                    points.classification = labels[start : start + len(points)].astype(np.uint8)
+                    start += len(points)
+                    writer.write_points(points)
+                if evlrs and header.version.minor >= 4:
+                    writer.write_evlrs(evlrs)
+        if start != len(labels):
+            raise ValueError(f"{source}: {start} points read, {len(labels)} labels given")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_counts(path: Path, labels: np.ndarray, class_names: Sequence[str]) -> None:
@@ -273,6 +334,37 @@ def write_counts(path: Path, labels: np.ndarray, class_names: Sequence[str]) -> 
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)
+
+
+def label_dtype(num_classes: int) -> np.dtype:
+    """The smallest unsigned integer type holding labels ``0 .. num_classes - 1``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if num_classes - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+class _Votes:
+    """One scan's summed class probabilities (float16), in memory or in a memory-mapped
+    temporary file (removed by :meth:`close`)."""
+
+    def __init__(self, points: int, classes: int, file: Path | None) -> None:
+        self.file = file
+        if file is None:
+            self.array = np.zeros((points, classes), dtype=np.float16)
+        else:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            # a new file reads as zeros; pages go back to the file under memory pressure
+            self.array = np.memmap(file, dtype=np.float16, mode="w+", shape=(points, classes))
+        self.tensor = torch.from_numpy(self.array)
+        self.seen = 0
+
+    def close(self) -> None:
+        """Free the votes (again: nothing happens) and remove their file."""
+        self.tensor = torch.zeros(0)
+        self.array = np.zeros((0, 0), dtype=np.float16)  # unmaps the file
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
 
 
 class ScenePredictionWriter(BasePredictionWriter):
@@ -290,31 +382,51 @@ class ScenePredictionWriter(BasePredictionWriter):
       labels in its classification field;
     - ``<name>.counts.csv``: points per class.
 
-    Predictions are not also kept by the trainer (``return_predictions`` is turned off), so
-    memory holds only the votes of the scans in progress. Under DDP each rank writes the
-    scans it predicted.
+    Votes of a scan larger than ``max_vote_memory`` bytes live in a memory-mapped file
+    ``<name>.votes.tmp`` next to the outputs (the kernel writes its pages back instead of
+    running out of memory), removed once the scan is written or predict stops. Outputs are
+    read from the scan and written chunk by chunk, each to a ``.tmp`` name renamed into
+    place, so nothing half-written is left. Predictions are not also kept by the trainer
+    (``return_predictions`` is turned off). Under DDP each rank writes the scans it
+    predicted.
 
     Args:
         output_dir: output folder (``None``: the data module's ``output_dir``).
         binary: write binary PLY (else ASCII).
+        max_vote_memory: votes of a scan up to this many bytes stay in memory.
     """
 
-    def __init__(self, output_dir: str | None = None, binary: bool = True) -> None:
+    def __init__(
+        self, output_dir: str | None = None, binary: bool = True, max_vote_memory: int = 256 << 20
+    ) -> None:
         super().__init__("batch")
         self.output_dir = output_dir
         self.binary = binary
-        self._votes: dict[int, Tensor] = {}
-        self._seen: dict[int, int] = {}
+        self.max_vote_memory = max_vote_memory
+        self._votes: dict[int, _Votes] = {}
         self.written: list[Path] = []
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.predict_loop.return_predictions = False  # the votes live here, bounded
-        self._votes, self._seen, self.written = {}, {}, []
+        self._drop_votes()
+        self.written = []
+
+    def _drop_votes(self) -> None:
+        for votes in self._votes.values():
+            votes.close()
+        self._votes = {}
 
     def _folder(self, trainer: L.Trainer) -> Path:
         datamodule = getattr(trainer, "datamodule", None)
         folder = self.output_dir or getattr(datamodule, "output_dir", None) or "predictions"
         return Path(folder)
+
+    def _base(self, trainer: L.Trainer, scan: int) -> tuple[Path, Path]:
+        """The scan's file and its outputs' path without suffix."""
+        datamodule = trainer.datamodule  # type: ignore[attr-defined]
+        source = Path(datamodule.fragments.files[scan])
+        name = scan_output_name(source, Path(datamodule.root).expanduser().resolve())
+        return source, self._folder(trainer) / name
 
     def write_on_batch_end(
         self,
@@ -342,42 +454,67 @@ class ScenePredictionWriter(BasePredictionWriter):
         for f in range(scans.numel()):
             scan = int(scans[f])
             if scan not in self._votes:
-                self._votes[scan] = torch.zeros((int(sizes[f]), probs.size(1)), dtype=torch.float16)
-                self._seen[scan] = 0
+                points, classes = int(sizes[f]), probs.size(1)
+                _, base = self._base(trainer, scan)
+                big = points * classes * 2 > self.max_vote_memory
+                file = base.with_name(base.name + ".votes.tmp") if big else None
+                self._votes[scan] = _Votes(points, classes, file)
+            votes = self._votes[scan]
             mine = fragment == f
-            self._votes[scan].index_add_(0, rows[mine], probs[mine])
-            self._seen[scan] += 1
-            if self._seen[scan] == int(totals[f]):
-                self._finish(trainer, scan)
+            # a fragment's rows are distinct, so a gather-add-scatter sums right; it costs
+            # O(rows), where float16 index_add_ on the CPU costs O(scan points) per call
+            covered = rows[mine]
+            votes.tensor[covered] += probs[mine]
+            votes.seen += 1
+            if votes.seen == int(totals[f]):
+                try:
+                    self._finish(trainer, scan, votes)
+                finally:
+                    votes.close()
+                    del self._votes[scan]
 
-    def _finish(self, trainer: L.Trainer, scan: int) -> None:
-        from lightning_pc.data.io import read_scan
+    def _finish(self, trainer: L.Trainer, scan: int, votes: _Votes) -> None:
+        from lightning_pc.data.io import ScanChunks
 
-        votes = self._votes.pop(scan)
-        del self._seen[scan]
+        source, base = self._base(trainer, scan)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]
-        source = Path(datamodule.fragments.files[scan])
-        # in place on the float16 votes: a float32 copy would cost 4 bytes per point and class
-        missed = int((votes.amax(1) <= 0).sum())
-        if missed:
-            raise RuntimeError(f"{source}: {missed} points were in no fragment (a bug)")
-        labels = votes.argmax(1).numpy()
-        del votes
-        name = scan_output_name(source, Path(datamodule.root).expanduser().resolve())
-        base = self._folder(trainer) / name
-        base.parent.mkdir(parents=True, exist_ok=True)
         for suffix in (".ply", source.suffix.lower()):
             if base.with_name(base.name + suffix).resolve() == source.resolve():
                 raise ValueError(
                     f"{source}: the output would overwrite the scan; choose another output_dir"
                 )
-        pos = read_scan(source)["pos"]
+        # labels a chunk at a time: a float32 copy of the votes would cost 4 bytes per
+        # point and class
+        n, classes = votes.array.shape
+        labels = np.empty(n, dtype=label_dtype(classes))
+        missed = 0
+        for s in range(0, n, PLY_CHUNK):
+            part = votes.array[s : s + PLY_CHUNK]
+            missed += int((part.max(1) <= 0).sum())
+            labels[s : s + PLY_CHUNK] = part.argmax(1)
+        if missed:
+            raise RuntimeError(f"{source}: {missed} points were in no fragment (a bug)")
+        votes.close()  # the temporary file goes before the outputs are written
+        base.parent.mkdir(parents=True, exist_ok=True)
+        # the colours of the rendered pictures and the loggers' views, settled once per scan
+        num_classes = max(int(getattr(datamodule, "num_classes", 0) or 0), classes)
+        palette = resolve_palette(getattr(datamodule, "palette", None), num_classes)
         ply = base.with_name(base.name + ".ply")
-        write_ply(
+        reader = ScanChunks(source, PLY_CHUNK)
+        if reader.num_points != n:
+            raise RuntimeError(f"{source}: {reader.num_points} points now, {n} when predicted")
+
+        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            start = 0
+            for part in reader:
+                stop = start + len(part["pos"])
+                yield part["pos"], labels[start:stop], label_colors(labels[start:stop], palette)
+                start = stop
+
+        write_ply_chunks(
             ply,
-            pos,
-            labels,
-            prediction_colors(datamodule, labels),
+            n,
+            chunks(),
             binary=self.binary,
             comments=[f"source {source.name}", "lightning_pc predictions"],
             double=True,
@@ -391,10 +528,15 @@ class ScenePredictionWriter(BasePredictionWriter):
         write_counts(counts, labels, datamodule.class_names)
         self.written.append(counts)
 
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._drop_votes()  # no temporary vote file stays behind
+
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._votes:
             unfinished = sorted(self._votes)
-            self._votes, self._seen = {}, {}
+            self._drop_votes()
             raise RuntimeError(
                 f"predict ended before every fragment of scans {unfinished} arrived "
                 "(limit_predict_batches?): their results were not written"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -980,3 +981,243 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
         scale = 255.0 if dict(props)["red"] in ("uchar", "uint8") else 1.0
         out["rgb"] = (rgb / scale).astype(np.float32)
     return out
+
+
+SCAN_CHUNK = 1 << 20  # rows per chunk of a scan read piecewise (about 24 MiB of float64 x y z)
+
+
+class ScanChunks:
+    """A scan read in consecutive chunks of rows, so a large file is never held whole.
+
+    NPY arrays, KITTI ``.bin`` scans and binary PLY files (vertex element first, scalar
+    properties only) are memory-mapped; LAS/LAZ files are read with laspy's chunk iterator;
+    other files (text, PCD, ASCII PLY) are read whole by :func:`read_scan` and handed out in
+    slices. Every chunk is checked for non-finite values (naming the file and the row). The
+    rows and their order are those of :func:`read_scan`.
+
+    Each chunk is a dict with ``pos [n, 3]`` float64 and, where the file has them,
+    ``rgb [n, 3]`` float32 (divide by :meth:`rgb_divisor` of the whole scan's maximum to get
+    0-1), ``intensity [n]`` float32 (raw sensor units) and ``features [n, F]`` float32 (NPY
+    and text columns after ``x y z``).
+
+    Args:
+        path: the scan file.
+        chunk: rows per chunk.
+
+    Attributes:
+        num_points: rows of the scan.
+        keys: the per-point arrays a chunk holds, with their widths (``pos`` included).
+        coord_dtype: how the file stores coordinates (float32 or float64).
+
+    Raises:
+        DataFormatError: unreadable, empty or truncated file, or a NaN / infinite value.
+    """
+
+    def __init__(self, path: str | Path, chunk: int = SCAN_CHUNK) -> None:
+        self.path, self.chunk = Path(path), max(int(chunk), 1)
+        self._source: Any = None
+        self._whole: dict[str, np.ndarray] | None = None
+        self._rgb_scale = "one"  # how raw colours become 0-1: "one", "byte", "las"
+        suffix = self.path.suffix.lower()
+        if not self.path.is_file():
+            raise DataFormatError(self.path, "file not found")
+        if suffix == ".npy":
+            self._open_npy()
+        elif suffix == ".bin":
+            self._open_bin()
+        elif suffix in (".las", ".laz"):
+            self._open_las()
+        elif suffix == ".ply" and self._open_binary_ply():
+            pass
+        else:
+            whole = read_scan(self.path)
+            self._kind, self._whole = "whole", whole
+            self.num_points = len(whole["pos"])
+            self.coord_dtype = np.dtype(whole["pos"].dtype)
+            self.keys = {k: (v.shape[1] if v.ndim == 2 else 1) for k, v in whole.items()}
+            self.keys.pop("classification", None)
+
+    def _open_npy(self) -> None:
+        check_npy_size(self.path)
+        try:
+            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise DataFormatError(self.path, f"not a readable .npy array ({err})") from err
+        if arr.ndim != 2 or arr.shape[1] < 3 or arr.shape[0] == 0:
+            raise DataFormatError(
+                self.path, f"expected an [N, >=3] array, found shape {arr.shape}"
+            )
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+            raise DataFormatError(self.path, f"array of {arr.dtype}, not real numbers")
+        self._kind, self._source = "npy", arr
+        self.num_points = arr.shape[0]
+        self.coord_dtype = np.dtype(np.float32 if arr.dtype.itemsize <= 4 else np.float64)
+        self.keys = {"pos": 3, **({"features": arr.shape[1] - 3} if arr.shape[1] > 3 else {})}
+
+    def _open_bin(self) -> None:
+        size = self.path.stat().st_size
+        if size == 0 or size % 16:
+            raise DataFormatError(
+                self.path, f"{size} bytes is not a whole number of points (16 bytes: float32 x y z i)"
+            )
+        self._kind = "bin"
+        self._source = np.memmap(self.path, dtype="<f4", mode="r").reshape(-1, 4)
+        self.num_points = size // 16
+        self.coord_dtype = np.dtype(np.float32)
+        self.keys = {"pos": 3, "intensity": 1}
+
+    def _open_las(self) -> None:
+        import laspy
+
+        try:
+            with laspy.open(self.path) as reader:
+                header = reader.header
+                self.num_points = int(header.point_count)
+                names = set(header.point_format.dimension_names)
+        except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
+            raise DataFormatError(self.path, f"not a readable LAS/LAZ file ({err})") from err
+        if self.num_points == 0:
+            raise DataFormatError(self.path, "LAS file holds no points")
+        self._kind, self.coord_dtype, self._rgb_scale = "las", np.dtype(np.float64), "las"
+        self.keys = {"pos": 3}
+        if {"red", "green", "blue"} <= names:
+            self.keys["rgb"] = 3
+        if "intensity" in names:
+            self.keys["intensity"] = 1
+
+    def _open_binary_ply(self) -> bool:
+        """Memory-map a binary PLY whose first element is the vertices, all scalar."""
+        with open(self.path, "rb") as f:
+            head = f.read(1 << 16)
+        end = head.find(b"end_header")
+        if not head.startswith(b"ply") or end < 0 or head.find(b"\n", end) < 0:
+            return False  # no header in the first 64 KiB: leave the file to read_scan
+        body_start = head.index(b"\n", end) + 1
+        lines = [line.split() for line in head[:end].decode("ascii", "replace").splitlines()]
+        fmt = next((p[1] for p in lines if p[:1] == ["format"] and len(p) > 1), "")
+        if fmt not in ("binary_little_endian", "binary_big_endian"):
+            return False
+        elements: list[tuple[str, int, list[list[str]]]] = []
+        for parts in lines:
+            if parts[:1] == ["element"] and len(parts) == 3 and parts[2].isdigit():
+                elements.append((parts[1], int(parts[2]), []))
+            elif parts[:1] == ["property"] and elements:
+                elements[-1][2].append(parts[1:])
+            elif parts[:1] == ["element"]:
+                return False  # a malformed header: read_scan names the line
+        if not elements or elements[0][0] != "vertex" or elements[0][1] == 0:
+            return False
+        props = elements[0][2]
+        if any(len(p) != 2 or p[0] not in _PLY_TYPES for p in props):
+            return False
+        names = [p[1] for p in props]
+        if not {"x", "y", "z"} <= set(names) or len(set(names)) != len(names):
+            return False
+        order = "<" if fmt == "binary_little_endian" else ">"
+        dtype = np.dtype([(name, order + _PLY_TYPES[t]) for t, name in props])
+        count = elements[0][1]
+        need = count * dtype.itemsize
+        held = self.path.stat().st_size - body_start
+        if held < need:
+            raise DataFormatError(
+                self.path,
+                f"truncated: header declares {count} vertices ({need} bytes), "
+                f"file holds {held} bytes of data",
+            )
+        if len(elements) == 1 and held - need > 16:
+            raise DataFormatError(
+                self.path,
+                f"header declares {count} vertices ({need} bytes), the file holds "
+                f"{held - need} more bytes after them (wrong count in the header?)",
+            )
+        self._kind = "ply"
+        self._source = np.memmap(self.path, dtype=dtype, mode="r", offset=body_start, shape=count)
+        self.num_points = count
+        types = dict((name, t) for t, name in props)
+        self.coord_dtype = np.dtype(np.float64 if _PLY_TYPES[types["x"]] == "f8" else np.float32)
+        self.keys = {"pos": 3}
+        if {"red", "green", "blue"} <= set(names):
+            self.keys["rgb"] = 3
+            self._rgb_scale = "byte" if types["red"] in ("uchar", "uint8") else "one"
+        return True
+
+    def rgb_divisor(self, top: float) -> float:
+        """What the raw ``rgb`` values are divided by, given their maximum over the scan.
+
+        LAS holds 16-bit colours (some writers put 8-bit values in them), PLY ``uchar``
+        colours are 0-255, others are 0-1 already.
+        """
+        if self._rgb_scale == "las":
+            return 65535.0 if top > 255 else 255.0
+        return 255.0 if self._rgb_scale == "byte" else 1.0
+
+    def _check(self, block: np.ndarray, start: int, what: str = "point") -> None:
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = finite.reshape(len(block), -1).all(1)
+            row = start + int(np.flatnonzero(~bad)[0])
+            raise DataFormatError(self.path, f"{what} {row} has a NaN or infinite value")
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        if self._kind == "las":
+            yield from self._las_chunks()
+            return
+        for start in range(0, self.num_points, self.chunk):
+            stop = min(start + self.chunk, self.num_points)
+            yield self._rows(start, stop)
+
+    def _rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        if self._kind == "whole":
+            assert self._whole is not None
+            out = {k: self._whole[k][start:stop] for k in self.keys}
+            out["pos"] = out["pos"].astype(np.float64)
+            return out
+        if self._kind == "npy":
+            block = np.asarray(self._source[start:stop])
+            self._check(block, start, "row")
+            out = {"pos": block[:, :3].astype(np.float64)}
+            if block.shape[1] > 3:
+                out["features"] = block[:, 3:].astype(np.float32)
+            return out
+        if self._kind == "bin":
+            block = np.asarray(self._source[start:stop])
+            self._check(block, start)
+            return {"pos": block[:, :3].astype(np.float64), "intensity": block[:, 3].copy()}
+        rec = np.asarray(self._source[start:stop])  # binary PLY
+        pos = np.stack([rec[a].astype(np.float64) for a in "xyz"], 1)
+        self._check(pos, start)
+        out = {"pos": pos}
+        if "rgb" in self.keys:
+            out["rgb"] = np.stack([rec[c] for c in ("red", "green", "blue")], 1).astype(np.float32)
+            self._check(out["rgb"], start, "colour of point")
+        return out
+
+    def _las_chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        import laspy
+
+        start = 0
+        try:
+            with laspy.open(self.path) as reader:
+                for points in reader.chunk_iterator(self.chunk):
+                    pos = np.stack([np.asarray(points.x), np.asarray(points.y),
+                                    np.asarray(points.z)], 1).astype(np.float64)  # fmt: skip
+                    self._check(pos, start)
+                    out = {"pos": pos}
+                    if "rgb" in self.keys:
+                        out["rgb"] = np.stack(
+                            [np.asarray(points.red), np.asarray(points.green),
+                             np.asarray(points.blue)], 1
+                        ).astype(np.float32)  # fmt: skip
+                    if "intensity" in self.keys:
+                        out["intensity"] = np.asarray(points.intensity, dtype=np.float32)
+                    start += len(pos)
+                    yield out
+        except DataFormatError:
+            raise
+        except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
+            raise DataFormatError(self.path, f"not a readable LAS/LAZ file ({err})") from err
+        if start != self.num_points:
+            raise DataFormatError(
+                self.path,
+                f"truncated: header declares {self.num_points} points, the file holds {start}",
+            )

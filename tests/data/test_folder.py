@@ -140,3 +140,68 @@ def test_rgb_and_normal_features(tmp_path: Path) -> None:
         ).prepare_data()
     with pytest.raises(ValueError, match="unknown features"):
         PointCloudFolderDataModule(str(root), features=["intensity"])
+
+
+def _las_fixture():
+    path = Path(__file__).parent / "data" / "folder" / "make_las_fixture.py"
+    spec = importlib.util.spec_from_file_location("folder_las_fixture", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_las_classification_codes_as_point_labels(tmp_path: Path) -> None:
+    codes = _las_fixture().make_las_folder(tmp_path / "lidar")
+    with pytest.warns(UserWarning, match="skipped 1 files that are not LAS"):
+        dm = PointCloudFolderDataModule(
+            str(tmp_path / "lidar"), point_labels=True, num_points=None, batch_size=2,
+            num_workers=0, cache_dir=str(tmp_path / "cache"),
+        )  # fmt: skip
+        dm.prepare_data()
+    # the codes the train files use, in code order, with their ASPRS names
+    assert dm.class_names == ["ground", "high_vegetation", "building", "low_point_noise"]
+    assert dm.ignore_index == -1
+    dm.setup("fit")
+    dm.setup("test")
+    index = {2: 0, 5: 1, 6: 2, 7: 3}
+    for split in ("train", "test"):
+        ds = dm.datasets[split]
+        for i, name in enumerate(ds.names):
+            expected = np.array([index.get(int(c), -1) for c in codes[name]])
+            got = ds[i].y.numpy()
+            np.testing.assert_array_equal(got, expected)  # every point, in file order
+    assert sorted(dm.datasets["train"].names) == ["train/north/tile_b.laz", "train/tile_a.las"]
+    assert (dm.datasets["test"][0].y == -1).sum() > 0  # water (9) is not a train class
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.y.shape == (batch.pos.size(0),) and batch.y.max() <= 3
+
+
+def test_chosen_label_codes_and_unclassified_files(tmp_path: Path) -> None:
+    import laspy
+
+    codes = _las_fixture().make_las_folder(tmp_path / "lidar")
+    with pytest.warns(UserWarning):
+        dm = PointCloudFolderDataModule(
+            str(tmp_path / "lidar"), point_labels=True, label_codes=[6, 2], num_points=None,
+            num_workers=0, cache_dir=str(tmp_path / "cache"),
+        )  # fmt: skip
+        dm.prepare_data()
+    dm.setup("fit")
+    assert dm.class_names == ["building", "ground"]
+    ds = dm.datasets["train"]
+    i = ds.names.index("train/tile_a.las")
+    expected = np.select([codes["train/tile_a.las"] == 6, codes["train/tile_a.las"] == 2], [0, 1], -1)
+    np.testing.assert_array_equal(ds[i].y.numpy(), expected)
+    # a LAS file whose points were never classified (all 0) is refused by name
+    blank = laspy.create(point_format=3, file_version="1.2")
+    blank.x, blank.y, blank.z = np.arange(5.0), np.zeros(5), np.zeros(5)
+    blank.write(tmp_path / "lidar" / "train" / "blank.las")
+    with pytest.warns(UserWarning):
+        dm = PointCloudFolderDataModule(
+            str(tmp_path / "lidar"), point_labels=True, label_codes=[6, 2], num_workers=0,
+            cache_dir=str(tmp_path / "cache2"),
+        )  # fmt: skip
+        with pytest.raises(DataFormatError, match="blank.las.*no classification codes"):
+            dm.prepare_data()
+    with pytest.raises(ValueError, match="point_labels"):
+        PointCloudFolderDataModule(str(tmp_path / "lidar"), label_codes=[2])

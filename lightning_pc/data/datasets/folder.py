@@ -3,6 +3,10 @@
 Point files (PLY, PCD, XYZ, PTS, TXT, NPY) keep all their points; meshes (OFF, OBJ, STL and
 PLY files with faces) are normalised and sampled on their faces by area, once, into the cache.
 Class index = position in the sorted list of the ``train`` split's class folders.
+
+With ``point_labels``, LAS/LAZ files give per-point labels instead: their classification
+codes (ASPRS: 2 ground, 6 building ...), mapped to class indices by ``label_codes``; the
+files may then lie anywhere under ``root/<split>/`` (class folders are not needed).
 """
 
 from __future__ import annotations
@@ -51,6 +55,56 @@ def list_classes(root: str | Path) -> list[str]:
 
 
 FEATURES = ("rgb", "normal")
+IGNORE_INDEX = -1  # per-point label of classification codes not in label_codes
+
+# ASPRS LAS 1.4 standard classification codes
+ASPRS_CLASSES = {
+    0: "never_classified", 1: "unclassified", 2: "ground", 3: "low_vegetation",
+    4: "medium_vegetation", 5: "high_vegetation", 6: "building", 7: "low_point_noise",
+    8: "model_key_point", 9: "water", 10: "rail", 11: "road_surface", 12: "overlap",
+    13: "wire_guard", 14: "wire_conductor", 15: "transmission_tower",
+    16: "wire_structure_connector", 17: "bridge_deck", 18: "high_noise",
+}  # fmt: skip
+LAS_SUFFIXES = (".las", ".laz")
+
+
+def las_class_names(codes: list[int]) -> list[str]:
+    """Names of LAS classification codes (ASPRS names, else ``code_<n>``)."""
+    return [ASPRS_CLASSES.get(c, f"code_{c}") for c in codes]
+
+
+def split_files(root: str | Path, split: str) -> list[Path]:
+    """Every non-hidden file under ``root/split`` (recursively), sorted."""
+    folder = Path(root).expanduser() / split
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def las_codes_present(files: list[Path]) -> list[int]:
+    """The classification codes the LAS/LAZ ``files`` use, sorted (read chunk by chunk).
+
+    Raises:
+        MissingDataError: no LAS/LAZ file among ``files``.
+        DataFormatError: an unreadable file.
+    """
+    import laspy
+
+    las = [f for f in files if f.suffix.lower() in LAS_SUFFIXES]
+    if not las:
+        raise MissingDataError(
+            "PointCloudFolder", files[0].parent if files else Path("."),
+            "LAS/LAZ files with classification codes (point_labels=True)",
+        )  # fmt: skip
+    seen = np.zeros(256, dtype=bool)
+    for path in las:
+        try:
+            with laspy.open(path) as reader:
+                for points in reader.chunk_iterator(1 << 20):
+                    seen[np.unique(np.asarray(points.classification))] = True
+        except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
+            raise DataFormatError(path, f"not a readable LAS/LAZ file ({err})") from err
+    return np.flatnonzero(seen).tolist()
 
 
 def check_features(features: list[str] | None) -> list[str]:
@@ -63,12 +117,29 @@ def check_features(features: list[str] | None) -> list[str]:
 
 
 def _read_any(
-    item: tuple[str, str, int], points_per_mesh: int, seed: int, features: tuple[str, ...] = ()
+    item: tuple[str, str, int],
+    points_per_mesh: int,
+    seed: int,
+    features: tuple[str, ...] = (),
+    label_codes: tuple[int, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     path, rel, _ = item
     p = Path(path)
     suffix = p.suffix.lower()
-    if suffix in (".off", ".obj", ".stl") or (suffix == ".ply" and ply_has_faces(p)):
+    if label_codes is not None:  # per-point labels from LAS classification codes
+        if suffix not in LAS_SUFFIXES:
+            raise DataFormatError(
+                p, "point_labels=True reads labels from LAS/LAZ classification codes only"
+            )
+        arrays = read_point_file(p)
+        if "classification" not in arrays:
+            raise DataFormatError(
+                p, "has no classification codes (every point is 0, never classified)"
+            )
+        lut = np.full(256, IGNORE_INDEX, dtype=np.int16)
+        lut[list(label_codes)] = np.arange(len(label_codes), dtype=np.int16)
+        arrays["seg"] = lut[arrays.pop("classification")]
+    elif suffix in (".off", ".obj", ".stl") or (suffix == ".ply" and ply_has_faces(p)):
         mesh = read_mesh(p)
         mesh.vertices = normalize_vertices(mesh.vertices)
         rng = np.random.default_rng([seed, zlib.crc32(rel.encode())])
@@ -77,6 +148,8 @@ def _read_any(
     else:
         arrays = read_point_file(p)
     out = {"pos": arrays["pos"]}
+    if "seg" in arrays:
+        out["seg"] = arrays["seg"]
     for feature in features:
         if feature not in arrays:
             raise DataFormatError(
@@ -99,6 +172,10 @@ class PointCloudFolderRecipe(CacheRecipe):
         points_per_mesh: points sampled on each mesh.
         seed: seed of the mesh sampling.
         features: per-point features to cache: ``"rgb"`` and/or ``"normal"``.
+        point_labels: cache per-point labels (``seg``) from the LAS/LAZ classification
+            codes instead of one class per folder.
+        label_codes: with ``point_labels``, the codes to learn, in class order; other
+            codes get :data:`IGNORE_INDEX` (``None``: every code the train files use).
     """
 
     name = "folder"
@@ -110,10 +187,27 @@ class PointCloudFolderRecipe(CacheRecipe):
         points_per_mesh: int = 10000,
         seed: int = 0,
         features: list[str] | None = None,
+        point_labels: bool = False,
+        label_codes: list[int] | None = None,
     ) -> None:
         self._root = Path(root).expanduser()
         self.features = check_features(features)
-        self.class_names = list_classes(self._root)
+        self.label_codes: list[int] | None = None
+        if point_labels:
+            if label_codes is None:
+                train = split_files(self._root, "train")
+                if not train:
+                    raise MissingDataError("PointCloudFolder", self._root / "train", LAYOUT_HELP)
+                label_codes = las_codes_present(train)
+            bad = [c for c in label_codes if not 0 <= c <= 255]
+            if bad or len(set(label_codes)) != len(label_codes):
+                raise ValueError(f"label_codes must be distinct codes 0-255, got {label_codes}")
+            self.label_codes = [int(c) for c in label_codes]
+            self.class_names = las_class_names(self.label_codes)
+        elif label_codes is not None:
+            raise ValueError("label_codes needs point_labels=True")
+        else:
+            self.class_names = list_classes(self._root)
         self.points_per_mesh, self.seed = points_per_mesh, seed
         self._items: dict[str, list[tuple[str, str, int]]] | None = None
 
@@ -122,12 +216,15 @@ class PointCloudFolderRecipe(CacheRecipe):
         return self._root
 
     def params(self) -> dict[str, Any]:
-        return {
+        params = {
             "points_per_mesh": self.points_per_mesh,
             "seed": self.seed,
             "classes": self.class_names,
             "features": self.features,
         }
+        if self.label_codes is not None:  # (absent otherwise: earlier caches stay valid)
+            params["label_codes"] = self.label_codes
+        return params
 
     def items(self) -> dict[str, list[tuple[str, str, int]]]:
         """Per present split: ``(path, relative name, label)``, sorted.
@@ -140,6 +237,8 @@ class PointCloudFolderRecipe(CacheRecipe):
             A ``val``/``test`` class folder without files, and files whose suffix is not
             read (hidden files such as ``.DS_Store`` are skipped silently).
         """
+        if self._items is None and self.label_codes is not None:
+            self._items = self._point_label_items()
         if self._items is None:
             out: dict[str, list[tuple[str, str, int]]] = {}
             ignored: Counter[str] = Counter()
@@ -189,6 +288,31 @@ class PointCloudFolderRecipe(CacheRecipe):
             self._items = out
         return self._items
 
+    def _point_label_items(self) -> dict[str, list[tuple[str, str, int]]]:
+        """Every LAS/LAZ file under each split (label -1: the labels are per point)."""
+        out: dict[str, list[tuple[str, str, int]]] = {}
+        for split in SPLITS:
+            files = split_files(self._root, split)
+            rows = [
+                (str(f), f.relative_to(self._root).as_posix(), IGNORE_INDEX)
+                for f in files
+                if f.suffix.lower() in LAS_SUFFIXES
+            ]
+            skipped = len(files) - len(rows)
+            if skipped:
+                warnings.warn(
+                    f"PointCloudFolder: {self._root / split}: skipped {skipped} files that are "
+                    "not LAS/LAZ (point_labels=True reads classification codes)",
+                    stacklevel=3,
+                )
+            if rows:
+                out[split] = rows
+        if "train" not in out:
+            raise MissingDataError(
+                "PointCloudFolder", self._root / "train", "LAS/LAZ files (point_labels=True)"
+            )
+        return out
+
     def raw_files(self) -> list[Path]:
         return sorted(Path(p) for rows in self.items().values() for p, _, _ in rows)
 
@@ -198,6 +322,7 @@ class PointCloudFolderRecipe(CacheRecipe):
             points_per_mesh=self.points_per_mesh,
             seed=self.seed,
             features=tuple(self.features),
+            label_codes=None if self.label_codes is None else tuple(self.label_codes),
         )
         for split, items in self.items().items():
             writer = PackedWriter(out / split)
@@ -206,5 +331,5 @@ class PointCloudFolderRecipe(CacheRecipe):
             ):
                 if len(arrays["pos"]) == 0:
                     raise DataFormatError(path, "no points")
-                writer.append(rel, arrays, {"label": label})
+                writer.append(rel, arrays, {} if "seg" in arrays else {"label": label})
             writer.close()

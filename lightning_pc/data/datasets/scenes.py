@@ -2,15 +2,20 @@
 
 A scan (any file :func:`~lightning_pc.data.io.read_scan` reads) is covered by square blocks
 of ``block_size`` in x-y, ``stride`` apart (so neighbouring blocks overlap when
-``stride < block_size``); every block's points are voxelised (the first point of each
+``stride < block_size``), or by spheres of diameter ``block_size`` centred on a 3-D grid of
+``stride`` (``crop="sphere"``, optionally at most ``sphere_points`` points each, the nearest
+to the centre); every fragment's points are voxelised (the first point of each
 ``voxel_size`` voxel is kept) and handed to the network. Each fragment carries the rows of
 the scan's points it covers (``source_rows``) and, for each, the kept point it maps to
 (``inverse_index``), so the network's class probabilities can be voted back onto every
 original point (:class:`~lightning_pc.callbacks.prediction_writer.ScenePredictionWriter`).
 
 Fragments are produced one at a time, inside the loader's worker processes: memory holds
-one scan's points (and one sort order of them) per worker plus the fragments in flight,
-never the list of all fragments.
+one scan's points (float32 coordinates, the requested features and one int32 sort order:
+about 20 bytes a point plus 4 per feature channel) per worker plus the fragments in flight,
+never the list of all fragments. Scans are read in chunks
+(:class:`~lightning_pc.data.io.ScanChunks`: NPY, KITTI ``.bin`` and binary PLY
+memory-mapped, LAS/LAZ through laspy's chunk iterator), so reading costs no more.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torch_geometric.data import Data
 
 from lightning_pc.data.errors import DataFormatError, MissingDataError
-from lightning_pc.data.io import read_scan
+from lightning_pc.data.io import SCAN_CHUNK, ScanChunks
 
 SCAN_SUFFIXES = (".ply", ".pcd", ".las", ".laz", ".npy", ".txt", ".xyz", ".pts", ".bin")
 SCENE_FEATURES = ("rgb", "intensity")
+CROPS = ("block", "sphere")
 
 
 def list_scans(root: str | Path) -> list[Path]:
@@ -55,35 +61,6 @@ def list_scans(root: str | Path) -> list[Path]:
     if not files:
         raise MissingDataError("PredictScenes", root, layout)
     return files
-
-
-def scan_features(arrays: dict[str, np.ndarray], features: Sequence[str], path: Path) -> np.ndarray:
-    """Per-point input features ``[N, F]`` float32 in the order of ``features``.
-
-    Text and NPY scans (``x y z r g b ...``) give their columns 4-6 as ``rgb`` (divided by
-    255 when any exceeds 1).
-
-    Raises:
-        DataFormatError: the scan lacks a requested feature.
-    """
-    columns = []
-    extra = arrays.get("features")
-    if "rgb" in features and "rgb" not in arrays and extra is not None and extra.shape[1] >= 3:
-        rgb = extra[:, :3].astype(np.float32)
-        arrays = {**arrays, "rgb": rgb / 255.0 if rgb.max(initial=0.0) > 1.0 else rgb}
-    for name in features:
-        if name not in arrays:
-            raise DataFormatError(
-                path, f"has no {name!r}, which features={list(features)} needs (the model's input)"
-            )
-        value = arrays[name].astype(np.float32)
-        if name == "intensity":  # raw sensor units (LAS: 16-bit): scale into 0-1
-            top = float(value.max(initial=0.0))
-            value = value / top if top > 1.0 else value
-        columns.append(value.reshape(len(value), -1))
-    if not columns:
-        return np.zeros((len(arrays["pos"]), 0), dtype=np.float32)
-    return np.concatenate(columns, 1)
 
 
 def block_origins(xy: np.ndarray, block_size: float, stride: float) -> tuple[np.ndarray, int, int]:
@@ -142,15 +119,77 @@ def voxel_keep(pos: np.ndarray, voxel_size: float | None) -> tuple[np.ndarray, n
     return kept, inverse
 
 
+def load_scan(
+    path: str | Path, features: Sequence[str], chunk: int = SCAN_CHUNK
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A scan's points for fragmenting, read chunk by chunk into compact arrays.
+
+    Returns:
+        ``(pos, feats, origin)``: ``pos [N, 3]`` float32 relative to ``origin`` (float64
+        ``[3]``: zero for files holding float32 coordinates, else the first chunk's floor,
+        so georeferenced float64 coordinates keep millimetres), and ``feats [N, F]`` float32
+        in the order of ``features``: ``rgb`` in 0-1 (text and NPY columns 4-6 divided by
+        255 when any exceeds 1), ``intensity`` divided by its maximum when that exceeds 1.
+
+    Raises:
+        DataFormatError: an unreadable file, or one lacking a requested feature.
+    """
+    path = Path(path)
+    source = ScanChunks(path, chunk)
+    n = source.num_points
+    columns: list[tuple[str, str, slice]] = []  # (feature, chunk key, its columns)
+    for name in features:
+        if name in source.keys:
+            columns.append((name, name, slice(None)))
+        elif name == "rgb" and source.keys.get("features", 0) >= 3:
+            columns.append((name, "features", slice(0, 3)))
+        else:
+            raise DataFormatError(
+                path, f"has no {name!r}, which features={list(features)} needs (the model's input)"
+            )
+    widths = [3 if name == "rgb" else 1 for name, _, _ in columns]
+    pos = np.empty((n, 3), dtype=np.float32)
+    feats = np.empty((n, sum(widths)), dtype=np.float32)
+    top = np.zeros(len(columns))
+    origin = np.zeros(3)
+    start = 0
+    for part in source:
+        stop = start + len(part["pos"])
+        if start == 0 and source.coord_dtype == np.float64:
+            origin = np.floor(part["pos"].min(0))
+        pos[start:stop] = part["pos"] - origin
+        at = 0
+        for c, ((_, key, cols), width) in enumerate(zip(columns, widths)):
+            value = part[key].reshape(stop - start, -1)[:, cols]
+            feats[start:stop, at : at + width] = value
+            top[c] = max(top[c], float(value.max(initial=0.0)))
+            at += width
+        start = stop
+    at = 0
+    for c, ((name, key, _), width) in enumerate(zip(columns, widths)):
+        if name == "intensity":  # raw sensor units (LAS: 16-bit): scale into 0-1
+            divisor = top[c] if top[c] > 1.0 else 1.0
+        elif key == "features":  # text / NPY columns 4-6: 0-255 or 0-1
+            divisor = 255.0 if top[c] > 1.0 else 1.0
+        else:
+            divisor = source.rgb_divisor(top[c])
+        if divisor != 1.0:
+            for s in range(0, n, chunk):
+                feats[s : s + chunk, at : at + width] /= np.float32(divisor)
+        at += width
+    return pos, feats, origin
+
+
 class SceneFragments(IterableDataset):
     """Overlapping, voxelised fragments of whole scans, produced lazily.
 
-    Each fragment is a ``Data`` with ``pos [n, 3]`` (float32, moved so the block's x-y
-    centre is the origin and its lowest point is at ``z = 0``, as the S3DIS crops are),
-    ``x [n, F]`` (the requested ``features``; absent without any), ``inverse_index [m]``
-    (each covered scan point -> its kept point), ``source_rows [m]`` (the covered points'
-    rows in the scan), and per fragment ``idx`` (the scan's index in :attr:`names`),
-    ``num_fragments`` and ``scan_points`` (``[1]`` each).
+    Each fragment is a ``Data`` with ``pos [n, 3]`` (float32, moved so the block's or
+    sphere's x-y centre is the origin and its lowest point is at ``z = 0``, as the S3DIS
+    crops are), ``x [n, F]`` (the requested ``features``; absent without any),
+    ``inverse_index [m]`` (each covered scan point -> its kept point), ``source_rows [m]``
+    (the covered points' rows in the scan, int64, sorted), and per fragment ``idx`` (the
+    scan's index in :attr:`names`), ``num_fragments`` and ``scan_points`` (``[1]`` each).
+    Every point of a scan is covered by at least one of its fragments.
 
     Scans are dealt to the DDP ranks and loader workers whole (scan ``k`` to slot
     ``k mod (world_size x workers)``), so every fragment of a scan comes from one process
@@ -159,9 +198,17 @@ class SceneFragments(IterableDataset):
     Args:
         files: scan files.
         features: per-point inputs: ``"rgb"`` (0-1) and/or ``"intensity"`` (scaled to 0-1).
-        block_size: side of a square fragment in x-y (scan units, metres for most scans).
-        stride: distance between neighbouring fragments (``<= block_size``).
+        block_size: side of a square fragment in x-y, or a sphere's diameter (scan units,
+            metres for most scans).
+        stride: distance between neighbouring blocks, or the grid of sphere centres
+            (``<= block_size``; spheres need ``block_size >= stride * sqrt(3)`` to reach
+            every corner of their grid cell).
         voxel_size: voxel edge of the grid sampling inside a fragment (``None``: none).
+        crop: ``"block"`` (square columns in x-y, all heights) or ``"sphere"`` (balls
+            around the centres of the non-empty ``stride`` cells in 3-D).
+        sphere_points: with ``crop="sphere"``, at most this many points per sphere, the
+            nearest to its centre (``None``: every point within the radius). Points no
+            sphere kept get spheres of their own, centred on them, until none is left.
 
     Attributes:
         rank, world_size: this process's share of the scans (set by the data module).
@@ -174,17 +221,29 @@ class SceneFragments(IterableDataset):
         block_size: float = 3.0,
         stride: float = 1.5,
         voxel_size: float | None = 0.04,
+        crop: str = "block",
+        sphere_points: int | None = None,
     ) -> None:
         if block_size <= 0 or stride <= 0 or stride > block_size:
             raise ValueError(
                 f"need 0 < stride <= block_size, got stride={stride}, block_size={block_size}"
             )
+        if crop not in CROPS:
+            raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+        if crop == "sphere" and block_size < stride * math.sqrt(3) * (1 - 1e-9):
+            raise ValueError(
+                f"spheres of diameter block_size={block_size} leave the corners of their "
+                f"stride={stride} grid cells uncovered: need block_size >= stride * sqrt(3)"
+            )
+        if sphere_points is not None and (crop != "sphere" or sphere_points < 1):
+            raise ValueError("sphere_points (a positive count) needs crop='sphere'")
         unknown = set(features) - set(SCENE_FEATURES)
         if unknown:
             raise ValueError(f"unknown features {sorted(unknown)}; choose from {SCENE_FEATURES}")
         self.files = [Path(f) for f in files]
         self.features = tuple(features)
         self.block_size, self.stride, self.voxel_size = block_size, stride, voxel_size
+        self.crop, self.sphere_points = crop, sphere_points
         self.rank, self.world_size = 0, 1
 
     @property
@@ -205,47 +264,91 @@ class SceneFragments(IterableDataset):
 
     def fragments(self, k: int) -> Iterator[Data]:
         """The fragments of scan ``k``, one at a time."""
-        path = self.files[k]
-        arrays = read_scan(path)
-        pos = arrays["pos"]
-        feats = scan_features(arrays, self.features, path)
-        del arrays
-        n = len(pos)
-        low, nx, ny = block_origins(pos[:, :2], self.block_size, self.stride)
-        rel = pos[:, :2] - low
-        last = last_blocks(rel, nx, ny, self.stride)
-        blocks = nonempty_blocks(rel, last, ny, self.block_size, self.stride)
-        order = np.argsort(rel[:, 0], kind="stable")
-        xs = rel[order, 0]
-        header = {
+        pos, feats, _ = load_scan(self.files[k], self.features)
+        if self.crop == "sphere":
+            yield from self._spheres(k, pos, feats)
+        else:
+            yield from self._blocks(k, pos, feats)
+
+    @staticmethod
+    def _header(k: int, num_fragments: int, n: int) -> dict[str, torch.Tensor]:
+        return {
             "idx": torch.tensor([k]),
-            "num_fragments": torch.tensor([len(blocks)]),
+            "num_fragments": torch.tensor([num_fragments]),
             "scan_points": torch.tensor([n]),
         }
-        for column in np.unique(blocks // ny):
-            top = column * self.stride + self.block_size
-            lo = int(np.searchsorted(xs, (column - 1) * self.stride, side="left"))
-            hi = int(np.searchsorted(xs, top, side="right"))
+
+    def _blocks(self, k: int, pos: np.ndarray, feats: np.ndarray) -> Iterator[Data]:
+        """Square blocks, swept along the longer side in slabs of one column of blocks."""
+        n, size, stride = len(pos), self.block_size, self.stride
+        xy = pos[:, :2]
+        low, nx, ny = block_origins(xy, size, stride)
+        found = []
+        for s in range(0, n, SCAN_CHUNK):  # block ids, a chunk of points at a time
+            rel = xy[s : s + SCAN_CHUNK] - low
+            last = last_blocks(rel, nx, ny, stride)
+            found.append(nonempty_blocks(rel, last, ny, size, stride))
+        blocks = np.unique(np.concatenate(found))
+        header = self._header(k, len(blocks), n)
+        a = 0 if nx >= ny else 1  # sweep axis: slabs stay thin on a long corridor too
+        b = 1 - a
+        index = np.stack([blocks // ny, blocks % ny], 1)
+        order = compact_index(np.argsort(pos[:, a], kind="stable"), n)
+        sweep = pos[order, a] - low[a]  # == (pos - low)[:, a] sorted, in float32 as below
+        for column in np.unique(index[:, a]):
+            top = column * stride + size
+            lo = int(np.searchsorted(sweep, (column - 1) * stride, side="left"))
+            hi = int(np.searchsorted(sweep, top, side="right"))
             slab = order[lo:hi]
-            slab = slab[(last[slab, 0] >= column) & (rel[slab, 0] <= top)]
-            for j in blocks[blocks // ny == column] % ny:
-                inside = (last[slab, 1] >= j) & (rel[slab, 1] <= j * self.stride + self.block_size)
+            rel = pos[slab, :2] - low
+            last = last_blocks(rel, nx, ny, stride)
+            keep = (last[:, a] >= column) & (rel[:, a] <= top)
+            slab, rel, last = slab[keep], rel[keep], last[keep]
+            for other in index[index[:, a] == column, b]:
+                inside = (last[:, b] >= other) & (rel[:, b] <= other * stride + size)
                 rows = np.sort(slab[inside])
-                x0, y0 = low[0] + column * self.stride, low[1] + j * self.stride
-                yield self._fragment(pos, feats, rows, x0, y0, header)
+                i, j = (column, other) if a == 0 else (other, column)
+                centre = (low[0] + i * stride + size / 2, low[1] + j * stride + size / 2)
+                yield self._fragment(pos, feats, rows, centre, header)
+
+    def _spheres(self, k: int, pos: np.ndarray, feats: np.ndarray) -> Iterator[Data]:
+        """Balls of diameter ``block_size`` around the centres of the non-empty cells."""
+        n = len(pos)
+        grid = SphereGrid(pos, self.stride)
+        radius = self.block_size / 2
+        centres = grid.cell_centres()
+        # plan: the centres that hold points, then a sphere on each point none kept (its
+        # own point first among equally near ones, duplicates included)
+        covered = np.zeros(n, dtype=bool)
+        plan: list[tuple[np.ndarray, int]] = []
+        for c in centres:
+            rows = grid.query(c, radius, self.sphere_points)
+            if len(rows):
+                covered[rows] = True
+                plan.append((c, -1))
+        for missed in np.flatnonzero(~covered):
+            row = int(missed)
+            if not covered[row]:
+                c = pos[row].astype(np.float64)
+                covered[grid.query(c, radius, self.sphere_points, first=row)] = True
+                plan.append((c, row))
+        del covered
+        header = self._header(k, len(plan), n)
+        for c, first in plan:
+            rows = grid.query(c, radius, self.sphere_points, first=first)
+            yield self._fragment(pos, feats, rows, (c[0], c[1]), header)
 
     def _fragment(
         self,
         pos: np.ndarray,
         feats: np.ndarray,
         rows: np.ndarray,
-        x0: float,
-        y0: float,
+        centre: tuple[float, float],
         header: dict[str, torch.Tensor],
     ) -> Data:
         local = pos[rows].astype(np.float64)
-        local[:, 0] -= x0 + self.block_size / 2
-        local[:, 1] -= y0 + self.block_size / 2
+        local[:, 0] -= centre[0]
+        local[:, 1] -= centre[1]
         local[:, 2] -= local[:, 2].min()
         kept, inverse = voxel_keep(local, self.voxel_size)
         data = Data(pos=torch.from_numpy(local[kept].astype(np.float32)))
@@ -256,3 +359,68 @@ class SceneFragments(IterableDataset):
         for key, value in header.items():
             data[key] = value.clone()
         return data
+
+
+def compact_index(index: np.ndarray, n: int) -> np.ndarray:
+    """``index`` as int32 when ``n`` rows fit (half the memory of int64), else unchanged."""
+    return index.astype(np.int32) if n < 2**31 else index
+
+
+class SphereGrid:
+    """Points bucketed in x-y columns of ``cell`` for ball and nearest-point queries.
+
+    Holds one int32 sort order of the points (by column) and the sorted ids of the
+    non-empty columns only, so a far outlier or large empty regions cost nothing.
+    """
+
+    def __init__(self, pos: np.ndarray, cell: float) -> None:
+        self.pos, self.cell = pos, cell
+        self.low = pos.min(0).astype(np.float64)
+        n = len(pos)
+        cols = np.empty((n, 2), dtype=np.int64)
+        for s in range(0, n, SCAN_CHUNK):
+            cols[s : s + SCAN_CHUNK] = self._cells(pos[s : s + SCAN_CHUNK, :2], 2)
+        self.nx, self.ny = (int(v) + 1 for v in cols.max(0))
+        key = cols[:, 0] * self.ny + cols[:, 1]
+        del cols
+        self.order = compact_index(np.argsort(key, kind="stable"), n)
+        sorted_key = key[self.order]
+        del key
+        self.keys, self.starts = np.unique(sorted_key, return_index=True)
+        self.starts = np.append(self.starts, n)
+
+    def _cells(self, p: np.ndarray, dims: int) -> np.ndarray:
+        return np.floor((p - self.low[:dims]) / self.cell).astype(np.int64)
+
+    def cell_centres(self) -> np.ndarray:
+        """Centres ``[M, 3]`` (float64) of the non-empty 3-D cells, in lexicographic order."""
+        found = [
+            np.unique(self._cells(self.pos[s : s + SCAN_CHUNK], 3), axis=0)
+            for s in range(0, len(self.pos), SCAN_CHUNK)
+        ]
+        cells = np.unique(np.concatenate(found), axis=0)
+        return self.low + (cells + 0.5) * self.cell
+
+    def query(
+        self, centre: np.ndarray, radius: float, limit: int | None = None, first: int = -1
+    ) -> np.ndarray:
+        """Rows within ``radius`` of ``centre``, sorted: at most ``limit``, the nearest
+        (ties: row ``first``, then the lower rows)."""
+        lo = self._cells(np.asarray(centre[:2]) - radius, 2)
+        hi = self._cells(np.asarray(centre[:2]) + radius, 2)
+        lo_y, hi_y = max(int(lo[1]), 0), min(int(hi[1]), self.ny - 1)
+        parts = []
+        for i in range(max(int(lo[0]), 0), min(int(hi[0]), self.nx - 1) + 1):
+            a = int(np.searchsorted(self.keys, i * self.ny + lo_y, side="left"))
+            b = int(np.searchsorted(self.keys, i * self.ny + hi_y, side="right"))
+            if b > a:
+                parts.append(self.order[self.starts[a] : self.starts[b]])
+        if not parts:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.concatenate(parts).astype(np.int64)
+        d2 = ((self.pos[rows].astype(np.float64) - centre) ** 2).sum(1)
+        near = d2 <= radius * radius
+        rows, d2 = rows[near], d2[near]
+        if limit is not None and len(rows) > limit:
+            rows = rows[np.lexsort((rows, rows != first, d2))[:limit]]
+        return np.sort(rows)

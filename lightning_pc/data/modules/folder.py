@@ -1,4 +1,5 @@
-"""PointCloudFolderDataModule: classify a user's own folder of point files or meshes."""
+"""PointCloudFolderDataModule: classify (or segment, by LAS classification codes) a user's
+own folder of point files or meshes."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.folder import (
+    IGNORE_INDEX,
     PointCloudFolderRecipe,
     check_features,
-    list_classes,
 )
 from lightning_pc.data.modules.base import PointCloudDataModule
 from lightning_pc.data.transforms import TransformSpec
@@ -26,6 +27,14 @@ class PointCloudFolderDataModule(PointCloudDataModule):
     ``num_classes`` is known before ``prepare_data``). A missing ``val/`` falls back to
     ``test/``; with neither there is no validation loop.
 
+    With ``point_labels=True`` (semantic segmentation of users' LiDAR), every LAS/LAZ file
+    under ``root/<split>/`` is one sample whose per-point ``y`` is its classification code
+    mapped to a class index: the position of the code in ``label_codes`` (default: every
+    code the train files use, read in ``__init__``), ``-1`` (:attr:`ignore_index`; pass
+    ``--model.ignore_index=-1``) for other codes. Class names are the ASPRS names
+    (``ground``, ``building`` ...). Other files are skipped with a warning; a LAS file
+    without classification codes is refused, naming it.
+
     Args:
         root: dataset folder.
         features: per-point features in ``x``: ``"rgb"`` and/or ``"normal"`` (every file
@@ -35,11 +44,15 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         sampling_seed: seed of the mesh sampling.
         batch_size: clouds per batch.
         num_workers: DataLoader workers.
+        point_labels: per-point labels from LAS/LAZ classification codes.
+        label_codes: with ``point_labels``, the codes to learn, in class order.
         **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: normalise,
             rotate about z, scale, jitter), ``eval_transforms`` (``None``: normalise),
             ``cache_dir``, ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``,
             ``cache_fingerprint``; see :class:`~lightning_pc.data.PointCloudDataModule`.
     """
+
+    ignore_index = IGNORE_INDEX
 
     def __init__(
         self,
@@ -50,13 +63,19 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         sampling_seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 4,
+        point_labels: bool = False,
+        label_codes: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
         self.root, self.num_points = root, num_points
         self.points_per_mesh, self.sampling_seed = points_per_mesh, sampling_seed
-        self.class_names = list_classes(root)
         self.features = check_features(features)
+        self._recipe = PointCloudFolderRecipe(
+            root, points_per_mesh, sampling_seed, self.features, point_labels, label_codes
+        )
+        self.point_labels = point_labels
+        self.class_names = self._recipe.class_names
 
     def default_train_transforms(self) -> list[TransformSpec]:
         return [
@@ -70,13 +89,14 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         return ["NormalizeScale"]
 
     def recipe(self) -> PointCloudFolderRecipe:
-        return PointCloudFolderRecipe(
-            self.root, self.points_per_mesh, self.sampling_seed, self.features
-        )
+        return self._recipe
 
     def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
         folder = self.cache_folder()
         keys = {"pos": "pos"}
+        sample_keys = {"label": "y"}
+        if self.point_labels:
+            keys["seg"], sample_keys = "y", {}
         if "rgb" in self.features:
             keys["rgb"] = "x"  # x from the start: colour transforms see it
         if "normal" in self.features:
@@ -89,7 +109,7 @@ class PointCloudFolderDataModule(PointCloudDataModule):
                 out[split] = PackedDataset(
                     folder / split,
                     keys,
-                    {"label": "y"},
+                    sample_keys,
                     self.num_points,
                     "random" if train else "strided",
                     self.train_transform() if train else self.eval_transform(),

@@ -15,8 +15,9 @@ class PredictScenesDataModule(PointCloudDataModule):
     KITTI velodyne ``.bin`` scans) for
     ``predict``: no labels, no cache, any size.
 
-    Each scan is cut lazily into overlapping square fragments (``block_size``, ``stride``
-    apart in x-y), voxelised at ``voxel_size`` (see
+    Each scan is cut lazily into overlapping fragments (square blocks of ``block_size``,
+    ``stride`` apart in x-y, or spheres of diameter ``block_size`` on a ``stride`` grid),
+    voxelised at ``voxel_size`` (see
     :class:`~lightning_pc.data.datasets.scenes.SceneFragments`); the task returns class
     probabilities per covered point and
     :class:`~lightning_pc.callbacks.prediction_writer.ScenePredictionWriter` votes them back
@@ -37,9 +38,14 @@ class PredictScenesDataModule(PointCloudDataModule):
         class_names: names of the classes (``None``: ``class_0``, ``class_1`` ...).
         features: per-point inputs the model was trained with: ``"rgb"`` and/or
             ``"intensity"`` (``in_channels`` of the task must match).
-        block_size: side of a fragment in x-y (scan units; the training crop size).
-        stride: step between fragments (``block_size / 2``: every point seen up to 4 times).
+        block_size: side of a block in x-y, or a sphere's diameter (scan units; the
+            training crop size).
+        stride: step between fragments (blocks: ``block_size / 2`` sees every point up to
+            4 times; spheres need ``block_size >= stride * sqrt(3)``).
         voxel_size: grid sampling inside a fragment (``None``: every point).
+        crop: ``"block"`` (square columns, all heights) or ``"sphere"``.
+        sphere_points: spheres keep at most this many points, the nearest to the centre
+            (``None``: all within the radius); points left out get spheres of their own.
         output_dir: where the writer puts the results.
         batch_size: fragments per batch.
         num_workers: loader workers (each fragments whole scans).
@@ -54,6 +60,8 @@ class PredictScenesDataModule(PointCloudDataModule):
         block_size: float = 3.0,
         stride: float = 1.5,
         voxel_size: float | None = 0.04,
+        crop: str = "block",
+        sphere_points: int | None = None,
         output_dir: str = "predictions",
         batch_size: int = 4,
         num_workers: int = 0,
@@ -76,7 +84,9 @@ class PredictScenesDataModule(PointCloudDataModule):
             )
         self.root, self.output_dir = root, output_dir
         self.files = list_scans(root)
-        self.fragments = SceneFragments(self.files, features or [], block_size, stride, voxel_size)
+        self.fragments = SceneFragments(
+            self.files, features or [], block_size, stride, voxel_size, crop, sphere_points
+        )
 
     @property
     def palette(self) -> list[list[int]]:
