@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from lightning_pc.models.registry import register_model
 from lightning_pc.nn.mlp import batch_norm_rows
 from lightning_pc.nn.point import Point, as_point
-from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling, Level
+from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling, Level, make_level
 from lightning_pc.nn.serialization import ORDERS
 
 
@@ -170,15 +170,8 @@ class PTv3Backbone(nn.Module):
         ``enc_mode``) and that level, from the voxels of :func:`ptv3_input` (their
         non-negative ``grid_coord`` and features ``pos_x``)."""
         shuffle = self.shuffle_orders and self.training
-        grid = x.grid_coord
-        if grid is None:
-            raise ValueError("PTv3Backbone takes voxels: see ptv3_input")
-        ser = x.serialization(self.order, shuffle=shuffle)
-        sparse = x.sparse_tensor()
-        level = Level(
-            grid, x.batch, x.num_clouds, ser.depth, ser.code, ser.order, ser.inverse, sparse
-        )
-        feat = self.embedding(sparse.feats, level)
+        level = make_level(x, self.order, shuffle)
+        feat = self.embedding(level.sparse.feats, level)
         stack: list[tuple[Tensor, Level, Tensor]] = []
         for s, blocks in enumerate(self.enc):
             if s > 0:
