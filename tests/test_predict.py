@@ -127,7 +127,10 @@ def test_missing_feature_names_the_file(tmp_path: Path) -> None:
 def _task(num_classes: int = 3) -> SemanticSegmentationTask:
     torch.manual_seed(0)
     return SemanticSegmentationTask(
-        model="sparse_unet", model_kwargs=TINY_MODELS["sparse_unet"], num_classes=num_classes, in_channels=3
+        model="sparse_unet",
+        model_kwargs=TINY_MODELS["sparse_unet"],
+        num_classes=num_classes,
+        in_channels=3,
     )
 
 

@@ -58,6 +58,7 @@ class MyData(SyntheticShapesDataModule):
         super().__init__(**kwargs)
 '''
 
+
 @pytest.mark.slow
 def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
     (tmp_path / "myproj.py").write_text(textwrap.dedent(MYPROJ))

@@ -246,7 +246,9 @@ class Point:
         _check_size(voxel_size)
         key = ("voxelize", float(voxel_size), reduce, origin)
         if key not in self._cache:
-            feats = self.pos if self.x is None else torch.cat([self.pos, self.x.to(self.pos.dtype)], 1)
+            feats = (
+                self.pos if self.x is None else torch.cat([self.pos, self.x.to(self.pos.dtype)], 1)
+            )
             sparse, inverse = voxelize(self._local(origin), feats, self.batch, voxel_size, reduce)
             reduced = sparse.feats  # [M, 3 + C]
             sites = sparse.coords.long()

@@ -19,7 +19,6 @@ from tests.conftest import TINY_MODELS
 o3d = pytest.importorskip("open3d")
 
 
-
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cloud = o3d.t.io.read_point_cloud(str(path))
     pos = cloud.point.positions.numpy()
@@ -45,7 +44,9 @@ def test_classification_predictions_round_trip(tmp_path: Path, binary: bool) -> 
         num_train=2, num_val=2, num_test=5, num_points=40, batch_size=2, eval_transforms=[]
     )
     torch.manual_seed(0)
-    task = ClassificationTask(model_kwargs=TINY_MODELS["pointnet2_ssg"], num_classes=data.num_classes)
+    task = ClassificationTask(
+        model_kwargs=TINY_MODELS["pointnet2_ssg"], num_classes=data.num_classes
+    )
     writer = PLYPredictionWriter(str(tmp_path / "pred"), binary=binary)
     predictions = _trainer(writer).predict(task, data)
     labels = torch.cat(predictions).argmax(1)  # [5, C] class probabilities -> labels
@@ -70,7 +71,9 @@ def test_full_resolution_predictions_go_back_to_kept_points(tmp_path: Path) -> N
         clouds.append(GridSubsample(0.25, training=False, keep_inverse=True)(cloud))
     batch = collate(clouds)
     torch.manual_seed(0)
-    task = SemanticSegmentationTask(model_kwargs=TINY_MODELS["pointnet2_ssg_sem_seg"], num_classes=4).eval()
+    task = SemanticSegmentationTask(
+        model_kwargs=TINY_MODELS["pointnet2_ssg_sem_seg"], num_classes=4
+    ).eval()
     with torch.no_grad():
         kept_pred = task(batch).argmax(1)
         full_pred = task.predict_step(batch, 0)
