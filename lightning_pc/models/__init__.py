@@ -1,7 +1,7 @@
 """Point networks on packed batches (:class:`~lightning_pc.nn.point.Point`), their shared
 heads, and a name -> builder registry that each network fills where it is defined."""
 
-from lightning_pc.models.registry import create_model, list_models, register_model  # noqa: I001
+from lightning_pc.models.dgcnn import DGCNN, DGCNNBackbone
 from lightning_pc.models.heads import (
     CategoryEmbedding,
     ClassificationHead,
@@ -9,9 +9,9 @@ from lightning_pc.models.heads import (
     PointNetwork,
     SegmentationHead,
 )
-from lightning_pc.models.dgcnn import DGCNN, DGCNNBackbone
 from lightning_pc.models.pointnet2 import PointNet2, PointNet2Backbone
 from lightning_pc.models.ptv3 import PTv3, PTv3Backbone, PTv3Cls
+from lightning_pc.models.registry import create_model, list_models, register_model
 from lightning_pc.models.sparse_resnet import SparseResNet, SparseResNetBackbone
 from lightning_pc.models.sparse_unet import SparseUNet, SparseUNetBackbone
 from lightning_pc.nn.point import Point, as_point
