@@ -36,6 +36,7 @@ import sys
 import tempfile
 import types
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -193,14 +194,14 @@ def make_input(clouds: list[int], seed: int, in_channels: int) -> object:
     return Batch.from_data_list(data)
 
 
-def official_input(x: object) -> dict[str, torch.Tensor]:
-    sp = x.sparse  # type: ignore[attr-defined]
+def official_input(x: Any) -> dict[str, torch.Tensor]:
+    sp = x.sparse_tensor()
     batch = sp.coords[:, 0]
     return {
         "coord": sp.feats[:, :3].clone(),
         "grid_coord": sp.coords[:, 1:].int().clone(),
         "feat": sp.feats.clone(),
-        "offset": torch.cumsum(torch.bincount(batch, minlength=x.num_clouds), 0),  # type: ignore[attr-defined]
+        "offset": torch.cumsum(torch.bincount(batch, minlength=x.num_clouds), 0),
     }
 
 

@@ -1,9 +1,82 @@
-"""Shared pytest configuration: the `gpu` marker skips without CUDA."""
+"""Shared pytest configuration: the `gpu` marker skips without CUDA; tiny networks."""
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 import torch
+
+# tiny widths per registered network (the configs keep the published architectures): every
+# test that trains a network through a task, the Trainer or the CLI takes its kwargs here
+TINY_MODELS: dict[str, dict[str, Any]] = {
+    "pointnet2_ssg": dict(
+        num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16]
+    ),
+    "pointnet2_msg": dict(
+        radii=[[0.2, 0.4], [0.4, 0.8]],
+        num_samples=[[8, 8], [8, 8]],
+        sa_mlps=[[[8], [8]], [[16], [16]]],
+        global_mlp=[16],
+        head=[16],
+    ),
+    "pointnet2_ssg_part_seg": dict(
+        num_samples=[[8], [8]],
+        sa_mlps=[[[8]], [[16]]],
+        global_mlp=[16],
+        fp_mlps=[[16], [16], [16]],
+        head=[16],
+    ),
+    "pointnet2_msg_part_seg": dict(
+        radii=[[0.2, 0.4], [0.4, 0.8]],
+        num_samples=[[8, 8], [8, 8]],
+        sa_mlps=[[[8], [8]], [[16], [16]]],
+        global_mlp=[16],
+        fp_mlps=[[16], [16], [16]],
+        head=[16],
+    ),
+    "pointnet2_ssg_sem_seg": dict(
+        ratios=[0.5, 0.5],
+        radii=[[0.5], [1.0]],
+        num_samples=[[8], [8]],
+        sa_mlps=[[[8]], [[16]]],
+        global_mlp=[],
+        fp_mlps=[[16], [16]],
+        head=[16],
+    ),
+    "pointnet2_msg_sem_seg": dict(
+        ratios=[0.5, 0.5],
+        radii=[[0.25, 0.5], [0.5, 1.0]],
+        num_samples=[[8, 8], [8, 8]],
+        sa_mlps=[[[8], [8]], [[16], [16]]],
+        global_mlp=[],
+        fp_mlps=[[16], [16]],
+        head=[16],
+    ),
+    "dgcnn": dict(k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0]),
+    "dgcnn_part_seg": dict(
+        k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0], category_channels=8
+    ),
+    "dgcnn_sem_seg": dict(k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0]),
+    "sparse_resnet": dict(voxel_size=0.1, channels=[8, 8, 16], layers=[1, 1], head=[16]),
+    "sparse_unet": dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4),
+    "ptv3": dict(
+        grid_size=0.2, stride=[2], enc_depths=[1, 1], enc_channels=[8, 16], enc_num_head=[1, 2],
+        enc_patch_size=[16, 16], dec_depths=[1], dec_channels=[8], dec_num_head=[1],
+        dec_patch_size=[16],
+    ),  # fmt: skip
+    "ptv3_cls": dict(
+        grid_size=0.1, stride=[2], enc_depths=[1, 1], enc_channels=[8, 16], enc_num_head=[1, 2],
+        enc_patch_size=[16, 16],
+    ),  # fmt: skip
+}
+
+
+@pytest.fixture
+def tiny_models() -> dict[str, dict[str, Any]]:
+    """Registered network name -> keyword arguments of a tiny instance (a fresh copy)."""
+    return copy.deepcopy(TINY_MODELS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

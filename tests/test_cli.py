@@ -23,6 +23,7 @@ import yaml
 
 from lightning_pc.cli import main
 from lightning_pc.tasks import ClassificationTask
+from tests.conftest import TINY_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -39,52 +40,6 @@ LIMITS = [
     "--trainer.accelerator=cpu",
     "--trainer.devices=1",
 ]
-
-# tiny widths per registered network (the configs keep the published architectures)
-TINY: dict[str, dict[str, Any]] = {
-    "pointnet2_ssg": dict(
-        num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16]
-    ),
-    "pointnet2_msg": dict(
-        radii=[[0.2, 0.4], [0.4, 0.8]],
-        num_samples=[[8, 8], [8, 8]],
-        sa_mlps=[[[8], [8]], [[16], [16]]],
-        global_mlp=[16],
-        head=[16],
-    ),
-    "dgcnn": dict(k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0]),
-    "pointnet2_msg_part_seg": dict(
-        radii=[[0.2, 0.4], [0.4, 0.8]],
-        num_samples=[[8, 8], [8, 8]],
-        sa_mlps=[[[8], [8]], [[16], [16]]],
-        global_mlp=[16],
-        fp_mlps=[[16], [16], [16]],
-        head=[16],
-    ),
-    "dgcnn_part_seg": dict(
-        k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0], category_channels=8
-    ),
-    "pointnet2_ssg_sem_seg": dict(
-        ratios=[0.5, 0.5],
-        radii=[[0.5], [1.0]],
-        num_samples=[[8], [8]],
-        sa_mlps=[[[8]], [[16]]],
-        global_mlp=[],
-        fp_mlps=[[16], [16]],
-        head=[16],
-    ),
-    "sparse_resnet": dict(voxel_size=0.1, channels=[8, 8, 16], layers=[1, 1], head=[16]),
-    "sparse_unet": dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4),
-    "ptv3": dict(
-        grid_size=0.2, stride=[2], enc_depths=[1, 1], enc_channels=[8, 16], enc_num_head=[1, 2],
-        enc_patch_size=[16, 16], dec_depths=[1], dec_channels=[8], dec_num_head=[1],
-        dec_patch_size=[16],
-    ),  # fmt: skip
-    "ptv3_cls": dict(
-        grid_size=0.1, stride=[2], enc_depths=[1, 1], enc_channels=[8, 16], enc_num_head=[1, 2],
-        enc_patch_size=[16, 16],
-    ),  # fmt: skip
-}
 
 QUICK_DATA = [
     "--data.init_args.num_train=8",
@@ -156,7 +111,7 @@ def test_config_prints(config: Path, capsys: pytest.CaptureFixture[str]) -> None
             assert printed["data"]["init_args"][key] == source["data"]["init_args"][key]
 
 
-def test_every_dataset_model_pair_has_a_config() -> None:
+def test_every_dataset_model_pair_has_a_config(tiny_models: dict[str, dict[str, Any]]) -> None:
     names = {p.stem for p in CONFIGS}
     assert {
         "quickstart",
@@ -171,7 +126,7 @@ def test_every_dataset_model_pair_has_a_config() -> None:
     } <= names
     for config in CONFIGS:
         model = _config(config)["model"]["init_args"]["model"]
-        assert model in TINY or config.stem == "quickstart", f"no tiny override for {model}"
+        assert model in tiny_models or config.stem == "quickstart", f"no tiny override for {model}"
 
 
 def _dataset_args(config: Path, fixtures: dict[str, Path], cache: Path) -> list[str]:
@@ -185,7 +140,7 @@ def _dataset_args(config: Path, fixtures: dict[str, Path], cache: Path) -> list[
         f"--data.init_args.cache_dir={cache}",
         "--data.init_args.num_workers=0",
         "--data.init_args.batch_size=2",
-        f"--model.init_args.model_kwargs={json.dumps(TINY[model])}",
+        f"--model.init_args.model_kwargs={json.dumps(TINY_MODELS[model])}",
     ]
     if "crops_per_room" in data:
         args += ["--data.init_args.num_points=64", "--data.init_args.crops_per_room=1"]
@@ -218,11 +173,14 @@ def test_dataset_config_runs_end_to_end(
 
 
 def test_quickstart_fit_test_predict_and_resume(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tiny_models: dict[str, dict[str, Any]],
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs" / "quickstart.yaml")
-    tiny = [f"--model.init_args.model_kwargs={json.dumps(TINY['pointnet2_ssg'])}"]
+    tiny = [f"--model.init_args.model_kwargs={json.dumps(tiny_models['pointnet2_ssg'])}"]
     common = ["--config", config, *LIMITS, *QUICK_DATA, *tiny]
     main(["fit", *common])
     run_dir = tmp_path / "runs" / "quickstart"
@@ -253,10 +211,12 @@ def test_quickstart_fit_test_predict_and_resume(
         torch.testing.assert_close(value, state[key])
 
 
-def test_validate_without_checkpoint_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_without_checkpoint_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, dict[str, Any]]
+) -> None:
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs" / "quickstart.yaml")
-    tiny = [f"--model.init_args.model_kwargs={json.dumps(TINY['pointnet2_ssg'])}"]
+    tiny = [f"--model.init_args.model_kwargs={json.dumps(tiny_models['pointnet2_ssg'])}"]
     with pytest.warns(UserWarning, match="initial weights"):
         main(["validate", "--config", config, *LIMITS, *QUICK_DATA, *tiny])
 
@@ -317,11 +277,11 @@ def _recorded(path: Path) -> dict[int, list[str]]:
 
 
 def test_resume_from_last_continues_the_training_data_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, dict[str, Any]]
 ) -> None:
     """``fit --ckpt_path last`` after epoch 1 sees the same epoch-2 batches as an uninterrupted run."""
     config = str(REPO / "configs" / "quickstart.yaml")
-    tiny = [f"--model.init_args.model_kwargs={json.dumps(TINY['pointnet2_ssg'])}"]
+    tiny = [f"--model.init_args.model_kwargs={json.dumps(tiny_models['pointnet2_ssg'])}"]
     limits = [
         a for a in LIMITS if not a.startswith(("--trainer.limit_train", "--trainer.max_epochs"))
     ]

@@ -24,11 +24,11 @@ from torch import nn
 
 from lightning_pc.cli import main
 from lightning_pc.models import create_model, list_models
+from tests.conftest import TINY_MODELS
 from tests.test_cli import DATASET_CONFIGS, _dataset_args, make_fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "modelnet40_dgcnn.yaml"
-TINY_DGCNN = {"k": 4, "edge_mlps": [[8], [8]], "emb_dims": 16, "head": [16], "dropout_layers": [0]}
 TIMEOUT = 150
 
 
@@ -51,7 +51,7 @@ def _args(root: Path, cache: Path) -> list[str]:
         "--data.init_args.num_workers=0",
         "--data.init_args.batch_size=2",
         "--data.init_args.num_points=32",
-        f"--model.init_args.model_kwargs={json.dumps(TINY_DGCNN)}",
+        f"--model.init_args.model_kwargs={json.dumps(TINY_MODELS['dgcnn'])}",
         *TRAINER,
     ]
 

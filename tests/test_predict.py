@@ -17,8 +17,7 @@ from lightning_pc.data.datasets.scenes import SceneFragments
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.io import read_ply_vertices, read_scan
 from lightning_pc.tasks import SemanticSegmentationTask
-
-TINY_UNET = dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4)
+from tests.conftest import TINY_MODELS
 
 
 def room(n: int = 3000, seed: int = 0, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +127,10 @@ def test_missing_feature_names_the_file(tmp_path: Path) -> None:
 def _task(num_classes: int = 3) -> SemanticSegmentationTask:
     torch.manual_seed(0)
     return SemanticSegmentationTask(
-        model="sparse_unet", model_kwargs=TINY_UNET, num_classes=num_classes, in_channels=3
+        model="sparse_unet",
+        model_kwargs=TINY_MODELS["sparse_unet"],
+        num_classes=num_classes,
+        in_channels=3,
     )
 
 
@@ -460,7 +462,7 @@ def test_a_failed_predict_leaves_no_vote_file_and_no_output(tmp_path: Path) -> N
         voxel_size=0.1, output_dir=str(out), batch_size=2,
     )  # fmt: skip
     torch.manual_seed(0)
-    task = _FailingTask(model="sparse_unet", model_kwargs=TINY_UNET, num_classes=3, in_channels=3)
+    task = _FailingTask(model="sparse_unet", model_kwargs=TINY_MODELS["sparse_unet"], num_classes=3, in_channels=3)
     spy = _TempFileSpy(out)
     trainer = L.Trainer(
         accelerator="cpu",

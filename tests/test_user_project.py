@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import TINY_MODELS
+
 MYPROJ = '''
 """A user's project: focal loss on the procedural shapes, with a smaller default data set."""
 
@@ -56,8 +58,6 @@ class MyData(SyntheticShapesDataModule):
         super().__init__(**kwargs)
 '''
 
-TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
-
 
 @pytest.mark.slow
 def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_user_subclasses_run_through_the_cli(tmp_path: Path) -> None:
         "--model=myproj.FocalTask",
         "--model.init_args.gamma=3.0",
         "--model.init_args.model=pointnet2_ssg",
-        f"--model.init_args.model_kwargs={json.dumps(TINY)}",
+        f"--model.init_args.model_kwargs={json.dumps(TINY_MODELS['pointnet2_ssg'])}",
         "--data=myproj.MyData",
         "--data.init_args.num_points=48",
         "--data.init_args.batch_size=4",

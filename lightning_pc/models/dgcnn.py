@@ -20,17 +20,19 @@ later graphs on the features of the previous EdgeConv.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_pc.models._batch import unpack
+from lightning_pc.models.heads import CategoryEmbedding, ClassificationHead, SegmentationHead
+from lightning_pc.models.registry import register_model
 from lightning_pc.nn.edge_conv import EdgeConv
 from lightning_pc.nn.knn_graph import KnnMode, knn_table
 from lightning_pc.nn.mlp import LinearBNAct
-from lightning_pc.nn.segment import segment_max, segment_mean
+from lightning_pc.nn.point import Point, as_point
+from lightning_pc.nn.segment import segment_max
 from lightning_pc.nn.transform_net import TransformNet
 
 Task = Literal["classification", "part_segmentation", "semantic_segmentation"]
@@ -55,8 +57,102 @@ _PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class DGCNN(nn.Module):
-    """DGCNN on packed batches.
+class DGCNNBackbone(nn.Module):
+    """DGCNN features: an optional spatial transformer, EdgeConvs on kNN graphs rebuilt from
+    each layer's features, their concatenation through a shared layer (``emb_dims``).
+
+    Returns a :class:`~lightning_pc.nn.point.Point` whose ``x`` is, per point, the shared
+    layer's output ``[N, emb_dims]`` (``local=False``) or the cloud's max-pooled shared
+    layer, the cloud's category embedding (part segmentation) and the point's EdgeConv
+    outputs side by side ``[N, emb_dims + category_channels + sum C_i]`` (``local=True``, as
+    the segmentation networks read it).
+
+    Args:
+        in_channels: per-point features appended to the coordinates (0: coordinates only).
+        edge_mlps: widths of each EdgeConv's edge MLP.
+        k: neighbours per point (self included).
+        emb_dims: width of the shared layer.
+        negative_slope: LeakyReLU slope.
+        transform: spatial transformer on the coordinates.
+        knn: ``"padded"`` (dense distances + top-k per cloud) or ``"packed"``
+            (:func:`lightning_pc.ops.knn`); same graphs.
+        local: segmentation output (see above).
+        num_categories: object categories embedded beside the pooled features (part
+            segmentation, ``batch.category``; needs ``local``); 0: none.
+        category_channels: width of the category embedding.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        edge_mlps: Sequence[Sequence[int]],
+        k: int = 20,
+        emb_dims: int = 1024,
+        negative_slope: float = 0.2,
+        transform: bool = False,
+        knn: KnnMode = "padded",
+        local: bool = False,
+        num_categories: int = 0,
+        category_channels: int = 64,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.k = k
+        self.knn = knn
+        self.local = local
+        self.transform = TransformNet(negative_slope) if transform else None
+        self.convs = nn.ModuleList()
+        width, cat_width = 3 + in_channels, 0
+        for mlp in edge_mlps:
+            conv = EdgeConv(width, mlp, negative_slope)
+            self.convs.append(conv)
+            width = conv.out_channels
+            cat_width += width
+        self.embed = LinearBNAct(
+            cat_width, emb_dims, bias=False, act="leaky_relu", negative_slope=negative_slope
+        )
+        self.out_channels = emb_dims + cat_width if local else emb_dims
+        self.category = None
+        if num_categories:
+            if not local:
+                raise ValueError("the category embedding needs local=True (part segmentation)")
+            self.category = CategoryEmbedding(
+                num_categories,
+                category_channels,
+                bias=False,
+                act="leaky_relu",
+                negative_slope=negative_slope,
+            )
+            self.out_channels += category_channels
+
+    def forward(self, point: Point) -> Point:
+        """Per-point features (see the class docstring)."""
+        point = point.for_channels(self.in_channels)
+        pos, x, batch, ptr = point.pos, point.x, point.batch, point.ptr
+        neighbours = knn_table(pos, batch, ptr, self.k, self.knn)  # [N, k]
+        if self.transform is not None:
+            t = self.transform(pos, neighbours, ptr)  # [B, 3, 3]
+            pos = torch.bmm(pos.unsqueeze(1), t[batch]).squeeze(1)  # [N, 3]
+            neighbours = knn_table(pos, batch, ptr, self.k, self.knn)
+        h = pos if x is None else torch.cat([pos, x], 1)  # [N, 3 + C_in]
+        outs = []
+        for i, conv in enumerate(self.convs):
+            if i > 0:
+                neighbours = knn_table(h, batch, ptr, self.k, self.knn)
+            h = conv(h, neighbours)  # [N, C_i]
+            outs.append(h)
+        cat = torch.cat(outs, 1)  # [N, sum C_i]
+        emb = self.embed(cat)  # [N, emb]
+        if not self.local:
+            return point.with_features(emb)
+        g = segment_max(emb, ptr)  # [B, emb]
+        if self.category is not None:
+            g = torch.cat([g, self.category(point)], 1)  # [B, emb + 64]
+        return point.with_features(torch.cat([g[batch], cat], 1))  # [N, emb (+ 64) + sum C_i]
+
+
+class DGCNN(DGCNNBackbone):
+    """DGCNN on packed batches: :class:`DGCNNBackbone` plus a head.
 
     Args:
         num_classes: output classes (shape classes, or part / semantic labels).
@@ -97,86 +193,60 @@ class DGCNN(nn.Module):
         category_channels: int = 64,
         knn: KnnMode = "padded",
     ) -> None:
-        super().__init__()
         if task not in _PRESETS:
             raise ValueError(f"unknown task {task!r}")
         preset = _PRESETS[task]
-        edge_mlps = preset["edge_mlps"] if edge_mlps is None else edge_mlps
-        head = preset["head"] if head is None else head
+        super().__init__(
+            in_channels,
+            preset["edge_mlps"] if edge_mlps is None else edge_mlps,
+            k,
+            emb_dims,
+            negative_slope,
+            preset["transform"] if transform is None else transform,
+            knn,
+            local=task != "classification",
+            num_categories=num_categories if task == "part_segmentation" else 0,
+            category_channels=category_channels,
+        )
+        hidden = preset["head"] if head is None else head
         dropout_layers = preset["dropout_layers"] if dropout_layers is None else dropout_layers
-        transform = preset["transform"] if transform is None else transform
         self.task = task
         self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.k = k
-        self.knn = knn
         self.num_categories = num_categories
-        slope = negative_slope
-
-        self.transform = TransformNet(slope) if transform else None
-        self.convs = nn.ModuleList()
-        width, cat_width = 3 + in_channels, 0
-        for mlp in edge_mlps:
-            conv = EdgeConv(width, mlp, slope)
-            self.convs.append(conv)
-            width = conv.out_channels
-            cat_width += width
-        self.embed = LinearBNAct(
-            cat_width, emb_dims, bias=False, act="leaky_relu", negative_slope=slope
+        top = self.out_channels
+        options: dict[str, Any] = dict(
+            hidden=hidden,
+            dropout=dropout,
+            dropout_layers=dropout_layers,
+            act="leaky_relu",
+            negative_slope=negative_slope,
         )
-
-        self.category = None
+        self.head: ClassificationHead | SegmentationHead
         if task == "classification":
-            top = 2 * emb_dims  # max and mean pooling
+            # max and mean pooling; the paper's classifier has a bias from its second FC on
+            bias = [i > 0 for i in range(len(hidden))]
+            self.head = ClassificationHead(top, num_classes, "max+mean", bias=bias, **options)
         else:
-            top = emb_dims + cat_width
-            if task == "part_segmentation":
-                self.category = LinearBNAct(
-                    num_categories,
-                    category_channels,
-                    bias=False,
-                    act="leaky_relu",
-                    negative_slope=slope,
-                )
-                top += category_channels
-        layers: list[nn.Module] = []
-        for i, width in enumerate(head):
-            # the paper's classifier has a bias from its second FC on; seg heads have none
-            bias = task == "classification" and i > 0
-            layers.append(
-                LinearBNAct(top, width, bias=bias, act="leaky_relu", negative_slope=slope)
-            )
-            if i in dropout_layers:
-                layers.append(nn.Dropout(dropout))
-            top = width
-        layers.append(nn.Linear(top, num_classes, bias=task == "classification"))
-        self.head = nn.Sequential(*layers)
+            self.head = SegmentationHead(top, num_classes, bias=False, final_bias=False, **options)
 
-    def forward(self, data: Any) -> Tensor:
+    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
         """Logits: ``[B, num_classes]`` (classification) or ``[N, num_classes]``."""
-        pos, x, batch, ptr = unpack(data, self.in_channels)
-        neighbours = knn_table(pos, batch, ptr, self.k, self.knn)  # [N, k]
-        if self.transform is not None:
-            t = self.transform(pos, neighbours, ptr)  # [B, 3, 3]
-            pos = torch.bmm(pos.unsqueeze(1), t[batch]).squeeze(1)  # [N, 3]
-            neighbours = knn_table(pos, batch, ptr, self.k, self.knn)
-        h = pos if x is None else torch.cat([pos, x], 1)  # [N, 3 + C_in]
-        outs = []
-        for i, conv in enumerate(self.convs):
-            if i > 0:
-                neighbours = knn_table(h, batch, ptr, self.k, self.knn)
-            h = conv(h, neighbours)  # [N, C_i]
-            outs.append(h)
-        cat = torch.cat(outs, 1)  # [N, sum C_i]
-        emb = self.embed(cat)  # [N, emb]
-        if self.task == "classification":
-            g = torch.cat([segment_max(emb, ptr), segment_mean(emb, ptr)], 1)  # [B, 2 emb]
-            return self.head(g)
-        g = segment_max(emb, ptr)  # [B, emb]
-        if self.category is not None:
-            category = getattr(data, "category", None)
-            if category is None:
-                raise ValueError("part segmentation needs batch.category ([B] category index)")
-            onehot = F.one_hot(category.view(-1).long(), self.num_categories).to(emb.dtype)
-            g = torch.cat([g, self.category(onehot)], 1)  # [B, emb + 64]
-        return self.head(torch.cat([g[batch], cat], 1))  # [N, num_classes]
+        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+
+
+@register_model("dgcnn")
+def dgcnn(num_classes: int, **kwargs: Any) -> DGCNN:
+    """DGCNN classifier (ModelNet40 shapes); ``kwargs``: :class:`DGCNN` arguments."""
+    return DGCNN(num_classes, "classification", **kwargs)
+
+
+@register_model("dgcnn_part_seg")
+def dgcnn_part_seg(num_classes: int, **kwargs: Any) -> DGCNN:
+    """DGCNN part segmentation (ShapeNetPart); ``kwargs``: :class:`DGCNN` arguments."""
+    return DGCNN(num_classes, "part_segmentation", **kwargs)
+
+
+@register_model("dgcnn_sem_seg")
+def dgcnn_sem_seg(num_classes: int, **kwargs: Any) -> DGCNN:
+    """DGCNN semantic segmentation (S3DIS blocks); ``kwargs``: :class:`DGCNN` arguments."""
+    return DGCNN(num_classes, "semantic_segmentation", **kwargs)

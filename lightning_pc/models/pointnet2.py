@@ -22,14 +22,15 @@ clouds meaningful: 0.5 then 0.25 of a 1024-point cloud are the paper's 512 and 1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_pc.models._batch import unpack
-from lightning_pc.nn.mlp import LinearBNAct
+from lightning_pc.models.heads import ClassificationHead, SegmentationHead, category_onehot
+from lightning_pc.models.registry import register_model
+from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.pointnet2 import FeaturePropagation, GlobalSetAbstraction, SetAbstraction
 
 Task = Literal["classification", "part_segmentation", "semantic_segmentation"]
@@ -105,8 +106,107 @@ _PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-class PointNet2(nn.Module):
-    """PointNet++ on packed batches.
+class PointNet2Backbone(nn.Module):
+    """PointNet++ features: set abstraction levels, an optional global level, and feature
+    propagation back to the input points when ``fp_mlps`` is given.
+
+    Returns a :class:`~lightning_pc.nn.point.Point` of features: one row per cloud (the
+    global level) without feature propagation, else one row per input point.
+
+    Args:
+        in_channels: per-point input features (0: coordinates only).
+        ratios: fraction of points kept as centres at each level.
+        radii: ball radii per level (one per scale).
+        num_samples: most neighbours per ball, per level and scale.
+        sa_mlps: MLP widths per level and scale.
+        global_mlp: MLP of the global level (empty: none).
+        fp_mlps: feature propagation MLPs, coarsest first (empty: encoder only).
+        num_categories: object categories one-hot encoded into the finest propagation
+            level with the coordinates (part segmentation); 0: none.
+        random_start: random first centre of farthest point sampling in training.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ratios: Sequence[float],
+        radii: Sequence[Sequence[float]],
+        num_samples: Sequence[Sequence[int]],
+        sa_mlps: Sequence[Sequence[Sequence[int]]],
+        global_mlp: Sequence[int] = (),
+        fp_mlps: Sequence[Sequence[int]] = (),
+        num_categories: int = 0,
+        random_start: bool = True,
+    ) -> None:
+        super().__init__()
+        if not (len(ratios) == len(radii) == len(num_samples) == len(sa_mlps)):
+            raise ValueError("ratios, radii, num_samples and sa_mlps need one entry per level")
+        self.in_channels = in_channels
+        self.num_categories = num_categories
+        self.sa = nn.ModuleList()
+        widths = [in_channels]  # feature width at each level, input first
+        for ratio, r, k, mlps in zip(ratios, radii, num_samples, sa_mlps, strict=True):
+            level = SetAbstraction(widths[-1], ratio, r, k, mlps, random_start=random_start)
+            self.sa.append(level)
+            widths.append(level.out_channels)
+        self.global_sa = GlobalSetAbstraction(widths[-1], global_mlp) if global_mlp else None
+        if self.global_sa is not None:
+            widths.append(self.global_sa.out_channels)
+
+        self.fp = nn.ModuleList()
+        if not fp_mlps:
+            if self.global_sa is None:
+                raise ValueError("an encoder without feature propagation needs a global level")
+            self.out_channels = widths[-1]
+            return
+        if len(fp_mlps) != len(widths) - 1:
+            raise ValueError(f"segmentation needs {len(widths) - 1} feature propagation MLPs")
+        coarse = widths[-1]
+        for depth, mlp in enumerate(fp_mlps):
+            skip = widths[-2 - depth]
+            if depth == len(fp_mlps) - 1:  # finest level: input points
+                if num_categories:
+                    skip = num_categories + 3 + in_channels
+                else:
+                    skip = in_channels
+            block = FeaturePropagation(coarse + skip, mlp)
+            self.fp.append(block)
+            coarse = block.out_channels
+        self.out_channels = coarse
+
+    def forward(self, point: Point) -> Point:
+        """Features of the global level ``[B, C]`` or of every input point ``[N, C]``."""
+        point = point.for_channels(self.in_channels)
+        pos, x, batch, ptr = point.pos, point.x, point.batch, point.ptr
+        levels = [(x, pos, batch, ptr)]
+        for sa in self.sa:
+            levels.append(sa(*levels[-1]))
+        feats: list[Tensor | None] = [x] + [lv[0] for lv in levels[1:]]
+        if self.global_sa is not None:
+            x_l, pos_l, _, ptr_l = levels[-1]
+            g = self.global_sa(x_l, pos_l, ptr_l)  # [B, C]
+            if not self.fp:
+                b = ptr.numel() - 1
+                clouds = torch.arange(b + 1, device=pos.device)
+                return Point(pos.new_zeros(b, 3), g, clouds[:-1], clouds)  # centred at 0
+            h, pos_c, batch_c = g, None, torch.arange(ptr.numel() - 1, device=pos.device)
+        else:
+            h, pos_c, batch_c = levels[-1][0], levels[-1][1], levels[-1][2]
+        for i, fp in enumerate(self.fp):
+            target = len(self.sa) - 1 - i if self.global_sa is None else len(self.sa) - i
+            _, pos_t, batch_t, _ = levels[target]
+            skip = feats[target]
+            if target == 0 and self.num_categories:
+                onehot = category_onehot(point, self.num_categories, pos.dtype)
+                parts = [onehot[batch], pos] + ([x] if x is not None else [])
+                skip = torch.cat(parts, 1)  # [N, K + 3 + C_in]
+            h = fp(h, pos_c, batch_c, skip, pos_t, batch_t)
+            pos_c, batch_c = pos_t, batch_t
+        return point.with_features(h)
+
+
+class PointNet2(PointNet2Backbone):
+    """PointNet++ on packed batches: :class:`PointNet2Backbone` plus a head.
 
     Every architectural list defaults (``None``) to the published architecture for
     ``task`` and ``grouping``; pass a list to change it.
@@ -148,95 +248,77 @@ class PointNet2(nn.Module):
         num_categories: int = 16,
         random_start: bool = True,
     ) -> None:
-        super().__init__()
         if (task, grouping) not in _PRESETS:
             raise ValueError(f"unknown task/grouping {task!r}/{grouping!r}")
         preset = _PRESETS[(task, grouping)]
-        ratios = preset["ratios"] if ratios is None else ratios
-        radii = preset["radii"] if radii is None else radii
-        num_samples = preset["num_samples"] if num_samples is None else num_samples
-        sa_mlps = preset["sa_mlps"] if sa_mlps is None else sa_mlps
         global_mlp = preset["global_mlp"] if global_mlp is None else global_mlp
         fp_mlps = preset["fp_mlps"] if fp_mlps is None else fp_mlps
-        head = preset["head"] if head is None else head
-        if not (len(ratios) == len(radii) == len(num_samples) == len(sa_mlps)):
-            raise ValueError("ratios, radii, num_samples and sa_mlps need one entry per level")
+        if task == "classification":
+            if not global_mlp:
+                raise ValueError("classification needs a global level (global_mlp)")
+            fp_mlps = []
+        elif not fp_mlps:
+            raise ValueError("segmentation needs feature propagation MLPs (fp_mlps)")
+        super().__init__(
+            in_channels,
+            preset["ratios"] if ratios is None else ratios,
+            preset["radii"] if radii is None else radii,
+            preset["num_samples"] if num_samples is None else num_samples,
+            preset["sa_mlps"] if sa_mlps is None else sa_mlps,
+            global_mlp,
+            fp_mlps,
+            num_categories if task == "part_segmentation" else 0,
+            random_start,
+        )
         self.task = task
         self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.num_categories = num_categories
-
-        self.sa = nn.ModuleList()
-        widths = [in_channels]  # feature width at each level, input first
-        for ratio, r, k, mlps in zip(ratios, radii, num_samples, sa_mlps, strict=True):
-            level = SetAbstraction(widths[-1], ratio, r, k, mlps, random_start=random_start)
-            self.sa.append(level)
-            widths.append(level.out_channels)
-        self.global_sa = GlobalSetAbstraction(widths[-1], global_mlp) if global_mlp else None
-        if self.global_sa is not None:
-            widths.append(self.global_sa.out_channels)
-
-        self.fp = nn.ModuleList()
+        hidden = preset["head"] if head is None else head
+        self.head: ClassificationHead | SegmentationHead
         if task == "classification":
-            if self.global_sa is None:
-                raise ValueError("classification needs a global level (global_mlp)")
-            top = widths[-1]
+            self.head = ClassificationHead(
+                self.out_channels, num_classes, "none", hidden=hidden, dropout=dropout
+            )
         else:
-            if len(fp_mlps) != len(widths) - 1:
-                raise ValueError(f"segmentation needs {len(widths) - 1} feature propagation MLPs")
-            coarse = widths[-1]
-            for depth, mlp in enumerate(fp_mlps):
-                skip = widths[-2 - depth]
-                if depth == len(fp_mlps) - 1:  # finest level: input points
-                    skip = 3 + in_channels
-                    if task == "part_segmentation":
-                        skip += num_categories
-                    elif in_channels == 0:
-                        skip = 0
-                    else:
-                        skip = in_channels
-                block = FeaturePropagation(coarse + skip, mlp)
-                self.fp.append(block)
-                coarse = block.out_channels
-            top = coarse
-        layers: list[nn.Module] = []
-        for width in head:
-            layers += [LinearBNAct(top, width), nn.Dropout(dropout)]
-            top = width
-        layers.append(nn.Linear(top, num_classes))
-        self.head = nn.Sequential(*layers)
+            self.head = SegmentationHead(
+                self.out_channels, num_classes, hidden=hidden, dropout=dropout
+            )
 
-    def forward(self, data: Any) -> Tensor:
+    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
         """Logits: ``[B, num_classes]`` (classification) or ``[N, num_classes]``."""
-        pos, x, batch, ptr = unpack(data, self.in_channels)
-        levels = [(x, pos, batch, ptr)]
-        for sa in self.sa:
-            levels.append(sa(*levels[-1]))
-        feats: list[Tensor | None] = [x] + [lv[0] for lv in levels[1:]]
-        if self.global_sa is not None:
-            x_l, pos_l, _, ptr_l = levels[-1]
-            g = self.global_sa(x_l, pos_l, ptr_l)  # [B, C]
-            if self.task == "classification":
-                return self.head(g)
-            h, pos_c, batch_c = g, None, torch.arange(ptr.numel() - 1, device=pos.device)
-        else:
-            h, pos_c, batch_c = levels[-1][0], levels[-1][1], levels[-1][2]
-        for i, fp in enumerate(self.fp):
-            target = len(self.sa) - 1 - i if self.global_sa is None else len(self.sa) - i
-            x_t, pos_t, batch_t, _ = levels[target]
-            skip = feats[target]
-            if target == 0:
-                skip = self._input_skip(data, pos, x, batch)
-            h = fp(h, pos_c, batch_c, skip, pos_t, batch_t)
-            pos_c, batch_c = pos_t, batch_t
-        return self.head(h)
+        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
 
-    def _input_skip(self, data: Any, pos: Tensor, x: Tensor | None, batch: Tensor) -> Tensor | None:
-        if self.task == "part_segmentation":
-            category = getattr(data, "category", None)
-            if category is None:
-                raise ValueError("part segmentation needs batch.category ([B] category index)")
-            onehot = F.one_hot(category.view(-1).long(), self.num_categories).to(pos.dtype)
-            parts = [onehot[batch], pos] + ([x] if x is not None else [])
-            return torch.cat(parts, 1)  # [N, 16 + 3 + C_in]
-        return x
+
+@register_model("pointnet2_ssg")
+def pointnet2_ssg(num_classes: int, **kwargs: Any) -> PointNet2:
+    """PointNet++ SSG classifier (ModelNet40 shapes); ``kwargs``: :class:`PointNet2` arguments."""
+    return PointNet2(num_classes, "classification", "ssg", **kwargs)
+
+
+@register_model("pointnet2_msg")
+def pointnet2_msg(num_classes: int, **kwargs: Any) -> PointNet2:
+    """PointNet++ MSG classifier (ModelNet40 shapes); ``kwargs``: :class:`PointNet2` arguments."""
+    return PointNet2(num_classes, "classification", "msg", **kwargs)
+
+
+@register_model("pointnet2_ssg_part_seg")
+def pointnet2_ssg_part_seg(num_classes: int, **kwargs: Any) -> PointNet2:
+    """PointNet++ SSG part segmentation (ShapeNetPart); ``kwargs``: :class:`PointNet2` arguments."""
+    return PointNet2(num_classes, "part_segmentation", "ssg", **kwargs)
+
+
+@register_model("pointnet2_msg_part_seg")
+def pointnet2_msg_part_seg(num_classes: int, **kwargs: Any) -> PointNet2:
+    """PointNet++ MSG part segmentation (ShapeNetPart); ``kwargs``: :class:`PointNet2` arguments."""
+    return PointNet2(num_classes, "part_segmentation", "msg", **kwargs)
+
+
+@register_model("pointnet2_ssg_sem_seg")
+def pointnet2_ssg_sem_seg(num_classes: int, **kwargs: Any) -> PointNet2:
+    """PointNet++ SSG semantic segmentation (S3DIS blocks); ``kwargs``: :class:`PointNet2` arguments."""
+    return PointNet2(num_classes, "semantic_segmentation", "ssg", **kwargs)
+
+
+@register_model("pointnet2_msg_sem_seg")
+def pointnet2_msg_sem_seg(num_classes: int, **kwargs: Any) -> PointNet2:
+    """PointNet++ MSG semantic segmentation (S3DIS blocks); ``kwargs``: :class:`PointNet2` arguments."""
+    return PointNet2(num_classes, "semantic_segmentation", "msg", **kwargs)

@@ -11,7 +11,7 @@ and Pointcept's ``DefaultClassifier`` head (512-256-128 with BatchNorm, ReLU, dr
 Parameter counts equal Pointcept's for the same stem width and classes (pinned in
 ``tests/models/test_ptv3.py``).
 
-Input: the packed PyG batch the other networks take (``pos``, ``x``, ``batch``, ``ptr``);
+Input: the :class:`~lightning_pc.nn.point.Point` (or PyG batch) the other networks take;
 :func:`ptv3_input` turns it into voxels (grid ``grid_size``, per-cloud origin at the cloud's
 minimum, mean of ``[pos, x]`` per voxel: the stem sees ``3 + in_channels`` channels, so
 ``in_channels=3`` (colours) matches Pointcept's ``in_channels=6``). Segmentation logits are
@@ -31,54 +31,29 @@ sparse convolutions are ours (``lightning_pc.nn.sparse``), not spconv.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
-from lightning_pc.models._batch import unpack
+from lightning_pc.models.registry import register_model
 from lightning_pc.nn.mlp import batch_norm_rows
+from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling, Level, make_level
 from lightning_pc.nn.serialization import ORDERS
-from lightning_pc.nn.sparse.tensor import SparseTensor, voxelize
 
 
-@dataclass
-class VoxelInput:
-    """Voxels of a packed batch, as the PTv3 stem takes them.
-
-    Attributes:
-        sparse: stride-1 sparse tensor: sites ``(b, x, y, z)`` with non-negative grid
-            coordinates per cloud, features the per-voxel mean of ``[pos, x]``.
-        inverse: [N] voxel of every input point.
-        num_clouds: clouds in the batch.
-    """
-
-    sparse: SparseTensor
-    inverse: Tensor
-    num_clouds: int
-
-
-def ptv3_input(data: Any, in_channels: int, grid_size: float) -> VoxelInput:
-    """The adapter from the packed batch (``pos``, ``x``, ``batch``, ``ptr``) to voxels.
-
-    Grid coordinates are ``floor((pos - min_cloud(pos)) / grid_size)``, so each cloud starts
-    at the origin (Pointcept's ``GridSample`` does the same per sample).
+def ptv3_input(data: Any, in_channels: int, grid_size: float) -> Point:
+    """The voxels PTv3's stem takes, from a :class:`~lightning_pc.nn.point.Point` or a PyG
+    batch: :meth:`Point.voxelize` with each cloud's grid starting at its minimum
+    (``floor((pos - min_cloud(pos)) / grid_size)``, as Pointcept's ``GridSample`` per sample)
+    and the mean of ``[pos, x]`` per voxel.
 
     Raises:
-        ValueError: bad fields (see :func:`lightning_pc.models._batch.unpack`), or
+        ValueError: bad fields (see :func:`lightning_pc.nn.point.as_point`), or
             non-finite coordinates.
     """
-    p = unpack(data, in_channels)
-    if not bool(torch.isfinite(p.pos).all()):
-        raise ValueError("batch.pos holds NaN or infinite coordinates")
-    feats = p.pos if p.x is None else torch.cat([p.pos, p.x.to(p.pos.dtype)], dim=1)
-    lo = p.pos.new_full((p.num_clouds, 3), float("inf"))
-    lo = lo.scatter_reduce(0, p.batch.view(-1, 1).expand_as(p.pos), p.pos, reduce="amin")
-    local = p.pos - lo[p.batch]
-    sparse, inverse = voxelize(local, feats, p.batch, grid_size, "mean")
-    return VoxelInput(sparse, inverse, p.num_clouds)
+    return as_point(data).for_channels(in_channels).voxelize(grid_size, "mean", "cloud_min")
 
 
 def _tuple(v: Sequence[Any], name: str, n: int) -> list[Any]:
@@ -190,12 +165,13 @@ class PTv3Backbone(nn.Module):
                     )
                 )
 
-    def forward(self, x: VoxelInput) -> tuple[Tensor, Level]:
+    def forward(self, x: Point) -> tuple[Tensor, Level]:
         """Features of the last level (the finest for segmentation, the coarsest with
-        ``enc_mode``) and that level."""
+        ``enc_mode``) and that level, from the voxels of :func:`ptv3_input` (their
+        non-negative ``grid_coord`` and features ``pos_x``)."""
         shuffle = self.shuffle_orders and self.training
-        level = make_level(x.sparse, x.num_clouds, self.order, shuffle)
-        feat = self.embedding(x.sparse.feats, level)
+        level = make_level(x, self.order, shuffle)
+        feat = self.embedding(level.sparse.feats, level)
         stack: list[tuple[Tensor, Level, Tensor]] = []
         for s, blocks in enumerate(self.enc):
             if s > 0:
@@ -239,6 +215,7 @@ class PTv3(nn.Module):
         """Logits [N, num_classes] for every point of a packed batch."""
         x = ptv3_input(data, self.in_channels, self.grid_size)
         feat, _ = self.backbone(x)
+        assert x.inverse is not None  # voxels made from the input points
         return self.seg_head(feat).index_select(0, x.inverse)
 
 
@@ -287,3 +264,15 @@ class PTv3Cls(nn.Module):
         h = self.drop(torch.relu(batch_norm_rows(self.bn1, self.fc1(pooled))))
         h = self.drop(torch.relu(batch_norm_rows(self.bn2, self.fc2(h))))
         return self.fc3(h)
+
+
+@register_model("ptv3")
+def ptv3(num_classes: int, **kwargs: Any) -> PTv3:
+    """PTv3 semantic segmentation; ``kwargs``: :class:`PTv3` arguments."""
+    return PTv3(num_classes, **kwargs)
+
+
+@register_model("ptv3_cls")
+def ptv3_cls(num_classes: int, **kwargs: Any) -> PTv3Cls:
+    """PTv3 classifier; ``kwargs``: :class:`PTv3Cls` arguments."""
+    return PTv3Cls(num_classes, **kwargs)

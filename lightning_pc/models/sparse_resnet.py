@@ -9,20 +9,70 @@ data layer's transforms, applied before the batch reaches the network.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from lightning_pc.models._batch import unpack
-from lightning_pc.nn.mlp import RowBatchNorm1d
+from lightning_pc.models._compat import rename_on_load, unfused_head_key
+from lightning_pc.models.heads import ClassificationHead
+from lightning_pc.models.registry import register_model
+from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.sparse.blocks import ConvBNReLU, SparseBasicBlock
-from lightning_pc.nn.sparse.pool import global_max_pool, global_mean_pool
-from lightning_pc.nn.sparse.tensor import Reduce, voxelize
+from lightning_pc.nn.sparse.tensor import Reduce
 
 
-class SparseResNet(nn.Module):
-    """Voxelise, sparse ResNet encoder, global max + mean pooling, MLP.
+class SparseResNetBackbone(nn.Module):
+    """Voxelise, submanifold stem, downsampling stages of residual blocks.
+
+    Voxel features are the mean of the points' ``pos`` (3) and ``x`` (``in_channels``).
+    Returns the voxels of the coarsest stage as a :class:`~lightning_pc.nn.point.Point`.
+
+    Args:
+        in_channels: width of ``batch.x`` (0: coordinates only).
+        voxel_size: voxel edge in the units of ``pos``.
+        channels: widths of the stem and of each downsampling stage.
+        layers: residual blocks per stage (one entry per stage after the stem).
+        reduce: how points are reduced into a voxel (``mean``, ``max``, ``first``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 0,
+        voxel_size: float = 0.05,
+        channels: list[int] | None = None,
+        layers: list[int] | None = None,
+        reduce: Reduce = "mean",
+    ) -> None:
+        super().__init__()
+        channels = list(channels) if channels is not None else [32, 64, 128, 256]
+        layers = list(layers) if layers is not None else [1, 1, 1]
+        if len(layers) != len(channels) - 1:
+            raise ValueError("layers needs one entry per stage: len(channels) - 1")
+        self.in_channels = in_channels
+        self.voxel_size = voxel_size
+        self.reduce: Reduce = reduce
+        self.stem = ConvBNReLU(3 + in_channels, channels[0], 3)
+        stages = []
+        for i, n in enumerate(layers):
+            blocks: list[nn.Module] = [ConvBNReLU(channels[i], channels[i + 1], 2, stride=2)]
+            blocks += [SparseBasicBlock(channels[i + 1], channels[i + 1]) for _ in range(n)]
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = channels[-1]
+
+    def forward(self, point: Point) -> Point:
+        """The coarsest voxels and their features."""
+        point = point.for_channels(self.in_channels)
+        voxels = point.voxelize(self.voxel_size, self.reduce)
+        x = self.stem(voxels.sparse_tensor())
+        for stage in self.stages:
+            x = stage(x)
+        return Point.from_sparse(x, point.num_clouds, self.voxel_size)
+
+
+class SparseResNet(SparseResNetBackbone):
+    """Voxelise, sparse ResNet encoder, global max + mean pooling, MLP: logits [B, num_classes].
 
     Voxel features are the mean of the points' ``pos`` (3) and ``x`` (``in_channels``).
 
@@ -48,39 +98,20 @@ class SparseResNet(nn.Module):
         dropout: float = 0.5,
         reduce: Reduce = "mean",
     ) -> None:
-        super().__init__()
-        channels = list(channels) if channels is not None else [32, 64, 128, 256]
-        layers = list(layers) if layers is not None else [1, 1, 1]
-        head = list(head) if head is not None else [512, 256]
-        if len(layers) != len(channels) - 1:
-            raise ValueError("layers needs one entry per stage: len(channels) - 1")
-        self.in_channels = in_channels
-        self.voxel_size = voxel_size
-        self.reduce: Reduce = reduce
-        self.stem = ConvBNReLU(3 + in_channels, channels[0], 3)
-        stages = []
-        for i, n in enumerate(layers):
-            blocks: list[nn.Module] = [ConvBNReLU(channels[i], channels[i + 1], 2, stride=2)]
-            blocks += [SparseBasicBlock(channels[i + 1], channels[i + 1]) for _ in range(n)]
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.ModuleList(stages)
-        mlp: list[nn.Module] = []
-        width = 2 * channels[-1]
-        for h in head:
-            mlp += [nn.Linear(width, h, bias=False), RowBatchNorm1d(h), nn.ReLU(True)]
-            mlp += [nn.Dropout(dropout)]
-            width = h
-        mlp.append(nn.Linear(width, num_classes))
-        self.head = nn.Sequential(*mlp)
+        super().__init__(in_channels, voxel_size, channels, layers, reduce)
+        hidden = list(head) if head is not None else [512, 256]
+        self.head = ClassificationHead(
+            self.out_channels, num_classes, "max+mean", hidden=hidden, dropout=dropout, bias=False
+        )
+        # checkpoints from before the shared heads: Linear, BatchNorm1d, ReLU, Dropout
+        rename_on_load(self, partial(unfused_head_key, hidden=len(hidden)), "head.0.lin.weight")
 
-    def forward(self, data: Any) -> Tensor:
+    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
         """Logits [B, num_classes] of a packed batch (``pos``, optional ``x``, ``batch``)."""
-        p = unpack(data, self.in_channels)
-        feats = p.pos if p.x is None else torch.cat([p.pos, p.x], dim=1)  # [N, 3 + C]
-        x, _ = voxelize(p.pos, feats, p.batch, self.voxel_size, self.reduce)
-        x = self.stem(x)
-        for stage in self.stages:
-            x = stage(x)
-        b = p.num_clouds
-        pooled = torch.cat([global_max_pool(x, b), global_mean_pool(x, b)], dim=1)  # [B, 2C]
-        return self.head(pooled)  # type: ignore[no-any-return]
+        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+
+
+@register_model("sparse_resnet")
+def sparse_resnet(num_classes: int, **kwargs: Any) -> SparseResNet:
+    """Sparse ResNet classifier; ``kwargs``: :class:`SparseResNet` arguments."""
+    return SparseResNet(num_classes, **kwargs)

@@ -15,16 +15,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_pc.models._batch import unpack
+from lightning_pc.models._compat import linear_head_key, rename_on_load
+from lightning_pc.models.heads import SegmentationHead
+from lightning_pc.models.registry import register_model
+from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.sparse.blocks import ConvBNReLU, SparseBasicBlock
-from lightning_pc.nn.sparse.tensor import Reduce, devoxelize, voxelize
+from lightning_pc.nn.sparse.tensor import Reduce
 
 
-class SparseUNet(nn.Module):
-    """Voxelise, SpUNet, per-point logits [N, num_classes].
+class SparseUNetBackbone(nn.Module):
+    """Voxelise, SpUNet: the stride-1 voxels and their decoder features, as a
+    :class:`~lightning_pc.nn.point.Point` whose ``inverse`` maps the input points to them.
 
     Args:
-        num_classes: classes of the per-point logits.
         in_channels: width of ``batch.x`` (e.g. 3 for colours; 0: coordinates only). Voxel
             features are the mean of the points' ``pos`` and ``x``.
         voxel_size: voxel edge in the units of ``pos`` (metres for scenes).
@@ -36,7 +39,6 @@ class SparseUNet(nn.Module):
 
     def __init__(
         self,
-        num_classes: int = 13,
         in_channels: int = 0,
         voxel_size: float = 0.05,
         stem_channels: int = 32,
@@ -72,14 +74,13 @@ class SparseUNet(nn.Module):
             blocks += [SparseBasicBlock(c, c) for _ in range(layers[depth + j] - 1)]
             self.dec.append(nn.Sequential(*blocks))
             width = c
-        self.head = nn.Linear(width, num_classes)
+        self.out_channels = width
 
-    def forward(self, data: Any) -> Tensor:
-        """Logits [N, num_classes] for every point of a packed batch."""
-        p = unpack(data, self.in_channels)
-        feats = p.pos if p.x is None else torch.cat([p.pos, p.x], dim=1)  # [N, 3 + C]
-        x, inverse = voxelize(p.pos, feats, p.batch, self.voxel_size, self.reduce)
-        x = self.stem(x)  # [V, stem] at stride 1
+    def forward(self, point: Point) -> Point:
+        """Decoder features of the stride-1 voxels."""
+        point = point.for_channels(self.in_channels)
+        voxels = point.voxelize(self.voxel_size, self.reduce)
+        x = self.stem(voxels.sparse_tensor())  # [V, stem] at stride 1
         skips = [x]
         for down, enc in zip(self.down, self.enc, strict=True):
             x = enc(down(x))
@@ -89,5 +90,43 @@ class SparseUNet(nn.Module):
             x = up(x)
             s = skips.pop()
             x = dec(x.replace(torch.cat([x.feats, s.feats], dim=1)))
-        x = x.replace(self.head(x.feats))  # [V, num_classes]
-        return devoxelize(x, inverse)  # [N, num_classes]
+        return voxels.with_features(x.feats)  # [V, C]
+
+
+class SparseUNet(SparseUNetBackbone):
+    """Voxelise, SpUNet, per-point logits [N, num_classes] (each point its voxel's).
+
+    Args:
+        num_classes: classes of the per-point logits.
+        in_channels: width of ``batch.x`` (e.g. 3 for colours; 0: coordinates only). Voxel
+            features are the mean of the points' ``pos`` and ``x``.
+        voxel_size: voxel edge in the units of ``pos`` (metres for scenes).
+        stem_channels: width of the 5x5x5 stem.
+        channels: encoder widths then decoder widths (same number of each).
+        layers: residual blocks per encoder stage then per decoder stage.
+        reduce: how points are reduced into a voxel (``mean``, ``max``, ``first``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 13,
+        in_channels: int = 0,
+        voxel_size: float = 0.05,
+        stem_channels: int = 32,
+        channels: list[int] | None = None,
+        layers: list[int] | None = None,
+        reduce: Reduce = "mean",
+    ) -> None:
+        super().__init__(in_channels, voxel_size, stem_channels, channels, layers, reduce)
+        self.head = SegmentationHead(self.out_channels, num_classes)
+        rename_on_load(self, linear_head_key, "head.0.weight")  # a plain Linear before 0.1
+
+    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
+        """Logits [N, num_classes] for every point of a packed batch."""
+        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+
+
+@register_model("sparse_unet")
+def sparse_unet(num_classes: int, **kwargs: Any) -> SparseUNet:
+    """Sparse U-Net semantic segmentation; ``kwargs``: :class:`SparseUNet` arguments."""
+    return SparseUNet(num_classes, **kwargs)

@@ -3,6 +3,7 @@
 from lightning_pc.nn.edge_conv import EdgeConv
 from lightning_pc.nn.knn_graph import knn_table
 from lightning_pc.nn.mlp import LinearBNAct, SharedMLP
+from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.pointnet2 import FeaturePropagation, GlobalSetAbstraction, SetAbstraction
 from lightning_pc.nn.transform_net import TransformNet
 
@@ -11,8 +12,10 @@ __all__ = [
     "FeaturePropagation",
     "GlobalSetAbstraction",
     "LinearBNAct",
+    "Point",
     "SetAbstraction",
     "SharedMLP",
     "TransformNet",
+    "as_point",
     "knn_table",
 ]

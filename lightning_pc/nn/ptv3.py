@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_pc.nn.mlp import batch_norm_rows
-from lightning_pc.nn.serialization import inverse_permutation, serialize
+from lightning_pc.nn.point import Point
+from lightning_pc.nn.serialization import inverse_permutation
 from lightning_pc.nn.sparse.conv import SparseConv3d
 from lightning_pc.nn.sparse.tensor import SparseTensor
 
@@ -90,30 +91,24 @@ def shuffled(code: Tensor, order: Tensor, inverse: Tensor) -> tuple[Tensor, Tens
     return code[perm], order[perm], inverse[perm]
 
 
-def make_level(
-    sparse: SparseTensor,
-    num_clouds: int,
-    orders: tuple[str, ...],
-    shuffle: bool,
-    depth: int | None = None,
-) -> Level:
-    """The level of the sites of ``sparse`` (``(b, x, y, z)``, non-negative, sorted by cloud).
+def make_level(voxels: Point, orders: tuple[str, ...], shuffle: bool) -> Level:
+    """The finest level: the voxels of :meth:`Point.voxelize` (non-negative ``grid_coord``,
+    sorted by cloud), their serialisations (:meth:`Point.serialization`) and their sparse
+    tensor (features ``pos_x``).
 
     Args:
-        sparse: the sites; its coordinates are the grid coordinates of the level.
-        num_clouds: clouds in the batch.
+        voxels: the voxel point.
         orders: serialisation orders.
         shuffle: put the orders in a random order (training).
-        depth: bits per axis; the smallest that holds the coordinates when ``None``.
     """
-    grid = sparse.coords[:, 1:].long()
-    batch = sparse.coords[:, 0].long()
-    if depth is None:
-        depth = int(grid.max() + 1).bit_length() if grid.numel() else 0
-    code, order, inverse = serialize(grid, batch, depth, orders)
-    if shuffle:
-        code, order, inverse = shuffled(code, order, inverse)
-    return Level(grid, batch, num_clouds, depth, code, order, inverse, sparse)
+    if voxels.grid_coord is None:
+        raise ValueError("a PTv3 level is made of voxels: call Point.voxelize first")
+    s = voxels.serialization(orders, shuffle=shuffle)
+    sparse = voxels.sparse_tensor()
+    return Level(
+        voxels.grid_coord, voxels.batch, voxels.num_clouds, s.depth, s.code, s.order,
+        s.inverse, sparse,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)

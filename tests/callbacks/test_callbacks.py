@@ -16,13 +16,12 @@ import lightning_pc.callbacks.render_predictions as rp
 from lightning_pc.callbacks import RenderPredictions, log_image
 from lightning_pc.data import SyntheticShapesDataModule
 from lightning_pc.tasks import ClassificationTask
-
-TINY = {"sa_mlps": [[[8, 16]], [[16, 32]]], "global_mlp": [32, 32], "head": [16]}
+from tests.conftest import TINY_MODELS
 
 
 def _fit(tmp_path: Any, loggers: list, callback: RenderPredictions, epochs: int = 2, test: bool = False) -> L.Trainer:
     dm = SyntheticShapesDataModule(num_train=32, num_val=16, num_test=16, num_points=64, batch_size=16, num_workers=0)
-    task = ClassificationTask(num_classes=dm.num_classes, model_kwargs=TINY)
+    task = ClassificationTask(num_classes=dm.num_classes, model_kwargs=TINY_MODELS["pointnet2_ssg"])
     trainer = L.Trainer(
         max_epochs=epochs, logger=loggers, callbacks=[callback], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),

@@ -15,28 +15,22 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_pc.models import DGCNN, PointNet2, SparseResNet, SparseUNet
+from lightning_pc.models import DGCNN, Point, PointNet2, SparseResNet, SparseUNet
 from tests.models.shapes import make_batch
 
 DYNAMIC = {"capture_dynamic_output_shape_ops": True}
 
 
-class Packed:
-    """The batch attributes the models read (a PyG ``Batch`` is not a pytree of tensors)."""
-
-    def __init__(self, pos: Tensor, batch: Tensor, ptr: Tensor, x: Tensor | None) -> None:
-        self.pos, self.batch, self.ptr, self.x = pos, batch, ptr, x
-
-
 class TensorsIn(nn.Module):
-    """``model(batch)`` as a function of tensors, for ``torch.export``."""
+    """``model(Point(...))`` as a function of tensors, for ``torch.export`` (a PyG ``Batch``
+    is not a pytree of tensors; the point structure is built inside the traced function)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, pos: Tensor, batch: Tensor, ptr: Tensor, x: Tensor) -> Tensor:
-        return self.model(Packed(pos, batch, ptr, x))  # type: ignore[no-any-return]
+        return self.model(Point(pos, x, batch, ptr))  # type: ignore[no-any-return]
 
 
 def tiny(name: str) -> nn.Module:

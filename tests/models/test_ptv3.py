@@ -18,9 +18,9 @@ from torch_geometric.data import Batch, Data
 
 from lightning_pc.models import create_model
 from lightning_pc.models.ptv3 import PTv3, PTv3Cls
+from lightning_pc.nn.point import Point
 from lightning_pc.nn.ptv3 import DropPath, GridPooling, PatchPlan, SerializedAttention, make_level
 from lightning_pc.nn.serialization import ORDERS, encode, hilbert, z_order
-from lightning_pc.nn.sparse.tensor import SparseTensor
 
 TINY: dict[str, Any] = dict(
     stride=(2, 2),
@@ -133,9 +133,8 @@ def test_patch_plan_windows(counts: list[int]) -> None:
 
 
 def _level(grid: torch.Tensor, batch: torch.Tensor, orders: tuple[str, ...] = ("z",)) -> Any:
-    coords = torch.cat([batch.view(-1, 1), grid], 1)
-    sparse = SparseTensor(coords, torch.zeros(len(grid), 1))
-    return make_level(sparse, int(batch.max()) + 1, orders, shuffle=False)
+    voxels = Point(grid.float(), None, batch, grid_coord=grid)
+    return make_level(voxels, orders, shuffle=False)
 
 
 def test_serialized_attention_equals_softmax_per_window() -> None:

@@ -85,3 +85,16 @@ def test_hyperparameters_are_plain_yaml_types(cls: type) -> None:
             continue
         assert _plain(hints[name]), (name, hints[name])
         assert type(param.default) in PLAIN or param.default is None, name
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_each_network_registers_where_it_is_defined(name: str) -> None:
+    """No hand-kept table: the builder lives in the module of the network it builds, and
+    ``tests/conftest.py`` has tiny widths for every registered name."""
+    from lightning_pc.models.registry import _REGISTRY
+    from tests.conftest import TINY_MODELS
+
+    assert name in TINY_MODELS, f"add tiny kwargs for {name!r} to tests/conftest.py"
+    kwargs = dict(TINY_MODELS[name], num_categories=2) if "part_seg" in name else TINY_MODELS[name]
+    model = create_model(name, num_classes=3, **kwargs)
+    assert _REGISTRY[name].__module__ == type(model).__module__

@@ -15,19 +15,9 @@ from lightning_pc.data import SyntheticShapesDataModule, collate
 from lightning_pc.data.palettes import class_palette
 from lightning_pc.data.transforms import GridSubsample
 from lightning_pc.tasks import ClassificationTask, SemanticSegmentationTask
+from tests.conftest import TINY_MODELS
 
 o3d = pytest.importorskip("open3d")
-
-TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
-TINY_SEM = dict(
-    ratios=[0.5, 0.5],
-    radii=[[0.5], [1.0]],
-    num_samples=[[8], [8]],
-    sa_mlps=[[[8]], [[16]]],
-    global_mlp=[],
-    fp_mlps=[[16], [16]],
-    head=[16],
-)
 
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,7 +45,9 @@ def test_classification_predictions_round_trip(tmp_path: Path, binary: bool) -> 
         num_train=2, num_val=2, num_test=5, num_points=40, batch_size=2, eval_transforms=[]
     )
     torch.manual_seed(0)
-    task = ClassificationTask(model_kwargs=TINY, num_classes=data.num_classes)
+    task = ClassificationTask(
+        model_kwargs=TINY_MODELS["pointnet2_ssg"], num_classes=data.num_classes
+    )
     writer = PLYPredictionWriter(str(tmp_path / "pred"), binary=binary)
     predictions = _trainer(writer).predict(task, data)
     labels = torch.cat(predictions).argmax(1)  # [5, C] class probabilities -> labels
@@ -80,7 +72,9 @@ def test_full_resolution_predictions_go_back_to_kept_points(tmp_path: Path) -> N
         clouds.append(GridSubsample(0.25, training=False, keep_inverse=True)(cloud))
     batch = collate(clouds)
     torch.manual_seed(0)
-    task = SemanticSegmentationTask(model_kwargs=TINY_SEM, num_classes=4).eval()
+    task = SemanticSegmentationTask(
+        model_kwargs=TINY_MODELS["pointnet2_ssg_sem_seg"], num_classes=4
+    ).eval()
     with torch.no_grad():
         kept_pred = task(batch).argmax(1)
         full_pred = task.predict_step(batch, 0)

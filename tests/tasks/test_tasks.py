@@ -20,15 +20,10 @@ from lightning_pc.tasks import (
     SemanticSegmentationTask,
     full_resolution,
 )
+from tests.conftest import TINY_MODELS
 
-TINY_CLS = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
-TINY_PART = dict(
-    num_samples=[[8], [8]],
-    sa_mlps=[[[8]], [[16]]],
-    global_mlp=[16],
-    fp_mlps=[[16], [16], [16]],
-    head=[16],
-)
+TINY_CLS = TINY_MODELS["pointnet2_ssg"]
+TINY_PART = TINY_MODELS["pointnet2_ssg_part_seg"]
 
 
 def _trainer(tmp_path: Path) -> L.Trainer:

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from lightning_pc.data import SyntheticShapesDataModule, collate
 from lightning_pc.tasks import ClassificationTask
+from tests.conftest import TINY_MODELS
 
-TINY = dict(num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16])
 SCALE = [{"class_path": "RandomScale", "init_args": {"low": 0.5, "high": 1.5}}]
 
 
@@ -26,7 +26,7 @@ def _data() -> SyntheticShapesDataModule:
 
 def _task(**kwargs: object) -> ClassificationTask:
     torch.manual_seed(0)
-    task = ClassificationTask(model_kwargs=TINY, num_classes=12, **kwargs)  # type: ignore[arg-type]
+    task = ClassificationTask(model_kwargs=TINY_MODELS["pointnet2_ssg"], num_classes=12, **kwargs)  # type: ignore[arg-type]
     return task.eval()
 
 
@@ -99,4 +99,4 @@ def test_deterministic_transform_votes_equal_one_transformed_pass() -> None:
 
 def test_votes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="tta_votes"):
-        ClassificationTask(model_kwargs=TINY, num_classes=12, tta_votes=0)
+        ClassificationTask(model_kwargs=TINY_MODELS["pointnet2_ssg"], num_classes=12, tta_votes=0)

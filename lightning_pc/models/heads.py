@@ -1,0 +1,182 @@
+"""Heads shared by the network families, and the part-segmentation category input.
+
+A backbone maps a :class:`~lightning_pc.nn.point.Point` to a :class:`Point` whose ``x``
+holds its features (one row per point, voxel or cloud, as its last level has them); a head
+maps that to logits:
+
+- :class:`ClassificationHead`: pools each cloud's rows (``max``, ``mean``, ``max+mean``, or
+  none when the backbone already gives one row per cloud), then an MLP: ``[B, classes]``;
+- :class:`SegmentationHead`: the MLP on every row, read back at the input points through the
+  voxels' ``inverse`` map when the rows are voxels: ``[N, classes]``;
+- :func:`category_onehot` and :class:`CategoryEmbedding`: the object category of each cloud
+  (``batch.category``), one-hot or embedded, for part segmentation.
+
+:class:`PointNetwork` joins a backbone and a head, so a new family writes only its backbone
+(see ``tests/models/test_new_family.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_pc.nn.mlp import Activation, LinearBNAct
+from lightning_pc.nn.point import Point, as_point
+from lightning_pc.nn.segment import lengths_from_ptr, segment_max, segment_mean
+
+Pool = Literal["none", "max", "mean", "max+mean"]
+_POOL_WIDTH = {"none": 1, "max": 1, "mean": 1, "max+mean": 2}
+
+
+def category_onehot(point: Point, num_categories: int, dtype: torch.dtype) -> Tensor:
+    """[B, num_categories] one-hot object category of each cloud.
+
+    Raises:
+        ValueError: the batch carries no ``category``.
+    """
+    if point.category is None:
+        raise ValueError("part segmentation needs batch.category ([B] category index)")
+    return F.one_hot(point.category.view(-1).long(), num_categories).to(dtype)
+
+
+class CategoryEmbedding(LinearBNAct):
+    """The one-hot category of each cloud through ``Linear -> BN -> activation``: [B, C].
+
+    Args:
+        num_categories: object categories (16 for ShapeNetPart).
+        out_channels: embedding width.
+        **kwargs: :class:`~lightning_pc.nn.mlp.LinearBNAct` options.
+    """
+
+    def __init__(self, num_categories: int, out_channels: int, **kwargs: Any) -> None:
+        super().__init__(num_categories, out_channels, **kwargs)
+        self.num_categories = num_categories
+
+    def forward(self, point: Point) -> Tensor:  # type: ignore[override]
+        return super().forward(category_onehot(point, self.num_categories, self.lin.weight.dtype))
+
+
+class MLPHead(nn.Sequential):
+    """Hidden layers ``LinearBNAct`` (each optionally followed by dropout), then a linear
+    classifier: ``[R, in_channels] -> [R, num_classes]``.
+
+    Args:
+        in_channels: input width.
+        num_classes: output width.
+        hidden: hidden widths.
+        dropout: dropout probability after the hidden layers.
+        dropout_layers: indices of the hidden layers followed by dropout (``None``: all).
+        act: activation of the hidden layers.
+        negative_slope: slope of the leaky ReLU.
+        bias: bias of the hidden linear maps, one for all or one per layer.
+        final_bias: bias of the classifier.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.5,
+        dropout_layers: Sequence[int] | None = None,
+        act: Activation = "relu",
+        negative_slope: float = 0.2,
+        bias: bool | Sequence[bool] = True,
+        final_bias: bool = True,
+    ) -> None:
+        biases = [bias] * len(hidden) if isinstance(bias, bool) else list(bias)
+        if len(biases) != len(hidden):
+            raise ValueError(f"bias needs one entry per hidden layer ({len(hidden)})")
+        drop = set(range(len(hidden)) if dropout_layers is None else dropout_layers)
+        layers: list[nn.Module] = []
+        width = in_channels
+        for i, (h, b) in enumerate(zip(hidden, biases, strict=True)):
+            layers.append(LinearBNAct(width, h, b, act, negative_slope))
+            if i in drop:
+                layers.append(nn.Dropout(dropout))
+            width = h
+        layers.append(nn.Linear(width, num_classes, bias=final_bias))
+        super().__init__(*layers)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+
+
+class ClassificationHead(MLPHead):
+    """Per-cloud logits [B, num_classes]: pool each cloud's rows, then the MLP.
+
+    Args:
+        in_channels: width of the backbone's features (before pooling).
+        num_classes: classes.
+        pool: ``"max"``, ``"mean"``, ``"max+mean"`` (concatenated: the MLP sees twice the
+            width), or ``"none"`` when the backbone gives one row per cloud.
+        **kwargs: :class:`MLPHead` options.
+    """
+
+    def __init__(
+        self, in_channels: int, num_classes: int, pool: Pool = "max", **kwargs: Any
+    ) -> None:
+        if pool not in _POOL_WIDTH:
+            raise ValueError(f"pool must be one of {', '.join(_POOL_WIDTH)}, got {pool!r}")
+        super().__init__(_POOL_WIDTH[pool] * in_channels, num_classes, **kwargs)
+        self.pool = pool
+
+    def pooled(self, point: Point) -> Tensor:
+        """[B, C] (or [B, 2C]) pooled features; clouds without rows get zeros."""
+        x = point.x
+        if x is None:
+            raise ValueError("the backbone returned no features (Point.x is None)")
+        if self.pool == "none":
+            return x
+        ptr = point.ptr
+        parts = []
+        if self.pool in ("max", "max+mean"):
+            parts.append(segment_max(x, ptr))  # [B, C]
+        if self.pool in ("mean", "max+mean"):
+            mean = segment_mean(x, ptr)  # nan for a cloud without rows: zeros instead
+            parts.append(torch.where(lengths_from_ptr(ptr).view(-1, 1) > 0, mean, 0.0))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def forward(self, point: Point) -> Tensor:  # type: ignore[override]
+        return super().forward(self.pooled(point))  # type: ignore[no-any-return]
+
+
+class SegmentationHead(MLPHead):
+    """Per-point logits [N, num_classes]: the MLP on every row, read back at the input points
+    through ``inverse`` when the rows are voxels.
+
+    Args:
+        in_channels: width of the backbone's features.
+        num_classes: classes.
+        **kwargs: :class:`MLPHead` options (``hidden=()``: one linear layer).
+    """
+
+    def forward(self, point: Point) -> Tensor:  # type: ignore[override]
+        if point.x is None:
+            raise ValueError("the backbone returned no features (Point.x is None)")
+        logits = super().forward(point.x)
+        if point.inverse is not None:
+            logits = logits.index_select(0, point.inverse)  # [N, num_classes]
+        return logits  # type: ignore[no-any-return]
+
+
+class PointNetwork(nn.Module):
+    """A backbone and a head: ``head(backbone(as_point(data)))``.
+
+    Args:
+        backbone: module mapping a :class:`Point` to a :class:`Point` of features.
+        head: :class:`ClassificationHead`, :class:`SegmentationHead`, or any module taking
+            that :class:`Point`.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, data: Any) -> Tensor:
+        """Logits of a :class:`Point` or a PyG batch."""
+        return self.head(self.backbone(as_point(data)))  # type: ignore[no-any-return]
