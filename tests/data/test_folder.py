@@ -143,7 +143,7 @@ def test_rgb_and_normal_features(tmp_path: Path) -> None:
 
 
 def _las_fixture():
-    path = Path(__file__).parent / "data" / "folder" / "make_las_fixture.py"
+    path = Path(__file__).parent / "folder" / "make_las_fixture.py"
     spec = importlib.util.spec_from_file_location("folder_las_fixture", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
