@@ -142,7 +142,7 @@ def test_fit_help_names_networks_and_data_modules(capsys: pytest.CaptureFixture[
                  "S3DISDataModule", "ClassificationTask", "--trainer.max_epochs"):
         assert name in text
     top = _help(["--help"], capsys)
-    assert "  dgcnn: DGCNN shape classifier" in top and "  ModelNetDataModule: " in top
+    assert "  dgcnn: DGCNN classifier (ModelNet40 shapes)" in top and "  ModelNetDataModule: " in top
 
 
 @pytest.mark.slow
