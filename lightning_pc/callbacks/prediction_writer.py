@@ -170,16 +170,29 @@ def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
     return getattr(loaders, "dataset", None)
 
 
-def prediction_colors(datamodule: Any, labels: np.ndarray) -> np.ndarray:
+def _task_classes(pl_module: Any) -> int:
+    """The task's ``num_classes`` hyperparameter (0 when it has none)."""
+    hparams = getattr(pl_module, "hparams", None) or {}
+    return int(hparams.get("num_classes", 0) or 0)
+
+
+def prediction_colors(
+    datamodule: Any, labels: np.ndarray, num_classes: int | None = None
+) -> np.ndarray:
     """``[N, 3]`` ``uint8`` colours of predicted ``labels``: the data module's palette as
     :func:`~lightning_pc.data.palettes.resolve_palette` settles it, the colours that
     :class:`~lightning_pc.callbacks.RenderPredictions` draws and logs (negative labels grey).
+
+    The palette is settled for ``num_classes`` (the task's) or the data module's
+    ``num_classes``, whichever is larger, never for the labels of one cloud, so every cloud
+    of a run gets the same colours; labels beyond it are grey. Only when neither is known
+    do the labels set the count.
     """
     labels = np.asarray(labels).reshape(-1)
-    num_classes = int(getattr(datamodule, "num_classes", 0) or 0)
-    if labels.size:
-        num_classes = max(num_classes, int(labels.max()) + 1)
-    palette = resolve_palette(getattr(datamodule, "palette", None), num_classes)
+    classes = max(int(getattr(datamodule, "num_classes", 0) or 0), int(num_classes or 0))
+    if classes == 0 and labels.size:
+        classes = int(labels.max()) + 1
+    palette = resolve_palette(getattr(datamodule, "palette", None), classes)
     return label_colors(labels, palette)
 
 
@@ -249,7 +262,9 @@ class PLYPredictionWriter(BasePredictionWriter):
         if dataloader_idx:
             names = [f"dl{dataloader_idx}_{name}" for name in names]
         for name, (pos, labels) in zip(names, clouds):
-            colors = prediction_colors(getattr(trainer, "datamodule", None), labels.numpy())
+            colors = prediction_colors(
+                getattr(trainer, "datamodule", None), labels.numpy(), _task_classes(pl_module)
+            )
             stem = Path(name)
             target = self.output_dir / stem.parent / f"{self.prefix}{stem.name}.ply"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -325,12 +340,15 @@ def write_las_labels(
 
 
 def write_counts(path: Path, labels: np.ndarray, class_names: Sequence[str]) -> None:
-    """``class,name,points,fraction`` per class (a small CSV summary of one scan)."""
-    counts = np.bincount(labels, minlength=len(class_names))
+    """``class,name,points,fraction`` per class (a small CSV summary of one scan); a class
+    beyond ``class_names`` (a model with more outputs than the data module names) is
+    listed as ``class_<k>``, so the fractions always add up to one."""
+    counts = np.bincount(np.asarray(labels).reshape(-1), minlength=len(class_names))
     total = max(int(counts.sum()), 1)
     lines = ["class,name,points,fraction"]
-    for k, name in enumerate(class_names):
-        lines.append(f"{k},{name},{int(counts[k])},{counts[k] / total:.6f}")
+    for k in range(len(counts)):
+        name = class_names[k] if k < len(class_names) else f"class_{k}"
+        lines.append(f"{k},{_csv_field(str(name))},{int(counts[k])},{counts[k] / total:.6f}")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, path)

@@ -519,12 +519,11 @@ def _any_rank(trainer: L.Trainer, pl_module: L.LightningModule, flag: bool) -> b
 
 
 def _scene_name(dataset: Any, index: int) -> str:
-    """``scene <index> ('<source>')``; a subset (S3DIS rooms of one area) maps its index
-    through ``indices`` into the cache's ``names``."""
+    """``scene <index> ('<source>')``: a dataset's ``names`` are indexed like the dataset
+    (S3DIS rooms of one area name their own rooms, not the cache's first rows)."""
     names = getattr(dataset, "names", None)
     try:
-        row = dataset.indices[index] if hasattr(dataset, "indices") else index
-        return f"scene {index} ({names[row]!r})" if names is not None else f"scene {index}"
+        return f"scene {index} ({names[index]!r})" if names is not None else f"scene {index}"
     except (IndexError, TypeError):
         return f"scene {index}"
 

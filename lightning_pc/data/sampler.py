@@ -48,9 +48,12 @@ def eval_sampler(dataset: Dataset, num_replicas: int, rank: int) -> DistributedS
     that every rank gets as many: distributed metrics then count those clouds twice. This
     returns Lightning's ``UnrepeatedDistributedSampler`` instead (contiguous-free, in order;
     ranks differ by at most one sample; every sample seen exactly once), which Lightning
-    leaves in place. That is safe in evaluation: no gradient is synchronised, and DDP syncs
-    buffers only on a forward pass with gradients enabled, so the per-step work has no
-    collective; the metrics' collectives run once, at epoch end, on every rank.
+    leaves in place. Ranks may then take different numbers of steps, which is safe in
+    evaluation: no gradient is synchronised, and DDP broadcasts buffers before a forward only
+    when the previous forward ran with gradients enabled (``require_forward_param_sync``), so
+    in an evaluation loop only the first step has a collective, and every rank takes that
+    step (each has at least one sample, see below); the metrics' collectives run once, at
+    epoch end, on every rank.
 
     Returns ``None`` (let Lightning decide) in a single process, for an iterable dataset,
     and when the dataset has fewer samples than ranks (a rank would get no batch at all and

@@ -5,12 +5,17 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 
-from lightning_pc.data import DataFormatError, MissingDataError, S3DISDataModule
+from lightning_pc.callbacks.prediction_writer import PLYPredictionWriter
+from lightning_pc.data import DataFormatError, MissingDataError, S3DISDataModule, collate
 from lightning_pc.data.datasets.s3dis import CLASS_NAMES
+from lightning_pc.tasks import SemanticSegmentationTask
+from lightning_pc.tasks.guards import describe_clouds
+from tests.conftest import TINY_MODELS
 
 
 def _fixture():
@@ -157,3 +162,46 @@ def test_room_labels_are_a_permutation_of_raw(raw: Path, tmp_path: Path) -> None
     )
     assert np.allclose(np.sort(pos[:, 0]), np.sort(raw_rows[:, 0]), atol=1e-4)
     assert (np.diff(pos[:, 0]) >= 0).all()  # stored sorted by x for fast crops
+
+
+def test_names_are_the_split_rooms_not_the_cache_rows(raw: Path, tmp_path: Path) -> None:
+    """The cache holds every area's rooms; a split's ``names[i]`` is the room of its sample
+    ``i`` (guards, prediction writers and the precise evaluation name rooms by it)."""
+    dm = make_dm(tmp_path, tmp_path / "c", voxel_size=None, num_points=None, crops_per_room=2)
+    test, train = dm.datasets["test"], dm.datasets["train"]
+    assert test.store.names[:2] == ["Area_1/office_1", "Area_2/hallway_1"]  # other areas first
+    assert test.names == ["Area_5/hallway_6", "Area_5/office_36"]
+    assert train.names == ["Area_1/office_1"] * 2 + ["Area_2/hallway_1"] * 2
+    for i, name in enumerate(test.names):  # the sample's own room, by its point count
+        assert test[i].pos.size(0) == test.store.num_points(test.store.names.index(name))
+
+    batch = collate([test[1]])
+    assert describe_clouds(batch, [0], test, tmp_path) == (
+        f"  sample 1: {tmp_path / 'Area_5/office_36'}"
+    )
+
+
+def test_predicted_rooms_are_written_under_their_own_names(raw: Path, tmp_path: Path) -> None:
+    pytest.importorskip("open3d")
+    dm = make_dm(tmp_path, tmp_path / "c", voxel_size=0.5, num_points=50, eval_batch_size=1)
+    torch.manual_seed(0)
+    task = SemanticSegmentationTask(
+        model_kwargs=TINY_MODELS["pointnet2_ssg_sem_seg"], num_classes=dm.num_classes
+    )
+    out = tmp_path / "pred"
+    trainer = L.Trainer(
+        callbacks=[PLYPredictionWriter(str(out))],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    trainer.predict(task, datamodule=dm)
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.ply"))
+    assert written == ["Area_5/cloud_hallway_6.ply", "Area_5/cloud_office_36.ply"]
+    test = dm.datasets["test"]
+    for i, name in enumerate(test.names):  # each file holds its own room's cloud
+        ply = out / "Area_5" / f"cloud_{name.split('/')[1]}.ply"
+        header = ply.read_bytes()[:400].decode("latin-1")
+        assert int(header.split("element vertex ")[1].split()[0]) == test[i].pos.size(0)
+    assert test[0].pos.size(0) != test[1].pos.size(0)

@@ -98,3 +98,38 @@ def test_mismatched_prediction_is_an_error() -> None:
     batch = collate([Data(pos=torch.rand(5, 3)), Data(pos=torch.rand(4, 3))])
     with pytest.raises(ValueError, match="cannot match"):
         split_prediction(torch.zeros(7, dtype=torch.long), batch)
+
+
+def test_counts_list_every_predicted_class(tmp_path: Path) -> None:
+    from lightning_pc.callbacks.prediction_writer import write_counts
+
+    labels = np.array([0, 0, 1, 3, 3, 3], dtype=np.uint8)  # class 3: a model with 4 outputs
+    write_counts(tmp_path / "c.csv", labels, ["floor", "wall, north"])
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows == [
+        "class,name,points,fraction",
+        "0,floor,2,0.333333",
+        '1,"wall, north",1,0.166667',
+        "2,class_2,0,0.000000",
+        "3,class_3,3,0.500000",
+    ]
+
+
+def test_every_cloud_of_a_run_gets_the_same_colours() -> None:
+    """The palette is settled for the run's class count, not for one cloud's labels: a
+    10-colour palette for a 12-class task falls back to the generated one for every cloud
+    alike, not only for the clouds that predict class 10 or 11."""
+    from lightning_pc.callbacks.prediction_writer import prediction_colors
+
+    class DM:
+        num_classes = 10
+        palette = [[255 * (k % 2), 25 * k, 200 - 20 * k] for k in range(10)]
+
+    first = prediction_colors(DM(), np.array([0, 1, 2]), num_classes=12)
+    second = prediction_colors(DM(), np.array([0, 1, 11]), num_classes=12)
+    np.testing.assert_array_equal(first[:2], second[:2])
+    np.testing.assert_array_equal(first, np.asarray(class_palette(12), np.uint8)[[0, 1, 2]])
+    # the data module's palette when it covers the task; a stray label is grey
+    own = prediction_colors(DM(), np.array([0, 9, 12]), num_classes=10)
+    np.testing.assert_array_equal(own[:2], np.asarray(DM.palette, np.uint8)[[0, 9]])
+    assert own[2].tolist() == [170, 170, 170]

@@ -21,7 +21,9 @@ TransformFn = Callable[[Data, "torch.Generator | None"], Data]
 class PointDataset(Dataset):
     """Shared sample pipeline: build ``Data``, apply the transform, pack features into ``x``.
 
-    Every sample also carries ``idx`` (``[1]``, its index in the dataset).
+    Every sample also carries ``idx`` (``[1]``, its index in the dataset). A dataset that
+    knows its source files exposes ``names``, indexed like the dataset: ``names[i]`` is the
+    source of sample ``i`` (guards, prediction writers and evaluations name clouds by it).
 
     Args:
         transform: per-sample transform called as ``transform(data, generator)``.
@@ -103,7 +105,8 @@ class PackedDataset(PointDataset):
 
     @property
     def names(self) -> list[str]:
-        """Sample names (raw file paths relative to the dataset root)."""
+        """Sample names (raw file paths relative to the dataset root), ``names[i]`` for sample
+        ``i``."""
         return self.store.names
 
     def rows(self, index: int, generator: torch.Generator) -> np.ndarray | None:

@@ -246,6 +246,13 @@ class S3DISRooms(PackedDataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    @property
+    def names(self) -> list[str]:
+        """The source room of each sample (``Area_5/office_1``), indexed like the dataset:
+        ``names[i]`` is the room behind sample ``i``, not row ``i`` of the cache (which holds
+        every area's rooms)."""
+        return [self.store.names[room] for room in self.indices]
+
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
         room = self.indices[index]
         rows = self.rows(room, generator)
@@ -293,6 +300,12 @@ class S3DISCrops(S3DISRooms):
 
     def __len__(self) -> int:
         return len(self.indices) * self.crops_per_room
+
+    @property
+    def names(self) -> list[str]:
+        """The source room of each crop, indexed like the dataset (``crops_per_room``
+        consecutive crops share a room)."""
+        return [self.store.names[room] for room in self.indices for _ in range(self.crops_per_room)]
 
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
         room = self.indices[index // self.crops_per_room]
