@@ -8,12 +8,10 @@ cut on the command line so that the whole file runs in well under a minute on 2 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import lightning as L
@@ -24,6 +22,7 @@ import yaml
 from lightning_pc.cli import main
 from lightning_pc.tasks import ClassificationTask
 from tests.conftest import TINY_MODELS
+from tests.data import load_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -50,18 +49,10 @@ QUICK_DATA = [
 ]
 
 
-def _load(name: str) -> ModuleType:
-    path = Path(__file__).parent / "data" / name / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_fixture_cli", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Path]:
     """Every dataset's fixture under ``root``, keyed by the start of its folder name."""
-    modelnet, shapenet, s3dis = _load("modelnet"), _load("shapenetpart"), _load("s3dis")
+    modelnet, shapenet = load_fixture("modelnet"), load_fixture("shapenetpart")
+    s3dis = load_fixture("s3dis")
     hdf5 = {} if hdf5_per_file is None else {"per_file": hdf5_per_file}
     return {
         "modelnet40_normal_resampled": modelnet.make_resampled(
@@ -72,8 +63,8 @@ def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Pat
         ),
         "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
-        "semantickitti": _load("semantickitti").make_release(root / "semantickitti"),
-        "scannet": _load("scannet").make_release(root / "scannet") / "raw",
+        "semantickitti": load_fixture("semantickitti").make_release(root / "semantickitti"),
+        "scannet": load_fixture("scannet").make_release(root / "scannet") / "raw",
     }
 
 

@@ -18,6 +18,7 @@ from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.io import read_ply_vertices, read_scan
 from lightning_pc.tasks import SemanticSegmentationTask
 from tests.conftest import TINY_MODELS
+from tests.data import load_fixture
 
 
 def room(n: int = 3000, seed: int = 0, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -289,19 +290,11 @@ def test_cli_predict_on_a_folder_with_classes_from_the_checkpoint(
 
 
 def test_classification_csv_and_ply_names_follow_the_source_files(tmp_path: Path) -> None:
-    import importlib.util
-
     from lightning_pc.callbacks import PLYPredictionWriter, PredictionCSVWriter
     from lightning_pc.data import PointCloudFolderDataModule
     from lightning_pc.tasks import ClassificationTask
 
-    spec = importlib.util.spec_from_file_location(
-        "folder_fixture_predict", Path(__file__).parent / "data" / "folder" / "make_fixture.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    root = module.make_folder(tmp_path / "clouds")
+    root = load_fixture("folder").make_folder(tmp_path / "clouds")
     dm = PointCloudFolderDataModule(
         str(root),
         num_points=64,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -20,25 +19,16 @@ from lightning_pc.callbacks import PreciseSceneEvaluation
 from lightning_pc.callbacks.scene_evaluation import scene_arrays, scene_passes, view_matrix
 from lightning_pc.data import S3DISDataModule, ScanNetDataModule, SemanticKITTIDataModule
 from lightning_pc.tasks import SemanticSegmentationTask
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load(name: str) -> Any:
-    path = REPO / "tests" / "data" / name / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+from tests.data import load_fixture
 
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("scene_eval")
     return {
-        "s3dis": _load("s3dis").make_raw(base / "Stanford3dDataset_v1.2_Aligned_Version"),
-        "scannet": _load("scannet").make_release(base / "scannet") / "raw",
-        "semantickitti": _load("semantickitti").make_release(base / "semantickitti"),
+        "s3dis": load_fixture("s3dis").make_raw(base / "Stanford3dDataset_v1.2_Aligned_Version"),
+        "scannet": load_fixture("scannet").make_release(base / "scannet") / "raw",
+        "semantickitti": load_fixture("semantickitti").make_release(base / "semantickitti"),
         "cache": base / "cache",
     }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,14 +11,7 @@ import torch
 
 from lightning_pc.data import ModelNetDataModule
 from lightning_pc.data.cache import BUILD_LOG
-
-
-def _fixture():
-    path = Path(__file__).parent / "modelnet" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("modelnet_fixture_ddp", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.data import load_fixture
 
 
 class Recorder(L.LightningModule):
@@ -42,7 +34,7 @@ class Recorder(L.LightningModule):
 
 @pytest.mark.slow
 def test_two_gloo_processes(tmp_path: Path) -> None:
-    root = _fixture().make_resampled(tmp_path / "mn10")  # 10 test shapes
+    root = load_fixture("modelnet").make_resampled(tmp_path / "mn10")  # 10 test shapes
     cache = tmp_path / "cache"
     dm = ModelNetDataModule(
         str(root), 10, num_points=None, batch_size=2, num_workers=0, cache_dir=str(cache)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,9 @@ import pytest
 import torch
 
 from lightning_pc.data import DataFormatError, MissingDataError, PointCloudFolderDataModule
+from tests.data import load_fixture
 
-
-def _fixture():
-    path = Path(__file__).parent / "folder" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("folder_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture()
+fx = load_fixture("folder")
 
 
 @pytest.fixture(scope="module")
@@ -142,16 +133,8 @@ def test_rgb_and_normal_features(tmp_path: Path) -> None:
         PointCloudFolderDataModule(str(root), features=["intensity"])
 
 
-def _las_fixture():
-    path = Path(__file__).parent / "folder" / "make_las_fixture.py"
-    spec = importlib.util.spec_from_file_location("folder_las_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_las_classification_codes_as_point_labels(tmp_path: Path) -> None:
-    codes = _las_fixture().make_las_folder(tmp_path / "lidar")
+    codes = load_fixture("folder", "make_las_fixture.py").make_las_folder(tmp_path / "lidar")
     with pytest.warns(UserWarning, match="skipped 1 files that are not LAS"):
         dm = PointCloudFolderDataModule(
             str(tmp_path / "lidar"), point_labels=True, num_points=None, batch_size=2,
@@ -179,7 +162,7 @@ def test_las_classification_codes_as_point_labels(tmp_path: Path) -> None:
 def test_chosen_label_codes_and_unclassified_files(tmp_path: Path) -> None:
     import laspy
 
-    codes = _las_fixture().make_las_folder(tmp_path / "lidar")
+    codes = load_fixture("folder", "make_las_fixture.py").make_las_folder(tmp_path / "lidar")
     with pytest.warns(UserWarning):
         dm = PointCloudFolderDataModule(
             str(tmp_path / "lidar"), point_labels=True, label_codes=[6, 2], num_points=None,

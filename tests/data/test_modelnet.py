@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +10,9 @@ import torch
 
 from lightning_pc.data import DataFormatError, MissingDataError, ModelNetDataModule
 from lightning_pc.data.datasets.modelnet import MODELNET10_CLASSES, MODELNET40_CLASSES
+from tests.data import load_fixture
 
-
-def _fixture():
-    path = Path(__file__).parent / "modelnet" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("modelnet_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture()
+fx = load_fixture("modelnet")
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

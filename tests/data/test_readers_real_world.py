@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -11,20 +10,12 @@ import pytest
 
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.io import read_mesh, read_point_file
-
-
-def _fixtures(tmp_path: Path) -> Path:
-    path = Path(__file__).parent / "real_world" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("real_world_fixture", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.write_all(tmp_path / "real_world")
+from tests.data import load_fixture
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _fixtures(tmp_path_factory.mktemp("rw"))
+    return load_fixture("real_world").write_all(tmp_path_factory.mktemp("rw") / "real_world")
 
 
 def _area(mesh) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import lightning as L
@@ -16,17 +15,9 @@ from lightning_pc.data.datasets.s3dis import CLASS_NAMES
 from lightning_pc.tasks import SemanticSegmentationTask
 from lightning_pc.tasks.guards import describe_clouds
 from tests.conftest import TINY_MODELS
+from tests.data import load_fixture
 
-
-def _fixture():
-    path = Path(__file__).parent / "s3dis" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("s3dis_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture()
+fx = load_fixture("s3dis")
 
 
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

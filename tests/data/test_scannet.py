@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,18 +11,9 @@ import torch
 
 from lightning_pc.data import ScanNetDataModule
 from lightning_pc.data.errors import DataFormatError
+from tests.data import load_fixture
 
-
-def _fixture():
-    path = Path(__file__).parent / "scannet" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("scannet_fixture", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FX = _fixture()
+FX = load_fixture("scannet")
 
 
 @pytest.fixture

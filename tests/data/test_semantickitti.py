@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +11,12 @@ import torch
 from lightning_pc.data import SemanticKITTIDataModule
 from lightning_pc.data.datasets.semantickitti import CLASS_NAMES, LEARNING_MAP, read_labels
 from lightning_pc.data.errors import DataFormatError, MissingDataError
-
-
-def _fixture():
-    path = Path(__file__).parent / "semantickitti" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("semantickitti_fixture", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.data import load_fixture
 
 
 @pytest.fixture
 def release(tmp_path: Path) -> Path:
-    return _fixture().make_release(tmp_path / "kitti")
+    return load_fixture("semantickitti").make_release(tmp_path / "kitti")
 
 
 def _module(root: Path, cache: Path, **kwargs) -> SemanticKITTIDataModule:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,9 @@ import pytest
 
 from lightning_pc.data import DataFormatError, MissingDataError, ShapeNetPartDataModule
 from lightning_pc.data.datasets.shapenetpart import CATEGORY_NAMES, PART_OFFSETS
+from tests.data import load_fixture
 
-
-def _fixture():
-    path = Path(__file__).parent / "shapenetpart" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("shapenetpart_fixture", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = _fixture()
+fx = load_fixture("shapenetpart")
 
 
 @pytest.fixture

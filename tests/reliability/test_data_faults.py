@@ -9,7 +9,6 @@ build's, or the run stops with an error naming the file).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -38,21 +37,11 @@ from lightning_pc.data.cache_admin import scan, select_prunable
 from lightning_pc.data.errors import CacheCorruptedError
 from lightning_pc.data.io import read_mesh, read_off, read_point_file
 from lightning_pc.data.packed import PackedArrays
+from tests.data import load_fixture
 
-DATA = Path(__file__).parent.parent / "data"
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-faults = _load("faults_fixture", DATA / "faults" / "make_faults.py")
-modelnet_fx = _load("modelnet_fixture_faults", DATA / "modelnet" / "make_fixture.py")
-folder_fx = _load("folder_fixture_faults", DATA / "folder" / "make_fixture.py")
+faults = load_fixture("faults", "make_faults.py")
+modelnet_fx = load_fixture("modelnet")
+folder_fx = load_fixture("folder")
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from lightning_pc.tasks import (
     full_resolution,
 )
 from tests.conftest import TINY_MODELS
+from tests.data import load_fixture
 
 TINY_CLS = TINY_MODELS["pointnet2_ssg"]
 TINY_PART = TINY_MODELS["pointnet2_ssg_part_seg"]
@@ -147,21 +148,10 @@ def test_semantic_segmentation_scores_every_original_point() -> None:
     torch.testing.assert_close(task.test_metrics["test/oa"].compute(), oa)
 
 
-def _s3dis_fixture():  # type: ignore[no-untyped-def]
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "data" / "s3dis" / "make_fixture.py"
-    spec = importlib.util.spec_from_file_location("s3dis_fixture_tasks", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_semantic_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -> None:
     from lightning_pc.data import S3DISDataModule
 
-    root = _s3dis_fixture().make_raw(tmp_path / "Stanford3dDataset_v1.2_Aligned_Version")
+    root = load_fixture("s3dis").make_raw(tmp_path / "Stanford3dDataset_v1.2_Aligned_Version")
     data = S3DISDataModule(
         str(root),
         num_points=64,
