@@ -6,10 +6,11 @@ point's prediction copied to the other points of its voxel. :class:`PreciseScene
 adds Pointcept's "precise evaluation" beside it, logged as ``{split}/miou_precise``,
 ``{split}/oa_precise`` and ``{split}/iou_precise_<class>``:
 
-1. every scene is cut into overlapping square blocks in x-y (``block_size``, ``stride``
-   apart; by default the data module's training crop size, or the whole scene for data
-   modules that train on whole scenes), each moved like a training crop (x-y centre of its
-   bounding box to the origin, its floor to ``z = 0``);
+1. every scene is cut into overlapping square blocks in x-y
+   (:class:`~lightning_pc.data.datasets.scenes.ScanBlocks`, as whole-scan prediction cuts
+   scans; ``block_size``, ``stride`` apart; by default the data module's training crop size,
+   or the whole scene for data modules that train on whole scenes), each moved like a
+   training crop (x-y centre of its bounding box to the origin, its floor to ``z = 0``);
 2. every block is augmented by each view of ``tta`` (rotation about z, flips, scale);
 3. each view is grid-sampled in passes: pass ``i`` keeps the ``i``-th point of every voxel
    (cycling through the points of voxels with fewer), so with the default
@@ -43,7 +44,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lightning_pc.data.collate import collate
-from lightning_pc.data.datasets.scenes import block_origins, last_blocks, nonempty_blocks
+from lightning_pc.data.datasets.scenes import ScanBlocks
 
 Split = Literal["val", "test"]
 #: passes per fragment above which ``voxel_passes=None`` warns
@@ -135,31 +136,6 @@ class FragmentPass(NamedTuple):
     spread_index: Tensor
 
 
-def block_rows(xy: np.ndarray, block_size: float, stride: float) -> Iterator[np.ndarray]:
-    """Rows of the points of each non-empty square block of the grid of
-    :func:`~lightning_pc.data.datasets.scenes.block_origins` (the blocks of
-    :class:`~lightning_pc.data.datasets.scenes.SceneFragments`), one block at a time.
-
-    A point lies in block ``(i, j)`` when it is past the block's lower edges and within
-    ``block_size`` of them; every point lies in at least one block.
-    """
-    low, nx, ny = block_origins(xy, block_size, stride)
-    rel = xy - low
-    last = last_blocks(rel, nx, ny, stride)
-    blocks = nonempty_blocks(rel, last, ny, block_size, stride)
-    order = np.argsort(rel[:, 0], kind="stable")
-    xs = rel[order, 0]
-    for column in np.unique(blocks // ny):
-        top = column * stride + block_size
-        lo = int(np.searchsorted(xs, (column - 1) * stride, side="left"))
-        hi = int(np.searchsorted(xs, top, side="right"))
-        slab = order[lo:hi]
-        slab = slab[(last[slab, 0] >= column) & (rel[slab, 0] <= top)]
-        for j in blocks[blocks // ny == column] % ny:
-            inside = (last[slab, 1] >= j) & (rel[slab, 1] <= j * stride + block_size)
-            yield np.sort(slab[inside])
-
-
 def scene_passes(
     pos: np.ndarray,
     x: np.ndarray | None,
@@ -190,7 +166,8 @@ def scene_passes(
     if block_size is None:
         fragments: Iterator[np.ndarray] = iter([np.arange(n)])
     else:
-        fragments = block_rows(pos[:, :2].astype(np.float64), block_size, stride or block_size / 2)
+        blocks = ScanBlocks(pos[:, :2].astype(np.float64), block_size, stride or block_size / 2)
+        fragments = (rows for _, _, rows in blocks)
     for rows in fragments:
         local = pos[rows].astype(np.float64)
         if block_size is not None:  # like a training crop: bbox x-y centre to 0, floor to 0

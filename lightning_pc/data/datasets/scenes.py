@@ -76,8 +76,25 @@ def block_origins(xy: np.ndarray, block_size: float, stride: float) -> tuple[np.
 
 
 def last_blocks(rel: np.ndarray, nx: int, ny: int, stride: float) -> np.ndarray:
-    """Per point, the highest block column and row whose lower edge it is past ``[N, 2]``."""
+    """Per point, the highest block column and row whose lower edge it is past ``[N, 2]``
+    (its *home* block)."""
     return np.minimum(np.floor(rel / stride).astype(np.int64), [nx - 1, ny - 1])
+
+
+def in_blocks(
+    rel: np.ndarray, last: np.ndarray, i: np.ndarray | int, block_size: float, stride: float
+) -> np.ndarray:
+    """Along one axis, whether each point lies in block ``i`` (per point, or one for all).
+
+    A point lies in block ``i`` when it is past the block's lower edge (``i <= last``) and
+    within ``block_size`` of it (``rel <= i * stride + block_size``), or when ``i`` is its
+    home block (``i == last``): in exact arithmetic a point is always within its home
+    block, and this keeps it there when rounding (float32 coordinates, ``stride ==
+    block_size``, the grid's last block) puts it an ulp past the upper edge. Edges are
+    float64 (``rel`` in its own dtype, compared in float64).
+    """
+    top = np.asarray(i * stride + block_size, dtype=np.float64)  # not float32 with rel
+    return (last >= i) & ((rel <= top) | (last == i))
 
 
 def nonempty_blocks(
@@ -85,9 +102,8 @@ def nonempty_blocks(
 ) -> np.ndarray:
     """Ids ``i * ny + j`` of the blocks holding at least one point, sorted.
 
-    Point ``p`` lies in block ``(i, j)`` when ``i <= last[p, 0]`` and
-    ``rel[p, 0] <= i * stride + block_size`` (the same for ``j`` in y); the fragments use
-    the same test, so the count is exact.
+    Point ``p`` lies in block ``(i, j)`` when :func:`in_blocks` says so in x (for ``i``)
+    and in y (for ``j``); the fragments use the same test, so the count is exact.
     """
     reach = int(math.ceil(block_size / stride))  # a point falls in at most this many + 1
     found: list[np.ndarray] = []
@@ -95,10 +111,96 @@ def nonempty_blocks(
         for dj in range(reach + 1):
             i, j = last[:, 0] - di, last[:, 1] - dj
             ok = (i >= 0) & (j >= 0)
-            ok &= rel[:, 0] <= i * stride + block_size
-            ok &= rel[:, 1] <= j * stride + block_size
+            ok &= in_blocks(rel[:, 0], last[:, 0], i, block_size, stride)
+            ok &= in_blocks(rel[:, 1], last[:, 1], j, block_size, stride)
             found.append(np.unique(i[ok] * ny + j[ok]))
     return np.unique(np.concatenate(found))
+
+
+class ScanBlocks:
+    """The non-empty square blocks of a scan's x-y grid, each with its points, lazily.
+
+    The grid is :func:`block_origins`'; point ``p`` lies in block ``(i, j)`` when
+    :func:`in_blocks` says so in x and in y, so every point lies in at least one block
+    (its home block, :func:`last_blocks`). Construction finds the non-empty blocks a
+    ``chunk`` of points at a time (memory: the chunk, and the ids of the non-empty
+    blocks); iterating yields ``(i, j, rows)`` for each, ``rows`` the sorted int64 rows of
+    its points, sweeping along the grid's longer side one slab (a column of blocks) at a
+    time, so slabs stay thin on a long corridor in x or in y (memory: one int32 sort
+    order and one coordinate per point, plus a slab).
+
+    Coordinates are compared in ``xy``'s dtype (``xy - low``; integers as float64), block
+    edges in float64.
+
+    Args:
+        xy: ``[N, 2]`` point coordinates (float32 or float64).
+        block_size: side of a block.
+        stride: step between neighbouring blocks (``0 < stride <= block_size``).
+        chunk: points per discovery step (``None``: ``SCAN_CHUNK``).
+    """
+
+    def __init__(
+        self, xy: np.ndarray, block_size: float, stride: float, chunk: int | None = None
+    ) -> None:
+        if not 0 < stride <= block_size:
+            raise ValueError(
+                f"need 0 < stride <= block_size, got stride={stride}, block_size={block_size}"
+            )
+        if not np.issubdtype(xy.dtype, np.floating):
+            xy = xy.astype(np.float64)
+        self.xy, self.block_size, self.stride = xy, block_size, stride
+        n = len(xy)
+        if n == 0:
+            self.low, self.nx, self.ny = np.zeros(2, dtype=xy.dtype), 0, 0
+            self.ids = np.zeros(0, dtype=np.int64)
+            return
+        self.low, self.nx, self.ny = block_origins(xy, block_size, stride)
+        step = chunk or SCAN_CHUNK
+        found = []
+        for s in range(0, n, step):
+            rel = xy[s : s + step] - self.low
+            last = last_blocks(rel, self.nx, self.ny, stride)
+            found.append(nonempty_blocks(rel, last, self.ny, block_size, stride))
+        #: ids ``i * ny + j`` of the non-empty blocks, sorted
+        self.ids = np.unique(np.concatenate(found))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def corner(self, i: int, j: int) -> tuple[float, float]:
+        """Lower-left corner of block ``(i, j)`` (float64, in ``xy``'s frame)."""
+        return float(self.low[0]) + i * self.stride, float(self.low[1]) + j * self.stride
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        xy, low, size, stride = self.xy, self.low, self.block_size, self.stride
+        n, ny = len(xy), self.ny
+        if not len(self.ids):
+            return
+        a = 0 if self.nx >= ny else 1  # sweep axis: the longer side
+        b = 1 - a
+        columns = (self.nx, ny)[a]
+        index = np.stack([self.ids // ny, self.ids % ny], 1)
+        order = compact_index(np.argsort(xy[:, a], kind="stable"), n)
+        sweep = xy[order, a] - low[a]  # == (xy - low)[:, a] sorted, in xy's dtype as below
+        eps = float(np.finfo(xy.dtype).eps)
+        for column in np.unique(index[:, a]):
+            # the slab, with a margin each side (the exact test follows): below, a stride;
+            # above, what rounding can add to the points of home column c (rel / stride
+            # rounded under c + 1 in xy's dtype: rel < (c + 1) * stride * (1 + eps)); the
+            # last column takes every point past its lower edge (its home block)
+            lo = int(np.searchsorted(sweep, (column - 1) * stride, side="left"))
+            bound = column * stride + size + 4 * eps * (column + 1) * stride
+            hi = n if column == columns - 1 else int(np.searchsorted(sweep, bound, side="right"))
+            slab = order[lo:hi]
+            rel = xy[slab] - low
+            last = last_blocks(rel, self.nx, ny, stride)
+            keep = in_blocks(rel[:, a], last[:, a], column, size, stride)
+            slab, rel, last = slab[keep], rel[keep], last[keep]
+            for other in index[index[:, a] == column, b]:
+                inside = in_blocks(rel[:, b], last[:, b], other, size, stride)
+                rows = np.sort(slab[inside]).astype(np.int64)
+                i, j = (column, other) if a == 0 else (other, column)
+                yield int(i), int(j), rows
 
 
 def voxel_keep(pos: np.ndarray, voxel_size: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -279,37 +381,13 @@ class SceneFragments(IterableDataset):
         }
 
     def _blocks(self, k: int, pos: np.ndarray, feats: np.ndarray) -> Iterator[Data]:
-        """Square blocks, swept along the longer side in slabs of one column of blocks."""
-        n, size, stride = len(pos), self.block_size, self.stride
-        xy = pos[:, :2]
-        low, nx, ny = block_origins(xy, size, stride)
-        found = []
-        for s in range(0, n, SCAN_CHUNK):  # block ids, a chunk of points at a time
-            rel = xy[s : s + SCAN_CHUNK] - low
-            last = last_blocks(rel, nx, ny, stride)
-            found.append(nonempty_blocks(rel, last, ny, size, stride))
-        blocks = np.unique(np.concatenate(found))
-        header = self._header(k, len(blocks), n)
-        a = 0 if nx >= ny else 1  # sweep axis: slabs stay thin on a long corridor too
-        b = 1 - a
-        index = np.stack([blocks // ny, blocks % ny], 1)
-        order = compact_index(np.argsort(pos[:, a], kind="stable"), n)
-        sweep = pos[order, a] - low[a]  # == (pos - low)[:, a] sorted, in float32 as below
-        for column in np.unique(index[:, a]):
-            top = column * stride + size
-            lo = int(np.searchsorted(sweep, (column - 1) * stride, side="left"))
-            hi = int(np.searchsorted(sweep, top, side="right"))
-            slab = order[lo:hi]
-            rel = pos[slab, :2] - low
-            last = last_blocks(rel, nx, ny, stride)
-            keep = (last[:, a] >= column) & (rel[:, a] <= top)
-            slab, rel, last = slab[keep], rel[keep], last[keep]
-            for other in index[index[:, a] == column, b]:
-                inside = (last[:, b] >= other) & (rel[:, b] <= other * stride + size)
-                rows = np.sort(slab[inside])
-                i, j = (column, other) if a == 0 else (other, column)
-                centre = (low[0] + i * stride + size / 2, low[1] + j * stride + size / 2)
-                yield self._fragment(pos, feats, rows, centre, header)
+        """Square blocks (:class:`ScanBlocks`), moved so their x-y centre is the origin."""
+        blocks = ScanBlocks(pos[:, :2], self.block_size, self.stride)
+        header = self._header(k, len(blocks), len(pos))
+        half = self.block_size / 2
+        for i, j, rows in blocks:
+            x0, y0 = blocks.corner(i, j)
+            yield self._fragment(pos, feats, rows, (x0 + half, y0 + half), header)
 
     def _spheres(self, k: int, pos: np.ndarray, feats: np.ndarray) -> Iterator[Data]:
         """Balls of diameter ``block_size`` around the centres of the non-empty cells."""
