@@ -19,11 +19,12 @@ import re
 import shlex
 import sys
 import textwrap
+from argparse import ArgumentError
 from datetime import timedelta
 from typing import Any
 
 import torch
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -39,6 +40,7 @@ from lightning_pc.callbacks.checkpoint_io import (
     checkpoint_problem,
     damaged_checkpoint_message,
 )
+from lightning_pc.cli_config import config_arguments, config_file_problem, parse_error_message
 from lightning_pc.data import PointCloudDataModule
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.transforms import TransformSpecError, build_transforms
@@ -203,7 +205,13 @@ class PointCloudCLI(LightningCLI):
       (a task's ``--model.help`` lists the networks instead of every ``torch.nn`` class);
     - transform specs (``data.init_args.train_transforms`` / ``eval_transforms``,
       ``model.init_args.tta_transforms``) are built once before anything else, so a typo or
-      a bad argument is reported with its config location before data or model are built.
+      a bad argument is reported with its config location before data or model are built;
+    - a mistake in the configuration raises :class:`ConfigError` (``main`` prints it in a
+      few lines) instead of jsonargparse's usage and parse report: a ``--config`` file that
+      does not exist, is not valid YAML (unclosed bracket, tab) or sets a key twice in one
+      mapping (YAML would keep the last silently) names the file and line; an unknown key or
+      a value of the wrong type names the file and line that set it, or the command-line
+      option, and what is accepted there (``exit_on_error=False`` for the parsers).
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``), as ``LightningCLI``.
@@ -220,6 +228,7 @@ class PointCloudCLI(LightningCLI):
         kwargs.setdefault("parser_class", PointCloudArgumentParser)
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         parser_kwargs.setdefault("description", cli_description())
+        parser_kwargs.setdefault("exit_on_error", False)  # parse_arguments reports the error
         for subcommand in self.subcommands():
             summary = inspect.getdoc(getattr(Trainer, subcommand)) or ""
             sub_kwargs = dict(parser_kwargs.get(subcommand) or {})
@@ -255,6 +264,27 @@ class PointCloudCLI(LightningCLI):
         parser.link_arguments(
             "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
         )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """LightningCLI's, after checking the ``--config`` files (exist, valid YAML, no key
+        twice); a parse error becomes a :class:`ConfigError` naming the file and line, or the
+        command-line option, of the mistake (jsonargparse's report is its ``__cause__``)."""
+        if isinstance(args, (dict, Namespace)):
+            super().parse_arguments(parser, args)
+            return
+        argv = sys.argv[1:] if args is None else [str(a) for a in args]
+        for value in config_arguments(argv):
+            problem = config_file_problem(value)
+            if problem is not None:
+                raise ConfigError(problem)
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            subcommand = next((a for a in argv if a in self.subcommands()), None)
+            parsers = getattr(self, "_subcommand_parsers", {})
+            raise ConfigError(
+                parse_error_message(str(error), argv, parsers.get(subcommand, parser), subcommand)
+            ) from error
 
     def before_instantiate_classes(self) -> None:
         """Import the modules named by ``--imports``, then check the transform specs."""
@@ -299,6 +329,13 @@ class PointCloudCLI(LightningCLI):
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
             problem = checkpoint_problem(path) if path and os.path.isfile(path) else None
+            if problem is None and isinstance(error, ArgumentError):
+                parsers = getattr(self, "_subcommand_parsers", {})
+                message = parse_error_message(str(error), [], parsers.get(subcommand), subcommand)
+                raise ConfigError(
+                    f"--ckpt_path {path}: the hyperparameters saved in the checkpoint do not fit "
+                    f"this command's options: {message}"
+                ) from error
             if problem is None or path is None:
                 raise
             raise DamagedCheckpointError(damaged_checkpoint_message(path, problem)) from error
@@ -467,8 +504,10 @@ class PointCloudCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``lightning-pc`` console script.
 
-    A configuration error (an unknown name, a bad option value, a missing data folder, a
-    malformed data file) prints ``error: <message>`` and exits with status 2; set
+    A configuration error (a config file that is missing or not valid YAML, an unknown
+    option or name, a bad option value, a missing data folder, a malformed data file) prints
+    ``error: <message>`` (naming the config file and line, or the command-line option) and
+    exits with status 2; set
     ``LIGHTNING_PC_TRACEBACK=1`` to get the exception and its traceback instead.
 
     ``lightning-pc cache ...`` manages the preprocessing caches

@@ -181,3 +181,137 @@ def test_checkpoint_with_other_class_count_says_what_differs() -> None:
     assert "1.weight: [12, 16] vs [5, 16]" in text and "1.bias: [12] vs [5]" in text
     assert "checkpoint has 12 classes, this model 5" in text
     assert checkpoint_mismatch_message(RuntimeError("something else")) is None
+
+
+# --- mistakes in the config file and on the command line: file and line, or the option --------
+
+
+def _parse_error(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> list[str]:
+    """stderr of ``lightning-pc fit ARGS --print_config`` (nothing trains if it parses), which
+    must be a short error: exit 2, ``error: ...`` first, no usage, report or traceback."""
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert err[0].startswith("error: ") and len(err) <= 4, err  # was 54-69 lines
+    assert not any(line.startswith(("usage:", "tip:")) for line in err), err
+    assert not any("Traceback" in line or "Union subtypes" in line for line in err), err
+    return err
+
+
+def _broken_quickstart(tmp_path: Path, old: str, new: str, marker: str) -> tuple[str, int]:
+    """The quickstart config with ``old`` replaced by ``new``, and the line of ``marker``."""
+    text = Path(QUICKSTART).read_text()
+    assert text.count(old) == 1
+    text = text.replace(old, new)
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    return str(path), text[: text.index(marker)].count("\n") + 1
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "marker", "expected"),
+    [
+        ("global_mlp: [128, 256]", "global_mlp: [128, 256", "global_mlp",
+         "the '[' opened here (column 19) is not closed"),
+        ("  max_epochs: 12", "\tmax_epochs: 12", "\tmax_epochs",
+         "a tab character; YAML indents with spaces only"),
+        ("  log_every_n_steps: 5", "  log_every_n_steps: 5\n  max_epochs: 3", "  max_epochs: 3",
+         "key 'max_epochs' is already set at line 7 in the same mapping"),
+        ("  max_epochs: 12", "  max_epoch: 12", "max_epoch",
+         "trainer has no option 'max_epoch'; did you mean 'max_epochs'"),
+        ("seed_everything: 0", "seed_everythin: 0", "seed_everythin",
+         "has no option 'seed_everythin'; did you mean 'seed_everything'?"),
+        ("    num_points: 256", "    num_point: 256", "num_point",
+         "SyntheticShapesDataModule has no option 'num_point'; did you mean 'num_points'"),
+        ("every_n_epochs: 3", "every_n_epoch: 3", "every_n_epoch",
+         "RenderPredictions has no option 'every_n_epoch'; did you mean 'every_n_epochs'?"),
+        ("  max_epochs: 12", "  max_epochs: ten", "max_epochs",
+         "trainer.max_epochs expects int or null, got 'ten'"),
+        ("    lr: 0.003", "    lr: fast", "lr: fast", "model.init_args.lr expects float, got 'fast'"),
+    ],
+    ids=["unclosed-bracket", "tab", "duplicate-key", "unknown-trainer-key", "unknown-top-key",
+         "unknown-data-key", "unknown-callback-key", "wrong-type", "wrong-type-in-task"],
+)
+def test_config_file_mistake_names_file_and_line(
+    old: str, new: str, marker: str, expected: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    path, line = _broken_quickstart(tmp_path, old, new, marker)
+    err = _parse_error(["--config", path], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(f"error: {path}, line {line}: "), err
+    assert expected in err[0]
+    assert any(quoted.startswith(f"  {line} | ") for quoted in err[1:3]), err  # the line itself
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (["--trainer.max_epochs", "[1"],
+         "error: --trainer.max_epochs '[1': not valid YAML (a '[' is not closed); expects int or null"),
+        (["--model.model_kwargs", "{dropout: [1,"],
+         "error: --model.model_kwargs '{dropout: [1,': not valid YAML (a '[' is not closed); "
+         "expects dict[str, Any] or null"),
+        (["--model.init_args.model_kwargs={dropout: 0.1"],
+         "error: --model.init_args.model_kwargs '{dropout: 0.1': not valid YAML (a '{' is not "
+         "closed); expects dict[str, Any] or null"),
+        (["--trainer.max_epochs", "ten"], "error: --trainer.max_epochs ten: expects int or null, got 'ten'"),
+        (["--model.init_args.lr", "fast"], "error: --model.init_args.lr fast: expects float, got 'fast'"),
+        (["--model.optimizer", "adam"],
+         "error: --model.optimizer adam: expects one of 'adamw', 'sgd', got 'adam'"),
+        (["--trainer.max_epochz", "3"], "error: --trainer.max_epochz: no such option; did you mean "
+         "--trainer.max_epochs"),
+        (["--model.optimizer_kwargs", "{lr: 0.1}"], "error: --model.optimizer_kwargs: "
+         "ClassificationTask has no option 'optimizer_kwargs'; did you mean 'optimizer'"),
+    ],
+    ids=["unclosed-list", "unclosed-list-in-dict", "unclosed-dict", "wrong-type",
+         "wrong-type-in-task", "not-a-choice", "unknown-trainer-option", "unknown-task-option"],
+)
+def test_override_mistake_names_the_option(
+    override: list[str], expected: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    err = _parse_error(["--config", QUICKSTART, *override], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(expected), err
+
+
+def test_mistake_is_named_where_the_refused_value_is(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path, line = _broken_quickstart(tmp_path, "  max_epochs: 12", "  max_epochs: ten", "max_epochs")
+    err = _parse_error(["--config", QUICKSTART, "--config", path], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(f"error: {path}, line {line}: trainer.max_epochs expects"), err
+    # jsonargparse checks the option before it reads the file that sets the key again
+    err = _parse_error(["--trainer.max_epochs", "ten", "--config", QUICKSTART], capsys, monkeypatch,
+                       tmp_path)
+    assert err[0].startswith("error: --trainer.max_epochs ten: expects int or null"), err
+
+
+def test_missing_config_file_is_named_with_the_nearest_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    typo = str(Path(QUICKSTART).with_name("quickstar.yaml"))
+    err = _parse_error(["--config", typo], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(f"error: --config {typo}: no such file"), err
+    assert err[0].endswith(f"did you mean {QUICKSTART}?"), err
+    err = _parse_error(["--config", "nowhere/x.yaml"], capsys, monkeypatch, tmp_path)
+    assert err[0] == (f"error: --config nowhere/x.yaml: no such file (current folder: {tmp_path}); "
+                      "the folder nowhere does not exist either")
+
+
+def test_parse_error_traceback_on_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from argparse import ArgumentError
+
+    from lightning_pc.cli import ConfigError
+
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="expects int or null") as info:
+        main(["fit", "--config", QUICKSTART, "--trainer.max_epochs", "ten"])
+    assert isinstance(info.value.__cause__, ArgumentError)  # jsonargparse's whole report
+    assert "Union subtypes" in str(info.value.__cause__)
