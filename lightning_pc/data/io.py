@@ -47,12 +47,18 @@ def _strip_comment(line: str, comments: str | None) -> str:
     return line.strip()
 
 
-def _locate_table_error(
-    path: Path, text: str, ncols: int, delimiter: str | None, comments: str | None
-) -> DataFormatError:
-    """Scan line by line for the first malformed row (only called once parsing failed)."""
+def _first_bad_line(
+    path: Path,
+    text: str,
+    ncols: int,
+    delimiter: str | None,
+    comments: str | None,
+    first_line: int = 1,
+) -> tuple[DataFormatError | None, int]:
+    """The first malformed row of ``text`` (whose first line is line ``first_line`` of the
+    file), or ``None``, and the number of data rows seen."""
     rows = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=first_line):
         content = _strip_comment(line, comments)
         if not content:
             continue
@@ -61,14 +67,26 @@ def _locate_table_error(
         if len(fields) != ncols:
             return DataFormatError(
                 path, f"expected {ncols} columns, found {len(fields)}: {content[:80]!r}", number
-            )
+            ), rows
         for field in fields:
             try:
                 value = float(field)
             except ValueError:
-                return DataFormatError(path, f"non-numeric field {field.strip()[:40]!r}", number)
+                return DataFormatError(
+                    path, f"non-numeric field {field.strip()[:40]!r}", number
+                ), rows
             if not np.isfinite(value):
-                return DataFormatError(path, f"non-finite value {field.strip()!r}", number)
+                return DataFormatError(path, f"non-finite value {field.strip()!r}", number), rows
+    return None, rows
+
+
+def _locate_table_error(
+    path: Path, text: str, ncols: int, delimiter: str | None, comments: str | None
+) -> DataFormatError:
+    """Scan line by line for the first malformed row (only called once parsing failed)."""
+    error, rows = _first_bad_line(path, text, ncols, delimiter, comments)
+    if error is not None:
+        return error
     if rows == 0:
         return DataFormatError(path, "file is empty (no data rows)")
     return DataFormatError(path, "could not parse table")
@@ -991,9 +1009,13 @@ class ScanChunks:
 
     NPY arrays, KITTI ``.bin`` scans and binary PLY files (vertex element first, scalar
     properties only) are memory-mapped; LAS/LAZ files are read with laspy's chunk iterator;
-    other files (text, PCD, ASCII PLY) are read whole by :func:`read_scan` and handed out in
-    slices. Every chunk is checked for non-finite values (naming the file and the row). The
-    rows and their order are those of :func:`read_scan`.
+    text scans (``.txt``, ``.xyz``, ``.pts``) are parsed :data:`TEXT_BLOCK` bytes at a time
+    after one pass that counts their rows (a text file holding a line break or space
+    :func:`read_point_file` would split differently from ``\n`` / ``\r\n`` and ASCII
+    blanks, such as a lone ``\r`` or a form feed, is read whole); other files (PCD, ASCII
+    PLY) are read whole by :func:`read_scan` and handed out in slices. Every chunk is checked
+    for non-finite values (naming the file and the row, or for text the line). The rows,
+    their order and values, and the errors are those of :func:`read_scan`.
 
     Each chunk is a dict with ``pos [n, 3]`` float64 and, where the file has them,
     ``rgb [n, 3]`` float32 (divide by :meth:`rgb_divisor` of the whole scan's maximum to get
@@ -1028,6 +1050,8 @@ class ScanChunks:
         elif suffix in (".las", ".laz"):
             self._open_las()
         elif suffix == ".ply" and self._open_binary_ply():
+            pass
+        elif suffix in (".txt", ".xyz", ".pts") and self._open_text():
             pass
         else:
             whole = read_scan(self.path)
@@ -1141,6 +1165,17 @@ class ScanChunks:
             self._rgb_scale = "byte" if types["red"] in ("uchar", "uint8") else "one"
         return True
 
+    def _open_text(self) -> bool:
+        """Count a text scan's rows and settle its columns as :func:`read_point_file` does."""
+        layout = _text_layout(self.path)
+        if layout is None:
+            return False  # characters that split lines or fields otherwise: read whole
+        self._kind, self._source = "text", layout
+        self.num_points = layout.rows
+        self.coord_dtype = np.dtype(np.float32)
+        self.keys = {"pos": 3, **({"features": layout.ncols - 3} if layout.ncols > 3 else {})}
+        return True
+
     def rgb_divisor(self, top: float) -> float:
         """What the raw ``rgb`` values are divided by, given their maximum over the scan.
 
@@ -1161,6 +1196,9 @@ class ScanChunks:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         if self._kind == "las":
             yield from self._las_chunks()
+            return
+        if self._kind == "text":
+            yield from self._text_chunks()
             return
         for start in range(0, self.num_points, self.chunk):
             stop = min(start + self.chunk, self.num_points)
@@ -1221,3 +1259,192 @@ class ScanChunks:
                 self.path,
                 f"truncated: header declares {self.num_points} points, the file holds {start}",
             )
+
+    def _text_chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        layout: _TextLayout = self._source
+        rest = np.empty((0, layout.ncols), dtype=np.float32)  # parsed rows not yet handed out
+        done = 0
+        blocks = _line_blocks(self.path)
+        for raw, line0 in blocks:
+            text = _block_text(self.path, raw, line0, layout.header_line)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a block of comments only: no rows
+                    arr = np.loadtxt(
+                        io.StringIO(text), delimiter=layout.delimiter, ndmin=2, comments="#"
+                    )
+                good = len(arr) == 0 or (arr.shape[1] == layout.ncols and np.isfinite(arr).all())
+            except ValueError:
+                good = False
+            if not good:
+                raise self._text_error(text, line0, blocks)
+            if len(arr) == 0:
+                continue
+            rows = arr.astype(np.float32)  # read_point_file's values, to the bit
+            rest = rows if len(rest) == 0 else np.concatenate([rest, rows])
+            at = 0
+            while len(rest) - at >= self.chunk:
+                yield self._text_rows(rest[at : at + self.chunk])
+                at += self.chunk
+            done += at
+            rest = rest[at:]
+        if len(rest):
+            yield self._text_rows(rest)
+            done += len(rest)
+        if done != self.num_points:
+            raise DataFormatError(
+                self.path,
+                f"holds {done} rows, {self.num_points} when it was opened (changed while read?)",
+            )
+
+    def _text_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"pos": rows[:, :3].astype(np.float64)}
+        if rows.shape[1] > 3:
+            out["features"] = np.ascontiguousarray(rows[:, 3:])
+        return out
+
+    def _text_error(
+        self, text: str, line0: int, blocks: Iterator[tuple[bytes, int]]
+    ) -> DataFormatError:
+        """The error :func:`read_point_file` raises: the file's first malformed line, which
+        may lie in a later block when this block failed in a way no line explains."""
+        layout: _TextLayout = self._source
+        error, _ = _first_bad_line(self.path, text, layout.ncols, layout.delimiter, "#", line0 + 1)
+        for raw, start in blocks:
+            if error is not None:
+                break
+            later = _block_text(self.path, raw, start, layout.header_line)
+            error, _ = _first_bad_line(
+                self.path, later, layout.ncols, layout.delimiter, "#", start + 1
+            )
+        return error if error is not None else DataFormatError(self.path, "could not parse table")
+
+
+TEXT_BLOCK = 1 << 21  # bytes of a text scan parsed at a time (about 50k rows)
+
+_BLANK = b" \t\r\x00"  # the blanks of a text scan's lines (NUL: a known S3DIS defect)
+_NOT_BLANK = re.compile(rb"[^ \t\r\n\x00]")
+_SIGNIFICANT = np.ones(256, dtype=bool)  # bytes that are neither blanks nor whitespace
+_SIGNIFICANT[list(_BLANK)] = False
+# ASCII characters str.splitlines or str.split treat as line breaks or blanks beyond those
+_ODD_ASCII = (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
+_ODD_UNICODE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+@dataclass
+class _TextLayout:
+    """What one pass over a text scan found: its rows, columns and .pts count line."""
+
+    rows: int
+    ncols: int
+    delimiter: str | None
+    header_line: int | None  # 0-based line of a Leica PTS point-count line
+
+
+def _line_blocks(path: Path, size: int | None = None) -> Iterator[tuple[bytes, int]]:
+    """A file's bytes in blocks of whole lines (``\n``-terminated but the last), each with
+    the number of lines before it."""
+    size = size or TEXT_BLOCK
+    lines = 0
+    carry = b""
+    try:
+        with open(path, "rb") as fh:
+            while True:
+                data = fh.read(size)
+                if not data:
+                    break
+                data = carry + data if carry else data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = data  # a line longer than a block: read on
+                    continue
+                block, carry = data[:cut], data[cut:]
+                yield block, lines
+                lines += block.count(b"\n")
+    except OSError as err:
+        raise DataFormatError(path, f"cannot read file ({err})") from err
+    if carry:
+        yield carry, lines
+
+
+def _block_text(path: Path, raw: bytes, line0: int, header_line: int | None) -> str:
+    """A block of a text scan as :func:`_read_point_text` parses it: NUL bytes as spaces,
+    ``\r\n`` as ``\n``, a .pts count line blanked."""
+    try:
+        text = raw.replace(b"\x00", b" ").decode("utf-8")
+    except UnicodeDecodeError as err:  # checked when opened: the file changed since
+        line = line0 + raw[: err.start].count(b"\n") + 1
+        raise DataFormatError(path, "not a UTF-8/ASCII text file", line) from err
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines_held = text.count("\n") + (not text.endswith("\n"))
+    if header_line is not None and line0 <= header_line < line0 + lines_held:
+        lines = text.split("\n")
+        lines[header_line - line0] = ""
+        text = "\n".join(lines)
+    return text
+
+
+def _text_layout(path: Path) -> _TextLayout | None:
+    """Count a text scan's data rows in one pass over its bytes, and settle its delimiter
+    and columns from its first lines, as :func:`_read_point_text` does.
+
+    Returns:
+        The layout, or ``None`` where the file holds a line break or blank other than
+        ``\n``, ``\r\n``, space, tab and NUL (lines would be split otherwise).
+
+    Raises:
+        DataFormatError: the errors :func:`read_point_file` raises before parsing values
+            (unreadable, not UTF-8, empty, fewer than 3 columns).
+    """
+    pts = path.suffix.lower() == ".pts"
+    first: int | None = None  # 0-based line of the first non-blank line
+    header: int | None = None
+    data_first: str | None = None
+    count = 0  # lines whose first non-blank byte is not '#'
+    before = 10  # the last non-blank byte so far: the file starts as after a newline
+    for block, line0 in _line_blocks(path):
+        if any(c in block for c in _ODD_ASCII) or block.count(b"\r") != block.count(b"\r\n"):
+            return None
+        if not block.isascii():
+            try:
+                decoded = block.replace(b"\x00", b" ").decode("utf-8")
+            except UnicodeDecodeError as err:
+                line = line0 + block[: err.start].count(b"\n") + 1
+                raise DataFormatError(path, "not a UTF-8/ASCII text file", line) from err
+            if _ODD_UNICODE.search(decoded):
+                return None
+        at = 0
+        while data_first is None:
+            found = _NOT_BLANK.search(block, at)
+            if found is None:
+                break
+            begin = block.rfind(b"\n", 0, found.start()) + 1
+            end = block.find(b"\n", found.start())
+            end = len(block) if end < 0 else end
+            content = block[begin:end].replace(b"\x00", b" ").decode("utf-8").removesuffix("\r")
+            if first is None:
+                first = line0 + block.count(b"\n", 0, begin)
+                head = content.split()
+                if pts and len(head) == 1 and head[0].isdigit():
+                    header, at = first, end  # Leica PTS: a point-count line first
+                    continue
+            data_first = content
+        raw = np.frombuffer(block, dtype=np.uint8)
+        seq = raw[_SIGNIFICANT[raw]]  # non-blank bytes and newlines, in order
+        if len(seq):
+            after_newline = np.empty(len(seq), dtype=bool)
+            after_newline[0] = before == 10
+            np.equal(seq[:-1], 10, out=after_newline[1:])
+            count += int(np.count_nonzero(after_newline & (seq != 10) & (seq != 35)))
+            before = int(seq[-1])
+    if first is None or data_first is None:
+        raise DataFormatError(path, "file is empty (no data rows)")
+    delimiter = "," if "," in data_first else None
+    ncols = len(data_first.split(delimiter))
+    if ncols < 3:
+        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", first + 1)
+    rows = count - (header is not None)
+    if rows == 0:
+        raise DataFormatError(path, "file is empty (no data rows)")
+    return _TextLayout(rows, ncols, delimiter, header)
