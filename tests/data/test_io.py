@@ -349,3 +349,86 @@ def test_scan_chunks_read_a_large_text_scan_in_bounded_memory(tmp_path: Path) ->
     # reading whole holds the text, its lines and the table; chunks hold a block and a chunk
     assert chunked_peak < 64 << 20
     assert chunked_peak * 10 < whole_peak - before
+
+
+def _ascii_ply(
+    rows: list[str], props: str, eol: str = "\n", before: int = 0, faces: int = 0
+) -> str:
+    header = ["ply", "format ascii 1.0", "comment written by hand"]
+    if before:
+        header += [f"element camera {before}", "property float a", "property float b"]
+    header += [f"element vertex {len(rows)}"] + [f"property {p}" for p in props.split(",")]
+    if faces:
+        header += [f"element face {faces}", "property list uchar int vertex_indices"]
+    body = ["0.5 1.5"] * before + rows + ["3 0 1 2"] * faces
+    return eol.join(header + ["end_header"] + body) + eol
+
+
+PLY_ROWS = [f"{i * 0.25:.2f} {-i} {i % 9}.5 0 0 1 {i % 256} {(3 * i) % 256} 7" for i in range(60)]
+PLY_PROPS = "float x,float y,float z,float nx,float ny,float nz,uchar red,uchar green,uchar blue"
+ASCII_PLYS = {
+    "plain.ply": _ascii_ply(PLY_ROWS, PLY_PROPS),
+    "crlf_faces.ply": _ascii_ply(PLY_ROWS, PLY_PROPS, "\r\n", faces=4),
+    "camera_first.ply": _ascii_ply(PLY_ROWS, PLY_PROPS, before=3) + "\n  \n",
+    "float_colours_no_normals.ply": _ascii_ply(
+        [" ".join(r.split()[:3] + ["0.25", "0.5", "1"]) for r in PLY_ROWS],
+        "float x,float y,double z,float red,float green,float blue",
+    ).rstrip("\n"),  # no final newline
+}
+
+
+@pytest.mark.parametrize("name", sorted(ASCII_PLYS))
+@pytest.mark.parametrize(("chunk", "block"), [(1, 11), (7, 64), (1000, 1 << 21)])
+def test_scan_chunks_stream_ascii_ply_as_read_scan_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, chunk: int, block: int
+) -> None:
+    import lightning_pc.data.io as io_module
+
+    path = tmp_path / name
+    path.write_bytes(ASCII_PLYS[name].encode())
+    whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
+    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    got, sizes, reader = _read_chunks(path, chunk)
+    assert reader._kind == "ascii_ply"  # type: ignore[attr-defined]
+    assert sizes[:-1] == [chunk] * (len(sizes) - 1) and sum(sizes) == len(PLY_ROWS)
+    assert set(got) == set(whole)
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    for key in set(whole) - {"pos"}:
+        assert got[key].dtype == whole[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], whole[key])
+    assert reader.rgb_divisor(1.0) == 1.0  # type: ignore[attr-defined]  # rgb is 0-1 already
+
+
+def test_scan_chunks_ascii_ply_errors_name_the_line_read_scan_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_pc.data.io as io_module
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", 512)
+    rows = [f"{i}.5 {i % 7} 2.25" for i in range(3000)]
+    # header: ply, format, comment, element, 3 properties, end_header; rows from line 9
+    cases = {
+        "far_bad.ply": (_ascii_ply(rows[:2500] + ["1 oops 2"] + rows[2501:], "float x,float y,float z"), 2509, "non-numeric field 'oops'"),
+        "far_nan.ply": (_ascii_ply(rows[:2600] + ["1 nan 2"] + rows[2601:], "float x,float y,float z", "\r\n"), 2609, "non-finite value 'nan'"),
+        "far_short.ply": (_ascii_ply(rows[:2700] + ["1 2"] + rows[2701:], "float x,float y,float z"), 2709, "expected 3 columns, found 2"),
+        "truncated.ply": (_ascii_ply(rows, "float x,float y,float z")[:-3000], 2795, "truncated: header declares 3000 vertices, found 2786"),
+        "extra.ply": (_ascii_ply(rows, "float x,float y,float z") + "\n1 2 3\n", 3010, "1 more data line"),
+    }  # fmt: skip
+    for name, (content, line, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content.encode())
+        with pytest.raises(DataFormatError, match=message) as whole:
+            read_scan(path)
+        handed = 0
+        with pytest.raises(DataFormatError, match=message) as chunked:
+            for part in ScanChunks(path, chunk=100):
+                handed += len(part["pos"])
+        assert str(chunked.value) == str(whole.value)
+        assert whole.value.line == line
+        if name.startswith("far"):
+            assert 2000 < handed <= line - 9  # streamed: rows before the bad one came out
+        if name != "truncated.ply":
+            bad = content.splitlines()[line - 1]
+            assert bad in ("1 oops 2", "1 nan 2", "1 2", "1 2 3") and rows.count(bad) == 0
