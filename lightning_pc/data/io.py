@@ -47,12 +47,18 @@ def _strip_comment(line: str, comments: str | None) -> str:
     return line.strip()
 
 
-def _locate_table_error(
-    path: Path, text: str, ncols: int, delimiter: str | None, comments: str | None
-) -> DataFormatError:
-    """Scan line by line for the first malformed row (only called once parsing failed)."""
+def _first_bad_line(
+    path: Path,
+    text: str,
+    ncols: int,
+    delimiter: str | None,
+    comments: str | None,
+    first_line: int = 1,
+) -> tuple[DataFormatError | None, int]:
+    """The first malformed row of ``text`` (whose first line is line ``first_line`` of the
+    file), or ``None``, and the number of data rows seen."""
     rows = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=first_line):
         content = _strip_comment(line, comments)
         if not content:
             continue
@@ -61,14 +67,26 @@ def _locate_table_error(
         if len(fields) != ncols:
             return DataFormatError(
                 path, f"expected {ncols} columns, found {len(fields)}: {content[:80]!r}", number
-            )
+            ), rows
         for field in fields:
             try:
                 value = float(field)
             except ValueError:
-                return DataFormatError(path, f"non-numeric field {field.strip()[:40]!r}", number)
+                return DataFormatError(
+                    path, f"non-numeric field {field.strip()[:40]!r}", number
+                ), rows
             if not np.isfinite(value):
-                return DataFormatError(path, f"non-finite value {field.strip()!r}", number)
+                return DataFormatError(path, f"non-finite value {field.strip()!r}", number), rows
+    return None, rows
+
+
+def _locate_table_error(
+    path: Path, text: str, ncols: int, delimiter: str | None, comments: str | None
+) -> DataFormatError:
+    """Scan line by line for the first malformed row (only called once parsing failed)."""
+    error, rows = _first_bad_line(path, text, ncols, delimiter, comments)
+    if error is not None:
+        return error
     if rows == 0:
         return DataFormatError(path, "file is empty (no data rows)")
     return DataFormatError(path, "could not parse table")
@@ -991,14 +1009,20 @@ class ScanChunks:
 
     NPY arrays, KITTI ``.bin`` scans and binary PLY files (vertex element first, scalar
     properties only) are memory-mapped; LAS/LAZ files are read with laspy's chunk iterator;
-    other files (text, PCD, ASCII PLY) are read whole by :func:`read_scan` and handed out in
-    slices. Every chunk is checked for non-finite values (naming the file and the row). The
-    rows and their order are those of :func:`read_scan`.
+    text scans (``.txt``, ``.xyz``, ``.pts``) and ASCII PLY files (scalar vertex
+    properties) are parsed :data:`TEXT_BLOCK` bytes at a time after one pass that counts
+    their rows; a text file holding a line break or blank :func:`read_point_file` would
+    split otherwise than ``\n`` / ``\r\n`` and ASCII blanks (a lone ``\r``, a form
+    feed, ...), or an ASCII PLY body holding a ``#``, is read whole, as are PCD files, by
+    :func:`read_scan` and handed out in slices. Every chunk is checked for non-finite values
+    (naming the file and the row, or for text formats the line). The rows, their order and
+    values, and the errors are those of :func:`read_scan`.
 
     Each chunk is a dict with ``pos [n, 3]`` float64 and, where the file has them,
     ``rgb [n, 3]`` float32 (divide by :meth:`rgb_divisor` of the whole scan's maximum to get
-    0-1), ``intensity [n]`` float32 (raw sensor units) and ``features [n, F]`` float32 (NPY
-    and text columns after ``x y z``).
+    0-1), ``intensity [n]`` float32 (raw sensor units), ``normal [n, 3]`` float32 (PLY/PCD
+    files read as text or whole) and ``features [n, F]`` float32 (NPY and text columns after
+    ``x y z``).
 
     Args:
         path: the scan file.
@@ -1027,7 +1051,9 @@ class ScanChunks:
             self._open_bin()
         elif suffix in (".las", ".laz"):
             self._open_las()
-        elif suffix == ".ply" and self._open_binary_ply():
+        elif suffix == ".ply" and (self._open_binary_ply() or self._open_ascii_ply()):
+            pass
+        elif suffix in (".txt", ".xyz", ".pts") and self._open_text():
             pass
         else:
             whole = read_scan(self.path)
@@ -1141,6 +1167,104 @@ class ScanChunks:
             self._rgb_scale = "byte" if types["red"] in ("uchar", "uint8") else "one"
         return True
 
+    def _open_text(self) -> bool:
+        """Count a text scan's rows and settle its columns as :func:`read_point_file` does."""
+        layout = _text_layout(self.path)
+        if layout is None:
+            return False  # characters that split lines or fields otherwise: read whole
+        self._kind, self._source = "text", layout
+        self.num_points = layout.rows
+        self.coord_dtype = np.dtype(np.float32)
+        self.keys = {"pos": 3, **({"features": layout.ncols - 3} if layout.ncols > 3 else {})}
+        return True
+
+    def _open_ascii_ply(self) -> bool:
+        """Count an ASCII PLY file's lines and check its vertex rows are all there, as
+        :func:`read_ply_vertices` does; ``False`` for a file it reads otherwise or refuses
+        for its header (read whole, so the error is the same)."""
+        with open(self.path, "rb") as f:
+            head = f.read(1 << 20)
+        end = head.find(b"end_header")
+        if not head.startswith(b"ply") or end < 0 or head.find(b"\n", end) < 0:
+            return False
+        header = head[:end].decode("ascii", errors="replace").splitlines()
+        fmt = ""
+        elements: list[tuple[str, int, list[tuple[str, str] | None]]] = []
+        for line in header:
+            parts = line.split()
+            try:
+                if parts[:1] == ["format"]:
+                    fmt = parts[1]
+                elif parts[:1] == ["element"]:
+                    elements.append((parts[1], int(parts[2]), []))
+                elif parts[:1] == ["property"] and elements:
+                    elements[-1][2].append(None if parts[1] == "list" else (parts[-1], parts[1]))
+            except (IndexError, ValueError):
+                return False
+        names = [e[0] for e in elements]
+        if fmt != "ascii" or "vertex" not in names:
+            return False
+        k = names.index("vertex")
+        count, maybe = elements[k][1], elements[k][2]
+        props = [p for p in maybe if p is not None]
+        if count == 0 or len(props) != len(maybe) or any(t not in _PLY_TYPES for _, t in props):
+            return False
+        column = {name: i for i, (name, _) in enumerate(props)}  # the last of a name wins
+        if not all(a in column for a in "xyz"):
+            return False
+        body_start = head.index(b"\n", end) + 1
+        declared = sum(e[1] for e in elements)
+        lines = 0  # lines of the body, as str.splitlines counts them
+        extra, first_extra = 0, -1  # non-blank lines after the declared rows
+        for block, line0 in _line_blocks(self.path, body_start):
+            if any(c in block for c in _ODD_ASCII) or block.count(b"\r") != block.count(b"\r\n"):
+                return False  # lines split otherwise than at \n: read whole
+            if b"#" in block:
+                # np.loadtxt drops '#' comments where read_ply_vertices' error scan does not:
+                # which line an error names depends on the whole file, so read it whole
+                return False
+            held = block.count(b"\n") + (not block.endswith(b"\n"))
+            lines = line0 + held
+            if lines > declared:
+                at = _line_offset(block, max(declared - line0, 0))
+                raw = np.frombuffer(block, dtype=np.uint8)[at:]
+                seq = raw[_PLY_SIGNIFICANT[raw]]
+                if len(seq):
+                    starts = (seq != 10) & np.concatenate(([True], seq[:-1] == 10))
+                    extra += int(np.count_nonzero(starts))
+                    if first_extra < 0 and starts.any():
+                        hit = _PLY_NOT_BLANK.search(block, at)
+                        assert hit is not None
+                        first_extra = line0 + block.count(b"\n", 0, hit.start())
+        if extra:
+            counts = ", ".join(f"{n} {name}" for name, n, _ in elements)
+            raise DataFormatError(
+                self.path,
+                f"header declares {counts} rows, but {extra} more data line(s) follow "
+                "(wrong count in the header?)",
+                len(header) + 2 + first_extra,
+            )
+        skip = sum(e[1] for e in elements[:k])
+        first_line = len(header) + 2 + skip  # 1-based line of the first vertex
+        if lines < skip + count:
+            have = max(0, lines - skip)
+            raise DataFormatError(
+                self.path,
+                f"truncated: header declares {count} vertices, found {have}",
+                first_line + have,
+            )
+        self._kind = "ascii_ply"
+        self._source = _AsciiPly(body_start, skip, count, len(props), first_line, column)
+        self.num_points = count
+        self.coord_dtype = np.dtype(np.float32)
+        self.keys = {"pos": 3}
+        if all(a in column for a in ("nx", "ny", "nz")):
+            self.keys["normal"] = 3
+        if all(a in column for a in ("red", "green", "blue")):
+            self.keys["rgb"] = 3
+            self._source.rgb_scale = 255.0 if dict(props)["red"] in ("uchar", "uint8") else 1.0
+        return True
+
     def rgb_divisor(self, top: float) -> float:
         """What the raw ``rgb`` values are divided by, given their maximum over the scan.
 
@@ -1161,6 +1285,12 @@ class ScanChunks:
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         if self._kind == "las":
             yield from self._las_chunks()
+            return
+        if self._kind == "text":
+            yield from self._text_chunks()
+            return
+        if self._kind == "ascii_ply":
+            yield from self._rebatch(self._ply_arrays(), self._ply_rows)
             return
         for start in range(0, self.num_points, self.chunk):
             stop = min(start + self.chunk, self.num_points)
@@ -1221,3 +1351,279 @@ class ScanChunks:
                 self.path,
                 f"truncated: header declares {self.num_points} points, the file holds {start}",
             )
+
+    def _rebatch(
+        self, arrays: Iterator[np.ndarray], convert: Any
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Hand out parsed blocks of rows as chunks of exactly ``self.chunk`` rows."""
+        rest: np.ndarray | None = None  # parsed rows not yet handed out
+        done = 0
+        for rows in arrays:
+            rest = rows if rest is None or len(rest) == 0 else np.concatenate([rest, rows])
+            at = 0
+            while len(rest) - at >= self.chunk:
+                yield convert(rest[at : at + self.chunk])
+                at += self.chunk
+            done += at
+            rest = rest[at:]
+        if rest is not None and len(rest):
+            yield convert(rest)
+            done += len(rest)
+        if done != self.num_points:
+            raise DataFormatError(
+                self.path,
+                f"holds {done} rows, {self.num_points} when it was opened (changed while read?)",
+            )
+
+    def _text_chunks(self) -> Iterator[dict[str, np.ndarray]]:
+        return self._rebatch(self._text_arrays(), self._text_rows)
+
+    def _text_arrays(self) -> Iterator[np.ndarray]:
+        layout: _TextLayout = self._source
+        blocks = _line_blocks(self.path)
+        for raw, line0 in blocks:
+            text = _block_text(self.path, raw, line0, layout.header_line)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a block of comments only: no rows
+                    arr = np.loadtxt(
+                        io.StringIO(text), delimiter=layout.delimiter, ndmin=2, comments="#"
+                    )
+                good = len(arr) == 0 or (arr.shape[1] == layout.ncols and np.isfinite(arr).all())
+            except ValueError:
+                good = False
+            if not good:
+                raise self._text_error(text, line0, blocks)
+            if len(arr):
+                yield arr.astype(np.float32)  # read_point_file's values, to the bit
+
+    def _ply_arrays(self) -> Iterator[np.ndarray]:
+        ply: _AsciiPly = self._source
+        blocks = _line_blocks(self.path, ply.body_start)
+        seen = 0  # rows parsed or scanned so far (read_ply_vertices: empty vs unparsable)
+        error: DataFormatError | None = None
+        stop = ply.skip + ply.count
+        for block, line0 in blocks:
+            held = block.count(b"\n") + (not block.endswith(b"\n"))
+            lo, hi = max(line0, ply.skip), min(line0 + held, stop)
+            if lo >= hi:
+                if line0 >= stop:
+                    break
+                continue
+            part = block[_line_offset(block, lo - line0) : _line_offset(block, hi - line0)]
+            text = part.decode("ascii", errors="replace")
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            first = ply.first_line + lo - ply.skip  # the file's line of this part's first row
+            if error is None:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        arr = np.loadtxt(io.StringIO(text), ndmin=2, dtype=np.float64)
+                    good = arr.shape == (hi - lo, ply.ncols) and np.isfinite(arr).all()
+                except ValueError:
+                    good = False
+                if good:
+                    seen += hi - lo
+                    yield arr
+                    continue
+                error = DataFormatError(self.path, "could not parse table")
+            # the first malformed line of the vertex rows, as read_ply_vertices names it
+            bad, rows = _first_bad_line(self.path, text, ply.ncols, None, None, first)
+            if bad is not None:
+                raise bad
+            seen += rows
+        if error is not None:
+            reason = "could not parse table" if seen else "file is empty (no data rows)"
+            raise DataFormatError(self.path, reason, ply.first_line)
+
+    def _ply_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        ply: _AsciiPly = self._source
+        c = ply.column
+        pos = rows[:, [c["x"], c["y"], c["z"]]].astype(np.float32)
+        out = {"pos": pos.astype(np.float64)}
+        if "normal" in self.keys:
+            out["normal"] = rows[:, [c["nx"], c["ny"], c["nz"]]].astype(np.float32)
+        if "rgb" in self.keys:
+            rgb = rows[:, [c["red"], c["green"], c["blue"]]]
+            out["rgb"] = (rgb / ply.rgb_scale).astype(np.float32)
+        return out
+
+    def _text_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        out = {"pos": rows[:, :3].astype(np.float64)}
+        if rows.shape[1] > 3:
+            out["features"] = np.ascontiguousarray(rows[:, 3:])
+        return out
+
+    def _text_error(
+        self, text: str, line0: int, blocks: Iterator[tuple[bytes, int]]
+    ) -> DataFormatError:
+        """The error :func:`read_point_file` raises: the file's first malformed line, which
+        may lie in a later block when this block failed in a way no line explains."""
+        layout: _TextLayout = self._source
+        error, _ = _first_bad_line(self.path, text, layout.ncols, layout.delimiter, "#", line0 + 1)
+        for raw, start in blocks:
+            if error is not None:
+                break
+            later = _block_text(self.path, raw, start, layout.header_line)
+            error, _ = _first_bad_line(
+                self.path, later, layout.ncols, layout.delimiter, "#", start + 1
+            )
+        return error if error is not None else DataFormatError(self.path, "could not parse table")
+
+
+TEXT_BLOCK = 1 << 21  # bytes of a text scan parsed at a time (about 50k rows)
+
+_BLANK = b" \t\r\x00"  # the blanks of a text scan's lines (NUL: a known S3DIS defect)
+_NOT_BLANK = re.compile(rb"[^ \t\r\n\x00]")
+_SIGNIFICANT = np.ones(256, dtype=bool)  # bytes that are neither blanks nor whitespace
+_SIGNIFICANT[list(_BLANK)] = False
+# ASCII characters str.splitlines or str.split treat as line breaks or blanks beyond those
+_ODD_ASCII = (b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
+_ODD_UNICODE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+@dataclass
+class _AsciiPly:
+    """Where an ASCII PLY file's vertex rows are, and how its columns are named."""
+
+    body_start: int  # byte offset of the first line after end_header
+    skip: int  # body lines before the vertex rows (earlier elements)
+    count: int
+    ncols: int
+    first_line: int  # 1-based line of the first vertex row
+    column: dict[str, int]
+    rgb_scale: float = 1.0
+
+
+_PLY_SIGNIFICANT = np.ones(256, dtype=bool)  # str.strip keeps NUL: only these are blank
+_PLY_SIGNIFICANT[list(b" \t\r")] = False
+_PLY_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
+
+
+def _line_offset(block: bytes, line: int) -> int:
+    """Byte offset of 0-based ``line`` in a block of lines (its length past the last)."""
+    if line == 0:
+        return 0
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
+    return int(ends[line - 1]) + 1 if line <= len(ends) else len(block)
+
+
+@dataclass
+class _TextLayout:
+    """What one pass over a text scan found: its rows, columns and .pts count line."""
+
+    rows: int
+    ncols: int
+    delimiter: str | None
+    header_line: int | None  # 0-based line of a Leica PTS point-count line
+
+
+def _line_blocks(path: Path, offset: int = 0) -> Iterator[tuple[bytes, int]]:
+    """A file's bytes from ``offset`` on in blocks of whole lines (``\n``-terminated but
+    the last), each with the number of lines before it."""
+    size = TEXT_BLOCK
+    lines = 0
+    carry = b""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while True:
+                data = fh.read(size)
+                if not data:
+                    break
+                data = carry + data if carry else data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = data  # a line longer than a block: read on
+                    continue
+                block, carry = data[:cut], data[cut:]
+                yield block, lines
+                lines += block.count(b"\n")
+    except OSError as err:
+        raise DataFormatError(path, f"cannot read file ({err})") from err
+    if carry:
+        yield carry, lines
+
+
+def _block_text(path: Path, raw: bytes, line0: int, header_line: int | None) -> str:
+    """A block of a text scan as :func:`_read_point_text` parses it: NUL bytes as spaces,
+    ``\r\n`` as ``\n``, a .pts count line blanked."""
+    try:
+        text = raw.replace(b"\x00", b" ").decode("utf-8")
+    except UnicodeDecodeError as err:  # checked when opened: the file changed since
+        line = line0 + raw[: err.start].count(b"\n") + 1
+        raise DataFormatError(path, "not a UTF-8/ASCII text file", line) from err
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    lines_held = text.count("\n") + (not text.endswith("\n"))
+    if header_line is not None and line0 <= header_line < line0 + lines_held:
+        lines = text.split("\n")
+        lines[header_line - line0] = ""
+        text = "\n".join(lines)
+    return text
+
+
+def _text_layout(path: Path) -> _TextLayout | None:
+    """Count a text scan's data rows in one pass over its bytes, and settle its delimiter
+    and columns from its first lines, as :func:`_read_point_text` does.
+
+    Returns:
+        The layout, or ``None`` where the file holds a line break or blank other than
+        ``\n``, ``\r\n``, space, tab and NUL (lines would be split otherwise).
+
+    Raises:
+        DataFormatError: the errors :func:`read_point_file` raises before parsing values
+            (unreadable, not UTF-8, empty, fewer than 3 columns).
+    """
+    pts = path.suffix.lower() == ".pts"
+    first: int | None = None  # 0-based line of the first non-blank line
+    header: int | None = None
+    data_first: str | None = None
+    count = 0  # lines whose first non-blank byte is not '#'
+    before = 10  # the last non-blank byte so far: the file starts as after a newline
+    for block, line0 in _line_blocks(path):
+        if any(c in block for c in _ODD_ASCII) or block.count(b"\r") != block.count(b"\r\n"):
+            return None
+        if not block.isascii():
+            try:
+                decoded = block.replace(b"\x00", b" ").decode("utf-8")
+            except UnicodeDecodeError as err:
+                line = line0 + block[: err.start].count(b"\n") + 1
+                raise DataFormatError(path, "not a UTF-8/ASCII text file", line) from err
+            if _ODD_UNICODE.search(decoded):
+                return None
+        at = 0
+        while data_first is None:
+            found = _NOT_BLANK.search(block, at)
+            if found is None:
+                break
+            begin = block.rfind(b"\n", 0, found.start()) + 1
+            end = block.find(b"\n", found.start())
+            end = len(block) if end < 0 else end
+            content = block[begin:end].replace(b"\x00", b" ").decode("utf-8").removesuffix("\r")
+            if first is None:
+                first = line0 + block.count(b"\n", 0, begin)
+                head = content.split()
+                if pts and len(head) == 1 and head[0].isdigit():
+                    header, at = first, end  # Leica PTS: a point-count line first
+                    continue
+            data_first = content
+        raw = np.frombuffer(block, dtype=np.uint8)
+        seq = raw[_SIGNIFICANT[raw]]  # non-blank bytes and newlines, in order
+        if len(seq):
+            after_newline = np.empty(len(seq), dtype=bool)
+            after_newline[0] = before == 10
+            np.equal(seq[:-1], 10, out=after_newline[1:])
+            count += int(np.count_nonzero(after_newline & (seq != 10) & (seq != 35)))
+            before = int(seq[-1])
+    if first is None or data_first is None:
+        raise DataFormatError(path, "file is empty (no data rows)")
+    delimiter = "," if "," in data_first else None
+    ncols = len(data_first.split(delimiter))
+    if ncols < 3:
+        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", first + 1)
+    rows = count - (header is not None)
+    if rows == 0:
+        raise DataFormatError(path, "file is empty (no data rows)")
+    return _TextLayout(rows, ncols, delimiter, header)

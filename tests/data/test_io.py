@@ -171,3 +171,264 @@ def test_read_mesh_open3d(tmp_path: Path) -> None:
         assert len(mesh.faces) == 12
         assert np.allclose(mesh.vertices.max(0), [2, 1, 1])
     assert ply_has_faces(tmp_path / "box.ply")
+
+
+# --- text scans read in chunks (ScanChunks) -------------------------------------------------
+
+ROWS = [f"{i * 0.5:.2f} {-i:d} {i * 0.125:.3f} {i % 7} {200 + i % 50} 3" for i in range(40)]
+TEXT_SCANS = {
+    "plain.txt": "\n".join(ROWS) + "\n",
+    "crlf.txt": "\r\n".join(ROWS) + "\r\n",
+    "no_final_newline.xyz": "\n".join(r.rsplit(" ", 1)[0] for r in ROWS),
+    "trailing_blank_lines.txt": "\n".join(ROWS) + "\n\n  \n\t\n",
+    "comments.txt": "# x y z i rgb\n# written by hand\n"  # a first comment as wide as a row
+    + "\n".join(r + (" # tail" if i % 5 == 0 else "") for i, r in enumerate(ROWS))
+    + "\n   # an indented comment\n",
+    "leading_blanks_and_tabs.txt": "\n\n" + "\n".join("\t" + r.replace(" ", "\t") for r in ROWS),
+    "count_header.pts": f"{len(ROWS)}\r\n"
+    + "\r\n".join(r.rsplit(" ", 2)[0] for r in ROWS)
+    + "\r\n",
+    "commas.xyz": "\n".join(r.replace(" ", ", ") for r in ROWS) + "\n",
+    "nul_byte.txt": "\n".join(ROWS[:7] + [ROWS[7].replace(" ", "\x00", 1)] + ROWS[8:]) + "\n",
+}
+
+
+def _read_chunks(path: Path, chunk: int) -> tuple[dict[str, np.ndarray], list[int], object]:
+    from lightning_pc.data.io import ScanChunks
+
+    reader = ScanChunks(path, chunk=chunk)
+    parts = list(reader)
+    got = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    for p in parts:
+        assert {k: v.dtype for k, v in p.items()} == {k: v.dtype for k, v in parts[0].items()}
+    return got, [len(p["pos"]) for p in parts], reader
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_SCANS))
+@pytest.mark.parametrize(("chunk", "block"), [(1, 9), (3, 47), (10, 1 << 21), (1000, 64)])
+def test_scan_chunks_stream_text_scans_as_read_scan_reads_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, chunk: int, block: int
+) -> None:
+    import lightning_pc.data.io as io_module
+
+    path = tmp_path / name
+    path.write_bytes(TEXT_SCANS[name].encode())
+    whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)  # blocks end inside and at rows
+
+    def no_whole_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the text scan was read whole")
+
+    monkeypatch.setattr(io_module, "read_point_file", no_whole_read)
+    got, sizes, reader = _read_chunks(path, chunk)
+    assert reader._kind == "text"  # type: ignore[attr-defined]
+    assert reader.num_points == len(whole["pos"]) == len(ROWS)  # type: ignore[attr-defined]
+    assert sizes == [chunk] * (len(ROWS) // chunk) + (
+        [len(ROWS) % chunk] if len(ROWS) % chunk else []
+    )
+    assert set(got) == set(whole) - {"classification"}
+    assert got["pos"].dtype == np.float64 and reader.coord_dtype == np.float32  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    if "features" in whole:
+        assert got["features"].dtype == whole["features"].dtype == np.float32
+        np.testing.assert_array_equal(got["features"], whole["features"])
+        assert reader.keys == {"pos": 3, "features": whole["features"].shape[1]}  # type: ignore[attr-defined]
+
+
+def test_scan_chunks_text_block_boundary_exactly_at_a_row_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_pc.data.io as io_module
+
+    rows = [f"{i:04d} 1.50 2.5" for i in range(30)]  # 14 bytes a row with its newline
+    path = tmp_path / "fixed.txt"
+    path.write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", 14 * 4)
+    blocks = list(io_module._line_blocks(path))
+    assert [len(b) for b, _ in blocks][:-1] == [56] * (len(blocks) - 1)  # whole rows per block
+    assert [line0 for _, line0 in blocks] == list(range(0, 30, 4))
+    got, sizes, _ = _read_chunks(path, 4)
+    assert sizes == [4] * 7 + [2]
+    np.testing.assert_array_equal(got["pos"][:, 0], np.arange(30))
+
+
+def test_scan_chunks_name_the_line_of_a_bad_value_far_into_a_text_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_pc.data.io as io_module
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    lines = ["# header comment", ""] + [f"{i} {i + 1}.5 {i % 3} 0.25" for i in range(5000)]
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", 4096)
+    for bad, message in [
+        ("12 oops 3 4", r"non-numeric field 'oops'"),
+        ("12 nan 3 4", r"non-finite value 'nan'"),
+        ("12 1 3", r"expected 4 columns, found 3"),
+    ]:
+        # a CRLF file whose first line is a comment as wide as a row, bad at line 4321
+        body = lines[:4320] + [bad] + lines[4321:]
+        path = tmp_path / "far.txt"
+        path.write_bytes(("# x y z\r\n" + "\r\n".join(body[1:]) + "\r\n").encode())
+        with pytest.raises(DataFormatError, match=rf"far.txt, line 4321: {message}") as whole:
+            read_scan(path)
+        reader = ScanChunks(path, chunk=100)
+        assert reader.num_points == 5000
+        handed = 0
+        with pytest.raises(DataFormatError, match=rf"far.txt, line 4321: {message}") as chunked:
+            for part in reader:
+                handed += len(part["pos"])
+        assert str(chunked.value) == str(whole.value)
+        assert 3000 < handed <= 4318  # rows before the bad line came out first
+
+
+def test_scan_chunks_text_errors_at_open_are_read_point_files(tmp_path: Path) -> None:
+    from lightning_pc.data.io import ScanChunks
+
+    cases = {
+        "empty.txt": b"\n \n\t\n",
+        "comments_only.txt": b"# a b c\n# d e f\n",
+        "count_only.pts": b"12\n\n",
+        "two_columns.xyz": b"\n1 2\n3 4\n",
+        "latin1.txt": b"1 2 3\n4 5 6\n7 8 \xe9\n",
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(DataFormatError) as whole:
+            read_point_file(path)
+        with pytest.raises(DataFormatError) as opened:
+            ScanChunks(path)
+        assert str(opened.value) == str(whole.value) and name in str(opened.value)
+
+
+def test_scan_chunks_read_odd_line_breaks_whole(tmp_path: Path) -> None:
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    # str.splitlines breaks lines at a lone \r and a form feed: such files keep the whole path
+    for name, content in [("mac.txt", b"1 2 3\r4 5 6\r"), ("ff.txt", b"1 2 3\n\x0c\n4 5 6\n")]:
+        path = tmp_path / name
+        path.write_bytes(content)
+        reader = ScanChunks(path, chunk=1)
+        assert reader._kind == "whole"
+        got = np.concatenate([p["pos"] for p in reader])
+        np.testing.assert_array_equal(got, read_scan(path)["pos"])
+
+
+@pytest.mark.slow
+def test_scan_chunks_read_a_large_text_scan_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    rng = np.random.default_rng(0)
+    tile = rng.uniform(-50, 50, (10_000, 7)).astype(np.float32)
+    tile[:, 4:] = rng.integers(0, 256, (10_000, 3))
+    small = tmp_path / "tile.txt"
+    np.savetxt(small, tile, fmt=["%.3f"] * 4 + ["%d"] * 3)
+    path = tmp_path / "big.txt"  # Semantic3D's layout: x y z intensity r g b
+    with open(path, "wb") as fh:
+        block = small.read_bytes()
+        for _ in range(200):
+            fh.write(block)  # 2,000,000 rows, about 70 MB
+    tracemalloc.start()
+    try:
+        reader = ScanChunks(path, chunk=50_000)
+        rows, total = 0, 0.0
+        for part in reader:
+            rows += len(part["pos"])
+            total += float(part["features"][:, 0].sum())
+        _, chunked_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        whole = read_scan(path)
+        _, whole_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == reader.num_points == len(whole["pos"]) == 2_000_000
+    assert total == pytest.approx(float(whole["features"][:, 0].astype(np.float64).sum()), rel=1e-6)
+    # reading whole holds the text, its lines and the table; chunks hold a block and a chunk
+    assert chunked_peak < 64 << 20
+    assert chunked_peak * 10 < whole_peak - before
+
+
+def _ascii_ply(
+    rows: list[str], props: str, eol: str = "\n", before: int = 0, faces: int = 0
+) -> str:
+    header = ["ply", "format ascii 1.0", "comment written by hand"]
+    if before:
+        header += [f"element camera {before}", "property float a", "property float b"]
+    header += [f"element vertex {len(rows)}"] + [f"property {p}" for p in props.split(",")]
+    if faces:
+        header += [f"element face {faces}", "property list uchar int vertex_indices"]
+    body = ["0.5 1.5"] * before + rows + ["3 0 1 2"] * faces
+    return eol.join(header + ["end_header"] + body) + eol
+
+
+PLY_ROWS = [f"{i * 0.25:.2f} {-i} {i % 9}.5 0 0 1 {i % 256} {(3 * i) % 256} 7" for i in range(60)]
+PLY_PROPS = "float x,float y,float z,float nx,float ny,float nz,uchar red,uchar green,uchar blue"
+ASCII_PLYS = {
+    "plain.ply": _ascii_ply(PLY_ROWS, PLY_PROPS),
+    "crlf_faces.ply": _ascii_ply(PLY_ROWS, PLY_PROPS, "\r\n", faces=4),
+    "camera_first.ply": _ascii_ply(PLY_ROWS, PLY_PROPS, before=3) + "\n  \n",
+    "float_colours_no_normals.ply": _ascii_ply(
+        [" ".join(r.split()[:3] + ["0.25", "0.5", "1"]) for r in PLY_ROWS],
+        "float x,float y,double z,float red,float green,float blue",
+    ).rstrip("\n"),  # no final newline
+}
+
+
+@pytest.mark.parametrize("name", sorted(ASCII_PLYS))
+@pytest.mark.parametrize(("chunk", "block"), [(1, 11), (7, 64), (1000, 1 << 21)])
+def test_scan_chunks_stream_ascii_ply_as_read_scan_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, chunk: int, block: int
+) -> None:
+    import lightning_pc.data.io as io_module
+
+    path = tmp_path / name
+    path.write_bytes(ASCII_PLYS[name].encode())
+    whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
+    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    got, sizes, reader = _read_chunks(path, chunk)
+    assert reader._kind == "ascii_ply"  # type: ignore[attr-defined]
+    assert sizes[:-1] == [chunk] * (len(sizes) - 1) and sum(sizes) == len(PLY_ROWS)
+    assert set(got) == set(whole)
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    for key in set(whole) - {"pos"}:
+        assert got[key].dtype == whole[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], whole[key])
+    assert reader.rgb_divisor(1.0) == 1.0  # type: ignore[attr-defined]  # rgb is 0-1 already
+
+
+def test_scan_chunks_ascii_ply_errors_name_the_line_read_scan_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning_pc.data.io as io_module
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", 512)
+    rows = [f"{i}.5 {i % 7} 2.25" for i in range(3000)]
+    # header: ply, format, comment, element, 3 properties, end_header; rows from line 9
+    cases = {
+        "far_bad.ply": (_ascii_ply(rows[:2500] + ["1 oops 2"] + rows[2501:], "float x,float y,float z"), 2509, "non-numeric field 'oops'"),
+        "far_nan.ply": (_ascii_ply(rows[:2600] + ["1 nan 2"] + rows[2601:], "float x,float y,float z", "\r\n"), 2609, "non-finite value 'nan'"),
+        "far_short.ply": (_ascii_ply(rows[:2700] + ["1 2"] + rows[2701:], "float x,float y,float z"), 2709, "expected 3 columns, found 2"),
+        "truncated.ply": (_ascii_ply(rows, "float x,float y,float z")[:-3000], 2795, "truncated: header declares 3000 vertices, found 2786"),
+        "extra.ply": (_ascii_ply(rows, "float x,float y,float z") + "\n1 2 3\n", 3010, "1 more data line"),
+    }  # fmt: skip
+    for name, (content, line, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content.encode())
+        with pytest.raises(DataFormatError, match=message) as whole:
+            read_scan(path)
+        handed = 0
+        with pytest.raises(DataFormatError, match=message) as chunked:
+            for part in ScanChunks(path, chunk=100):
+                handed += len(part["pos"])
+        assert str(chunked.value) == str(whole.value)
+        assert whole.value.line == line
+        if name.startswith("far"):
+            assert 2000 < handed <= line - 9  # streamed: rows before the bad one came out
+        if name != "truncated.ply":
+            bad = content.splitlines()[line - 1]
+            assert bad in ("1 oops 2", "1 nan 2", "1 2", "1 2 3") and rows.count(bad) == 0

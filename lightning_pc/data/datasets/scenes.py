@@ -15,7 +15,8 @@ one scan's points (float32 coordinates, the requested features and one int32 sor
 about 20 bytes a point plus 4 per feature channel) per worker plus the fragments in flight,
 never the list of all fragments. Scans are read in chunks
 (:class:`~lightning_pc.data.io.ScanChunks`: NPY, KITTI ``.bin`` and binary PLY
-memory-mapped, LAS/LAZ through laspy's chunk iterator), so reading costs no more.
+memory-mapped, LAS/LAZ through laspy's chunk iterator, text scans parsed a block at a
+time), so reading costs no more.
 """
 
 from __future__ import annotations
