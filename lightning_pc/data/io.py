@@ -550,6 +550,11 @@ def check_npy_size(path: Path) -> None:
         )
 
 
+def _uncommented(line: str) -> str:
+    """A text row without its ``#`` comment, stripped (empty for a comment or blank line)."""
+    return line.split("#", 1)[0].strip()
+
+
 def _read_point_text(path: Path) -> np.ndarray:
     text = _read_text(path)
     lines = text.splitlines()
@@ -562,11 +567,16 @@ def _read_point_text(path: Path) -> np.ndarray:
         start = first + 1  # Leica PTS: a point-count line first
     if start >= len(lines) or not any(line.strip() for line in lines[start:]):
         raise DataFormatError(path, "file is empty (no data rows)")
-    data_first = next(line for line in lines[start:] if line.strip())
+    # the columns come from the first data row: comment lines (``# x y z r g b``) and a
+    # row's trailing ``# ...`` do not count
+    data_line = next((i for i in range(start, len(lines)) if _uncommented(lines[i])), None)
+    if data_line is None:
+        raise DataFormatError(path, "file is empty (no data rows)")
+    data_first = _uncommented(lines[data_line])
     delimiter = "," if "," in data_first else None
     ncols = len(data_first.split(delimiter))
     if ncols < 3:
-        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", first + 1)
+        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", data_line + 1)
     body = "\n".join([""] * start + lines[start:])  # keep line numbers
     try:
         with warnings.catch_warnings():
@@ -1580,6 +1590,7 @@ def _text_layout(path: Path) -> _TextLayout | None:
     first: int | None = None  # 0-based line of the first non-blank line
     header: int | None = None
     data_first: str | None = None
+    data_line = 0  # 0-based line of the first data row
     count = 0  # lines whose first non-blank byte is not '#'
     before = 10  # the last non-blank byte so far: the file starts as after a newline
     for block, line0 in _line_blocks(path):
@@ -1608,7 +1619,11 @@ def _text_layout(path: Path) -> _TextLayout | None:
                 if pts and len(head) == 1 and head[0].isdigit():
                     header, at = first, end  # Leica PTS: a point-count line first
                     continue
-            data_first = content
+            if not _uncommented(content):
+                at = end  # a comment line: the columns come from the first data row
+                continue
+            data_first = _uncommented(content)
+            data_line = line0 + block.count(b"\n", 0, begin)
         raw = np.frombuffer(block, dtype=np.uint8)
         seq = raw[_SIGNIFICANT[raw]]  # non-blank bytes and newlines, in order
         if len(seq):
@@ -1622,7 +1637,7 @@ def _text_layout(path: Path) -> _TextLayout | None:
     delimiter = "," if "," in data_first else None
     ncols = len(data_first.split(delimiter))
     if ncols < 3:
-        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", first + 1)
+        raise DataFormatError(path, f"expected at least 3 columns, found {ncols}", data_line + 1)
     rows = count - (header is not None)
     if rows == 0:
         raise DataFormatError(path, "file is empty (no data rows)")

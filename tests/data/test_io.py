@@ -190,6 +190,10 @@ TEXT_SCANS = {
     + "\r\n",
     "commas.xyz": "\n".join(r.replace(" ", ", ") for r in ROWS) + "\n",
     "nul_byte.txt": "\n".join(ROWS[:7] + [ROWS[7].replace(" ", "\x00", 1)] + ROWS[8:]) + "\n",
+    # the columns come from the first data row, not from a narrower comment line first or
+    # the words of a trailing comment on that row
+    "narrow_comment_header.txt": "# x y z\n" + "\n".join(ROWS) + "\n",
+    "comment_on_first_row.txt": ROWS[0] + " # from the scanner, 2024\n" + "\n".join(ROWS[1:]),
 }
 
 
@@ -289,6 +293,7 @@ def test_scan_chunks_text_errors_at_open_are_read_point_files(tmp_path: Path) ->
         "comments_only.txt": b"# a b c\n# d e f\n",
         "count_only.pts": b"12\n\n",
         "two_columns.xyz": b"\n1 2\n3 4\n",
+        "two_columns.pts": b"2\n# x y\n1 2\n3 4\n",  # names the row (line 3), not the count
         "latin1.txt": b"1 2 3\n4 5 6\n7 8 \xe9\n",
     }
     for name, content in cases.items():
@@ -299,6 +304,8 @@ def test_scan_chunks_text_errors_at_open_are_read_point_files(tmp_path: Path) ->
         with pytest.raises(DataFormatError) as opened:
             ScanChunks(path)
         assert str(opened.value) == str(whole.value) and name in str(opened.value)
+        if name == "two_columns.pts":
+            assert "line 3: expected at least 3 columns" in str(whole.value)
 
 
 def test_scan_chunks_read_odd_line_breaks_whole(tmp_path: Path) -> None:
