@@ -213,12 +213,8 @@ class Point:
             raise ValueError(f"origin must be 'zero' or 'cloud_min', got {origin!r}")
         key = ("cloud_min",)
         if key not in self._cache:
-            if not bool(torch.isfinite(self.pos).all()):
-                raise ValueError("batch.pos holds NaN or infinite coordinates")
-            lo = self.pos.new_full((self.num_clouds, 3), float("inf"))
-            index = self.batch.view(-1, 1).expand_as(self.pos)
-            lo = lo.scatter_reduce(0, index, self.pos, reduce="amin")
-            self._cache[key] = self.pos - lo[self.batch]
+            # the offsets only feed ``floor`` (zero gradient): the op sees no autograd input
+            self._cache[key] = cloud_min_offsets(self.pos.detach(), self.batch, self.num_clouds)
         return self._cache[key]  # type: ignore[no-any-return]
 
     def grid(self, voxel_size: float, origin: Origin = "zero") -> Tensor:
@@ -314,6 +310,29 @@ class Point:
         width = 0 if self.x is None else self.x.size(1)
         grid = "" if self.grid_size is None else f", grid_size={self.grid_size}"
         return f"Point(rows={self.num_rows}, clouds={self.num_clouds}, channels={width}{grid})"
+
+
+@torch.library.custom_op("lightning_pc::cloud_min_offsets", mutates_args=())
+def cloud_min_offsets(pos: Tensor, batch: Tensor, num_clouds: int) -> Tensor:
+    """``pos - min_cloud(pos)`` [N, 3]: each point's offset from its cloud's minimum corner.
+
+    A custom op so that the finite-coordinate check, which reads the data, runs eagerly inside
+    its kernel and ``torch.compile`` / ``torch.export`` trace it without a graph break.
+
+    Raises:
+        ValueError: NaN or infinite coordinates.
+    """
+    if not bool(torch.isfinite(pos).all()):
+        raise ValueError("batch.pos holds NaN or infinite coordinates")
+    lo = pos.new_full((num_clouds, 3), float("inf"))
+    index = batch.view(-1, 1).expand_as(pos)
+    lo = lo.scatter_reduce(0, index, pos, reduce="amin")
+    return pos - lo[batch]
+
+
+@cloud_min_offsets.register_fake
+def _cloud_min_offsets_fake(pos: Tensor, batch: Tensor, num_clouds: int) -> Tensor:
+    return torch.empty_like(pos)
 
 
 def _check_size(voxel_size: float) -> None:

@@ -22,6 +22,12 @@ for the convolutions. Voxels of a level are sorted by cloud.
   features, read through the pooling's inverse map, to the projected skip features (and,
   as Pointcept's code does, the next block's positional encoding reads the projected skip
   features alone).
+
+What reads the data in Python (the depth of the codes, the patch plan's sizes, the pooling
+clusters) runs inside custom ops with fake kernels (``lightning_pc::ptv3_serialize``,
+``ptv3_patch_plan``, ``ptv3_pool_clusters``), so ``torch.compile`` traces the network as one
+graph and ``torch.export`` gives a program for any point and cloud counts
+(``tests/models/test_compile.py``); eager outputs are those of the plain code.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from torch import Tensor, nn
 
 from lightning_pc.nn.mlp import batch_norm_rows
 from lightning_pc.nn.point import Point
-from lightning_pc.nn.serialization import inverse_permutation
+from lightning_pc.nn.serialization import inverse_permutation, serialize
 from lightning_pc.nn.sparse.conv import SparseConv3d
+from lightning_pc.nn.sparse.norm import _site_batch_norm as site_batch_norm
 from lightning_pc.nn.sparse.tensor import SparseTensor
 
 BN_EPS = 1e-3
@@ -51,7 +58,8 @@ class Level:
         grid: [N, 3] ``int64`` non-negative grid coordinates.
         batch: [N] cloud index, sorted.
         num_clouds: number of clouds (some may have no voxel).
-        depth: bits per axis of the codes.
+        depth: [] ``int64`` bits per axis of the codes (a tensor: it depends on the data,
+            and so stays inside a compiled graph).
         code: [K, N] serialisation codes, one row per order.
         order: [K, N] sort order of each row of ``code``.
         inverse: [K, N] inverse of ``order``.
@@ -62,7 +70,7 @@ class Level:
     grid: Tensor
     batch: Tensor
     num_clouds: int
-    depth: int
+    depth: Tensor
     code: Tensor
     order: Tensor
     inverse: Tensor
@@ -72,7 +80,8 @@ class Level:
     @property
     def counts(self) -> Tensor:
         """[B] voxels per cloud."""
-        return torch.bincount(self.batch, minlength=self.num_clouds)
+        ones = torch.ones_like(self.batch)
+        return self.batch.new_zeros(self.num_clouds).index_add_(0, self.batch, ones)
 
     def with_feats(self, feats: Tensor) -> SparseTensor:
         """The level's sparse tensor carrying ``feats`` [N, C]."""
@@ -81,7 +90,7 @@ class Level:
     def plan(self, patch_size: int) -> PatchPlan:
         """Patch plan for ``patch_size`` (cached: it depends only on the cloud sizes)."""
         if patch_size not in self.plans:
-            self.plans[patch_size] = PatchPlan.build(self.counts, patch_size)
+            self.plans[patch_size] = PatchPlan(*patch_plan(self.batch, self.counts, patch_size))
         return self.plans[patch_size]
 
 
@@ -103,12 +112,56 @@ def make_level(voxels: Point, orders: tuple[str, ...], shuffle: bool) -> Level:
     """
     if voxels.grid_coord is None:
         raise ValueError("a PTv3 level is made of voxels: call Point.voxelize first")
-    s = voxels.serialization(orders, shuffle=shuffle)
+    code, order, inverse, depth = serialize_voxels(
+        voxels.grid_coord, voxels.batch, ",".join(orders)
+    )
+    if shuffle:
+        code, order, inverse = shuffled(code, order, inverse)
     sparse = voxels.sparse_tensor()
     return Level(
-        voxels.grid_coord, voxels.batch, voxels.num_clouds, s.depth, s.code, s.order,
-        s.inverse, sparse,
-    )  # fmt: skip
+        voxels.grid_coord, voxels.batch, voxels.num_clouds, depth, code, order, inverse, sparse
+    )
+
+
+@torch.library.custom_op("lightning_pc::ptv3_serialize", mutates_args=())
+def serialize_voxels(
+    grid: Tensor, batch: Tensor, orders: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Serialisations of voxels at the smallest depth that holds their grid (as
+    :meth:`Point.serialization` with ``depth=None``).
+
+    A custom op: the depth is read from the data (and the curve loops run ``depth`` times),
+    which its kernel does eagerly, so ``torch.compile`` traces it without a graph break.
+
+    Args:
+        grid: [N, 3] non-negative ``int64`` grid coordinates.
+        batch: [N] cloud index.
+        orders: the serialisation orders, comma-separated.
+
+    Returns:
+        ``code``, ``order``, ``inverse`` [K, N] (see :func:`serialize`) and the depth, a
+        0-d ``int64`` tensor.
+
+    Raises:
+        ValueError: see :func:`lightning_pc.nn.serialization.encode`.
+    """
+    depth = int(grid.max() + 1).bit_length() if grid.numel() else 0
+    code, order, inverse = serialize(grid, batch, depth, tuple(orders.split(",")))
+    return code, order, inverse, torch.tensor(depth, device=grid.device)
+
+
+@serialize_voxels.register_fake
+def _serialize_voxels_fake(
+    grid: Tensor, batch: Tensor, orders: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    k, n = len(orders.split(",")), grid.size(0)
+    rows = grid.new_empty((k, n), dtype=torch.long)
+    return (
+        rows,
+        torch.empty_like(rows),
+        torch.empty_like(rows),
+        grid.new_empty((), dtype=torch.long),
+    )
 
 
 @dataclass(frozen=True)
@@ -169,6 +222,67 @@ class PatchPlan:
         return PatchPlan(full, short, short_mask, take)
 
 
+@torch.library.custom_op("lightning_pc::ptv3_patch_plan", mutates_args=())
+def patch_plan(
+    batch: Tensor, counts: Tensor, patch_size: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:meth:`PatchPlan.build` as a custom op: the plan's sizes (patches, short clouds, their
+    longest length) depend on the cloud sizes, so its kernel runs eagerly and
+    ``torch.compile`` traces it as one call with data-dependent output sizes.
+
+    Args:
+        batch: [N] cloud index of the voxels (sorted); gives ``N`` to the traced graph.
+        counts: [B] voxels per cloud.
+        patch_size: voxels per patch.
+
+    Returns:
+        ``full`` [P, S], ``short`` [Q, L], ``short_mask`` [Q, L], ``take`` [N] (see
+        :class:`PatchPlan`).
+    """
+    plan = PatchPlan.build(counts, patch_size)
+    return plan.full, plan.short, plan.short_mask, plan.take
+
+
+@patch_plan.register_fake
+def _patch_plan_fake(
+    batch: Tensor, counts: Tensor, patch_size: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ctx = torch.library.get_ctx()
+    p, q, length = ctx.new_dynamic_size(), ctx.new_dynamic_size(), ctx.new_dynamic_size()
+    long = torch.long
+    return (
+        counts.new_empty((p, patch_size), dtype=long),
+        counts.new_empty((q, length), dtype=long),
+        counts.new_empty((q, length), dtype=torch.bool),
+        counts.new_empty((batch.size(0),), dtype=long),
+    )
+
+
+def _plain_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float
+) -> Tensor:
+    """``scaled_dot_product_attention`` with a key mask, written out, for compiled graphs:
+    the masked rows (clouds smaller than a patch) have a data-dependent length ``L`` (0 when
+    there is no such cloud), on which the fused op's checks guard, which a graph cannot do;
+    these ops take any size. (Full patches, of static length, keep the fused op.)
+
+    Args:
+        q, k, v: [R, H, L, d].
+        mask: [R, L] which keys are real, or ``None``.
+        scale: logit scale.
+        dropout_p: dropout on the attention weights.
+    """
+    r, h, length, _ = q.shape
+    logits = torch.matmul(q * scale, k.transpose(-2, -1))  # [R, H, L, L]
+    if mask is not None:
+        keys = mask.view(r, 1, 1, length).expand(r, h, length, length)
+        logits = logits.masked_fill(~keys, float("-inf"))
+    weights = torch.softmax(logits, dim=-1)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, dropout_p)
+    return torch.matmul(weights, v)
+
+
 class SerializedAttention(nn.Module):
     """Multi-head self-attention inside patches of serialised voxels.
 
@@ -214,15 +328,14 @@ class SerializedAttention(nn.Module):
         r, length, _ = qkv.shape
         h, d = self.num_heads, self.channels // self.num_heads
         q, k, v = qkv.view(r, length, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, L, d]
-        attn_mask = None if mask is None else mask.view(r, 1, 1, length)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=self.scale,
-        )  # [R, H, L, d]
+        p = self.attn_drop if self.training else 0.0
+        if torch.compiler.is_compiling() and mask is not None:
+            out = _plain_attention(q, k, v, mask, self.scale, p)
+        else:
+            attn_mask = None if mask is None else mask.view(r, 1, 1, length)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=p, scale=self.scale
+            )  # [R, H, L, d]
         return out.transpose(1, 2).reshape(r * length, self.channels)
 
     def forward(self, feat: Tensor, level: Level) -> Tensor:
@@ -230,15 +343,11 @@ class SerializedAttention(nn.Module):
         plan = level.plan(self.patch_size)
         k = self.order_index % level.order.size(0)
         qkv = self.qkv(feat)[level.order[k]]  # [N, 3C] in serialised order
-        outs = []
-        if plan.full.numel():
-            outs.append(self._attend(qkv[plan.full], None))
-        if plan.short.numel():
-            outs.append(self._attend(qkv[plan.short], plan.short_mask))
-        if not outs:  # no voxel
-            return self.proj_drop(self.proj(feat))
-        out = torch.cat(outs) if len(outs) > 1 else outs[0]
-        out = out[plan.take][level.inverse[k]]  # back to voxel order
+        # both kinds of rows always go through attention (an empty set gives no row): no
+        # branch on the plan's data-dependent sizes, so a compiled graph holds either case
+        full = self._attend(qkv[plan.full], None)
+        short = self._attend(qkv[plan.short], plan.short_mask)
+        out = torch.cat([full, short])[plan.take][level.inverse[k]]  # back to voxel order
         return self.proj_drop(self.proj(out))
 
 
@@ -358,7 +467,11 @@ class NormAct(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.act(batch_norm_rows(self.norm, x))
+        norm = self.norm
+        if torch.compiler.is_compiling() and type(norm) is nn.BatchNorm1d:
+            # the row count of a level is data-dependent: no branch on it in a graph
+            return self.act(site_batch_norm(norm, x))
+        return self.act(batch_norm_rows(norm, x))
 
 
 class Embedding(nn.Module):
@@ -404,15 +517,13 @@ class GridPooling(nn.Module):
             the coarse features [M, C'], the coarse level, and ``cluster`` [N], the coarse
             voxel of each fine voxel (the unpooling's inverse map).
         """
-        shift = int(math.log2(self.stride))
-        if shift > level.depth:
-            shift = 0  # as Pointcept: a level coarser than its codes allow is not pooled
+        # as Pointcept: a level coarser than its codes allow is not pooled (shift 0); the
+        # depth is a tensor, so is the shift
+        wanted = int(math.log2(self.stride))
+        shift = wanted * (level.depth >= wanted).long()
         code = level.code >> (3 * shift)
-        _, cluster, _ = torch.unique(code[0], sorted=True, return_inverse=True, return_counts=True)
-        m = int(cluster.max()) + 1 if cluster.numel() else 0
-        ar = torch.arange(cluster.numel(), device=cluster.device)
-        head = torch.full((m,), cluster.numel(), dtype=torch.long, device=cluster.device)
-        head = head.scatter_reduce_(0, cluster, ar, reduce="amin")  # first member of each
+        cluster, head = pool_clusters(code[0])
+        m = head.size(0)
         code = code[:, head]
         order = torch.argsort(code, dim=1)
         inverse = inverse_permutation(order)
@@ -430,6 +541,26 @@ class GridPooling(nn.Module):
             grid, batch, level.num_clouds, level.depth - shift, code, order, inverse, sparse
         )
         return self.norm(pooled), coarse, cluster
+
+
+@torch.library.custom_op("lightning_pc::ptv3_pool_clusters", mutates_args=())
+def pool_clusters(code: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct values of ``code`` [N], in increasing order: ``cluster`` [N], the rank of
+    each row's value, and ``head`` [M], the first row of each value. A custom op (``M``
+    depends on the data) with a fake kernel, so grid pooling traces without a graph break.
+    """
+    _, cluster, _ = torch.unique(code, sorted=True, return_inverse=True, return_counts=True)
+    m = int(cluster.max()) + 1 if cluster.numel() else 0
+    ar = torch.arange(cluster.numel(), device=cluster.device)
+    head = torch.full((m,), cluster.numel(), dtype=torch.long, device=cluster.device)
+    head = head.scatter_reduce_(0, cluster, ar, reduce="amin")  # first member of each
+    return cluster, head
+
+
+@pool_clusters.register_fake
+def _pool_clusters_fake(code: Tensor) -> tuple[Tensor, Tensor]:
+    m = torch.library.get_ctx().new_dynamic_size()
+    return torch.empty_like(code), code.new_empty((m,))
 
 
 class GridUnpooling(nn.Module):

@@ -1,7 +1,8 @@
 """``torch.compile`` and ``torch.export`` of the point networks.
 
-The neighbour ops, and the sparse networks' voxelisation, kernel maps and convolution, are
-custom ops with fake kernels, so PointNet++, DGCNN, SparseResNet and SparseUNet trace as one
+The neighbour ops, the sparse networks' voxelisation, kernel maps and convolution, and
+PTv3's coordinate check, serialisation, patch planning and pooling clusters are custom ops
+with fake kernels, so PointNet++, DGCNN, SparseResNet, SparseUNet and PTv3 trace as one
 graph (no graph break anywhere, in training and eval), and ``torch.export`` with dynamic
 point and cloud counts gives a program whose outputs equal the eager model's on batches of
 other sizes.
@@ -15,7 +16,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from lightning_pc.models import DGCNN, Point, PointNet2, SparseResNet, SparseUNet
+from lightning_pc.models import DGCNN, Point, PointNet2, PTv3, SparseResNet, SparseUNet
+from lightning_pc.models.ptv3 import PTv3Cls
+from tests.conftest import TINY_MODELS
 from tests.models.shapes import make_batch
 
 DYNAMIC = {"capture_dynamic_output_shape_ops": True}
@@ -71,6 +74,11 @@ def tiny(name: str) -> nn.Module:
             channels=[8, 16, 16, 8],
             layers=[1, 1, 1, 1],
         )
+    if name in ("ptv3", "ptv3_cls"):
+        # patches of 32 then 24 voxels: the test batches hold clouds with more voxels than a
+        # patch (full patches, a padded last one) and clouds with fewer (masked short rows)
+        kwargs = dict(TINY_MODELS[name], enc_patch_size=[32, 24])
+        return (PTv3 if name == "ptv3" else PTv3Cls)(num_classes=5, in_channels=2, **kwargs)
     return DGCNN(
         num_classes=5, in_channels=2, k=5, edge_mlps=[[8], [8, 8]], emb_dims=16, head=[16, 16]
     )
@@ -81,12 +89,29 @@ def args_of(sizes: list[int], seed: int) -> tuple[Tensor, ...]:
     return b.pos, b.batch, b.ptr, b.x
 
 
-NETWORKS = ["pointnet2", "pointnet2_seg", "dgcnn", "sparse_resnet", "sparse_unet"]
+NETWORKS = [
+    "pointnet2",
+    "pointnet2_seg",
+    "dgcnn",
+    "sparse_resnet",
+    "sparse_unet",
+    "ptv3",
+    "ptv3_cls",
+]
 SPARSE = ["sparse_resnet", "sparse_unet"]
 SPARSE_OPS = {
     "lightning_pc.sparse_voxel_sites.default",
     "lightning_pc.sparse_submanifold_map.default",
     "lightning_pc.sparse_downsample_map.default",
+    "lightning_pc.sparse_conv.default",
+}
+PTV3_OPS = {
+    "lightning_pc.cloud_min_offsets.default",
+    "lightning_pc.sparse_voxel_sites.default",
+    "lightning_pc.ptv3_serialize.default",
+    "lightning_pc.ptv3_patch_plan.default",
+    "lightning_pc.ptv3_pool_clusters.default",
+    "lightning_pc.sparse_submanifold_map.default",
     "lightning_pc.sparse_conv.default",
 }
 
@@ -106,6 +131,8 @@ def test_networks_compile_without_graph_breaks(name, training):
         "dgcnn": {"lightning_pc.knn_table.default"},
         "sparse_resnet": SPARSE_OPS,
         "sparse_unet": SPARSE_OPS,
+        "ptv3": PTV3_OPS,
+        "ptv3_cls": PTV3_OPS,
     }.get(name, {"lightning_pc.fps.default", "lightning_pc.radius.default"})
     assert wanted <= calls
 
@@ -151,7 +178,7 @@ def test_compiled_training_step_matches_eager():
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["pointnet2", "dgcnn", "sparse_unet"])
+@pytest.mark.parametrize("name", ["pointnet2", "dgcnn", "sparse_unet", "ptv3"])
 def test_batches_of_other_sizes_reuse_the_compiled_graph(name):
     """A PyG batch goes in as is; after the first batch, dynamic shapes cover every size:
     five batches of different point and cloud counts compile at most twice, no breaks."""
@@ -180,12 +207,20 @@ def lone_site_args(seed: int) -> tuple[Tensor, ...]:
 
 @pytest.mark.parametrize(
     ("name", "clouds"),
-    [("sparse_resnet", "three"), ("sparse_unet", "three"), ("sparse_unet", "lone_sites")],
+    [
+        ("sparse_resnet", "three"),
+        ("sparse_unet", "three"),
+        ("sparse_unet", "lone_sites"),
+        ("ptv3", "three"),
+        ("ptv3", "lone_sites"),
+        ("ptv3_cls", "three"),
+    ],
 )
 def test_compiled_sparse_training_step_matches_eager(name, clouds):
-    """A compiled training step of a sparse network gives the eager step's loss, finite
+    """A compiled training step of a voxel network gives the eager step's loss, finite
     gradients equal to eager's and the same batch-norm running statistics, also when
-    levels hold a single site."""
+    levels hold a single site (PTv3: with its order shuffle and drop path drawing the same
+    random numbers as eager)."""
     results = []
     for compiled in (False, True):
         model = TensorsIn(tiny(name)).train()
@@ -225,4 +260,24 @@ def test_exported_sparse_network_still_checks_coordinates():
     pos[5] = torch.tensor([1e5, 0.0, 0.0])  # 400000 voxels of 0.25 from the origin
     for run in (model, program.module()):
         with pytest.raises(ValueError, match="16 bits"):
+            run(pos, batch, ptr, x)
+
+
+def test_exported_ptv3_still_checks_coordinates():
+    """PTv3's finite-coordinate check runs inside a custom op: an exported program raises
+    the eager ``ValueError`` for a NaN coordinate."""
+    model = TensorsIn(tiny("ptv3")).eval()
+    points = torch.export.Dim("points", min=4)
+    dynamic: dict[str, Any] = {
+        "pos": {0: points},
+        "batch": {0: points},
+        "ptr": None,
+        "x": {0: points},
+    }
+    program = torch.export.export(model, args_of([40, 33], seed=2), dynamic_shapes=dynamic)
+    pos, batch, ptr, x = args_of([40, 33], seed=3)
+    pos = pos.clone()
+    pos[5, 1] = float("nan")
+    for run in (model, program.module()):
+        with pytest.raises(ValueError, match="NaN or infinite"):
             run(pos, batch, ptr, x)
