@@ -47,6 +47,15 @@ def _strip_comment(line: str, comments: str | None) -> str:
     return line.strip()
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fits_float32(arr: np.ndarray) -> bool:
+    """Every value finite and within float32's range (point data becomes float32: a larger
+    value would turn into infinity there)."""
+    return bool(np.isfinite(arr).all()) and (arr.size == 0 or float(np.abs(arr).max()) <= _F32_MAX)
+
+
 def _first_bad_line(
     path: Path,
     text: str,
@@ -77,6 +86,10 @@ def _first_bad_line(
                 ), rows
             if not np.isfinite(value):
                 return DataFormatError(path, f"non-finite value {field.strip()!r}", number), rows
+            if abs(value) > _F32_MAX:
+                return DataFormatError(
+                    path, f"value {field.strip()!r} is beyond float32's range (3.4e38)", number
+                ), rows
     return None, rows
 
 
@@ -125,7 +138,7 @@ def read_table(
             )
     except ValueError:
         raise _locate_table_error(path, text, ncols, delimiter, comments) from None
-    if arr.shape[0] == 0 or arr.shape[1] != ncols or not np.isfinite(arr).all():
+    if arr.shape[0] == 0 or arr.shape[1] != ncols or not _fits_float32(arr):
         raise _locate_table_error(path, text, ncols, delimiter, comments)
     return arr.astype(dtype, copy=False)
 
@@ -582,7 +595,7 @@ def _read_point_text(path: Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = np.loadtxt(io.StringIO(body), delimiter=delimiter, ndmin=2, comments="#")
-        if arr.shape[1] == ncols and np.isfinite(arr).all() and len(arr):
+        if arr.shape[1] == ncols and _fits_float32(arr) and len(arr):
             return arr.astype(np.float32)
     except ValueError:
         pass
@@ -967,7 +980,7 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
         text = "\n".join(block)
         try:
             arr = np.loadtxt(io.StringIO(text), ndmin=2, dtype=np.float64)
-            ok = arr.shape == (count, len(props)) and np.isfinite(arr).all()
+            ok = arr.shape == (count, len(props)) and _fits_float32(arr)
         except ValueError:
             ok = False
         if not ok:
@@ -1399,7 +1412,7 @@ class ScanChunks:
                     arr = np.loadtxt(
                         io.StringIO(text), delimiter=layout.delimiter, ndmin=2, comments="#"
                     )
-                good = len(arr) == 0 or (arr.shape[1] == layout.ncols and np.isfinite(arr).all())
+                good = len(arr) == 0 or (arr.shape[1] == layout.ncols and _fits_float32(arr))
             except ValueError:
                 good = False
             if not good:
@@ -1430,7 +1443,7 @@ class ScanChunks:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         arr = np.loadtxt(io.StringIO(text), ndmin=2, dtype=np.float64)
-                    good = arr.shape == (hi - lo, ply.ncols) and np.isfinite(arr).all()
+                    good = arr.shape == (hi - lo, ply.ncols) and _fits_float32(arr)
                 except ValueError:
                     good = False
                 if good:

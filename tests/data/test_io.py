@@ -439,3 +439,26 @@ def test_scan_chunks_ascii_ply_errors_name_the_line_read_scan_names(
         if name != "truncated.ply":
             bad = content.splitlines()[line - 1]
             assert bad in ("1 oops 2", "1 nan 2", "1 2", "1 2 3") and rows.count(bad) == 0
+
+
+@pytest.mark.parametrize("name", ["far.ply", "far.txt", "far.xyz"])
+def test_values_beyond_float32_are_refused_naming_the_line(tmp_path: Path, name: str) -> None:
+    """Point data becomes float32: 1e39 would be infinity there (and crash the block grid
+    of whole-scan prediction), so both readers refuse it at its line."""
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    rows = ["0 0 0", "1 2 3", "-4e38 1 1", "2 2 2"]
+    path = tmp_path / name
+    if name.endswith(".ply"):
+        header = "ply\nformat ascii 1.0\nelement vertex 4\n"
+        header += "".join(f"property float {a}\n" for a in "xyz") + "end_header\n"
+        path.write_text(header + "\n".join(rows) + "\n")
+        line = 7 + 3
+    else:
+        path.write_text("\n".join(rows) + "\n")
+        line = 3
+    message = rf"{name}, line {line}: value '-4e38' is beyond float32's range"
+    with pytest.raises(DataFormatError, match=message):
+        read_scan(path)
+    with pytest.raises(DataFormatError, match=message):
+        list(ScanChunks(path, chunk=1))
