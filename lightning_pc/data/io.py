@@ -509,6 +509,10 @@ def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
         out = read_ply_vertices(path)
         if out is not None:
             return out
+    if suffix == ".pcd" and path.is_file():
+        found = _binary_pcd_layout(path)
+        if found is not None and found[0].wide:
+            return _read_wide_pcd(path)
     if suffix in (".ply", ".pcd"):
         return _read_open3d_points(path)
     raise DataFormatError(path, f"unsupported point file suffix {suffix!r}")
@@ -593,6 +597,22 @@ def _split_columns(arr: np.ndarray) -> dict[str, np.ndarray]:
     out = {"pos": np.ascontiguousarray(arr[:, :3], dtype=np.float32)}
     if arr.shape[1] > 3:
         out["features"] = np.ascontiguousarray(arr[:, 3:], dtype=np.float32)
+    return out
+
+
+def _read_wide_pcd(path: Path) -> dict[str, np.ndarray]:
+    """A binary PCD file with 8-byte coordinates or normals (which Open3D reads as 0), read
+    with numpy through :class:`ScanChunks`: the rows, checks and warning of
+    :func:`_read_open3d_points`, coordinates rounded to float32 like every PCD file's."""
+    reader = ScanChunks(path, chunk=SCAN_CHUNK)
+    n = reader.num_points
+    out = {key: np.empty((n, width), np.float32) for key, width in reader.keys.items()}
+    start = 0
+    for part in reader:
+        stop = start + len(part["pos"])
+        for key, value in part.items():
+            out[key][start:stop] = value
+        start = stop
     return out
 
 
@@ -1050,6 +1070,7 @@ class ScanChunks:
     def __init__(self, path: str | Path, chunk: int = SCAN_CHUNK) -> None:
         self.path, self.chunk = Path(path), max(int(chunk), 1)
         self._source: Any = None
+        self._records: Any = None  # a binary PCD file's memory-mapped records
         self._whole: dict[str, np.ndarray] | None = None
         self._rgb_scale = "one"  # how raw colours become 0-1: "one", "byte", "las"
         suffix = self.path.suffix.lower()
@@ -1064,6 +1085,8 @@ class ScanChunks:
         elif suffix == ".ply" and (self._open_binary_ply() or self._open_ascii_ply()):
             pass
         elif suffix in (".txt", ".xyz", ".pts") and self._open_text():
+            pass
+        elif suffix == ".pcd" and self._open_binary_pcd():
             pass
         else:
             whole = read_scan(self.path)
@@ -1188,6 +1211,103 @@ class ScanChunks:
         self.keys = {"pos": 3, **({"features": layout.ncols - 3} if layout.ncols > 3 else {})}
         return True
 
+    def _open_binary_pcd(self) -> bool:
+        """Memory-map a binary PCD file's records and count its points with finite
+        coordinates, raising the errors and the warning :func:`read_point_file` raises for
+        it; ``False`` for a file read whole (see :func:`_binary_pcd_layout`)."""
+        found = _binary_pcd_layout(self.path)
+        if found is None:
+            return False
+        pcd, declared = found
+        need = pcd.count * pcd.dtype.itemsize
+        held = self.path.stat().st_size - pcd.body_start
+        if held < need and pcd.wide:
+            raise DataFormatError(
+                self.path,
+                f"truncated: header declares {declared} points ({need} bytes), the file holds "
+                f"{held} bytes of data",
+            )
+        if held < need:  # Open3D stops at the first short record and returns no points
+            raise DataFormatError(
+                self.path, "Open3D read no points (empty, truncated or not a point file)"
+            )
+        if held > need and _holds_more_than_whitespace(self.path, pcd.body_start + need):
+            raise DataFormatError(  # check_pcd_counts' refusal
+                self.path,
+                f"header declares {declared} points ({need} bytes), the file holds "
+                f"{held - need} more bytes after them (wrong count in the header?)",
+            )
+        records = np.memmap(
+            self.path, dtype=pcd.dtype, mode="r", offset=pcd.body_start, shape=pcd.count
+        )
+        self._source = pcd
+        self._records = records
+        valid = 0
+        first_bad, bad_normals = -1, 0  # normals that are not finite, of finite points
+        for start in range(0, pcd.count, PCD_BLOCK):
+            rec = np.asarray(records[start : start + PCD_BLOCK])
+            keep = self._pcd_finite(rec)
+            valid += int(np.count_nonzero(keep))
+            if pcd.normals:
+                wrong = ~np.isfinite(self._pcd_normals(rec)).all(1) & keep
+                if wrong.any():
+                    if first_bad < 0:
+                        first_bad = start + int(np.flatnonzero(wrong)[0])
+                    bad_normals += int(np.count_nonzero(wrong))
+        if valid == 0:
+            raise DataFormatError(self.path, "point coordinates contain NaN or infinity")
+        if valid < pcd.count:
+            # an organised cloud (Kinect, PCL): pixels without depth are NaN points
+            warnings.warn(
+                f"{self.path}: dropped {pcd.count - valid} of {pcd.count} points with NaN or "
+                "infinite coordinates (an organised cloud's pixels without depth)",
+                stacklevel=3,
+            )
+        if bad_normals:
+            raise DataFormatError(
+                self.path,
+                f"normal of point {first_bad} is NaN or infinite ({bad_normals} points in all)",
+            )
+        self._kind = "pcd"
+        self.num_points = valid
+        self.coord_dtype = np.dtype(np.float32)  # as read_point_file returns them
+        self.keys = {"pos": 3}
+        if pcd.normals:
+            self.keys["normal"] = 3
+        if pcd.colour is not None:
+            self.keys["rgb"] = 3
+        return True
+
+    @staticmethod
+    def _pcd_pos(rec: np.ndarray) -> np.ndarray:
+        return np.stack([rec[a].astype(np.float32) for a in "xyz"], 1)
+
+    @staticmethod
+    def _pcd_normals(rec: np.ndarray) -> np.ndarray:
+        return np.stack([rec[f"normal_{a}"].astype(np.float32) for a in "xyz"], 1)
+
+    def _pcd_finite(self, rec: np.ndarray) -> np.ndarray:
+        return np.isfinite(self._pcd_pos(rec)).all(1)
+
+    def _pcd_arrays(self) -> Iterator[np.ndarray]:
+        """The records of points with finite coordinates, a block at a time."""
+        step = max(self.chunk, PCD_BLOCK)
+        for start in range(0, self._source.count, step):
+            rec = np.asarray(self._records[start : start + step])
+            keep = self._pcd_finite(rec)
+            yield rec if keep.all() else rec[keep]
+
+    def _pcd_rows(self, rec: np.ndarray) -> dict[str, np.ndarray]:
+        pcd: _BinaryPcd = self._source
+        out = {"pos": self._pcd_pos(rec).astype(np.float64)}
+        if pcd.normals:
+            out["normal"] = self._pcd_normals(rec)
+        if pcd.colour is not None:
+            # packed colour: bytes b g r (a) of a little-endian 0x(aa)rrggbb, as Open3D reads it
+            packed = rec[pcd.colour]
+            out["rgb"] = (packed[:, [2, 1, 0]].astype(np.float64) / 255.0).astype(np.float32)
+        return out
+
     def _open_ascii_ply(self) -> bool:
         """Count an ASCII PLY file's lines and check its vertex rows are all there, as
         :func:`read_ply_vertices` does; ``False`` for a file it reads otherwise or refuses
@@ -1301,6 +1421,9 @@ class ScanChunks:
             return
         if self._kind == "ascii_ply":
             yield from self._rebatch(self._ply_arrays(), self._ply_rows)
+            return
+        if self._kind == "pcd":
+            yield from self._rebatch(self._pcd_arrays(), self._pcd_rows)
             return
         for start in range(0, self.num_points, self.chunk):
             stop = min(start + self.chunk, self.num_points)
@@ -1482,6 +1605,7 @@ class ScanChunks:
         return error if error is not None else DataFormatError(self.path, "could not parse table")
 
 
+PCD_BLOCK = 1 << 16  # records of a binary PCD file decoded at a time (a few MiB)
 TEXT_BLOCK = 1 << 21  # bytes of a text scan parsed at a time (about 50k rows)
 
 _BLANK = b" \t\r\x00"  # the blanks of a text scan's lines (NUL: a known S3DIS defect)
@@ -1642,3 +1766,115 @@ def _text_layout(path: Path) -> _TextLayout | None:
     if rows == 0:
         raise DataFormatError(path, "file is empty (no data rows)")
     return _TextLayout(rows, ncols, delimiter, header)
+
+
+_PCD_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT",
+             "POINTS", "DATA")  # fmt: skip
+# how Open3D's PCD reader decodes a field of x, y, z or a normal, by TYPE and SIZE: other
+# combinations (among them double, F 8) it reads as 0
+_PCD_NUMBERS = {("F", 4): "f4", ("I", 1): "i1", ("I", 2): "i2", ("I", 4): "i4",
+                ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4"}  # fmt: skip
+# 8-byte numbers, which Open3D's reader (0.20) returns as 0: read with numpy instead
+_PCD_WIDE = {("F", 8): "f8", ("I", 8): "i8", ("U", 8): "u8"}
+_PCD_WHITESPACE = np.zeros(256, dtype=bool)  # what bytes.strip() strips
+_PCD_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
+
+
+@dataclass
+class _BinaryPcd:
+    """Where a binary PCD file's records are, and the fields Open3D reads from them."""
+
+    body_start: int
+    count: int
+    dtype: np.dtype  # the fields read (pos x y z, normal_*, colour bytes) at their offsets
+    normals: bool
+    colour: str | None  # the field holding packed colour bytes (rgb or rgba), if any
+    wide: bool = False  # a field Open3D reads as 0 (8-byte numbers): not read by Open3D
+
+
+def _binary_pcd_layout(path: Path) -> tuple[_BinaryPcd, int] | None:
+    """The record layout of a binary PCD file as Open3D's reader works it out, and the
+    points its header declares; ``None`` for a file whose header this does not follow
+    exactly (odd, repeated or missing lines, ASCII or compressed data, a type Open3D reads
+    as 0): :func:`read_scan` reads those whole."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    seen: dict[str, list[str]] = {}
+    order: list[str] = []
+    pos = 0
+    while "DATA" not in seen:
+        nl = head.find(b"\n", pos)
+        if nl < 0 or nl - pos > 1000:  # no end of header in 64 KiB, or a line Open3D splits
+            return None
+        line, pos = head[pos : nl + 1], nl + 1
+        if not line.isascii() or any(c in line for c in _ODD_ASCII):
+            return None  # characters Open3D and str.split split otherwise
+        parts = line.decode("ascii").split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if parts[0] not in _PCD_KEYS or parts[0] in seen:
+            return None
+        seen[parts[0]] = parts[1:]
+        order.append(parts[0])
+    if seen["DATA"] != ["binary"]:
+        return None  # ascii and binary_compressed: read whole
+    names = seen.get("FIELDS", [])
+    try:
+        sizes = [int(v) for v in seen["SIZE"]]
+        types = seen["TYPE"]
+        counts = [int(v) for v in seen.get("COUNT", ["1"] * len(names))]
+        declared = int(seen["POINTS"][0])
+        width, height = int(seen["WIDTH"][0]), int(seen["HEIGHT"][0])
+    except (KeyError, IndexError, ValueError):
+        return None
+    # Open3D's field offsets depend on the order of the lines: the usual one only
+    expected = ["FIELDS", "SIZE", "TYPE", "COUNT"]
+    if [k for k in order if k in expected] != expected[: 3 + ("COUNT" in seen)]:
+        return None
+    if not names or not (len(sizes) == len(types) == len(counts) == len(names)):
+        return None
+    # Open3D takes the count from POINTS, or WIDTH x HEIGHT when HEIGHT comes after it
+    points = width * height if order.index("HEIGHT") > order.index("POINTS") else declared
+    if points != declared or declared <= 0 or min(sizes) <= 0 or min(counts) <= 0:
+        return None
+    layout: dict[str, tuple[str, int]] = {}  # the last field of a name wins, as in Open3D
+    offset = 0
+    wide = False
+    for name, size, kind, count in zip(names, sizes, types, counts):
+        if name in ("x", "y", "z", "normal_x", "normal_y", "normal_z"):
+            fmt = _PCD_NUMBERS.get((kind[:1], size))
+            if fmt is None and (kind[:1], size) in _PCD_WIDE:
+                fmt, wide = _PCD_WIDE[(kind[:1], size)], True
+            if fmt is None:
+                return None
+            layout[name] = ("<" + fmt, offset)
+        elif name in ("rgb", "rgba"):
+            if size != 4:
+                return None
+            layout.pop("rgb", None)
+            layout.pop("rgba", None)
+            layout[name] = ("4u1", offset)
+        offset += size * count
+    if not all(a in layout for a in "xyz"):
+        return None
+    dtype = np.dtype(
+        {
+            "names": list(layout),
+            "formats": [f for f, _ in layout.values()],
+            "offsets": [o for _, o in layout.values()],
+            "itemsize": offset,
+        }
+    )
+    normals = all(f"normal_{a}" in layout for a in "xyz")
+    colour = next((k for k in ("rgb", "rgba") if k in layout), None)
+    return _BinaryPcd(pos, declared, dtype, normals, colour, wide), declared
+
+
+def _holds_more_than_whitespace(path: Path, offset: int) -> bool:
+    """Whether a file holds anything but ASCII whitespace from ``offset`` on."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while block := fh.read(TEXT_BLOCK):
+            if not _PCD_WHITESPACE[np.frombuffer(block, dtype=np.uint8)].all():
+                return True
+    return False

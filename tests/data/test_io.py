@@ -439,3 +439,230 @@ def test_scan_chunks_ascii_ply_errors_name_the_line_read_scan_names(
         if name != "truncated.ply":
             bad = content.splitlines()[line - 1]
             assert bad in ("1 oops 2", "1 nan 2", "1 2", "1 2 3") and rows.count(bad) == 0
+
+
+def _binary_pcd(
+    path: Path, records: np.ndarray, fields: str, width: int | None = None, tail: bytes = b""
+) -> Path:
+    """Write ``records`` as a binary PCD file, header as PCL writes it; ``fields`` lists
+    ``name:SIZE:TYPE:COUNT`` (a ``_`` name: PCL's padding)."""
+    spec = [f.split(":") for f in fields.split()]
+    n = len(records)
+    width = width or n
+    header = [
+        "# .PCD v0.7 - Point Cloud Data file format",
+        "VERSION 0.7",
+        "FIELDS " + " ".join(s[0] for s in spec),
+        "SIZE " + " ".join(s[1] for s in spec),
+        "TYPE " + " ".join(s[2] for s in spec),
+        "COUNT " + " ".join(s[3] for s in spec),
+        f"WIDTH {width}",
+        f"HEIGHT {n // width}",
+        "VIEWPOINT 0 0 0 1 0 0 0",
+        f"POINTS {n}",
+        "DATA binary",
+    ]
+    assert records.dtype.itemsize == sum(int(s[1]) * int(s[3]) for s in spec)
+    path.write_bytes(("\n".join(header) + "\n").encode() + records.tobytes() + tail)
+    return path
+
+
+def _pcd_records(kind: str, n: int = 40) -> tuple[np.ndarray, str, int | None]:
+    """Records of a binary PCD file in a layout other tools write, its FIELDS spec, and the
+    WIDTH of an organised cloud."""
+    rng = np.random.default_rng(7)
+    xyz = rng.uniform(-20, 20, (n, 3))
+    colour = rng.integers(0, 1 << 24, n).astype("<u4")  # 0x00RRGGBB
+    if kind in ("xyzrgb", "organised"):  # PCL PointXYZRGB: rgb, a float holding the bytes
+        rec = np.zeros(n, [("xyz", "<f4", 3), ("rgb", "<u4")])
+        rec["xyz"], rec["rgb"] = xyz, colour
+        if kind == "organised":  # an 8 x 5 depth image: pixels without depth are NaN
+            rec["xyz"][[0, 3, 4, 8, 9, 10, 11, 20, 39]] = np.nan
+            rec["xyz"][5, 2] = np.inf
+            return rec, "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:F:1", 8
+        return rec, "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:F:1", None
+    if kind == "xyzrgba_intensity":  # PointXYZRGBA then an intensity: rgba as an unsigned int
+        rec = np.zeros(n, [("xyz", "<f4", 3), ("rgba", "<u4"), ("intensity", "<f4")])
+        rec["xyz"], rec["rgba"], rec["intensity"] = xyz, colour | (200 << 24), 3.5
+        return rec, "x:4:F:1 y:4:F:1 z:4:F:1 rgba:4:U:1 intensity:4:F:1", None
+    if kind == "pointnormal":  # PCL PointNormal, 48 bytes: padding fields named '_'
+        rec = np.zeros(n, [("xyz", "<f4", 3), ("p0", "u1", 4), ("nrm", "<f4", 3), ("p1", "u1", 4),
+                           ("curvature", "<f4"), ("p2", "u1", 12)])  # fmt: skip
+        normal = rng.normal(size=(n, 3))
+        rec["xyz"], rec["nrm"] = xyz, normal / np.linalg.norm(normal, axis=1, keepdims=True)
+        rec["curvature"] = rng.uniform(0, 1, n)
+        spec = ("x:4:F:1 y:4:F:1 z:4:F:1 _:1:U:4 normal_x:4:F:1 normal_y:4:F:1 normal_z:4:F:1 "
+                "_:1:U:4 curvature:4:F:1 _:1:U:12")  # fmt: skip
+        return rec, spec, None
+    if kind == "counts":  # a 33-wide descriptor before x, and a 2-wide x (its first value read)
+        rec = np.zeros(n, [("fpfh", "<f4", 33), ("x", "<f4", 2), ("yz", "<i2", 2)])
+        rec["fpfh"], rec["x"] = rng.uniform(0, 1, (n, 33)), xyz[:, :2]
+        rec["yz"] = np.round(xyz[:, 1:] * 100)
+        return rec, "fpfh:4:F:33 x:4:F:2 y:2:I:1 z:2:I:1", None
+    assert kind == "double"  # x y z as doubles (SIZE 8), georeferenced
+    rec = np.zeros(n, [("xyz", "<f8", 3), ("label", "<u4")])
+    rec["xyz"] = xyz + [500_000.0, 4_200_000.0, 100.0]
+    rec["label"] = np.arange(n)
+    return rec, "x:8:F:1 y:8:F:1 z:8:F:1 label:4:U:1", None
+
+
+PCD_KINDS = ["xyzrgb", "organised", "xyzrgba_intensity", "pointnormal", "counts", "double"]
+
+
+@pytest.mark.parametrize("kind", PCD_KINDS)
+@pytest.mark.parametrize(("chunk", "block"), [(1, 4), (3, 4), (7, 16), (1000, 1 << 16)])
+def test_scan_chunks_stream_binary_pcd_as_read_scan_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, chunk: int, block: int
+) -> None:
+    import warnings
+
+    import lightning_pc.data.io as io_module
+
+    rec, spec, width = _pcd_records(kind)
+    path = _binary_pcd(tmp_path / f"{kind}.pcd", rec, spec, width)
+    with warnings.catch_warnings(record=True) as whole_warned:
+        warnings.simplefilter("always")
+        whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "PCD_BLOCK", block)  # record blocks end at NaN rows too
+    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        got, sizes, reader = _read_chunks(path, chunk)
+    assert [str(w.message) for w in warned] == [str(w.message) for w in whole_warned]
+    assert reader._kind == "pcd"  # type: ignore[attr-defined]
+    assert reader.num_points == len(whole["pos"]) == sum(sizes)  # type: ignore[attr-defined]
+    assert sizes[:-1] == [chunk] * (len(sizes) - 1) and 0 < sizes[-1] <= chunk
+    assert set(got) == set(whole) and list(reader.keys) == list(whole)  # type: ignore[attr-defined]
+    assert got["pos"].dtype == np.float64 and reader.coord_dtype == whole["pos"].dtype == np.float32  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    for key in set(whole) - {"pos"}:
+        assert got[key].dtype == whole[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], whole[key])
+    assert reader.rgb_divisor(1.0) == 1.0  # type: ignore[attr-defined]  # rgb is 0-1 already
+    # what the file holds, decoded independently
+    if kind == "organised":
+        assert len(whole_warned) == 1 and "dropped 10 of 40 points" in str(whole_warned[0].message)
+        keep = np.isfinite(rec["xyz"]).all(1)
+        np.testing.assert_array_equal(got["pos"], rec["xyz"][keep].astype(np.float64))
+    elif kind == "counts":
+        np.testing.assert_array_equal(got["pos"][:, 0], rec["x"][:, 0])
+        np.testing.assert_array_equal(got["pos"][:, 1:], rec["yz"])
+    else:
+        assert not whole_warned
+        np.testing.assert_array_equal(got["pos"], rec["xyz"].astype(np.float32))
+    if "rgb" in whole:
+        packed = rec[rec.dtype.names[1]][np.isfinite(rec["xyz"]).all(1)]  # rgb or rgba
+        expect = np.stack([(packed >> shift) & 255 for shift in (16, 8, 0)], 1) / 255.0
+        np.testing.assert_array_equal(got["rgb"], expect.astype(np.float32))
+    if kind == "pointnormal":
+        np.testing.assert_array_equal(got["normal"], rec["nrm"].astype(np.float32))
+    else:
+        assert "normal" not in whole
+
+
+def test_scan_chunks_binary_pcd_errors_are_read_scans(tmp_path: Path) -> None:
+    import warnings
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    rec, spec, _ = _pcd_records("pointnormal", 20)
+    body = _binary_pcd(tmp_path / "ok.pcd", rec, spec).read_bytes()
+    nan_normal = rec.copy()
+    nan_normal["nrm"][[6, 11]] = np.nan
+    nan_normal["xyz"][11] = np.nan  # a dropped point's normal does not count
+    all_nan = rec.copy()
+    all_nan["xyz"] = np.nan
+    cases = {
+        "truncated.pcd": (body[:-50], "Open3D read no points"),
+        "extra.pcd": (body + b"\x01\x02", "holds 2 more bytes after them"),
+        "nan_normal.pcd": (None, "normal of point 6 is NaN or infinite \\(1 points in all\\)"),
+        "all_nan.pcd": (None, "point coordinates contain NaN or infinity"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        if content is None:
+            _binary_pcd(path, nan_normal if name == "nan_normal.pcd" else all_nan, spec)
+        else:
+            path.write_bytes(content)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(DataFormatError, match=message) as whole:
+                read_scan(path)
+            with pytest.raises(DataFormatError, match=message) as opened:
+                ScanChunks(path)
+        assert str(opened.value) == str(whole.value) and name in str(opened.value)
+    # trailing whitespace after the records is accepted by both
+    path = tmp_path / "newline.pcd"
+    path.write_bytes(body + b"\n")
+    assert ScanChunks(path)._kind == "pcd"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(
+        np.concatenate([p["pos"] for p in ScanChunks(path)]), read_scan(path)["pos"]
+    )
+
+
+def test_double_pcd_coordinates_are_read_not_zeroed(tmp_path: Path) -> None:
+    # Open3D 0.20 reads SIZE 8 (double) fields of a PCD file as 0
+    rec, spec, _ = _pcd_records("double", 10)
+    path = _binary_pcd(tmp_path / "utm.pcd", rec, spec)
+    out = read_point_file(path)
+    assert out["pos"].dtype == np.float32
+    np.testing.assert_array_equal(out["pos"], rec["xyz"].astype(np.float32))
+    cut = tmp_path / "cut.pcd"
+    cut.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(DataFormatError, match="cut.pcd: truncated: header declares 10 points"):
+        read_point_file(cut)
+
+
+def test_scan_chunks_pcd_kept_whole_when_not_plain_binary(tmp_path: Path) -> None:
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    rec, spec, _ = _pcd_records("xyzrgb", 12)
+    binary = _binary_pcd(tmp_path / "b.pcd", rec, spec).read_bytes()
+    head, _, data = binary.partition(b"DATA binary\n")
+    odd = {  # Open3D's offsets depend on the header's order: COUNT before SIZE
+        "count_first.pcd": head.replace(b"SIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n",
+                                        b"COUNT 1 1 1 1\nSIZE 4 4 4 4\nTYPE F F F F\n")
+        + b"DATA binary\n" + data,
+    }  # fmt: skip
+    for name, content in odd.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        reader = ScanChunks(path, chunk=5)
+        assert reader._kind == "whole"  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(
+            np.concatenate([p["pos"] for p in reader]), read_scan(path)["pos"]
+        )
+
+
+@pytest.mark.slow
+def test_scan_chunks_read_a_large_binary_pcd_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    n = 2_000_000
+    rec, spec, _ = _pcd_records("xyzrgb", n)  # 32 MB of PCL PointXYZRGB records
+    rec["xyz"][::1000] = np.nan  # an organised cloud's pixels without depth
+    path = _binary_pcd(tmp_path / "big.pcd", rec, spec)
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="dropped 2000 of 2000000 points"):
+            reader = ScanChunks(path, chunk=50_000)
+        rows, red = 0, 0.0
+        for part in reader:
+            rows += len(part["pos"])
+            red += float(part["rgb"][:, 0].sum())
+        _, chunked_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        with pytest.warns(UserWarning, match="dropped 2000 of 2000000 points"):
+            whole = read_scan(path)
+        _, whole_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == reader.num_points == len(whole["pos"]) == n - 2000
+    assert red == pytest.approx(float(whole["rgb"][:, 0].astype(np.float64).sum()), rel=1e-6)
+    # the whole read holds the file's bytes and every array (and Open3D's doubles, which
+    # tracemalloc does not see); chunks hold a block of records and a chunk
+    assert chunked_peak < 16 << 20
+    assert chunked_peak * 4 < whole_peak - before
