@@ -510,7 +510,7 @@ def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
         if out is not None:
             return out
     if suffix == ".pcd" and path.is_file():
-        found = _binary_pcd_layout(path)
+        found = _pcd_layout(path)
         if found is not None and found[0].wide:
             return _read_wide_pcd(path)
     if suffix in (".ply", ".pcd"):
@@ -1037,14 +1037,17 @@ SCAN_CHUNK = 1 << 20  # rows per chunk of a scan read piecewise (about 24 MiB of
 class ScanChunks:
     """A scan read in consecutive chunks of rows, so a large file is never held whole.
 
-    NPY arrays, KITTI ``.bin`` scans and binary PLY files (vertex element first, scalar
-    properties only) are memory-mapped; LAS/LAZ files are read with laspy's chunk iterator;
-    text scans (``.txt``, ``.xyz``, ``.pts``) and ASCII PLY files (scalar vertex
-    properties) are parsed :data:`TEXT_BLOCK` bytes at a time after one pass that counts
-    their rows; a text file holding a line break or blank :func:`read_point_file` would
-    split otherwise than ``\n`` / ``\r\n`` and ASCII blanks (a lone ``\r``, a form
-    feed, ...), or an ASCII PLY body holding a ``#``, is read whole, as are PCD files, by
-    :func:`read_scan` and handed out in slices. Every chunk is checked for non-finite values
+    NPY arrays, KITTI ``.bin`` scans, binary PLY files (vertex element first, scalar
+    properties only) and binary PCD files are memory-mapped; LAS/LAZ files are read with
+    laspy's chunk iterator; text scans (``.txt``, ``.xyz``, ``.pts``), ASCII PLY files
+    (scalar vertex properties) and ASCII PCD files are parsed :data:`TEXT_BLOCK` bytes at a
+    time after one pass that counts their rows; a text file holding a line break or blank
+    :func:`read_point_file` would split otherwise than ``\n`` / ``\r\n`` and ASCII
+    blanks (a lone ``\r``, a form feed, ...), an ASCII PLY body holding a ``#``, and a PCD
+    file Open3D reads in ways this does not follow (compressed data, an unusual header, see
+    :func:`_pcd_layout` and :meth:`_open_pcd`) are read whole by :func:`read_scan` and
+    handed out in slices. PCD points with NaN or infinite coordinates (an organised cloud's
+    pixels without depth) are dropped with one warning, as :func:`read_point_file` drops them. Every chunk is checked for non-finite values
     (naming the file and the row, or for text formats the line). The rows, their order and
     values, and the errors are those of :func:`read_scan`.
 
@@ -1086,7 +1089,7 @@ class ScanChunks:
             pass
         elif suffix in (".txt", ".xyz", ".pts") and self._open_text():
             pass
-        elif suffix == ".pcd" and self._open_binary_pcd():
+        elif suffix == ".pcd" and self._open_pcd():
             pass
         else:
             whole = read_scan(self.path)
@@ -1211,51 +1214,66 @@ class ScanChunks:
         self.keys = {"pos": 3, **({"features": layout.ncols - 3} if layout.ncols > 3 else {})}
         return True
 
-    def _open_binary_pcd(self) -> bool:
-        """Memory-map a binary PCD file's records and count its points with finite
-        coordinates, raising the errors and the warning :func:`read_point_file` raises for
-        it; ``False`` for a file read whole (see :func:`_binary_pcd_layout`)."""
-        found = _binary_pcd_layout(self.path)
+    def _open_pcd(self) -> bool:
+        """Memory-map a binary PCD file's records, or check an ASCII one's rows parse, and
+        count the points with finite coordinates, raising the errors and the warning
+        :func:`read_point_file` raises for the file; ``False`` for a file read whole (see
+        :func:`_pcd_layout`; an ASCII file whose rows do not all parse as floats, with as many
+        columns as its fields, or hold a line break or blank other than ``\n`` / ``\r\n``,
+        space and tab, or more or fewer rows than its header declares)."""
+        found = _pcd_layout(self.path)
         if found is None:
             return False
         pcd, declared = found
-        need = pcd.count * pcd.dtype.itemsize
-        held = self.path.stat().st_size - pcd.body_start
-        if held < need and pcd.wide:
-            raise DataFormatError(
-                self.path,
-                f"truncated: header declares {declared} points ({need} bytes), the file holds "
-                f"{held} bytes of data",
-            )
-        if held < need:  # Open3D stops at the first short record and returns no points
-            raise DataFormatError(
-                self.path, "Open3D read no points (empty, truncated or not a point file)"
-            )
-        if held > need and _holds_more_than_whitespace(self.path, pcd.body_start + need):
-            raise DataFormatError(  # check_pcd_counts' refusal
-                self.path,
-                f"header declares {declared} points ({need} bytes), the file holds "
-                f"{held - need} more bytes after them (wrong count in the header?)",
-            )
-        records = np.memmap(
-            self.path, dtype=pcd.dtype, mode="r", offset=pcd.body_start, shape=pcd.count
-        )
         self._source = pcd
-        self._records = records
-        valid = 0
-        first_bad, bad_normals = -1, 0  # normals that are not finite, of finite points
-        for start in range(0, pcd.count, PCD_BLOCK):
-            rec = np.asarray(records[start : start + PCD_BLOCK])
-            keep = self._pcd_finite(rec)
-            valid += int(np.count_nonzero(keep))
-            if pcd.normals:
-                wrong = ~np.isfinite(self._pcd_normals(rec)).all(1) & keep
-                if wrong.any():
-                    if first_bad < 0:
-                        first_bad = start + int(np.flatnonzero(wrong)[0])
-                    bad_normals += int(np.count_nonzero(wrong))
+        if pcd.columns is None:
+            need = pcd.count * pcd.dtype.itemsize
+            held = self.path.stat().st_size - pcd.body_start
+            if held < need and pcd.wide:
+                raise DataFormatError(
+                    self.path,
+                    f"truncated: header declares {declared} points ({need} bytes), the file "
+                    f"holds {held} bytes of data",
+                )
+            if held < need:  # Open3D stops at the first short record and returns no points
+                raise DataFormatError(
+                    self.path, "Open3D read no points (empty, truncated or not a point file)"
+                )
+            if held > need and _holds_more_than_whitespace(self.path, pcd.body_start + need):
+                raise DataFormatError(  # check_pcd_counts' refusal
+                    self.path,
+                    f"header declares {declared} points ({need} bytes), the file holds "
+                    f"{held - need} more bytes after them (wrong count in the header?)",
+                )
+            self._records = np.memmap(
+                self.path, dtype=pcd.dtype, mode="r", offset=pcd.body_start, shape=pcd.count
+            )
+        rows = valid = 0
+        first_nan, first_bad, bad_normals = -1, -1, 0  # normals not finite, of finite points
+        try:
+            for start, rec in self._pcd_blocks(PCD_BLOCK):
+                keep = self._pcd_finite(rec)
+                rows += len(rec)
+                valid += int(np.count_nonzero(keep))
+                if first_nan < 0 and not keep.all():
+                    first_nan = start + int(np.flatnonzero(~keep)[0])
+                if pcd.normals:
+                    wrong = ~np.isfinite(self._pcd_normals(rec)).all(1) & keep
+                    if wrong.any():
+                        if first_bad < 0:
+                            first_bad = start + int(np.flatnonzero(wrong)[0])
+                        bad_normals += int(np.count_nonzero(wrong))
+        except _ReadWhole:
+            return False
+        if rows != pcd.count:
+            return False  # an ASCII file with more or fewer rows: read whole, as refused
+        ascii = pcd.columns is not None
         if valid == 0:
-            raise DataFormatError(self.path, "point coordinates contain NaN or infinity")
+            raise DataFormatError(
+                self.path,
+                "point coordinates contain NaN or infinity",
+                pcd.header_lines + 1 + first_nan if ascii else None,
+            )
         if valid < pcd.count:
             # an organised cloud (Kinect, PCL): pixels without depth are NaN points
             warnings.warn(
@@ -1267,6 +1285,7 @@ class ScanChunks:
             raise DataFormatError(
                 self.path,
                 f"normal of point {first_bad} is NaN or infinite ({bad_normals} points in all)",
+                pcd.header_lines + 1 + first_bad if ascii else None,
             )
         self._kind = "pcd"
         self.num_points = valid
@@ -1277,6 +1296,53 @@ class ScanChunks:
         if pcd.colour is not None:
             self.keys["rgb"] = 3
         return True
+
+    def _pcd_blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        """A PCD file's points as records of :attr:`_Pcd.dtype`, a block at a time, each
+        with the row of its first point; binary records ``step`` at a time.
+
+        Raises:
+            _ReadWhole: an ASCII block that does not parse as plain rows of floats.
+        """
+        pcd: _Pcd = self._source
+        if pcd.columns is None:
+            for start in range(0, pcd.count, step):
+                yield start, np.asarray(self._records[start : start + step])
+            return
+        start = 0
+        for block, _ in _line_blocks(self.path, pcd.body_start):
+            if (
+                not block.isascii()
+                or any(c in block for c in (b"\x00", *_ODD_ASCII))
+                or block.count(b"\r") != block.count(b"\r\n")
+                or max(map(len, block.split(b"\n"))) > 1000  # Open3D reads 1023 bytes a line
+            ):
+                raise _ReadWhole
+            text = block.decode("ascii")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # blank lines only: no rows
+                    arr = np.loadtxt(io.StringIO(text), comments=None, ndmin=2, dtype=np.float64)
+            except ValueError:
+                raise _ReadWhole from None
+            if len(arr) == 0:
+                continue
+            if arr.shape[1] != pcd.width:
+                raise _ReadWhole
+            rec = np.empty(len(arr), dtype=pcd.dtype)
+            for name in pcd.dtype.names or ():
+                values = arr[:, pcd.columns[name]]
+                if name == pcd.colour and pcd.colour_type == "F":
+                    # strtof's float, its bytes as Open3D unpacks them
+                    rec[name] = values.astype(np.float32).view(np.uint8).reshape(-1, 4)
+                elif name == pcd.colour:
+                    _check_decimal_integers(text, pcd.columns[name], values)
+                    packed = (values.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+                    rec[name] = packed.view(np.uint8).reshape(-1, 4)  # strtol's, to 32 bits
+                else:
+                    rec[name] = values
+            yield start, rec
+            start += len(rec)
 
     @staticmethod
     def _pcd_pos(rec: np.ndarray) -> np.ndarray:
@@ -1291,14 +1357,17 @@ class ScanChunks:
 
     def _pcd_arrays(self) -> Iterator[np.ndarray]:
         """The records of points with finite coordinates, a block at a time."""
-        step = max(self.chunk, PCD_BLOCK)
-        for start in range(0, self._source.count, step):
-            rec = np.asarray(self._records[start : start + step])
-            keep = self._pcd_finite(rec)
-            yield rec if keep.all() else rec[keep]
+        try:
+            for _, rec in self._pcd_blocks(max(self.chunk, PCD_BLOCK)):
+                keep = self._pcd_finite(rec)
+                yield rec if keep.all() else rec[keep]
+        except _ReadWhole:
+            raise DataFormatError(
+                self.path, "no longer parses as it did when it was opened (changed while read?)"
+            ) from None
 
     def _pcd_rows(self, rec: np.ndarray) -> dict[str, np.ndarray]:
-        pcd: _BinaryPcd = self._source
+        pcd: _Pcd = self._source
         out = {"pos": self._pcd_pos(rec).astype(np.float64)}
         if pcd.normals:
             out["normal"] = self._pcd_normals(rec)
@@ -1776,27 +1845,37 @@ _PCD_NUMBERS = {("F", 4): "f4", ("I", 1): "i1", ("I", 2): "i2", ("I", 4): "i4",
                 ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4"}  # fmt: skip
 # 8-byte numbers, which Open3D's reader (0.20) returns as 0: read with numpy instead
 _PCD_WIDE = {("F", 8): "f8", ("I", 8): "i8", ("U", 8): "u8"}
+_PCD_NAMES = ("x", "y", "z", "normal_x", "normal_y", "normal_z", "rgb", "rgba")
 _PCD_WHITESPACE = np.zeros(256, dtype=bool)  # what bytes.strip() strips
 _PCD_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
 
 
+class _ReadWhole(Exception):
+    """A file this module streams holds something only the whole read reads as it should."""
+
+
 @dataclass
-class _BinaryPcd:
-    """Where a binary PCD file's records are, and the fields Open3D reads from them."""
+class _Pcd:
+    """Where a PCD file's points are, and the fields Open3D reads from them."""
 
     body_start: int
     count: int
-    dtype: np.dtype  # the fields read (pos x y z, normal_*, colour bytes) at their offsets
+    dtype: np.dtype  # records of the fields read (x y z, normal_*, colour bytes)
     normals: bool
     colour: str | None  # the field holding packed colour bytes (rgb or rgba), if any
     wide: bool = False  # a field Open3D reads as 0 (8-byte numbers): not read by Open3D
+    columns: dict[str, int] | None = None  # DATA ascii: each field's column
+    width: int = 0  # DATA ascii: the columns of a row
+    header_lines: int = 0
+    colour_type: str = "F"  # DATA ascii: the colour's TYPE (F: a float's bytes, I/U: an int's)
 
 
-def _binary_pcd_layout(path: Path) -> tuple[_BinaryPcd, int] | None:
-    """The record layout of a binary PCD file as Open3D's reader works it out, and the
-    points its header declares; ``None`` for a file whose header this does not follow
-    exactly (odd, repeated or missing lines, ASCII or compressed data, a type Open3D reads
-    as 0): :func:`read_scan` reads those whole."""
+def _pcd_layout(path: Path) -> tuple[_Pcd, int] | None:
+    """The layout of a binary or ASCII PCD file's points as Open3D's reader works it out,
+    and the points its header declares; ``None`` for a file whose header this does not
+    follow exactly (odd, repeated or missing lines, compressed data, a type Open3D reads as
+    0 or, in ASCII, parses otherwise than as a decimal float): :func:`read_scan` reads
+    those whole."""
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
     seen: dict[str, list[str]] = {}
@@ -1816,8 +1895,12 @@ def _binary_pcd_layout(path: Path) -> tuple[_BinaryPcd, int] | None:
             return None
         seen[parts[0]] = parts[1:]
         order.append(parts[0])
-    if seen["DATA"] != ["binary"]:
-        return None  # ascii and binary_compressed: read whole
+    if seen["DATA"] not in (["binary"], ["ascii"]):
+        return None  # binary_compressed: read whole
+    ascii = seen["DATA"] == ["ascii"]
+    header_lines = head[:pos].count(b"\n")
+    if ascii and header_lines >= 200:
+        return None  # read_point_file names no line
     names = seen.get("FIELDS", [])
     try:
         sizes = [int(v) for v in seen["SIZE"]]
@@ -1840,8 +1923,22 @@ def _binary_pcd_layout(path: Path) -> tuple[_BinaryPcd, int] | None:
     layout: dict[str, tuple[str, int]] = {}  # the last field of a name wins, as in Open3D
     offset = 0
     wide = False
+    column = 0
+    columns: dict[str, int] = {}
+    colour_type = "F"
     for name, size, kind, count in zip(names, sizes, types, counts):
-        if name in ("x", "y", "z", "normal_x", "normal_y", "normal_z"):
+        columns[name] = column
+        column += count
+        if ascii and name in _PCD_NAMES and name[:3] == "rgb":
+            if size != 4 or kind[:1] not in ("F", "I", "U"):
+                return None  # Open3D reads such a colour as black
+            colour_type = kind[:1]
+        elif ascii and name in _PCD_NAMES and kind[:1] != "F":
+            return None  # Open3D parses integers with strtol (1.5 as 1): read whole
+        if ascii and name in _PCD_NAMES:
+            layout.pop("rgb" if name == "rgba" else "rgba" if name == "rgb" else "", None)
+            layout[name] = ("4u1" if name[:3] == "rgb" else "<f8", 0)
+        elif name in ("x", "y", "z", "normal_x", "normal_y", "normal_z"):
             fmt = _PCD_NUMBERS.get((kind[:1], size))
             if fmt is None and (kind[:1], size) in _PCD_WIDE:
                 fmt, wide = _PCD_WIDE[(kind[:1], size)], True
@@ -1857,6 +1954,13 @@ def _binary_pcd_layout(path: Path) -> tuple[_BinaryPcd, int] | None:
         offset += size * count
     if not all(a in layout for a in "xyz"):
         return None
+    normals = all(f"normal_{a}" in layout for a in "xyz")
+    colour = next((k for k in ("rgb", "rgba") if k in layout), None)
+    if ascii:
+        dtype = np.dtype([(name, fmt) for name, (fmt, _) in layout.items()])
+        pcd = _Pcd(pos, declared, dtype, normals, colour, False, columns, column, header_lines)
+        pcd.colour_type = colour_type
+        return pcd, declared
     dtype = np.dtype(
         {
             "names": list(layout),
@@ -1865,9 +1969,7 @@ def _binary_pcd_layout(path: Path) -> tuple[_BinaryPcd, int] | None:
             "itemsize": offset,
         }
     )
-    normals = all(f"normal_{a}" in layout for a in "xyz")
-    colour = next((k for k in ("rgb", "rgba") if k in layout), None)
-    return _BinaryPcd(pos, declared, dtype, normals, colour, wide), declared
+    return _Pcd(pos, declared, dtype, normals, colour, wide), declared
 
 
 def _holds_more_than_whitespace(path: Path, offset: int) -> bool:
@@ -1878,3 +1980,17 @@ def _holds_more_than_whitespace(path: Path, offset: int) -> bool:
             if not _PCD_WHITESPACE[np.frombuffer(block, dtype=np.uint8)].all():
                 return True
     return False
+
+
+def _check_decimal_integers(text: str, column: int, values: np.ndarray) -> None:
+    """Raise :class:`_ReadWhole` unless a column of rows holds decimal integers that
+    ``strtol`` reads as ``float`` does (no fraction or exponent, no leading zero: octal)."""
+    tokens = np.loadtxt(io.StringIO(text), dtype=str, usecols=[column], comments=None, ndmin=1)
+    digits = np.char.lstrip(tokens, "+-")
+    plain = (
+        np.char.isdigit(digits).all()
+        and (np.char.str_len(tokens) - np.char.str_len(digits) <= 1).all()
+        and not (np.char.startswith(digits, "0") & (np.char.str_len(digits) > 1)).any()
+    )
+    if not plain or np.abs(values).max(initial=0) >= 2**53:
+        raise _ReadWhole

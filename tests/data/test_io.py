@@ -666,3 +666,128 @@ def test_scan_chunks_read_a_large_binary_pcd_in_bounded_memory(tmp_path: Path) -
     # tracemalloc does not see); chunks hold a block of records and a chunk
     assert chunked_peak < 16 << 20
     assert chunked_peak * 4 < whole_peak - before
+
+
+def _ascii_pcd(path: Path, rows: list[str], fields: str, width: int | None = None,
+               eol: str = "\n", points: int | None = None) -> Path:  # fmt: skip
+    """An ASCII PCD file as PCL writes it; ``fields`` as for :func:`_binary_pcd`."""
+    spec = [f.split(":") for f in fields.split()]
+    width = width or len(rows)
+    header = [
+        "# .PCD v0.7 - Point Cloud Data file format",
+        "VERSION 0.7",
+        "FIELDS " + " ".join(s[0] for s in spec),
+        "SIZE " + " ".join(s[1] for s in spec),
+        "TYPE " + " ".join(s[2] for s in spec),
+        "COUNT " + " ".join(s[3] for s in spec),
+        f"WIDTH {width}",
+        f"HEIGHT {len(rows) // width}",
+        "VIEWPOINT 0 0 0 1 0 0 0",
+        f"POINTS {points or len(rows)}",
+        "DATA ascii",
+    ]
+    path.write_bytes(eol.join(header + rows).encode() + eol.encode())
+    return path
+
+
+def _ascii_pcds(folder: Path) -> dict[str, Path]:
+    import open3d as o3d
+
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-9, 9, (45, 3))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
+    cloud.normals = o3d.utility.Vector3dVector(rng.normal(size=(45, 3)))
+    cloud.colors = o3d.utility.Vector3dVector(rng.uniform(0, 1, (45, 3)))
+    out = {"open3d.pcd": folder / "open3d.pcd"}  # Open3D's writer: rgb as TYPE U
+    o3d.io.write_point_cloud(str(out["open3d.pcd"]), cloud, write_ascii=True)
+    packed = rng.integers(0, 1 << 24, 45).astype("<u4")
+    as_float = packed.view("<f4")  # PCL PointXYZRGB: rgb as a float holding the bytes
+    rows = [f"{x:.6f} {y:.6f} {z:.6f} {c:.9g}" for (x, y, z), c in zip(xyz, as_float)]
+    for r in (0, 4, 5, 9, 17, 18, 19, 44):  # pixels without depth, at chunk ends and starts
+        rows[r] = "nan nan nan " + rows[r].split()[3]
+    out["organised_crlf.pcd"] = _ascii_pcd(
+        folder / "organised_crlf.pcd", rows, "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:F:1", 9, "\r\n"
+    )
+    rows = [
+        f"{i % 5} {i * 0.5} 7 {x:.4f} {y:.4f} {z:.4f} {-(i * 99991) % (1 << 31) - (1 << 30)} 3.5"
+        for i, (x, y, z) in enumerate(xyz)
+    ]  # a 3-wide descriptor first; rgba as a signed int, negative too; an intensity
+    out["counts_signed_rgba.pcd"] = _ascii_pcd(
+        folder / "counts_signed_rgba.pcd", rows,
+        "desc:4:F:3 x:8:F:1 y:8:F:1 z:8:F:1 rgba:4:I:1 intensity:4:F:1",
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("name", ["open3d.pcd", "organised_crlf.pcd", "counts_signed_rgba.pcd"])
+@pytest.mark.parametrize(("chunk", "block"), [(1, 64), (4, 200), (1000, 1 << 21)])
+def test_scan_chunks_stream_ascii_pcd_as_read_scan_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, chunk: int, block: int
+) -> None:
+    import warnings
+
+    import lightning_pc.data.io as io_module
+
+    path = _ascii_pcds(tmp_path)[name]
+    with warnings.catch_warnings(record=True) as whole_warned:
+        warnings.simplefilter("always")
+        whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
+    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        got, sizes, reader = _read_chunks(path, chunk)
+    assert [str(w.message) for w in warned] == [str(w.message) for w in whole_warned]
+    assert reader._kind == "pcd"  # type: ignore[attr-defined]
+    assert sizes[:-1] == [chunk] * (len(sizes) - 1) and sum(sizes) == len(whole["pos"])
+    assert set(got) == set(whole) and list(reader.keys) == list(whole)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    for key in set(whole) - {"pos"}:
+        assert got[key].dtype == whole[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], whole[key])
+    if name == "organised_crlf.pcd":
+        assert len(whole) == 2 and "dropped 8 of 45 points" in str(whole_warned[0].message)
+    if name == "counts_signed_rgba.pcd":
+        assert not (whole["rgb"] == whole["rgb"][:1]).all()
+
+
+def test_scan_chunks_ascii_pcd_errors_and_odd_files_are_read_scans(tmp_path: Path) -> None:
+    import warnings
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+    from tests.data import load_fixture
+
+    real = load_fixture("real_world").write_all(tmp_path / "real_world")
+    spec = "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:U:1"
+    rows = [f"{i}.25 {i % 4} -{i}.5 {i * 40503}" for i in range(30)]
+    files = {
+        "kinect_nan.pcd": (real / "kinect_nan.pcd", "pcd"),
+        "nan_normals.pcd": (real / "nan_normals.pcd", "line 14: normal of point 2"),
+        "all_nan.pcd": (_ascii_pcd(tmp_path / "all_nan.pcd", ["nan 1 2 3"] * 4, spec),
+                        "line 12: point coordinates contain NaN"),
+        "extra.pcd": (_ascii_pcd(tmp_path / "extra.pcd", rows, spec, points=28),
+                      "line 40: header declares 28 points"),
+        # read whole: what strtol / strtod and numpy read otherwise, or Open3D skips
+        "octal.pcd": (_ascii_pcd(tmp_path / "octal.pcd", rows[:5] + ["1 2 3 0100"] + rows[6:], spec), "whole"),
+        "fraction.pcd": (_ascii_pcd(tmp_path / "fraction.pcd", rows[:7] + ["1 2 3 7.5"], spec), "whole"),
+        "exponent.pcd": (_ascii_pcd(tmp_path / "exponent.pcd", rows[:7] + ["1 2 3 1e3"], spec), "whole"),
+        "short_row.pcd": (_ascii_pcd(tmp_path / "short_row.pcd", rows[:9] + ["1 2 3"] + rows[9:], spec, 30, points=30), "line 42: header declares 30 points"),
+        "fewer.pcd": (_ascii_pcd(tmp_path / "fewer.pcd", rows, spec, points=31), "whole"),
+        "hex_float.pcd": (_ascii_pcd(tmp_path / "hex_float.pcd", ["0x1p3 1 2 5"] + rows[1:], spec), "whole"),
+    }  # fmt: skip
+    for name, (path, expect) in files.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if expect in ("pcd", "whole"):
+                reader = ScanChunks(path, chunk=3)
+                assert reader._kind == expect, name  # type: ignore[attr-defined]
+                whole = read_scan(path)
+                for key, value in whole.items():
+                    got = np.concatenate([p[key] for p in reader])
+                    np.testing.assert_array_equal(got, value.astype(got.dtype))
+                continue
+            with pytest.raises(DataFormatError, match=expect) as whole_error:
+                read_scan(path)
+            with pytest.raises(DataFormatError, match=expect) as opened:
+                ScanChunks(path)
+        assert str(opened.value) == str(whole_error.value) and name in str(opened.value)
