@@ -457,16 +457,22 @@ def read_las(path: str | Path) -> dict[str, np.ndarray]:
 def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     """Read a scan for whole-scene prediction: any point file :func:`read_point_file` reads.
 
-    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`);
-    ``.bin`` files are KITTI velodyne scans (float32 ``x y z intensity``).
+    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`),
+    as do a binary PCD file's 8-byte (double) ``x y z``; ``.bin`` files are KITTI velodyne
+    scans (float32 ``x y z intensity``).
 
     Returns:
-        Dict with ``pos [N, 3]`` (float64 for LAS/LAZ, else float32) and, where the file
-        has them, ``rgb`` (0-1), ``normal``, ``intensity``, ``classification``, ``features``.
+        Dict with ``pos [N, 3]`` (float64 for LAS/LAZ and double PCD, else float32) and,
+        where the file has them, ``rgb`` (0-1), ``normal``, ``intensity``,
+        ``classification``, ``features``.
     """
     path = Path(path)
     if path.suffix.lower() in (".las", ".laz"):
         return read_las(path)
+    if path.suffix.lower() == ".pcd" and path.is_file():
+        found = _pcd_layout(path)
+        if found is not None and found[0].wide:
+            return _read_wide_pcd(path, np.float64)  # georeferenced doubles: kept, as LAS's
     if path.suffix.lower() == ".bin":  # KITTI / SemanticKITTI velodyne scan
         from lightning_pc.data.datasets.semantickitti import read_velodyne
 
@@ -600,13 +606,16 @@ def _split_columns(arr: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_wide_pcd(path: Path) -> dict[str, np.ndarray]:
+def _read_wide_pcd(path: Path, coord: type = np.float32) -> dict[str, np.ndarray]:
     """A binary PCD file with 8-byte coordinates or normals (which Open3D reads as 0), read
     with numpy through :class:`ScanChunks`: the rows, checks and warning of
-    :func:`_read_open3d_points`, coordinates rounded to float32 like every PCD file's."""
+    :func:`_read_open3d_points`, coordinates as ``coord``."""
     reader = ScanChunks(path, chunk=SCAN_CHUNK)
     n = reader.num_points
-    out = {key: np.empty((n, width), np.float32) for key, width in reader.keys.items()}
+    out: dict[str, np.ndarray] = {
+        key: np.empty((n, width), coord if key == "pos" else np.float32)
+        for key, width in reader.keys.items()
+    }
     start = 0
     for part in reader:
         stop = start + len(part["pos"])
@@ -1289,7 +1298,7 @@ class ScanChunks:
             )
         self._kind = "pcd"
         self.num_points = valid
-        self.coord_dtype = np.dtype(np.float32)  # as read_point_file returns them
+        self.coord_dtype = np.dtype(np.float64 if pcd.double else np.float32)  # as read_scan's
         self.keys = {"pos": 3}
         if pcd.normals:
             self.keys["normal"] = 3
@@ -1344,9 +1353,11 @@ class ScanChunks:
             yield start, rec
             start += len(rec)
 
-    @staticmethod
-    def _pcd_pos(rec: np.ndarray) -> np.ndarray:
-        return np.stack([rec[a].astype(np.float32) for a in "xyz"], 1)
+    def _pcd_pos(self, rec: np.ndarray) -> np.ndarray:
+        """x y z as read_point_file holds them: float32 (Open3D's doubles, rounded), or
+        float64 for 8-byte coordinates (read by numpy)."""
+        coord = np.float64 if self._source.double else np.float32
+        return np.stack([rec[a].astype(coord) for a in "xyz"], 1)
 
     @staticmethod
     def _pcd_normals(rec: np.ndarray) -> np.ndarray:
@@ -1864,6 +1875,7 @@ class _Pcd:
     normals: bool
     colour: str | None  # the field holding packed colour bytes (rgb or rgba), if any
     wide: bool = False  # a field Open3D reads as 0 (8-byte numbers): not read by Open3D
+    double: bool = False  # 8-byte x, y or z: coordinates kept float64 (Open3D not used)
     columns: dict[str, int] | None = None  # DATA ascii: each field's column
     width: int = 0  # DATA ascii: the columns of a row
     header_lines: int = 0
@@ -1958,7 +1970,8 @@ def _pcd_layout(path: Path) -> tuple[_Pcd, int] | None:
     colour = next((k for k in ("rgb", "rgba") if k in layout), None)
     if ascii:
         dtype = np.dtype([(name, fmt) for name, (fmt, _) in layout.items()])
-        pcd = _Pcd(pos, declared, dtype, normals, colour, False, columns, column, header_lines)
+        pcd = _Pcd(pos, declared, dtype, normals, colour, columns=columns, width=column)
+        pcd.header_lines = header_lines
         pcd.colour_type = colour_type
         return pcd, declared
     dtype = np.dtype(
@@ -1969,7 +1982,8 @@ def _pcd_layout(path: Path) -> tuple[_Pcd, int] | None:
             "itemsize": offset,
         }
     )
-    return _Pcd(pos, declared, dtype, normals, colour, wide), declared
+    double = any(dtype[a].itemsize == 8 for a in "xyz")
+    return _Pcd(pos, declared, dtype, normals, colour, wide, double=double), declared
 
 
 def _holds_more_than_whitespace(path: Path, offset: int) -> bool:

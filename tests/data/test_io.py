@@ -533,7 +533,8 @@ def test_scan_chunks_stream_binary_pcd_as_read_scan_reads_it(
     assert reader.num_points == len(whole["pos"]) == sum(sizes)  # type: ignore[attr-defined]
     assert sizes[:-1] == [chunk] * (len(sizes) - 1) and 0 < sizes[-1] <= chunk
     assert set(got) == set(whole) and list(reader.keys) == list(whole)  # type: ignore[attr-defined]
-    assert got["pos"].dtype == np.float64 and reader.coord_dtype == whole["pos"].dtype == np.float32  # type: ignore[attr-defined]
+    coord = np.float64 if kind == "double" else np.float32  # doubles kept, as LAS's
+    assert got["pos"].dtype == np.float64 and reader.coord_dtype == whole["pos"].dtype == coord  # type: ignore[attr-defined]
     np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
     for key in set(whole) - {"pos"}:
         assert got[key].dtype == whole[key].dtype == np.float32
@@ -549,7 +550,7 @@ def test_scan_chunks_stream_binary_pcd_as_read_scan_reads_it(
         np.testing.assert_array_equal(got["pos"][:, 1:], rec["yz"])
     else:
         assert not whole_warned
-        np.testing.assert_array_equal(got["pos"], rec["xyz"].astype(np.float32))
+        np.testing.assert_array_equal(got["pos"], rec["xyz"].astype(coord))
     if "rgb" in whole:
         packed = rec[rec.dtype.names[1]][np.isfinite(rec["xyz"]).all(1)]  # rgb or rgba
         expect = np.stack([(packed >> shift) & 255 for shift in (16, 8, 0)], 1) / 255.0
@@ -601,12 +602,17 @@ def test_scan_chunks_binary_pcd_errors_are_read_scans(tmp_path: Path) -> None:
 
 
 def test_double_pcd_coordinates_are_read_not_zeroed(tmp_path: Path) -> None:
+    from lightning_pc.data.io import read_scan
+
     # Open3D 0.20 reads SIZE 8 (double) fields of a PCD file as 0
     rec, spec, _ = _pcd_records("double", 10)
     path = _binary_pcd(tmp_path / "utm.pcd", rec, spec)
     out = read_point_file(path)
     assert out["pos"].dtype == np.float32
     np.testing.assert_array_equal(out["pos"], rec["xyz"].astype(np.float32))
+    scan = read_scan(path)  # georeferenced: float32 would round to decimetres
+    assert scan["pos"].dtype == np.float64
+    np.testing.assert_array_equal(scan["pos"], rec["xyz"])
     cut = tmp_path / "cut.pcd"
     cut.write_bytes(path.read_bytes()[:-8])
     with pytest.raises(DataFormatError, match="cut.pcd: truncated: header declares 10 points"):
@@ -791,3 +797,14 @@ def test_scan_chunks_ascii_pcd_errors_and_odd_files_are_read_scans(tmp_path: Pat
             with pytest.raises(DataFormatError, match=expect) as opened:
                 ScanChunks(path)
         assert str(opened.value) == str(whole_error.value) and name in str(opened.value)
+
+
+def test_load_scan_keeps_a_double_pcds_millimetres(tmp_path: Path) -> None:
+    from lightning_pc.data.datasets.scenes import load_scan
+
+    rec, spec, _ = _pcd_records("double", 30)
+    rec["xyz"][:, 0] += 0.001 * np.arange(30)  # millimetres apart, 500 km from the origin
+    path = _binary_pcd(tmp_path / "utm.pcd", rec, spec)
+    pos, _, origin = load_scan(path, [], chunk=7)
+    assert origin[0] >= 499_000
+    np.testing.assert_allclose(pos + origin, rec["xyz"], rtol=0, atol=1e-5)
