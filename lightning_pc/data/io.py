@@ -472,7 +472,8 @@ def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     if path.suffix.lower() == ".pcd" and path.is_file():
         found = _pcd_layout(path)
         if found is not None and found[0].wide:
-            return _read_wide_pcd(path, np.float64)  # georeferenced doubles: kept, as LAS's
+            # georeferenced doubles: kept, as LAS's
+            return _read_wide_pcd(path, np.float64 if found[0].double else np.float32)
     if path.suffix.lower() == ".bin":  # KITTI / SemanticKITTI velodyne scan
         from lightning_pc.data.datasets.semantickitti import read_velodyne
 
@@ -630,6 +631,8 @@ def _read_open3d_points(path: Path) -> dict[str, np.ndarray]:
 
     if not path.is_file():
         raise DataFormatError(path, "file not found")
+    if path.suffix.lower() == ".pcd":
+        check_pcd_normals(path)
     cloud = o3d.io.read_point_cloud(
         str(path),  # type: ignore[arg-type]
         remove_nan_points=False,
@@ -711,6 +714,31 @@ def _declared_points(path: Path) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def check_pcd_normals(path: str | Path) -> None:
+    """Refuse a PCD file whose fields name one or two of ``normal_x/y/z`` but not all three:
+    Open3D's reader (0.20) then writes normals into an array it never sized (a crash, or
+    worse).
+
+    Raises:
+        DataFormatError: naming the fields present and missing.
+    """
+    path = Path(path)
+    names: list[bytes] = []
+    for parts in _header_lines(path):
+        # Open3D takes any line starting FIELDS or COLUMNS as the fields, the last one wins
+        if parts and (parts[0].startswith(b"FIELDS") or parts[0].startswith(b"COLUMNS")):
+            names = parts[1:]
+    wanted = [b"normal_x", b"normal_y", b"normal_z"]
+    present = [n.decode() for n in wanted if n in names]
+    if present and len(present) < 3:
+        missing = [n.decode() for n in wanted if n not in names]
+        raise DataFormatError(
+            path,
+            f"FIELDS has {' '.join(present)} without {' '.join(missing)}: Open3D cannot read "
+            "such a file (it writes normals it never allocated)",
+        )
 
 
 def check_pcd_counts(path: str | Path) -> None:
@@ -1230,6 +1258,7 @@ class ScanChunks:
         :func:`_pcd_layout`; an ASCII file whose rows do not all parse as floats, with as many
         columns as its fields, or hold a line break or blank other than ``\n`` / ``\r\n``,
         space and tab, or more or fewer rows than its header declares)."""
+        check_pcd_normals(self.path)
         found = _pcd_layout(self.path)
         if found is None:
             return False

@@ -573,7 +573,9 @@ def test_scan_chunks_binary_pcd_errors_are_read_scans(tmp_path: Path) -> None:
     nan_normal["xyz"][11] = np.nan  # a dropped point's normal does not count
     all_nan = rec.copy()
     all_nan["xyz"] = np.nan
+    half = body.replace(b"normal_x", b"nx", 1)  # Open3D 0.20 would write unallocated normals
     cases = {
+        "half_normals.pcd": (half, "FIELDS has normal_y normal_z without normal_x"),
         "truncated.pcd": (body[:-50], "Open3D read no points"),
         "extra.pcd": (body + b"\x01\x02", "holds 2 more bytes after them"),
         "nan_normal.pcd": (None, "normal of point 6 is NaN or infinite \\(1 points in all\\)"),
@@ -630,6 +632,13 @@ def test_scan_chunks_pcd_kept_whole_when_not_plain_binary(tmp_path: Path) -> Non
                                         b"COUNT 1 1 1 1\nSIZE 4 4 4 4\nTYPE F F F F\n")
         + b"DATA binary\n" + data,
     }  # fmt: skip
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(rec["xyz"].astype(np.float64)))
+    packed = tmp_path / "packed.pcd"  # DATA binary_compressed (LZF): Open3D's own
+    o3d.io.write_point_cloud(str(packed), cloud, write_ascii=False, compressed=True)
+    odd["compressed.pcd"] = packed.read_bytes()
+    assert b"DATA binary_compressed" in odd["compressed.pcd"]
     for name, content in odd.items():
         path = tmp_path / name
         path.write_bytes(content)
