@@ -510,7 +510,8 @@ def test_scan_chunks_read_what_read_scan_reads(tmp_path: Path, suffix: str) -> N
         raw = np.concatenate([p["rgb"] for p in parts])
         rgb01 = raw / reader.rgb_divisor(float(raw.max()))
         np.testing.assert_allclose(rgb01, whole["rgb"], atol=1e-6)
-    assert reader._kind == {".npy": "npy", ".bin": "bin", ".ply": "ply", ".txt": "text"}.get(
+    kinds = {".npy": "npy", ".bin": "bin", ".ply": "ply", ".txt": "text", ".pcd": "pcd"}
+    assert reader._kind == kinds.get(
         suffix, "las" if suffix in (".las", ".laz") else "whole"
     )  # big-file formats are memory-mapped or chunked, never read whole
 

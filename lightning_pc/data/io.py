@@ -470,16 +470,23 @@ def read_las(path: str | Path) -> dict[str, np.ndarray]:
 def read_scan(path: str | Path) -> dict[str, np.ndarray]:
     """Read a scan for whole-scene prediction: any point file :func:`read_point_file` reads.
 
-    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`);
-    ``.bin`` files are KITTI velodyne scans (float32 ``x y z intensity``).
+    Unlike :func:`read_point_file`, LAS/LAZ coordinates stay float64 (see :func:`read_las`),
+    as do a binary PCD file's 8-byte (double) ``x y z``; ``.bin`` files are KITTI velodyne
+    scans (float32 ``x y z intensity``).
 
     Returns:
-        Dict with ``pos [N, 3]`` (float64 for LAS/LAZ, else float32) and, where the file
-        has them, ``rgb`` (0-1), ``normal``, ``intensity``, ``classification``, ``features``.
+        Dict with ``pos [N, 3]`` (float64 for LAS/LAZ and double PCD, else float32) and,
+        where the file has them, ``rgb`` (0-1), ``normal``, ``intensity``,
+        ``classification``, ``features``.
     """
     path = Path(path)
     if path.suffix.lower() in (".las", ".laz"):
         return read_las(path)
+    if path.suffix.lower() == ".pcd" and path.is_file():
+        found = _pcd_layout(path)
+        if found is not None and found[0].wide:
+            # georeferenced doubles: kept, as LAS's
+            return _read_wide_pcd(path, np.float64 if found[0].double else np.float32)
     if path.suffix.lower() == ".bin":  # KITTI / SemanticKITTI velodyne scan
         from lightning_pc.data.datasets.semantickitti import read_velodyne
 
@@ -522,6 +529,10 @@ def read_point_file(path: str | Path) -> dict[str, np.ndarray]:
         out = read_ply_vertices(path)
         if out is not None:
             return out
+    if suffix == ".pcd" and path.is_file():
+        found = _pcd_layout(path)
+        if found is not None and found[0].wide:
+            return _read_wide_pcd(path)
     if suffix in (".ply", ".pcd"):
         return _read_open3d_points(path)
     raise DataFormatError(path, f"unsupported point file suffix {suffix!r}")
@@ -609,11 +620,32 @@ def _split_columns(arr: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _read_wide_pcd(path: Path, coord: type = np.float32) -> dict[str, np.ndarray]:
+    """A binary PCD file with 8-byte coordinates or normals (which Open3D reads as 0), read
+    with numpy through :class:`ScanChunks`: the rows, checks and warning of
+    :func:`_read_open3d_points`, coordinates as ``coord``."""
+    reader = ScanChunks(path, chunk=SCAN_CHUNK)
+    n = reader.num_points
+    out: dict[str, np.ndarray] = {
+        key: np.empty((n, width), coord if key == "pos" else np.float32)
+        for key, width in reader.keys.items()
+    }
+    start = 0
+    for part in reader:
+        stop = start + len(part["pos"])
+        for key, value in part.items():
+            out[key][start:stop] = value
+        start = stop
+    return out
+
+
 def _read_open3d_points(path: Path) -> dict[str, np.ndarray]:
     import open3d as o3d
 
     if not path.is_file():
         raise DataFormatError(path, "file not found")
+    if path.suffix.lower() == ".pcd":
+        check_pcd_normals(path)
     cloud = o3d.io.read_point_cloud(
         str(path),  # type: ignore[arg-type]
         remove_nan_points=False,
@@ -695,6 +727,31 @@ def _declared_points(path: Path) -> int | None:
         except ValueError:
             return None
     return None
+
+
+def check_pcd_normals(path: str | Path) -> None:
+    """Refuse a PCD file whose fields name one or two of ``normal_x/y/z`` but not all three:
+    Open3D's reader (0.20) then writes normals into an array it never sized (a crash, or
+    worse).
+
+    Raises:
+        DataFormatError: naming the fields present and missing.
+    """
+    path = Path(path)
+    names: list[bytes] = []
+    for parts in _header_lines(path):
+        # Open3D takes any line starting FIELDS or COLUMNS as the fields, the last one wins
+        if parts and (parts[0].startswith(b"FIELDS") or parts[0].startswith(b"COLUMNS")):
+            names = parts[1:]
+    wanted = [b"normal_x", b"normal_y", b"normal_z"]
+    present = [n.decode() for n in wanted if n in names]
+    if present and len(present) < 3:
+        missing = [n.decode() for n in wanted if n not in names]
+        raise DataFormatError(
+            path,
+            f"FIELDS has {' '.join(present)} without {' '.join(missing)}: Open3D cannot read "
+            "such a file (it writes normals it never allocated)",
+        )
 
 
 def check_pcd_counts(path: str | Path) -> None:
@@ -1030,14 +1087,17 @@ SCAN_CHUNK = 1 << 20  # rows per chunk of a scan read piecewise (about 24 MiB of
 class ScanChunks:
     """A scan read in consecutive chunks of rows, so a large file is never held whole.
 
-    NPY arrays, KITTI ``.bin`` scans and binary PLY files (vertex element first, scalar
-    properties only) are memory-mapped; LAS/LAZ files are read with laspy's chunk iterator;
-    text scans (``.txt``, ``.xyz``, ``.pts``) and ASCII PLY files (scalar vertex
-    properties) are parsed :data:`TEXT_BLOCK` bytes at a time after one pass that counts
-    their rows; a text file holding a line break or blank :func:`read_point_file` would
-    split otherwise than ``\n`` / ``\r\n`` and ASCII blanks (a lone ``\r``, a form
-    feed, ...), or an ASCII PLY body holding a ``#``, is read whole, as are PCD files, by
-    :func:`read_scan` and handed out in slices. Every chunk is checked for non-finite values
+    NPY arrays, KITTI ``.bin`` scans, binary PLY files (vertex element first, scalar
+    properties only) and binary PCD files are memory-mapped; LAS/LAZ files are read with
+    laspy's chunk iterator; text scans (``.txt``, ``.xyz``, ``.pts``), ASCII PLY files
+    (scalar vertex properties) and ASCII PCD files are parsed :data:`TEXT_BLOCK` bytes at a
+    time after one pass that counts their rows; a text file holding a line break or blank
+    :func:`read_point_file` would split otherwise than ``\n`` / ``\r\n`` and ASCII
+    blanks (a lone ``\r``, a form feed, ...), an ASCII PLY body holding a ``#``, and a PCD
+    file Open3D reads in ways this does not follow (compressed data, an unusual header, see
+    :func:`_pcd_layout` and :meth:`_open_pcd`) are read whole by :func:`read_scan` and
+    handed out in slices. PCD points with NaN or infinite coordinates (an organised cloud's
+    pixels without depth) are dropped with one warning, as :func:`read_point_file` drops them. Every chunk is checked for non-finite values
     (naming the file and the row, or for text formats the line). The rows, their order and
     values, and the errors are those of :func:`read_scan`.
 
@@ -1063,6 +1123,7 @@ class ScanChunks:
     def __init__(self, path: str | Path, chunk: int = SCAN_CHUNK) -> None:
         self.path, self.chunk = Path(path), max(int(chunk), 1)
         self._source: Any = None
+        self._records: Any = None  # a binary PCD file's memory-mapped records
         self._whole: dict[str, np.ndarray] | None = None
         self._rgb_scale = "one"  # how raw colours become 0-1: "one", "byte", "las"
         suffix = self.path.suffix.lower()
@@ -1077,6 +1138,8 @@ class ScanChunks:
         elif suffix == ".ply" and (self._open_binary_ply() or self._open_ascii_ply()):
             pass
         elif suffix in (".txt", ".xyz", ".pts") and self._open_text():
+            pass
+        elif suffix == ".pcd" and self._open_pcd():
             pass
         else:
             whole = read_scan(self.path)
@@ -1201,6 +1264,172 @@ class ScanChunks:
         self.keys = {"pos": 3, **({"features": layout.ncols - 3} if layout.ncols > 3 else {})}
         return True
 
+    def _open_pcd(self) -> bool:
+        """Memory-map a binary PCD file's records, or check an ASCII one's rows parse, and
+        count the points with finite coordinates, raising the errors and the warning
+        :func:`read_point_file` raises for the file; ``False`` for a file read whole (see
+        :func:`_pcd_layout`; an ASCII file whose rows do not all parse as floats, with as many
+        columns as its fields, or hold a line break or blank other than ``\n`` / ``\r\n``,
+        space and tab, or more or fewer rows than its header declares)."""
+        check_pcd_normals(self.path)
+        found = _pcd_layout(self.path)
+        if found is None:
+            return False
+        pcd, declared = found
+        self._source = pcd
+        if pcd.columns is None:
+            need = pcd.count * pcd.dtype.itemsize
+            held = self.path.stat().st_size - pcd.body_start
+            if held < need and pcd.wide:
+                raise DataFormatError(
+                    self.path,
+                    f"truncated: header declares {declared} points ({need} bytes), the file "
+                    f"holds {held} bytes of data",
+                )
+            if held < need:  # Open3D stops at the first short record and returns no points
+                raise DataFormatError(
+                    self.path, "Open3D read no points (empty, truncated or not a point file)"
+                )
+            if held > need and _holds_more_than_whitespace(self.path, pcd.body_start + need):
+                raise DataFormatError(  # check_pcd_counts' refusal
+                    self.path,
+                    f"header declares {declared} points ({need} bytes), the file holds "
+                    f"{held - need} more bytes after them (wrong count in the header?)",
+                )
+            self._records = np.memmap(
+                self.path, dtype=pcd.dtype, mode="r", offset=pcd.body_start, shape=pcd.count
+            )
+        rows = valid = 0
+        first_nan, first_bad, bad_normals = -1, -1, 0  # normals not finite, of finite points
+        try:
+            for start, rec in self._pcd_blocks(PCD_BLOCK):
+                keep = self._pcd_finite(rec)
+                rows += len(rec)
+                valid += int(np.count_nonzero(keep))
+                if first_nan < 0 and not keep.all():
+                    first_nan = start + int(np.flatnonzero(~keep)[0])
+                if pcd.normals:
+                    wrong = ~np.isfinite(self._pcd_normals(rec)).all(1) & keep
+                    if wrong.any():
+                        if first_bad < 0:
+                            first_bad = start + int(np.flatnonzero(wrong)[0])
+                        bad_normals += int(np.count_nonzero(wrong))
+        except _ReadWhole:
+            return False
+        if rows != pcd.count:
+            return False  # an ASCII file with more or fewer rows: read whole, as refused
+        ascii = pcd.columns is not None
+        if valid == 0:
+            raise DataFormatError(
+                self.path,
+                "point coordinates contain NaN or infinity",
+                pcd.header_lines + 1 + first_nan if ascii else None,
+            )
+        if valid < pcd.count:
+            # an organised cloud (Kinect, PCL): pixels without depth are NaN points
+            warnings.warn(
+                f"{self.path}: dropped {pcd.count - valid} of {pcd.count} points with NaN or "
+                "infinite coordinates (an organised cloud's pixels without depth)",
+                stacklevel=3,
+            )
+        if bad_normals:
+            raise DataFormatError(
+                self.path,
+                f"normal of point {first_bad} is NaN or infinite ({bad_normals} points in all)",
+                pcd.header_lines + 1 + first_bad if ascii else None,
+            )
+        self._kind = "pcd"
+        self.num_points = valid
+        self.coord_dtype = np.dtype(np.float64 if pcd.double else np.float32)  # as read_scan's
+        self.keys = {"pos": 3}
+        if pcd.normals:
+            self.keys["normal"] = 3
+        if pcd.colour is not None:
+            self.keys["rgb"] = 3
+        return True
+
+    def _pcd_blocks(self, step: int) -> Iterator[tuple[int, np.ndarray]]:
+        """A PCD file's points as records of :attr:`_Pcd.dtype`, a block at a time, each
+        with the row of its first point; binary records ``step`` at a time.
+
+        Raises:
+            _ReadWhole: an ASCII block that does not parse as plain rows of floats.
+        """
+        pcd: _Pcd = self._source
+        if pcd.columns is None:
+            for start in range(0, pcd.count, step):
+                yield start, np.asarray(self._records[start : start + step])
+            return
+        start = 0
+        for block, _ in _line_blocks(self.path, pcd.body_start):
+            if (
+                not block.isascii()
+                or any(c in block for c in (b"\x00", *_ODD_ASCII))
+                or block.count(b"\r") != block.count(b"\r\n")
+                or max(map(len, block.split(b"\n"))) > 1000  # Open3D reads 1023 bytes a line
+            ):
+                raise _ReadWhole
+            text = block.decode("ascii")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # blank lines only: no rows
+                    arr = np.loadtxt(io.StringIO(text), comments=None, ndmin=2, dtype=np.float64)
+            except ValueError:
+                raise _ReadWhole from None
+            if len(arr) == 0:
+                continue
+            if arr.shape[1] != pcd.width:
+                raise _ReadWhole
+            rec = np.empty(len(arr), dtype=pcd.dtype)
+            for name in pcd.dtype.names or ():
+                values = arr[:, pcd.columns[name]]
+                if name == pcd.colour and pcd.colour_type == "F":
+                    # strtof's float, its bytes as Open3D unpacks them
+                    rec[name] = values.astype(np.float32).view(np.uint8).reshape(-1, 4)
+                elif name == pcd.colour:
+                    _check_decimal_integers(text, pcd.columns[name], values)
+                    packed = (values.astype(np.int64) & 0xFFFFFFFF).astype(np.uint32)
+                    rec[name] = packed.view(np.uint8).reshape(-1, 4)  # strtol's, to 32 bits
+                else:
+                    rec[name] = values
+            yield start, rec
+            start += len(rec)
+
+    def _pcd_pos(self, rec: np.ndarray) -> np.ndarray:
+        """x y z as read_point_file holds them: float32 (Open3D's doubles, rounded), or
+        float64 for 8-byte coordinates (read by numpy)."""
+        coord = np.float64 if self._source.double else np.float32
+        return np.stack([rec[a].astype(coord) for a in "xyz"], 1)
+
+    @staticmethod
+    def _pcd_normals(rec: np.ndarray) -> np.ndarray:
+        return np.stack([rec[f"normal_{a}"].astype(np.float32) for a in "xyz"], 1)
+
+    def _pcd_finite(self, rec: np.ndarray) -> np.ndarray:
+        return np.isfinite(self._pcd_pos(rec)).all(1)
+
+    def _pcd_arrays(self) -> Iterator[np.ndarray]:
+        """The records of points with finite coordinates, a block at a time."""
+        try:
+            for _, rec in self._pcd_blocks(max(self.chunk, PCD_BLOCK)):
+                keep = self._pcd_finite(rec)
+                yield rec if keep.all() else rec[keep]
+        except _ReadWhole:
+            raise DataFormatError(
+                self.path, "no longer parses as it did when it was opened (changed while read?)"
+            ) from None
+
+    def _pcd_rows(self, rec: np.ndarray) -> dict[str, np.ndarray]:
+        pcd: _Pcd = self._source
+        out = {"pos": self._pcd_pos(rec).astype(np.float64)}
+        if pcd.normals:
+            out["normal"] = self._pcd_normals(rec)
+        if pcd.colour is not None:
+            # packed colour: bytes b g r (a) of a little-endian 0x(aa)rrggbb, as Open3D reads it
+            packed = rec[pcd.colour]
+            out["rgb"] = (packed[:, [2, 1, 0]].astype(np.float64) / 255.0).astype(np.float32)
+        return out
+
     def _open_ascii_ply(self) -> bool:
         """Count an ASCII PLY file's lines and check its vertex rows are all there, as
         :func:`read_ply_vertices` does; ``False`` for a file it reads otherwise or refuses
@@ -1314,6 +1543,9 @@ class ScanChunks:
             return
         if self._kind == "ascii_ply":
             yield from self._rebatch(self._ply_arrays(), self._ply_rows)
+            return
+        if self._kind == "pcd":
+            yield from self._rebatch(self._pcd_arrays(), self._pcd_rows)
             return
         for start in range(0, self.num_points, self.chunk):
             stop = min(start + self.chunk, self.num_points)
@@ -1495,6 +1727,7 @@ class ScanChunks:
         return error if error is not None else DataFormatError(self.path, "could not parse table")
 
 
+PCD_BLOCK = 1 << 16  # records of a binary PCD file decoded at a time (a few MiB)
 TEXT_BLOCK = 1 << 21  # bytes of a text scan parsed at a time (about 50k rows)
 
 _BLANK = b" \t\r\x00"  # the blanks of a text scan's lines (NUL: a known S3DIS defect)
@@ -1655,3 +1888,165 @@ def _text_layout(path: Path) -> _TextLayout | None:
     if rows == 0:
         raise DataFormatError(path, "file is empty (no data rows)")
     return _TextLayout(rows, ncols, delimiter, header)
+
+
+_PCD_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT",
+             "POINTS", "DATA")  # fmt: skip
+# how Open3D's PCD reader decodes a field of x, y, z or a normal, by TYPE and SIZE: other
+# combinations (among them double, F 8) it reads as 0
+_PCD_NUMBERS = {("F", 4): "f4", ("I", 1): "i1", ("I", 2): "i2", ("I", 4): "i4",
+                ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4"}  # fmt: skip
+# 8-byte numbers, which Open3D's reader (0.20) returns as 0: read with numpy instead
+_PCD_WIDE = {("F", 8): "f8", ("I", 8): "i8", ("U", 8): "u8"}
+_PCD_NAMES = ("x", "y", "z", "normal_x", "normal_y", "normal_z", "rgb", "rgba")
+_PCD_WHITESPACE = np.zeros(256, dtype=bool)  # what bytes.strip() strips
+_PCD_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True
+
+
+class _ReadWhole(Exception):
+    """A file this module streams holds something only the whole read reads as it should."""
+
+
+@dataclass
+class _Pcd:
+    """Where a PCD file's points are, and the fields Open3D reads from them."""
+
+    body_start: int
+    count: int
+    dtype: np.dtype  # records of the fields read (x y z, normal_*, colour bytes)
+    normals: bool
+    colour: str | None  # the field holding packed colour bytes (rgb or rgba), if any
+    wide: bool = False  # a field Open3D reads as 0 (8-byte numbers): not read by Open3D
+    double: bool = False  # 8-byte x, y or z: coordinates kept float64 (Open3D not used)
+    columns: dict[str, int] | None = None  # DATA ascii: each field's column
+    width: int = 0  # DATA ascii: the columns of a row
+    header_lines: int = 0
+    colour_type: str = "F"  # DATA ascii: the colour's TYPE (F: a float's bytes, I/U: an int's)
+
+
+def _pcd_layout(path: Path) -> tuple[_Pcd, int] | None:
+    """The layout of a binary or ASCII PCD file's points as Open3D's reader works it out,
+    and the points its header declares; ``None`` for a file whose header this does not
+    follow exactly (odd, repeated or missing lines, compressed data, a type Open3D reads as
+    0 or, in ASCII, parses otherwise than as a decimal float): :func:`read_scan` reads
+    those whole."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    seen: dict[str, list[str]] = {}
+    order: list[str] = []
+    pos = 0
+    while "DATA" not in seen:
+        nl = head.find(b"\n", pos)
+        if nl < 0 or nl - pos > 1000:  # no end of header in 64 KiB, or a line Open3D splits
+            return None
+        line, pos = head[pos : nl + 1], nl + 1
+        if not line.isascii() or any(c in line for c in _ODD_ASCII):
+            return None  # characters Open3D and str.split split otherwise
+        parts = line.decode("ascii").split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if parts[0] not in _PCD_KEYS or parts[0] in seen:
+            return None
+        seen[parts[0]] = parts[1:]
+        order.append(parts[0])
+    if seen["DATA"] not in (["binary"], ["ascii"]):
+        return None  # binary_compressed: read whole
+    ascii = seen["DATA"] == ["ascii"]
+    header_lines = head[:pos].count(b"\n")
+    if ascii and header_lines >= 200:
+        return None  # read_point_file names no line
+    names = seen.get("FIELDS", [])
+    try:
+        sizes = [int(v) for v in seen["SIZE"]]
+        types = seen["TYPE"]
+        counts = [int(v) for v in seen.get("COUNT", ["1"] * len(names))]
+        declared = int(seen["POINTS"][0])
+        width, height = int(seen["WIDTH"][0]), int(seen["HEIGHT"][0])
+    except (KeyError, IndexError, ValueError):
+        return None
+    # Open3D's field offsets depend on the order of the lines: the usual one only
+    expected = ["FIELDS", "SIZE", "TYPE", "COUNT"]
+    if [k for k in order if k in expected] != expected[: 3 + ("COUNT" in seen)]:
+        return None
+    if not names or not (len(sizes) == len(types) == len(counts) == len(names)):
+        return None
+    # Open3D takes the count from POINTS, or WIDTH x HEIGHT when HEIGHT comes after it
+    points = width * height if order.index("HEIGHT") > order.index("POINTS") else declared
+    if points != declared or declared <= 0 or min(sizes) <= 0 or min(counts) <= 0:
+        return None
+    layout: dict[str, tuple[str, int]] = {}  # the last field of a name wins, as in Open3D
+    offset = 0
+    wide = False
+    column = 0
+    columns: dict[str, int] = {}
+    colour_type = "F"
+    for name, size, kind, count in zip(names, sizes, types, counts):
+        columns[name] = column
+        column += count
+        if ascii and name in _PCD_NAMES and name[:3] == "rgb":
+            if size != 4 or kind[:1] not in ("F", "I", "U"):
+                return None  # Open3D reads such a colour as black
+            colour_type = kind[:1]
+        elif ascii and name in _PCD_NAMES and kind[:1] != "F":
+            return None  # Open3D parses integers with strtol (1.5 as 1): read whole
+        if ascii and name in _PCD_NAMES:
+            layout.pop("rgb" if name == "rgba" else "rgba" if name == "rgb" else "", None)
+            layout[name] = ("4u1" if name[:3] == "rgb" else "<f8", 0)
+        elif name in ("x", "y", "z", "normal_x", "normal_y", "normal_z"):
+            fmt = _PCD_NUMBERS.get((kind[:1], size))
+            if fmt is None and (kind[:1], size) in _PCD_WIDE:
+                fmt, wide = _PCD_WIDE[(kind[:1], size)], True
+            if fmt is None:
+                return None
+            layout[name] = ("<" + fmt, offset)
+        elif name in ("rgb", "rgba"):
+            if size != 4:
+                return None
+            layout.pop("rgb", None)
+            layout.pop("rgba", None)
+            layout[name] = ("4u1", offset)
+        offset += size * count
+    if not all(a in layout for a in "xyz"):
+        return None
+    normals = all(f"normal_{a}" in layout for a in "xyz")
+    colour = next((k for k in ("rgb", "rgba") if k in layout), None)
+    if ascii:
+        dtype = np.dtype([(name, fmt) for name, (fmt, _) in layout.items()])
+        pcd = _Pcd(pos, declared, dtype, normals, colour, columns=columns, width=column)
+        pcd.header_lines = header_lines
+        pcd.colour_type = colour_type
+        return pcd, declared
+    dtype = np.dtype(
+        {
+            "names": list(layout),
+            "formats": [f for f, _ in layout.values()],
+            "offsets": [o for _, o in layout.values()],
+            "itemsize": offset,
+        }
+    )
+    double = any(dtype[a].itemsize == 8 for a in "xyz")
+    return _Pcd(pos, declared, dtype, normals, colour, wide, double=double), declared
+
+
+def _holds_more_than_whitespace(path: Path, offset: int) -> bool:
+    """Whether a file holds anything but ASCII whitespace from ``offset`` on."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while block := fh.read(TEXT_BLOCK):
+            if not _PCD_WHITESPACE[np.frombuffer(block, dtype=np.uint8)].all():
+                return True
+    return False
+
+
+def _check_decimal_integers(text: str, column: int, values: np.ndarray) -> None:
+    """Raise :class:`_ReadWhole` unless a column of rows holds decimal integers that
+    ``strtol`` reads as ``float`` does (no fraction or exponent, no leading zero: octal)."""
+    tokens = np.loadtxt(io.StringIO(text), dtype=str, usecols=[column], comments=None, ndmin=1)
+    digits = np.char.lstrip(tokens, "+-")
+    plain = (
+        np.char.isdigit(digits).all()
+        and (np.char.str_len(tokens) - np.char.str_len(digits) <= 1).all()
+        and not (np.char.startswith(digits, "0") & (np.char.str_len(digits) > 1)).any()
+    )
+    if not plain or np.abs(values).max(initial=0) >= 2**53:
+        raise _ReadWhole

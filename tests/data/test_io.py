@@ -462,3 +462,381 @@ def test_values_beyond_float32_are_refused_naming_the_line(tmp_path: Path, name:
         read_scan(path)
     with pytest.raises(DataFormatError, match=message):
         list(ScanChunks(path, chunk=1))
+
+
+def _binary_pcd(
+    path: Path, records: np.ndarray, fields: str, width: int | None = None, tail: bytes = b""
+) -> Path:
+    """Write ``records`` as a binary PCD file, header as PCL writes it; ``fields`` lists
+    ``name:SIZE:TYPE:COUNT`` (a ``_`` name: PCL's padding)."""
+    spec = [f.split(":") for f in fields.split()]
+    n = len(records)
+    width = width or n
+    header = [
+        "# .PCD v0.7 - Point Cloud Data file format",
+        "VERSION 0.7",
+        "FIELDS " + " ".join(s[0] for s in spec),
+        "SIZE " + " ".join(s[1] for s in spec),
+        "TYPE " + " ".join(s[2] for s in spec),
+        "COUNT " + " ".join(s[3] for s in spec),
+        f"WIDTH {width}",
+        f"HEIGHT {n // width}",
+        "VIEWPOINT 0 0 0 1 0 0 0",
+        f"POINTS {n}",
+        "DATA binary",
+    ]
+    assert records.dtype.itemsize == sum(int(s[1]) * int(s[3]) for s in spec)
+    path.write_bytes(("\n".join(header) + "\n").encode() + records.tobytes() + tail)
+    return path
+
+
+def _pcd_records(kind: str, n: int = 40) -> tuple[np.ndarray, str, int | None]:
+    """Records of a binary PCD file in a layout other tools write, its FIELDS spec, and the
+    WIDTH of an organised cloud."""
+    rng = np.random.default_rng(7)
+    xyz = rng.uniform(-20, 20, (n, 3))
+    colour = rng.integers(0, 1 << 24, n).astype("<u4")  # 0x00RRGGBB
+    if kind in ("xyzrgb", "organised"):  # PCL PointXYZRGB: rgb, a float holding the bytes
+        rec = np.zeros(n, [("xyz", "<f4", 3), ("rgb", "<u4")])
+        rec["xyz"], rec["rgb"] = xyz, colour
+        if kind == "organised":  # an 8 x 5 depth image: pixels without depth are NaN
+            rec["xyz"][[0, 3, 4, 8, 9, 10, 11, 20, 39]] = np.nan
+            rec["xyz"][5, 2] = np.inf
+            return rec, "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:F:1", 8
+        return rec, "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:F:1", None
+    if kind == "xyzrgba_intensity":  # PointXYZRGBA then an intensity: rgba as an unsigned int
+        rec = np.zeros(n, [("xyz", "<f4", 3), ("rgba", "<u4"), ("intensity", "<f4")])
+        rec["xyz"], rec["rgba"], rec["intensity"] = xyz, colour | (200 << 24), 3.5
+        return rec, "x:4:F:1 y:4:F:1 z:4:F:1 rgba:4:U:1 intensity:4:F:1", None
+    if kind == "pointnormal":  # PCL PointNormal, 48 bytes: padding fields named '_'
+        rec = np.zeros(n, [("xyz", "<f4", 3), ("p0", "u1", 4), ("nrm", "<f4", 3), ("p1", "u1", 4),
+                           ("curvature", "<f4"), ("p2", "u1", 12)])  # fmt: skip
+        normal = rng.normal(size=(n, 3))
+        rec["xyz"], rec["nrm"] = xyz, normal / np.linalg.norm(normal, axis=1, keepdims=True)
+        rec["curvature"] = rng.uniform(0, 1, n)
+        spec = ("x:4:F:1 y:4:F:1 z:4:F:1 _:1:U:4 normal_x:4:F:1 normal_y:4:F:1 normal_z:4:F:1 "
+                "_:1:U:4 curvature:4:F:1 _:1:U:12")  # fmt: skip
+        return rec, spec, None
+    if kind == "counts":  # a 33-wide descriptor before x, and a 2-wide x (its first value read)
+        rec = np.zeros(n, [("fpfh", "<f4", 33), ("x", "<f4", 2), ("yz", "<i2", 2)])
+        rec["fpfh"], rec["x"] = rng.uniform(0, 1, (n, 33)), xyz[:, :2]
+        rec["yz"] = np.round(xyz[:, 1:] * 100)
+        return rec, "fpfh:4:F:33 x:4:F:2 y:2:I:1 z:2:I:1", None
+    assert kind == "double"  # x y z as doubles (SIZE 8), georeferenced
+    rec = np.zeros(n, [("xyz", "<f8", 3), ("label", "<u4")])
+    rec["xyz"] = xyz + [500_000.0, 4_200_000.0, 100.0]
+    rec["label"] = np.arange(n)
+    return rec, "x:8:F:1 y:8:F:1 z:8:F:1 label:4:U:1", None
+
+
+PCD_KINDS = ["xyzrgb", "organised", "xyzrgba_intensity", "pointnormal", "counts", "double"]
+
+
+@pytest.mark.parametrize("kind", PCD_KINDS)
+@pytest.mark.parametrize(("chunk", "block"), [(1, 4), (3, 4), (7, 16), (1000, 1 << 16)])
+def test_scan_chunks_stream_binary_pcd_as_read_scan_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, chunk: int, block: int
+) -> None:
+    import warnings
+
+    import lightning_pc.data.io as io_module
+
+    rec, spec, width = _pcd_records(kind)
+    path = _binary_pcd(tmp_path / f"{kind}.pcd", rec, spec, width)
+    with warnings.catch_warnings(record=True) as whole_warned:
+        warnings.simplefilter("always")
+        whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "PCD_BLOCK", block)  # record blocks end at NaN rows too
+    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        got, sizes, reader = _read_chunks(path, chunk)
+    assert [str(w.message) for w in warned] == [str(w.message) for w in whole_warned]
+    assert reader._kind == "pcd"  # type: ignore[attr-defined]
+    assert reader.num_points == len(whole["pos"]) == sum(sizes)  # type: ignore[attr-defined]
+    assert sizes[:-1] == [chunk] * (len(sizes) - 1) and 0 < sizes[-1] <= chunk
+    assert set(got) == set(whole) and list(reader.keys) == list(whole)  # type: ignore[attr-defined]
+    coord = np.float64 if kind == "double" else np.float32  # doubles kept, as LAS's
+    assert got["pos"].dtype == np.float64 and reader.coord_dtype == whole["pos"].dtype == coord  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    for key in set(whole) - {"pos"}:
+        assert got[key].dtype == whole[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], whole[key])
+    assert reader.rgb_divisor(1.0) == 1.0  # type: ignore[attr-defined]  # rgb is 0-1 already
+    # what the file holds, decoded independently
+    if kind == "organised":
+        assert len(whole_warned) == 1 and "dropped 10 of 40 points" in str(whole_warned[0].message)
+        keep = np.isfinite(rec["xyz"]).all(1)
+        np.testing.assert_array_equal(got["pos"], rec["xyz"][keep].astype(np.float64))
+    elif kind == "counts":
+        np.testing.assert_array_equal(got["pos"][:, 0], rec["x"][:, 0])
+        np.testing.assert_array_equal(got["pos"][:, 1:], rec["yz"])
+    else:
+        assert not whole_warned
+        np.testing.assert_array_equal(got["pos"], rec["xyz"].astype(coord))
+    if "rgb" in whole:
+        packed = rec[rec.dtype.names[1]][np.isfinite(rec["xyz"]).all(1)]  # rgb or rgba
+        expect = np.stack([(packed >> shift) & 255 for shift in (16, 8, 0)], 1) / 255.0
+        np.testing.assert_array_equal(got["rgb"], expect.astype(np.float32))
+    if kind == "pointnormal":
+        np.testing.assert_array_equal(got["normal"], rec["nrm"].astype(np.float32))
+    else:
+        assert "normal" not in whole
+
+
+def test_scan_chunks_binary_pcd_errors_are_read_scans(tmp_path: Path) -> None:
+    import warnings
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    rec, spec, _ = _pcd_records("pointnormal", 20)
+    body = _binary_pcd(tmp_path / "ok.pcd", rec, spec).read_bytes()
+    nan_normal = rec.copy()
+    nan_normal["nrm"][[6, 11]] = np.nan
+    nan_normal["xyz"][11] = np.nan  # a dropped point's normal does not count
+    all_nan = rec.copy()
+    all_nan["xyz"] = np.nan
+    half = body.replace(b"normal_x", b"nx", 1)  # Open3D 0.20 would write unallocated normals
+    cases = {
+        "half_normals.pcd": (half, "FIELDS has normal_y normal_z without normal_x"),
+        "truncated.pcd": (body[:-50], "Open3D read no points"),
+        "extra.pcd": (body + b"\x01\x02", "holds 2 more bytes after them"),
+        "nan_normal.pcd": (None, "normal of point 6 is NaN or infinite \\(1 points in all\\)"),
+        "all_nan.pcd": (None, "point coordinates contain NaN or infinity"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        if content is None:
+            _binary_pcd(path, nan_normal if name == "nan_normal.pcd" else all_nan, spec)
+        else:
+            path.write_bytes(content)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(DataFormatError, match=message) as whole:
+                read_scan(path)
+            with pytest.raises(DataFormatError, match=message) as opened:
+                ScanChunks(path)
+        assert str(opened.value) == str(whole.value) and name in str(opened.value)
+    # trailing whitespace after the records is accepted by both
+    path = tmp_path / "newline.pcd"
+    path.write_bytes(body + b"\n")
+    assert ScanChunks(path)._kind == "pcd"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(
+        np.concatenate([p["pos"] for p in ScanChunks(path)]), read_scan(path)["pos"]
+    )
+
+
+def test_double_pcd_coordinates_are_read_not_zeroed(tmp_path: Path) -> None:
+    from lightning_pc.data.io import read_scan
+
+    # Open3D 0.20 reads SIZE 8 (double) fields of a PCD file as 0
+    rec, spec, _ = _pcd_records("double", 10)
+    path = _binary_pcd(tmp_path / "utm.pcd", rec, spec)
+    out = read_point_file(path)
+    assert out["pos"].dtype == np.float32
+    np.testing.assert_array_equal(out["pos"], rec["xyz"].astype(np.float32))
+    scan = read_scan(path)  # georeferenced: float32 would round to decimetres
+    assert scan["pos"].dtype == np.float64
+    np.testing.assert_array_equal(scan["pos"], rec["xyz"])
+    cut = tmp_path / "cut.pcd"
+    cut.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(DataFormatError, match="cut.pcd: truncated: header declares 10 points"):
+        read_point_file(cut)
+
+
+def test_scan_chunks_pcd_kept_whole_when_not_plain_binary(tmp_path: Path) -> None:
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    rec, spec, _ = _pcd_records("xyzrgb", 12)
+    binary = _binary_pcd(tmp_path / "b.pcd", rec, spec).read_bytes()
+    head, _, data = binary.partition(b"DATA binary\n")
+    odd = {  # Open3D's offsets depend on the header's order: COUNT before SIZE
+        "count_first.pcd": head.replace(b"SIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n",
+                                        b"COUNT 1 1 1 1\nSIZE 4 4 4 4\nTYPE F F F F\n")
+        + b"DATA binary\n" + data,
+    }  # fmt: skip
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(rec["xyz"].astype(np.float64)))
+    packed = tmp_path / "packed.pcd"  # DATA binary_compressed (LZF): Open3D's own
+    o3d.io.write_point_cloud(str(packed), cloud, write_ascii=False, compressed=True)
+    odd["compressed.pcd"] = packed.read_bytes()
+    assert b"DATA binary_compressed" in odd["compressed.pcd"]
+    for name, content in odd.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        reader = ScanChunks(path, chunk=5)
+        assert reader._kind == "whole"  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(
+            np.concatenate([p["pos"] for p in reader]), read_scan(path)["pos"]
+        )
+
+
+@pytest.mark.slow
+def test_scan_chunks_read_a_large_binary_pcd_in_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+
+    n = 2_000_000
+    rec, spec, _ = _pcd_records("xyzrgb", n)  # 32 MB of PCL PointXYZRGB records
+    rec["xyz"][::1000] = np.nan  # an organised cloud's pixels without depth
+    path = _binary_pcd(tmp_path / "big.pcd", rec, spec)
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="dropped 2000 of 2000000 points"):
+            reader = ScanChunks(path, chunk=50_000)
+        rows, red = 0, 0.0
+        for part in reader:
+            rows += len(part["pos"])
+            red += float(part["rgb"][:, 0].sum())
+        _, chunked_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        before, _ = tracemalloc.get_traced_memory()
+        with pytest.warns(UserWarning, match="dropped 2000 of 2000000 points"):
+            whole = read_scan(path)
+        _, whole_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == reader.num_points == len(whole["pos"]) == n - 2000
+    assert red == pytest.approx(float(whole["rgb"][:, 0].astype(np.float64).sum()), rel=1e-6)
+    # the whole read holds the file's bytes and every array (and Open3D's doubles, which
+    # tracemalloc does not see); chunks hold a block of records and a chunk
+    assert chunked_peak < 16 << 20
+    assert chunked_peak * 4 < whole_peak - before
+
+
+def _ascii_pcd(path: Path, rows: list[str], fields: str, width: int | None = None,
+               eol: str = "\n", points: int | None = None) -> Path:  # fmt: skip
+    """An ASCII PCD file as PCL writes it; ``fields`` as for :func:`_binary_pcd`."""
+    spec = [f.split(":") for f in fields.split()]
+    width = width or len(rows)
+    header = [
+        "# .PCD v0.7 - Point Cloud Data file format",
+        "VERSION 0.7",
+        "FIELDS " + " ".join(s[0] for s in spec),
+        "SIZE " + " ".join(s[1] for s in spec),
+        "TYPE " + " ".join(s[2] for s in spec),
+        "COUNT " + " ".join(s[3] for s in spec),
+        f"WIDTH {width}",
+        f"HEIGHT {len(rows) // width}",
+        "VIEWPOINT 0 0 0 1 0 0 0",
+        f"POINTS {points or len(rows)}",
+        "DATA ascii",
+    ]
+    path.write_bytes(eol.join(header + rows).encode() + eol.encode())
+    return path
+
+
+def _ascii_pcds(folder: Path) -> dict[str, Path]:
+    import open3d as o3d
+
+    rng = np.random.default_rng(3)
+    xyz = rng.uniform(-9, 9, (45, 3))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz))
+    cloud.normals = o3d.utility.Vector3dVector(rng.normal(size=(45, 3)))
+    cloud.colors = o3d.utility.Vector3dVector(rng.uniform(0, 1, (45, 3)))
+    out = {"open3d.pcd": folder / "open3d.pcd"}  # Open3D's writer: rgb as TYPE U
+    o3d.io.write_point_cloud(str(out["open3d.pcd"]), cloud, write_ascii=True)
+    packed = rng.integers(0, 1 << 24, 45).astype("<u4")
+    as_float = packed.view("<f4")  # PCL PointXYZRGB: rgb as a float holding the bytes
+    rows = [f"{x:.6f} {y:.6f} {z:.6f} {c:.9g}" for (x, y, z), c in zip(xyz, as_float)]
+    for r in (0, 4, 5, 9, 17, 18, 19, 44):  # pixels without depth, at chunk ends and starts
+        rows[r] = "nan nan nan " + rows[r].split()[3]
+    out["organised_crlf.pcd"] = _ascii_pcd(
+        folder / "organised_crlf.pcd", rows, "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:F:1", 9, "\r\n"
+    )
+    rows = [
+        f"{i % 5} {i * 0.5} 7 {x:.4f} {y:.4f} {z:.4f} {-(i * 99991) % (1 << 31) - (1 << 30)} 3.5"
+        for i, (x, y, z) in enumerate(xyz)
+    ]  # a 3-wide descriptor first; rgba as a signed int, negative too; an intensity
+    out["counts_signed_rgba.pcd"] = _ascii_pcd(
+        folder / "counts_signed_rgba.pcd", rows,
+        "desc:4:F:3 x:8:F:1 y:8:F:1 z:8:F:1 rgba:4:I:1 intensity:4:F:1",
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("name", ["open3d.pcd", "organised_crlf.pcd", "counts_signed_rgba.pcd"])
+@pytest.mark.parametrize(("chunk", "block"), [(1, 64), (4, 200), (1000, 1 << 21)])
+def test_scan_chunks_stream_ascii_pcd_as_read_scan_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, chunk: int, block: int
+) -> None:
+    import warnings
+
+    import lightning_pc.data.io as io_module
+
+    path = _ascii_pcds(tmp_path)[name]
+    with warnings.catch_warnings(record=True) as whole_warned:
+        warnings.simplefilter("always")
+        whole = io_module.read_scan(path)
+    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
+    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        got, sizes, reader = _read_chunks(path, chunk)
+    assert [str(w.message) for w in warned] == [str(w.message) for w in whole_warned]
+    assert reader._kind == "pcd"  # type: ignore[attr-defined]
+    assert sizes[:-1] == [chunk] * (len(sizes) - 1) and sum(sizes) == len(whole["pos"])
+    assert set(got) == set(whole) and list(reader.keys) == list(whole)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(got["pos"], whole["pos"].astype(np.float64))
+    for key in set(whole) - {"pos"}:
+        assert got[key].dtype == whole[key].dtype == np.float32
+        np.testing.assert_array_equal(got[key], whole[key])
+    if name == "organised_crlf.pcd":
+        assert len(whole) == 2 and "dropped 8 of 45 points" in str(whole_warned[0].message)
+    if name == "counts_signed_rgba.pcd":
+        assert not (whole["rgb"] == whole["rgb"][:1]).all()
+
+
+def test_scan_chunks_ascii_pcd_errors_and_odd_files_are_read_scans(tmp_path: Path) -> None:
+    import warnings
+
+    from lightning_pc.data.io import ScanChunks, read_scan
+    from tests.data import load_fixture
+
+    real = load_fixture("real_world").write_all(tmp_path / "real_world")
+    spec = "x:4:F:1 y:4:F:1 z:4:F:1 rgb:4:U:1"
+    rows = [f"{i}.25 {i % 4} -{i}.5 {i * 40503}" for i in range(30)]
+    files = {
+        "kinect_nan.pcd": (real / "kinect_nan.pcd", "pcd"),
+        "nan_normals.pcd": (real / "nan_normals.pcd", "line 14: normal of point 2"),
+        "all_nan.pcd": (_ascii_pcd(tmp_path / "all_nan.pcd", ["nan 1 2 3"] * 4, spec),
+                        "line 12: point coordinates contain NaN"),
+        "extra.pcd": (_ascii_pcd(tmp_path / "extra.pcd", rows, spec, points=28),
+                      "line 40: header declares 28 points"),
+        # read whole: what strtol / strtod and numpy read otherwise, or Open3D skips
+        "octal.pcd": (_ascii_pcd(tmp_path / "octal.pcd", rows[:5] + ["1 2 3 0100"] + rows[6:], spec), "whole"),
+        "fraction.pcd": (_ascii_pcd(tmp_path / "fraction.pcd", rows[:7] + ["1 2 3 7.5"], spec), "whole"),
+        "exponent.pcd": (_ascii_pcd(tmp_path / "exponent.pcd", rows[:7] + ["1 2 3 1e3"], spec), "whole"),
+        "short_row.pcd": (_ascii_pcd(tmp_path / "short_row.pcd", rows[:9] + ["1 2 3"] + rows[9:], spec, 30, points=30), "line 42: header declares 30 points"),
+        "fewer.pcd": (_ascii_pcd(tmp_path / "fewer.pcd", rows, spec, points=31), "whole"),
+        "hex_float.pcd": (_ascii_pcd(tmp_path / "hex_float.pcd", ["0x1p3 1 2 5"] + rows[1:], spec), "whole"),
+    }  # fmt: skip
+    for name, (path, expect) in files.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if expect in ("pcd", "whole"):
+                reader = ScanChunks(path, chunk=3)
+                assert reader._kind == expect, name  # type: ignore[attr-defined]
+                whole = read_scan(path)
+                for key, value in whole.items():
+                    got = np.concatenate([p[key] for p in reader])
+                    np.testing.assert_array_equal(got, value.astype(got.dtype))
+                continue
+            with pytest.raises(DataFormatError, match=expect) as whole_error:
+                read_scan(path)
+            with pytest.raises(DataFormatError, match=expect) as opened:
+                ScanChunks(path)
+        assert str(opened.value) == str(whole_error.value) and name in str(opened.value)
+
+
+def test_load_scan_keeps_a_double_pcds_millimetres(tmp_path: Path) -> None:
+    from lightning_pc.data.datasets.scenes import load_scan
+
+    rec, spec, _ = _pcd_records("double", 30)
+    rec["xyz"][:, 0] += 0.001 * np.arange(30)  # millimetres apart, 500 km from the origin
+    path = _binary_pcd(tmp_path / "utm.pcd", rec, spec)
+    pos, _, origin = load_scan(path, [], chunk=7)
+    assert origin[0] >= 499_000
+    np.testing.assert_allclose(pos + origin, rec["xyz"], rtol=0, atol=1e-5)
