@@ -40,7 +40,7 @@ def _quote_line(text: str, line: int) -> str:
     lines = text.splitlines()
     if not 0 <= line < len(lines):
         return ""
-    return f"  {line + 1} | {lines[line].rstrip().replace(chr(9), '⇥   ')}"
+    return f"  {line + 1} | {lines[line].rstrip(' ').replace(chr(9), '⇥   ')}"
 
 
 def _yaml_syntax_message(path: str, text: str, error: yaml.MarkedYAMLError) -> str:
@@ -48,7 +48,7 @@ def _yaml_syntax_message(path: str, text: str, error: yaml.MarkedYAMLError) -> s
     problem = error.problem or "not valid YAML"
     mark = error.problem_mark
     context, context_mark = error.context or "", error.context_mark
-    if "'\\t'" in problem and mark is not None:
+    if ("'\\t'" in problem or _at_tab(text, mark)) and mark is not None:
         where, what = mark.line, "a tab character; YAML indents with spaces only"
     elif context.startswith(("while parsing a flow sequence", "while parsing a flow mapping"))\
             and context_mark is not None:
@@ -74,26 +74,112 @@ def _yaml_syntax_message(path: str, text: str, error: yaml.MarkedYAMLError) -> s
 
 def _duplicate_key(node: Node) -> tuple[str, int, int] | None:
     """The first key written twice in one mapping of ``node``: (key, first line, second line),
-    1-based; YAML loaders keep the last value silently. ``<<`` merge keys are not counted."""
+    1-based; YAML loaders keep the last value silently. ``<<`` merge keys are not counted,
+    nor keys of different types (``1:`` is an int, ``"1":`` a string). An alias to a node
+    already seen (``x: &a [*a]`` holds itself) is not walked again."""
     stack: list[Node] = [node]
+    visited: set[int] = set()
     while stack:
         current = stack.pop(0)
+        if id(current) in visited:
+            continue
+        visited.add(id(current))
         if isinstance(current, MappingNode):
-            seen: dict[str, int] = {}
+            seen: dict[tuple[str, str], int] = {}
             for key_node, value_node in current.value:
                 if isinstance(key_node, ScalarNode) and key_node.value != "<<":
                     line = key_node.start_mark.line + 1
-                    if key_node.value in seen:
-                        return key_node.value, seen[key_node.value], line
-                    seen[key_node.value] = line
+                    identity = (key_node.tag, key_node.value)
+                    if identity in seen:
+                        return key_node.value, seen[identity], line
+                    seen[identity] = line
                 stack.append(value_node)
         elif isinstance(current, SequenceNode):
             stack.extend(current.value)
     return None
 
 
+def _holding_itself(node: Node) -> Node | None:
+    """A list or mapping of ``node`` that holds itself through an alias (``x: &a [*a]``),
+    which no config can be read from (jsonargparse recurses forever), or ``None``."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        current, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(current))
+            done.add(id(current))
+            continue
+        if id(current) in on_path:
+            return current
+        if id(current) in done:
+            continue
+        if isinstance(current, MappingNode):
+            children = [child for pair in current.value for child in pair]
+        elif isinstance(current, SequenceNode):
+            children = list(current.value)
+        else:
+            continue
+        on_path.add(id(current))
+        stack.append((current, True))
+        stack.extend((child, False) for child in reversed(children))
+    return None
+
+
+def _loader() -> Any:
+    """The YAML loader jsonargparse reads config files with (libyaml's ``CSafeLoader`` when
+    PyYAML has it, with jsonargparse's own float and timestamp rules), so that a file is
+    refused here only when jsonargparse would refuse it too."""
+    try:
+        from jsonargparse._loaders_dumpers import get_yaml_default_loader
+    except ImportError:  # jsonargparse moved it: the same base it uses
+        return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return get_yaml_default_loader()
+
+
+def _at_tab(text: str, mark: Any) -> bool:
+    """Whether ``mark`` (a YAML error's position) is on a tab character of ``text``."""
+    lines = text.splitlines()
+    if mark is None or not 0 <= mark.line < len(lines):
+        return False
+    return lines[mark.line][mark.column:mark.column + 1] == "\t"
+
+
+def _python_reader_error(
+    text: str, error: yaml.MarkedYAMLError
+) -> yaml.MarkedYAMLError | None:
+    """The pure-Python reader's error for ``text``, which libyaml refused with ``error``:
+    it says more about the same mistake (the '[' that is not closed, the indenting tab).
+    That reader also refuses tabs libyaml takes (after a value, in brackets); such a tab,
+    where libyaml's error is not, is read as the space it stands for, and the file read
+    again. ``None`` when it finds nothing."""
+    for _ in range(100):
+        try:
+            yaml.compose(text, Loader=yaml.SafeLoader)  # noqa: S506 - composes nodes only
+        except yaml.MarkedYAMLError as plain:
+            mark = plain.problem_mark
+            if "'\\t'" not in (plain.problem or "") or mark is None:
+                return plain
+            if error.problem_mark is not None and (mark.line, mark.column) == (
+                error.problem_mark.line, error.problem_mark.column
+            ):
+                return plain
+            if not _at_tab(text, mark):
+                return None
+            lines = text.split("\n")
+            row = lines[mark.line]
+            lines[mark.line] = row[: mark.column] + " " + row[mark.column + 1:]
+            text = "\n".join(lines)
+        except yaml.YAMLError:
+            return None
+        else:
+            return None
+    return None
+
+
 def _compose(text: str) -> Node | None:
-    return yaml.compose(text, Loader=yaml.SafeLoader)  # noqa: S506 - composes nodes only
+    return yaml.compose(text, Loader=_loader())  # noqa: S506 - composes nodes only
 
 
 def config_file_problem(value: str) -> str | None:
@@ -107,7 +193,7 @@ def config_file_problem(value: str) -> str | None:
     """
     if not os.path.exists(value):
         try:
-            inline = yaml.safe_load(value)
+            inline = yaml.load(value, Loader=_loader())  # noqa: S506 - a safe loader
         except yaml.YAMLError:
             inline = None
         if isinstance(inline, dict):
@@ -125,11 +211,19 @@ def config_file_problem(value: str) -> str | None:
     try:
         node = _compose(text)
     except yaml.MarkedYAMLError as error:
-        return _yaml_syntax_message(value, text, error)
+        return _yaml_syntax_message(value, text, _python_reader_error(text, error) or error)
     except yaml.YAMLError as error:
         return f"{value}: not valid YAML: {error}"
     if node is None:
         return None
+    looped = _holding_itself(node)
+    if looped is not None:
+        line = looped.start_mark.line
+        kind = "list" if isinstance(looped, SequenceNode) else "mapping"
+        return "\n".join(part for part in [
+            f"{value}, line {line + 1}: this {kind} holds itself through an alias (an '*name' "
+            "inside the '&name' it refers to); a config cannot be read from it",
+            _quote_line(text, line)] if part)
     duplicate = _duplicate_key(node)
     if duplicate is not None:
         key, first, second = duplicate
@@ -155,49 +249,58 @@ def _missing_file_message(value: str) -> str:
     return message
 
 
-def find_key(path: str, key: str) -> tuple[int, str | None] | None:
-    """The 1-based line where the dotted ``key`` (``trainer.max_epochs``,
-    ``model.init_args.lr``) is written in the YAML file ``path``, and its value when that is
-    a scalar (``None`` for a list or mapping); ``None`` when the file does not set it.
+def find_key(path: str, key: str) -> list[tuple[int, str | None]]:
+    """Each place where the dotted ``key`` (``trainer.max_epochs``, ``model.init_args.lr``)
+    is written in the YAML file ``path``: its 1-based line and its value when that is a
+    scalar (``None`` for a list or mapping), in file order; ``[]`` when the file does not set it.
 
     ``init_args`` may be left out in a file (``model: {lr: ...}``) and is skipped when the
-    file has no such level; in a list each item is searched (``trainer.callbacks.every_n_epochs``)
-    unless the part is an index (``trainer.callbacks.0``).
+    file has no such level; in a list each item is searched (``trainer.callbacks.every_n_epochs``
+    can be in several items) unless the part is an index (``trainer.callbacks.0``).
     """
     try:
         with open(path, encoding="utf-8") as file:
             node = _compose(file.read())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    found = _find_in_node(node, [p for p in key.split(".") if p])
-    if found is None:
-        return None
-    key_node, value_node = found
-    value = value_node.value if isinstance(value_node, ScalarNode) else None
-    return key_node.start_mark.line + 1, value
+        return []
+    found: list[tuple[Node, Node]] = []
+    _find_in_node(node, [p for p in key.split(".") if p], found, set())
+    return [(k.start_mark.line + 1, v.value if isinstance(v, ScalarNode) else None)
+            for k, v in found]
 
 
-def _find_in_node(node: Node | None, parts: list[str]) -> tuple[Node, Node] | None:
-    if not parts:
-        return None
+def _find_in_node(
+    node: Node | None, parts: list[str], found: list[tuple[Node, Node]], walking: set[int]
+) -> None:
+    """Append to ``found`` the (key, value) nodes of ``parts`` under ``node``; ``walking``
+    holds the lists being searched, so that a list holding itself (an alias) ends."""
+    if not parts or node is None:
+        return
     part, rest = parts[0], parts[1:]
     if isinstance(node, SequenceNode):
+        if id(node) in walking:
+            return
         if part.isdigit():
             index = int(part)
-            return _find_in_node(node.value[index], rest) if index < len(node.value) else None
+            if index < len(node.value):
+                _find_in_node(node.value[index], rest, found, walking)
+            return
+        walking.add(id(node))
         for item in node.value:
-            found = _find_in_node(item, parts)
-            if found is not None:
-                return found
-        return None
+            _find_in_node(item, parts, found, walking)
+        walking.discard(id(node))
+        return
     if not isinstance(node, MappingNode):
-        return None
+        return
     for key_node, value_node in node.value:
         if isinstance(key_node, ScalarNode) and key_node.value == part:
-            return (key_node, value_node) if not rest else _find_in_node(value_node, rest)
+            if rest:
+                _find_in_node(value_node, rest, found, walking)
+            else:
+                found.append((key_node, value_node))
+            return
     if part == "init_args":
-        return _find_in_node(node, rest)
-    return None
+        _find_in_node(node, rest, found, walking)
 
 
 # --- jsonargparse's parse errors ----------------------------------------------------------------
@@ -209,7 +312,9 @@ class ParseProblem:
 
     Attributes:
         kind: ``"unknown"`` (a key no class or group accepts), ``"type"`` (a value of the
-            wrong type) or ``"unrecognized"`` (command-line words no option takes).
+            wrong type), ``"unrecognized"`` (command-line words no option takes) or
+            ``"before_subcommand"`` (an option of the subcommand given before it; ``given``
+            is then the subcommand).
         key: the dotted config key (``trainer.max_epochs``, ``model.init_args.lr``); for
             ``"unrecognized"`` the words themselves.
         class_path: the class whose arguments ``key`` belongs to, when there is one.
@@ -230,9 +335,11 @@ class ParseProblem:
     owner_key: str = ""
 
 
-_PARSER_KEY = re.compile(r'Parser key "([^"]+)":\s*(.*)$')
+_PARSER_KEY = re.compile(r'(?:- )?Parser key "([^"]+)":\s*(.*)$')
 _CLASS_BRANCH = re.compile(r"- Problem with given class_path '([^']+)':")
 _NOT_ACCEPTED = re.compile(r"Option '([^']+)' is not accepted")
+_BEFORE_SUBCOMMAND = re.compile(r"Option '([^']+)' is not accepted before subcommand '([^']+)'")
+_NESTED_ARG = re.compile(r"NestedArg\(key='([^']*)', val='(.*)'\)")
 _GROUP = re.compile(r"Group '([^']+)' does not accept option '([^']+)'")
 _SUBCOMMAND = re.compile(r"Subcommand '[^']+' does not accept option '([^']+)'")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)$")
@@ -257,7 +364,11 @@ def read_parse_error(text: str) -> ParseProblem | None:
         line = raw.strip()
         match = _PARSER_KEY.match(line)
         if match:
-            parts.append(match.group(1))
+            nested, joined = match.group(1), ".".join(parts)
+            if joined and nested.startswith(joined + "."):  # a group's config file: full key
+                parts = [nested]
+            else:
+                parts.append(nested)
             subtypes = None
             line = match.group(2).strip()
             if not line:
@@ -269,6 +380,9 @@ def read_parse_error(text: str) -> ParseProblem | None:
             parts.append("init_args")
             class_path, subtypes = match.group(1), None
             continue
+        match = _BEFORE_SUBCOMMAND.search(line)
+        if match:
+            return ParseProblem("before_subcommand", match.group(1), given=match.group(2))
         match = _NOT_ACCEPTED.search(line)
         if match:
             owner = ".".join(parts)
@@ -354,31 +468,89 @@ def _plain_key(key: str) -> str:
 
 @dataclass
 class _Source:
-    """Where the value of a key came from: a config file line or a command-line option."""
+    """Where the value of a key came from: a config file line, a command-line option or an
+    environment variable."""
 
     path: str | None = None
     line: int = 0
     option: str = ""
     value: str = ""
+    env: str = ""
 
 
-def find_source(argv: Sequence[str], key: str, given: str | None = None) -> _Source | None:
-    """The place in ``argv`` that set ``key``: an override (``--trainer.max_epochs``, also a
-    parent such as ``--model '{...}'``) or a line of a ``--config`` file.
+def _same_value(text: str | None, given: str | None) -> bool:
+    """Whether ``text`` (as written in a file or on the command line) is the value ``given``
+    (as jsonargparse printed it: ``True`` for ``true``); a list or mapping (``None``) may be."""
+    if text is None or given is None or text == given:
+        return True
+    try:
+        return str(yaml.load(text, Loader=_loader())) == given  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return False
+
+
+def _key_below(key: str, option: str) -> str | None:
+    """The part of ``key`` below the option ``option`` (``trainer.max_epochs`` below
+    ``trainer`` is ``max_epochs``; ``init_args`` levels skipped), ``None`` if not below it."""
+    parts, wanted = key.split("."), option.split(".")
+    i = 0
+    for name in wanted:
+        while i < len(parts) and parts[i] == "init_args" and name != "init_args":
+            i += 1
+        if i >= len(parts) or parts[i] != name:
+            return None
+        i += 1
+    rest = ".".join(parts[i:])
+    return rest or None
+
+
+def _file_candidate(
+    path: str, keys: Sequence[str], given: str | None
+) -> tuple[_Source, bool] | None:
+    """The line of the first of ``keys`` that file ``path`` sets, and whether its value is
+    ``given``; in a list the first item that holds ``given`` (jsonargparse stops there)."""
+    if not os.path.isfile(path):
+        return None
+    for key in keys:
+        found = find_key(path, key)
+        if not found:
+            continue
+        agreeing = [line for line, scalar in found if _same_value(scalar, given)]
+        if agreeing:
+            return _Source(path=path, line=agreeing[0]), True
+        return _Source(path=path, line=found[0][0]), False
+    return None
+
+
+def find_source(
+    argv: Sequence[str], key: str, given: str | None = None, subcommand: str | None = None
+) -> _Source | None:
+    """The place that set ``key``: an override (``--trainer.max_epochs``, also a parent such
+    as ``--model '{...}'`` or a group's file ``--trainer trainer.yaml``), a line of a
+    ``--config`` file (one before ``subcommand`` nests its keys under ``fit:``) or, for a
+    refused value, an environment variable.
 
     The last one wins, as in parsing; but jsonargparse checks each value as it reads it, so
     when ``given`` (the value it refused) is known, the last place that holds that value is
-    preferred (``--trainer.max_epochs ten --config c.yaml`` fails on ``ten`` although the
-    file sets the key later).
+    the one named (``--trainer.max_epochs ten --config c.yaml`` fails on ``ten`` although the
+    file sets the key later), and none at all when no place holds it: an innocent line is
+    never blamed.
     """
     plain = _plain_key(key)
     candidates: list[tuple[int, _Source, bool]] = []
     for position, name, value in _overrides(argv):
         option = _plain_key(name)
         if option == plain:
-            candidates.append((position, _Source(option=name, value=value), value == given))
+            candidates.append((position, _Source(option=name, value=value),
+                               _same_value(value, given)))
         elif plain.startswith(option + "."):
-            candidates.append((position, _Source(option=name, value=value), True))
+            below = _key_below(key, name)
+            in_file = _file_candidate(value, [below], given) if below else None
+            if in_file is not None:  # --trainer trainer.yaml: the line in that file
+                candidates.append((position, *in_file))
+            elif not os.path.isfile(value):
+                candidates.append((position, _Source(option=name, value=value), True))
+    split = list(argv).index(subcommand) if subcommand and subcommand in argv else len(argv)
     for position, token in enumerate(argv):
         if token in _CONFIG_FLAGS and position + 1 < len(argv):
             position, path = position + 1, argv[position + 1]
@@ -386,15 +558,25 @@ def find_source(argv: Sequence[str], key: str, given: str | None = None) -> _Sou
             path = token.split("=", 1)[1]
         else:
             continue
-        found = find_key(path, key) if os.path.isfile(path) else None
-        if found is not None:
-            line, scalar = found
-            candidates.append((position, _Source(path=path, line=line), scalar in (None, given)))
-    if not candidates:
-        return None
-    candidates.sort(key=lambda c: c[0])
-    agreeing = [c for c in candidates if c[2]] if given is not None else []
-    return (agreeing or candidates)[-1][1]
+        keys = [f"{subcommand}.{key}", key] if subcommand and position < split else [key]
+        in_file = _file_candidate(path, keys, given)
+        if in_file is not None:
+            candidates.append((position, *in_file))
+    if given is None:
+        return max(candidates, key=lambda c: c[0])[1] if candidates else None
+    agreeing = sorted((c for c in candidates if c[2]), key=lambda c: c[0])
+    if agreeing:
+        return agreeing[-1][1]
+    return _env_source(key, given)
+
+
+def _env_source(key: str, given: str) -> _Source | None:
+    """An environment variable (``PL_FIT__TRAINER__MAX_EPOCHS``) holding ``given`` for ``key``."""
+    endings = {"__" + k.upper().replace(".", "__") for k in (key, _plain_key(key))}
+    for name, value in os.environ.items():
+        if any(name.upper().endswith(e) for e in endings) and _same_value(value, given):
+            return _Source(env=name, value=value)
+    return None
 
 
 def accepted_names(problem: ParseProblem, parser: Any) -> tuple[str, list[str]]:
@@ -442,7 +624,7 @@ def _suggestion(leaf: str, names: list[str]) -> str:
 def _yaml_value_problem(value: str) -> str | None:
     """Why a command-line value is not valid YAML, in a few words (``None`` if it is)."""
     try:
-        yaml.safe_load(value)
+        yaml.load(value, Loader=_loader())  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as error:
         context = error.context or ""
         for opening, closing in ("[]", "{}"):
@@ -482,16 +664,28 @@ def parse_error_message(
         hint = f"\n({before[0]} goes after the subcommand: {command} {before[0]} ...)" if before else ""
         return _trimmed(text) + hint
     lines: list[str] = []
+    nested = _NESTED_ARG.fullmatch(problem.given) if problem.kind == "type" else None
+    if problem.kind == "before_subcommand":
+        return _before_subcommand_message(problem, argv, command)
+    if nested is not None:  # --model.lr 0.01 read before any class of 'model' was chosen
+        name, value = nested.groups()
+        wanted = _plain_key(f"{problem.key}.{name}")
+        option = next((n for _, n, _ in _overrides(argv) if _plain_key(n) == wanted), wanted)
+        return (f"--{option} {_short(shlex.quote(value))}: given before {problem.key}'s class is "
+                f"chosen; put it after the --config (or --{problem.key} CLASS) that sets "
+                f"{problem.key}'s class_path")
     if problem.kind == "unknown":
         owner, names = accepted_names(problem, parser)
         leaf = problem.key[len(problem.owner_key) + 1:] if problem.owner_key else problem.key
         if names and leaf.split(".")[0] not in names:  # 'optimizer_kwargs.lr': the first part
             leaf = leaf.split(".")[0]
             problem.key = f"{problem.owner_key}.{leaf}" if problem.owner_key else leaf
-        source = find_source(argv, problem.key)
+        source = find_source(argv, problem.key, subcommand=subcommand)
         what = f"{owner or 'the config'} has no option '{leaf}'" + _suggestion(leaf, names)
         head = problem.key.split(".init_args", 1)[0]
-        see = (f"{command} --{head}.help {owner} lists its options" if problem.class_path
+        # the whole class path: two classes may share the name (Lightning's ModelCheckpoint)
+        see = (f"{command} --{head}.help {problem.class_path} lists its options"
+               if problem.class_path
                else f"{command} --help lists the options")
         if source is not None and source.path is not None:
             lines = [f"{source.path}, line {source.line}: {what}", _quote_file_line(source)]
@@ -501,13 +695,16 @@ def parse_error_message(
             lines = [f"{problem.key}: {what}"]
         lines.append(f"({see})")
     else:
-        source = find_source(argv, problem.key, problem.given)
+        source = find_source(argv, problem.key, problem.given, subcommand)
         if problem.detail:
             problem.expected = f"{problem.expected or 'another value'} ({problem.detail})"
         expects = f"{problem.key} expects {problem.expected or 'another value'}"
         if source is not None and source.path is not None:
             lines = [f"{source.path}, line {source.line}: {expects}, got {_short(problem.given)!r}",
                      _quote_file_line(source)]
+        elif source is not None and source.env:
+            lines = [f"environment variable {source.env}={_short(shlex.quote(source.value))}: "
+                     f"{expects}, got {_short(problem.given)!r}"]
         elif source is not None:
             given = f"--{source.option} {_short(shlex.quote(source.value))}"
             if _plain_key(source.option) == _plain_key(problem.key):  # no need to repeat it
@@ -520,6 +717,23 @@ def parse_error_message(
         else:
             lines = [f"{expects}, got {_short(problem.given)!r}"]
     return "\n".join(line for line in lines if line)
+
+
+def _before_subcommand_message(problem: ParseProblem, argv: Sequence[str], command: str) -> str:
+    """An option of the subcommand (``trainer...``) given before it, where only the top-level
+    parser (``--config`` with ``fit:`` at the top) reads it."""
+    subcommand = problem.given
+    source = find_source(argv, problem.key)
+    if source is not None and source.path is not None:
+        return "\n".join(line for line in [
+            f"{source.path}, line {source.line}: '{problem.key}' is an option of '{subcommand}'; "
+            f"a config file without '{subcommand}:' at its top goes after the subcommand "
+            f"({command} --config {source.path})", _quote_file_line(source)] if line)
+    if source is not None and source.option:
+        return (f"--{source.option}: an option of '{subcommand}'; it goes after the subcommand "
+                f"({command} --{source.option} ...)")
+    return (f"'{problem.key}' is an option of '{subcommand}'; give it (or the --config that sets "
+            f"it) after the subcommand: {command} ...")
 
 
 def _quote_file_line(source: _Source) -> str:

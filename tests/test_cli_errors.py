@@ -315,3 +315,172 @@ def test_parse_error_traceback_on_request(monkeypatch: pytest.MonkeyPatch, tmp_p
         main(["fit", "--config", QUICKSTART, "--trainer.max_epochs", "ten"])
     assert isinstance(info.value.__cause__, ArgumentError)  # jsonargparse's whole report
     assert "Union subtypes" in str(info.value.__cause__)
+
+
+# --- what the review of the short errors found --------------------------------------------------
+
+
+def _run_error(
+    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> list[str]:
+    """stderr of ``lightning-pc ARGS`` (no subcommand added), a short error as in _parse_error."""
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, err
+    assert err[0].startswith("error: ") and len(err) <= 4, err
+    assert not any("Traceback" in line or "Union subtypes" in line for line in err), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("comment.yaml", "trainer:\n  max_epochs: 2\t# two epochs\n"),
+        ("trailing.yaml", "trainer:\n  max_epochs: 2\t\n"),
+        ("after-colon.yaml", "trainer:\n  max_epochs:\t2\n"),
+        ("in-brackets.yaml", "trainer:\n  max_epochs: 2\n  plugins: [\t]\n"),
+        ("indented.json", '{\n\t"trainer": {\n\t\t"max_epochs": 2\n\t}\n}\n'),
+    ],
+)
+def test_config_with_a_tab_that_jsonargparse_reads_is_accepted(
+    name: str, text: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Files are checked with the loader jsonargparse reads them with (libyaml's), which takes
+    a tab outside the indentation; the pure-Python one refused them all ("a tab character")."""
+    path = tmp_path / name
+    path.write_text(text)
+    monkeypatch.delenv(TRACEBACK_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", QUICKSTART, "--config", str(path), "--print_config"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0, captured.err
+    assert "  max_epochs: 2\n" in captured.out
+
+
+def test_quoted_line_keeps_a_trailing_tab() -> None:
+    from lightning_pc.cli_config import _quote_line
+
+    assert _quote_line("a: 1\t\nb: 2  \n", 0) == "  1 | a: 1⇥   "
+    assert _quote_line("a: 1\t\nb: 2  \n", 1) == "  2 | b: 2"
+
+
+def test_bad_value_from_elsewhere_is_not_blamed_on_a_config_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from lightning_pc.cli_config import find_source
+
+    # the value was set where no argument shows it: no file, no line (quickstart says 12)
+    assert find_source(["fit", "--config", QUICKSTART], "trainer.max_epochs", "ten") is None
+    monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")
+    monkeypatch.setenv("PL_FIT__TRAINER__MAX_EPOCHS", "ten")
+    err = _parse_error(["--config", QUICKSTART], capsys, monkeypatch, tmp_path)
+    assert err[0] == ("error: environment variable PL_FIT__TRAINER__MAX_EPOCHS=ten: "
+                      "trainer.max_epochs expects int or null, got 'ten'"), err
+
+
+def test_bad_value_in_top_level_or_group_config_names_that_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    top = tmp_path / "top_bad.yaml"
+    top.write_text("fit:\n  trainer:\n    max_epochs: two\n")
+    err = _run_error(["--config", str(top), "fit", "--config", QUICKSTART, "--print_config"],
+                     capsys, monkeypatch, tmp_path)
+    assert err[0] == f"error: {top}, line 3: trainer.max_epochs expects int or null, got 'two'", err
+    assert err[1] == "  3 |     max_epochs: two", err
+    group = tmp_path / "trainer_bad.yaml"
+    group.write_text("max_epochs: ten\n")
+    err = _parse_error(["--config", QUICKSTART, "--trainer", str(group)], capsys, monkeypatch,
+                       tmp_path)
+    assert err[0] == (f"error: {group}, line 1: trainer.max_epochs expects int or null, "
+                      "got 'ten'"), err
+
+
+def test_config_before_the_subcommand_says_it_goes_after(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    err = _run_error(["--config", QUICKSTART, "fit"], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(f"error: {QUICKSTART}, line 15: 'trainer.logger.init_args.save_dir' "
+                             "is an option of 'fit'"), err
+    assert f"(lightning-pc fit --config {QUICKSTART})" in err[0], err
+    assert "has no option" not in err[0], err
+
+
+def test_class_argument_before_the_config_that_sets_the_class(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    err = _parse_error(["--model.lr", "0.01", "--config", QUICKSTART], capsys, monkeypatch,
+                       tmp_path)
+    assert err[0] == ("error: --model.lr 0.01: given before model's class is chosen; put it after "
+                      "the --config (or --model CLASS) that sets model's class_path"), err
+
+
+def test_bad_value_in_second_list_item_names_that_item(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "two_checkpoints.yaml"
+    path.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: lightning_pc.callbacks.ModelCheckpoint\n"
+        "      init_args:\n        monitor: val/acc\n        save_top_k: 2\n"
+        "    - class_path: lightning_pc.callbacks.ModelCheckpoint\n"
+        "      init_args:\n        monitor: val/loss\n        save_top_k: many\n"
+    )
+    err = _parse_error(["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch,
+                       tmp_path)
+    assert err[0].startswith(f"error: {path}, line 10: "), err
+    assert err[1] == "  10 |         save_top_k: many", err
+
+
+@pytest.mark.timeout(60)
+def test_recursive_alias_is_an_error_not_a_hang(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "rec.yaml"
+    path.write_text("x: &a\n  - *a\n")
+    err = _parse_error(["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch,
+                       tmp_path)
+    assert err[0].startswith(f"error: {path}, line 1: this list holds itself through an alias"), err
+
+
+def test_keys_of_different_types_are_not_duplicates(tmp_path: Path) -> None:
+    from lightning_pc.cli_config import config_file_problem
+
+    path = tmp_path / "keys.yaml"
+    path.write_text('model_kwargs:\n  1: a\n  "1": b\n')
+    assert config_file_problem(str(path)) is None
+    path.write_text("model_kwargs:\n  \"1\": a\n  '1': b\n")
+    assert "key '1' is already set at line 2" in str(config_file_problem(str(path)))
+
+
+def test_unknown_key_hint_names_the_whole_class_path(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: lightning_pc.callbacks.ModelCheckpoint\n"
+        "      init_args:\n        monitor: val/loss\n        mdoe: min\n"
+    )
+    err = _parse_error(["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch,
+                       tmp_path)
+    hint = "lightning-pc fit --trainer.callbacks.help lightning_pc.callbacks.ModelCheckpoint"
+    assert err[2] == f"({hint} lists its options)", err
+    assert "--trainer.callbacks.mode" in _help(hint.split()[1:], capsys)  # the hint itself works
+
+
+def test_broken_file_is_not_blamed_on_a_tab_jsonargparse_reads(tmp_path: Path) -> None:
+    from lightning_pc.cli_config import config_file_problem
+
+    path = tmp_path / "open.yaml"
+    path.write_text("trainer:\n  devices: [1,\t2\n  max_epochs: 3\n")  # the '[' is the mistake
+    problem = str(config_file_problem(str(path)))
+    assert problem.startswith(f"{path}, line 2: the '[' opened here (column 12) is not closed"), problem
+    path.write_text("trainer:\n  max_epochs: 3\t# three\n\tdevices: 1\n")  # the indenting tab is
+    problem = str(config_file_problem(str(path)))
+    assert problem.startswith(f"{path}, line 3: a tab character"), problem
