@@ -464,15 +464,10 @@ def test_values_beyond_float32_are_refused_naming_the_line(tmp_path: Path, name:
         list(ScanChunks(path, chunk=1))
 
 
-def _binary_pcd(
-    path: Path, records: np.ndarray, fields: str, width: int | None = None, tail: bytes = b""
-) -> Path:
-    """Write ``records`` as a binary PCD file, header as PCL writes it; ``fields`` lists
-    ``name:SIZE:TYPE:COUNT`` (a ``_`` name: PCL's padding)."""
-    spec = [f.split(":") for f in fields.split()]
-    n = len(records)
-    width = width or n
-    header = [
+def _pcd_header(spec: list[list[str]], rows: int, width: int, points: int, data: str) -> list[str]:
+    """The header lines of a PCD file as PCL writes them; ``spec`` holds each field's
+    ``[name, SIZE, TYPE, COUNT]``."""
+    return [
         "# .PCD v0.7 - Point Cloud Data file format",
         "VERSION 0.7",
         "FIELDS " + " ".join(s[0] for s in spec),
@@ -480,11 +475,21 @@ def _binary_pcd(
         "TYPE " + " ".join(s[2] for s in spec),
         "COUNT " + " ".join(s[3] for s in spec),
         f"WIDTH {width}",
-        f"HEIGHT {n // width}",
+        f"HEIGHT {rows // width}",
         "VIEWPOINT 0 0 0 1 0 0 0",
-        f"POINTS {n}",
-        "DATA binary",
+        f"POINTS {points}",
+        f"DATA {data}",
     ]
+
+
+def _binary_pcd(
+    path: Path, records: np.ndarray, fields: str, width: int | None = None, tail: bytes = b""
+) -> Path:
+    """Write ``records`` as a binary PCD file, header as PCL writes it; ``fields`` lists
+    ``name:SIZE:TYPE:COUNT`` (a ``_`` name: PCL's padding)."""
+    spec = [f.split(":") for f in fields.split()]
+    n = len(records)
+    header = _pcd_header(spec, n, width or n, n, "binary")
     assert records.dtype.itemsize == sum(int(s[1]) * int(s[3]) for s in spec)
     path.write_bytes(("\n".join(header) + "\n").encode() + records.tobytes() + tail)
     return path
@@ -710,20 +715,8 @@ def _ascii_pcd(path: Path, rows: list[str], fields: str, width: int | None = Non
                eol: str = "\n", points: int | None = None) -> Path:  # fmt: skip
     """An ASCII PCD file as PCL writes it; ``fields`` as for :func:`_binary_pcd`."""
     spec = [f.split(":") for f in fields.split()]
-    width = width or len(rows)
-    header = [
-        "# .PCD v0.7 - Point Cloud Data file format",
-        "VERSION 0.7",
-        "FIELDS " + " ".join(s[0] for s in spec),
-        "SIZE " + " ".join(s[1] for s in spec),
-        "TYPE " + " ".join(s[2] for s in spec),
-        "COUNT " + " ".join(s[3] for s in spec),
-        f"WIDTH {width}",
-        f"HEIGHT {len(rows) // width}",
-        "VIEWPOINT 0 0 0 1 0 0 0",
-        f"POINTS {points or len(rows)}",
-        "DATA ascii",
-    ]
+    n = len(rows)
+    header = _pcd_header(spec, n, width or n, points or n, "ascii")
     path.write_bytes(eol.join(header + rows).encode() + eol.encode())
     return path
 

@@ -243,10 +243,22 @@ def test_compiled_sparse_training_step_matches_eager(name, clouds):
     assert torch.allclose(stats0, stats1, atol=1e-6)
 
 
-def test_exported_sparse_network_still_checks_coordinates():
-    """The coordinate range check runs inside the voxelisation op: an exported program
-    raises the eager ``ValueError`` for a cloud too large for the 16-bit keys."""
-    model = TensorsIn(tiny("sparse_unet")).eval()
+@pytest.mark.parametrize(
+    ("name", "row", "value", "message"),
+    [
+        # the coordinate range check runs inside the voxelisation op: a cloud too large for
+        # the 16-bit keys (400000 voxels of 0.25 from the origin)
+        ("sparse_unet", 5, [1e5, 0.0, 0.0], "16 bits"),
+        # PTv3's finite-coordinate check runs inside a custom op: a NaN coordinate
+        ("ptv3", 5, [0.0, float("nan"), 0.0], "NaN or infinite"),
+    ],
+)
+def test_exported_network_still_checks_coordinates(
+    name: str, row: int, value: list[float], message: str
+) -> None:
+    """An exported program raises the eager ``ValueError`` for coordinates the network
+    refuses."""
+    model = TensorsIn(tiny(name)).eval()
     points = torch.export.Dim("points", min=4)
     dynamic: dict[str, Any] = {
         "pos": {0: points},
@@ -257,27 +269,7 @@ def test_exported_sparse_network_still_checks_coordinates():
     program = torch.export.export(model, args_of([40, 33], seed=2), dynamic_shapes=dynamic)
     pos, batch, ptr, x = args_of([40, 33], seed=3)
     pos = pos.clone()
-    pos[5] = torch.tensor([1e5, 0.0, 0.0])  # 400000 voxels of 0.25 from the origin
+    pos[row] = torch.tensor(value)
     for run in (model, program.module()):
-        with pytest.raises(ValueError, match="16 bits"):
-            run(pos, batch, ptr, x)
-
-
-def test_exported_ptv3_still_checks_coordinates():
-    """PTv3's finite-coordinate check runs inside a custom op: an exported program raises
-    the eager ``ValueError`` for a NaN coordinate."""
-    model = TensorsIn(tiny("ptv3")).eval()
-    points = torch.export.Dim("points", min=4)
-    dynamic: dict[str, Any] = {
-        "pos": {0: points},
-        "batch": {0: points},
-        "ptr": None,
-        "x": {0: points},
-    }
-    program = torch.export.export(model, args_of([40, 33], seed=2), dynamic_shapes=dynamic)
-    pos, batch, ptr, x = args_of([40, 33], seed=3)
-    pos = pos.clone()
-    pos[5, 1] = float("nan")
-    for run in (model, program.module()):
-        with pytest.raises(ValueError, match="NaN or infinite"):
+        with pytest.raises(ValueError, match=message):
             run(pos, batch, ptr, x)
