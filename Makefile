@@ -38,9 +38,20 @@ $(VENV)/.torch: $(VENV)/.created
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)"
 	touch $@
 
+# torch-cluster is one C++ extension per source file, and setuptools builds extensions one
+# after another on one core. `build_ext --parallel` (set through DIST_EXTRA_CONFIG, which
+# setuptools reads as an extra setup.cfg, since pip passes no build_ext options) builds them
+# side by side, one per core; ninja (torch's extension builder uses it when it is installed)
+# and MAX_JOBS parallelise inside each extension.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+MAX_JOBS ?= $(NPROC)
 $(VENV)/.torch_cluster: $(VENV)/.torch
-	@echo ">> torch-cluster (compiles from source the first time, ~9 min on 2 cores; pip caches the wheel)"
-	$(PY) -c "import torch_cluster" 2>/dev/null || $(PIP) install --no-build-isolation "$(TORCH_CLUSTER)"
+	@echo ">> torch-cluster (compiles from source the first time, $(MAX_JOBS) extensions at a time; pip caches the wheel)"
+	$(PY) -c "import torch_cluster" 2>/dev/null || { \
+	  $(PIP) install ninja && \
+	  printf '[build_ext]\nparallel = %s\n' $(MAX_JOBS) > $(VENV)/build_ext.cfg && \
+	  PATH="$(abspath $(VENV))/bin:$$PATH" DIST_EXTRA_CONFIG="$(abspath $(VENV))/build_ext.cfg" \
+	  MAX_JOBS=$(MAX_JOBS) $(PIP) install --no-build-isolation "$(TORCH_CLUSTER)"; }
 	touch $@
 
 $(VENV)/.package: $(VENV)/.torch_cluster pyproject.toml
