@@ -65,7 +65,12 @@ torch.save(dict(train=train, eval=evaluation, init=init, final=final, params=par
 
 def run(tree: Path, name: str, kwargs: dict[str, Any], out: Path, load: Path | None = None) -> Any:
     """The worker's results for ``name`` built from the package in ``tree``."""
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    # ``tree`` first; the rest of the caller's path (side packages) after it, without this
+    # checkout, whose package must not shadow the other's
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    rest = [p for p in rest if Path(p).resolve() != ROOT]
+    path = os.pathsep.join([str(tree), *rest])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     extra = [] if load is None else [str(load)]
     subprocess.run(
         [sys.executable, "-c", WORKER, name, json.dumps(kwargs), str(out), *extra],
