@@ -120,7 +120,10 @@ def state_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> str:
     """Worst :func:`diff` over the entries of two state dicts with the same keys."""
     worst, where = 0.0, ""
     for k, v in a.items():
-        d = diff(v.double() if v.is_floating_point() else v, b[k].double() if b[k].is_floating_point() else b[k])
+        d = diff(
+            v.double() if v.is_floating_point() else v,
+            b[k].double() if b[k].is_floating_point() else b[k],
+        )
         if d != "equal":
             value = float(d) if d[0].isdigit() else float("inf")
             if value >= worst:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from lightning_pc.models.heads import (
     CategoryEmbedding,
@@ -211,10 +211,12 @@ def DGCNN(
     if task == "classification":
         # max and mean pooling; the paper's classifier has a bias from its second FC on
         bias = [i > 0 for i in range(len(hidden))]
-        head_ = ClassificationHead(width, num_classes, "max+mean", bias=bias, **options)
-        return PointNetwork(backbone, head_)
-    head_ = SegmentationHead(width, num_classes, bias=False, final_bias=False, **options)
-    return PointNetwork(backbone, head_)
+        return PointNetwork(
+            backbone, ClassificationHead(width, num_classes, "max+mean", bias=bias, **options)
+        )
+    return PointNetwork(
+        backbone, SegmentationHead(width, num_classes, bias=False, final_bias=False, **options)
+    )
 
 
 @register_model("dgcnn")

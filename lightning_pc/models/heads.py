@@ -221,9 +221,7 @@ class PointNetwork(nn.Module):
         self.head = head
         return old
 
-    def load_backbone_state_dict(
-        self, state_dict: Mapping[str, Any], strict: bool = True
-    ) -> Any:
+    def load_backbone_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
         """Load the backbone's weights alone, leaving the head as it is.
 
         Args:

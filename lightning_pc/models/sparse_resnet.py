@@ -88,7 +88,12 @@ def SparseResNet(
     return PointNetwork(
         backbone,
         ClassificationHead(
-            backbone.out_channels, num_classes, "max+mean", hidden=hidden, dropout=dropout, bias=False
+            backbone.out_channels,
+            num_classes,
+            "max+mean",
+            hidden=hidden,
+            dropout=dropout,
+            bias=False,
         ),
     )
 

@@ -3,14 +3,11 @@ the shared heads; old checkpoints of the re-laid-out heads."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
-from torch import nn
 from torch_geometric.data import Batch, Data
 
-from lightning_pc.models import ClassificationHead, Point, SegmentationHead, as_point, create_model
+from lightning_pc.models import ClassificationHead, Point, SegmentationHead, as_point
 from lightning_pc.nn.serialization import encode
 from tests.models.shapes import make_batch
 

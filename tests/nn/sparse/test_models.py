@@ -62,7 +62,9 @@ def test_global_pool() -> None:
 
 def test_sparse_resnet_classifies_packed_batch() -> None:
     torch.manual_seed(0)
-    model = SparseResNet(num_classes=5, **tiny_kwargs("sparse_resnet", in_channels=2, voxel_size=0.25))
+    model = SparseResNet(
+        num_classes=5, **tiny_kwargs("sparse_resnet", in_channels=2, voxel_size=0.25)
+    )
     data = packed(c=2)
     out = model(data)
     assert out.shape == (3, 5)
