@@ -106,6 +106,7 @@ class DGCNNBackbone(nn.Module):
         self.knn = knn
         self.local = local
         self.negative_slope = negative_slope
+        self.num_categories = num_categories
         self.transform = TransformNet(negative_slope) if transform else None
         self.convs = nn.ModuleList()
         width, cat_width = 3 + in_channels, 0

