@@ -21,19 +21,12 @@ from lightning_pc.models.ptv3 import PTv3, PTv3Cls
 from lightning_pc.nn.point import Point
 from lightning_pc.nn.ptv3 import DropPath, GridPooling, PatchPlan, SerializedAttention
 from lightning_pc.nn.serialization import ORDERS, encode, hilbert, z_order
+from tests.conftest import tiny_kwargs
 
-TINY: dict[str, Any] = dict(
-    stride=(2, 2),
-    enc_depths=(1, 1, 1),
-    enc_channels=(8, 16, 16),
-    enc_num_head=(1, 2, 2),
-    enc_patch_size=(16, 16, 16),
-    dec_depths=(1, 1),
-    dec_channels=(8, 16),
-    dec_num_head=(1, 2),
-    dec_patch_size=(16, 16),
-    drop_path=0.0,
-)
+# the one tiny-model table's PTv3 (tests/conftest.py), without drop path; the tests set
+# their own grid
+TINY: dict[str, Any] = tiny_kwargs("ptv3", drop_path=0.0)
+del TINY["grid_size"]
 TINY_CLS = {k: v for k, v in TINY.items() if not k.startswith("dec")}
 
 
@@ -261,7 +254,12 @@ def test_clouds_of_a_batch_do_not_leak_into_each_other() -> None:
 @pytest.mark.slow
 def test_a_tiny_batch_overfits() -> None:
     torch.manual_seed(0)
-    model = PTv3(num_classes=4, grid_size=0.1, **TINY)
+    deeper = dict(  # three stages: the two of the tiny table stall at 0.89 in 60 steps
+        stride=(2, 2), enc_depths=(1, 1, 1), enc_channels=(8, 16, 16), enc_num_head=(1, 2, 2),
+        enc_patch_size=(16, 16, 16), dec_depths=(1, 1), dec_channels=(8, 16),
+        dec_num_head=(1, 2), dec_patch_size=(16, 16),
+    )  # fmt: skip
+    model = PTv3(num_classes=4, grid_size=0.1, **{**TINY, **deeper})
     data = [cloud(120, 0), cloud(80, 1)]
     for d in data:  # labels each voxel can carry: the quadrant of its cell in x and y
         cell = torch.floor((d.pos - d.pos.min(0).values) / 0.1).long()
