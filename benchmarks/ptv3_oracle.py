@@ -237,7 +237,9 @@ def compare(
                 nn.Linear(256, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Dropout(0.5),
                 nn.Linear(128, 40),
             ).eval()  # fmt: skip
-            names = {"0": "fc1", "1": "bn1", "4": "fc2", "5": "bn2", "8": "fc3"}
+            # Pointcept's Linear, BN, ReLU, Dropout per hidden layer -> our ClassificationHead:
+            # LinearBNAct (lin, norm), Dropout per hidden layer, then the classifier
+            names = {"0": "0.lin", "1": "0.norm", "4": "2.lin", "5": "2.norm", "8": "4"}
         else:
             ours = PTv3(num_classes=13, in_channels=3, grid_size=0.02, **kw).eval()
             head = nn.Linear(64, 13)
@@ -245,7 +247,7 @@ def compare(
         state = map_backbone(ref.state_dict(), 5, enc_mode)
         for k, v in head.state_dict().items():
             i, leaf = k.split(".", 1) if names else ("", k)
-            state[(names[i] + "." + leaf) if names else "seg_head." + leaf] = v
+            state["head." + ((names[i] + "." + leaf) if names else "0." + leaf)] = v
         missing = ours.load_state_dict(state, strict=True)
         assert not missing.missing_keys and not missing.unexpected_keys
         n_ref = sum(p.numel() for p in ref.parameters()) + sum(p.numel() for p in head.parameters())
@@ -257,17 +259,12 @@ def compare(
         with torch.no_grad():
             x = ptv3_input(data, 3, 0.02)
             point = ref(official_input(x))
-            feat, level = ours.backbone(x)
+            mine = ours(data)  # our backbone voxelises ``data`` as ``x`` itself
             if enc_mode:
                 offset = nn.functional.pad(point.offset, (1, 0))
                 theirs = head(torch.segment_reduce(point.feat, "mean", offsets=offset, axis=0))
-                pooled = torch.segment_reduce(feat, "mean", lengths=level.counts, axis=0)
-                mine = ours.fc3(
-                    torch.relu(ours.bn2(ours.fc2(torch.relu(ours.bn1(ours.fc1(pooled))))))
-                )
             else:
                 theirs = head(point.feat)[x.inverse]
-                mine = ours.seg_head(feat)[x.inverse]
         res[f"maxdiff_{tag}"] = float((theirs - mine).abs().max())
         res[f"maxabs_{tag}"] = float(theirs.abs().max())
     return res

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
-# tiny widths per registered network (the configs keep the published architectures): every
-# test that trains a network through a task, the Trainer or the CLI takes its kwargs here
+# THE tiny-model table: tiny widths per registered network (the configs keep the published
+# architectures). Every test that builds or trains a small network takes its kwargs here
+# (``tiny_kwargs``, the ``tiny_model`` fixture); tests/models/test_contract.py checks that
+# every registered name has an entry.
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "pointnet2_ssg": dict(
         num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16]
@@ -73,10 +77,27 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+def tiny_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of a tiny ``name`` (a fresh copy), ``overrides`` on top."""
+    return {**copy.deepcopy(TINY_MODELS[name]), **overrides}
+
+
 @pytest.fixture
 def tiny_models() -> dict[str, dict[str, Any]]:
     """Registered network name -> keyword arguments of a tiny instance (a fresh copy)."""
     return copy.deepcopy(TINY_MODELS)
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., nn.Module]:
+    """``tiny_model(name, num_classes=4, **overrides)``: the registered network ``name`` at
+    the tiny widths of :data:`TINY_MODELS` (``overrides`` on top)."""
+    from lightning_pc.models import create_model
+
+    def build(name: str, num_classes: int = 4, **overrides: Any) -> nn.Module:
+        return create_model(name, num_classes=num_classes, **tiny_kwargs(name, **overrides))
+
+    return build
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,5 +1,13 @@
 """Point networks on packed batches (:class:`~lightning_pc.nn.point.Point`), their shared
-heads, and a name -> builder registry that each network fills where it is defined."""
+heads, and a name -> builder registry that each network fills where it is defined.
+
+Every registered network is a :class:`PointNetwork`: a backbone mapping a ``Point`` to a
+``Point`` of features (:class:`PointNet2Backbone`, :class:`DGCNNBackbone`,
+:class:`SparseResNetBackbone`, :class:`SparseUNetBackbone`, :class:`PTv3Backbone`) and a
+head of :mod:`lightning_pc.models.heads`. :func:`PointNet2`, :func:`DGCNN`,
+:func:`SparseResNet`, :func:`SparseUNet`, :func:`PTv3` and :func:`PTv3Cls` build a family's
+presets (the registered builders call them); :func:`create_model` builds by name.
+"""
 
 from lightning_pc.models.dgcnn import DGCNN, DGCNNBackbone
 from lightning_pc.models.heads import (

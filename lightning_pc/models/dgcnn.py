@@ -24,14 +24,19 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from lightning_pc.models.heads import CategoryEmbedding, ClassificationHead, SegmentationHead
+from lightning_pc.models.heads import (
+    CategoryEmbedding,
+    ClassificationHead,
+    PointNetwork,
+    SegmentationHead,
+)
 from lightning_pc.models.registry import register_model
 from lightning_pc.nn.edge_conv import EdgeConv
 from lightning_pc.nn.knn_graph import KnnMode, knn_table
 from lightning_pc.nn.mlp import LinearBNAct
-from lightning_pc.nn.point import Point, as_point
+from lightning_pc.nn.point import Point
 from lightning_pc.nn.segment import segment_max
 from lightning_pc.nn.transform_net import TransformNet
 
@@ -100,6 +105,8 @@ class DGCNNBackbone(nn.Module):
         self.k = k
         self.knn = knn
         self.local = local
+        self.negative_slope = negative_slope
+        self.num_categories = num_categories
         self.transform = TransformNet(negative_slope) if transform else None
         self.convs = nn.ModuleList()
         width, cat_width = 3 + in_channels, 0
@@ -151,102 +158,81 @@ class DGCNNBackbone(nn.Module):
         return point.with_features(torch.cat([g[batch], cat], 1))  # [N, emb (+ 64) + sum C_i]
 
 
-class DGCNN(DGCNNBackbone):
-    """DGCNN on packed batches: :class:`DGCNNBackbone` plus a head.
+def DGCNN(
+    num_classes: int = 40,
+    task: Task = "classification",
+    head: list[int] | None = None,
+    dropout: float = 0.5,
+    dropout_layers: list[int] | None = None,
+    num_categories: int = 16,
+    **kwargs: Any,
+) -> PointNetwork:
+    """DGCNN on packed batches: :class:`DGCNNBackbone` with the published architecture for
+    ``task``, and a head.
 
     Args:
         num_classes: output classes (shape classes, or part / semantic labels).
-        task: ``"classification"`` (logits ``[B, num_classes]``), ``"part_segmentation"``
-            or ``"semantic_segmentation"`` (logits ``[N, num_classes]``).
-        in_channels: per-point features in ``batch.x`` appended to the coordinates
-            (e.g. 6 for S3DIS colour + normalised room coordinates); 0: coordinates only.
-        k: neighbours per point (self included).
-        edge_mlps: widths of each EdgeConv's edge MLP (``None``: the paper's for ``task``).
-        emb_dims: width of the shared layer before global pooling.
+        task: ``"classification"`` (logits ``[B, num_classes]``: max and mean pooling, then
+            :class:`ClassificationHead`), ``"part_segmentation"`` or
+            ``"semantic_segmentation"`` (logits ``[N, num_classes]``: :class:`SegmentationHead`).
         head: hidden widths of the head (``None``: the paper's).
         dropout: dropout probability in the head.
         dropout_layers: indices of the head's hidden layers followed by dropout
             (``None``: the paper's placement).
-        negative_slope: LeakyReLU slope.
-        transform: spatial transformer on the coordinates (``None``: only for part
-            segmentation, as the paper).
-        num_categories: object categories one-hot encoded for part segmentation.
-        category_channels: width of the category embedding (part segmentation).
-        knn: ``"padded"`` (dense distances + top-k per cloud) or ``"packed"``
-            (:func:`lightning_pc.ops.knn`); same graphs.
+        num_categories: object categories one-hot encoded for part segmentation; ignored by
+            the other tasks.
+        **kwargs: :class:`DGCNNBackbone` arguments (``in_channels`` (e.g. 6 for S3DIS colour
+            + normalised room coordinates), ``k``, ``edge_mlps``, ``emb_dims``,
+            ``negative_slope`` (the head's too), ``transform``, ``category_channels``,
+            ``knn``); ``edge_mlps`` and ``transform`` left out or ``None`` are the paper's
+            for ``task`` (the spatial transformer only for part segmentation).
+
+    Raises:
+        ValueError: an unknown task.
     """
-
-    def __init__(
-        self,
-        num_classes: int = 40,
-        task: Task = "classification",
-        in_channels: int = 0,
-        k: int = 20,
-        edge_mlps: list[list[int]] | None = None,
-        emb_dims: int = 1024,
-        head: list[int] | None = None,
-        dropout: float = 0.5,
-        dropout_layers: list[int] | None = None,
-        negative_slope: float = 0.2,
-        transform: bool | None = None,
-        num_categories: int = 16,
-        category_channels: int = 64,
-        knn: KnnMode = "padded",
-    ) -> None:
-        if task not in _PRESETS:
-            raise ValueError(f"unknown task {task!r}")
-        preset = _PRESETS[task]
-        super().__init__(
-            in_channels,
-            preset["edge_mlps"] if edge_mlps is None else edge_mlps,
-            k,
-            emb_dims,
-            negative_slope,
-            preset["transform"] if transform is None else transform,
-            knn,
-            local=task != "classification",
-            num_categories=num_categories if task == "part_segmentation" else 0,
-            category_channels=category_channels,
+    if task not in _PRESETS:
+        raise ValueError(f"unknown task {task!r}")
+    preset = _PRESETS[task]
+    arch: dict[str, Any] = {"in_channels": 0, **kwargs}
+    for key in ("edge_mlps", "transform"):
+        if arch.get(key) is None:
+            arch[key] = preset[key]
+    arch["local"] = task != "classification"
+    arch["num_categories"] = num_categories if task == "part_segmentation" else 0
+    backbone = DGCNNBackbone(**arch)
+    hidden = preset["head"] if head is None else head
+    options: dict[str, Any] = dict(
+        hidden=hidden,
+        dropout=dropout,
+        dropout_layers=preset["dropout_layers"] if dropout_layers is None else dropout_layers,
+        act="leaky_relu",
+        negative_slope=backbone.negative_slope,
+    )
+    width = backbone.out_channels
+    if task == "classification":
+        # max and mean pooling; the paper's classifier has a bias from its second FC on
+        bias = [i > 0 for i in range(len(hidden))]
+        return PointNetwork(
+            backbone, ClassificationHead(width, num_classes, "max+mean", bias=bias, **options)
         )
-        hidden = preset["head"] if head is None else head
-        dropout_layers = preset["dropout_layers"] if dropout_layers is None else dropout_layers
-        self.task = task
-        self.num_classes = num_classes
-        self.num_categories = num_categories
-        top = self.out_channels
-        options: dict[str, Any] = dict(
-            hidden=hidden,
-            dropout=dropout,
-            dropout_layers=dropout_layers,
-            act="leaky_relu",
-            negative_slope=negative_slope,
-        )
-        self.head: ClassificationHead | SegmentationHead
-        if task == "classification":
-            # max and mean pooling; the paper's classifier has a bias from its second FC on
-            bias = [i > 0 for i in range(len(hidden))]
-            self.head = ClassificationHead(top, num_classes, "max+mean", bias=bias, **options)
-        else:
-            self.head = SegmentationHead(top, num_classes, bias=False, final_bias=False, **options)
-
-    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
-        """Logits: ``[B, num_classes]`` (classification) or ``[N, num_classes]``."""
-        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+    return PointNetwork(
+        backbone, SegmentationHead(width, num_classes, bias=False, final_bias=False, **options)
+    )
 
 
 @register_model("dgcnn")
-def dgcnn(num_classes: int, **kwargs: Any) -> DGCNN:
-    """DGCNN classifier (ModelNet40 shapes); ``kwargs``: :class:`DGCNN` arguments."""
+def dgcnn(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """DGCNN classifier (ModelNet40 shapes); ``kwargs``: :func:`DGCNN` arguments."""
     return DGCNN(num_classes, "classification", **kwargs)
 
 
 @register_model("dgcnn_part_seg")
-def dgcnn_part_seg(num_classes: int, **kwargs: Any) -> DGCNN:
-    """DGCNN part segmentation (ShapeNetPart); ``kwargs``: :class:`DGCNN` arguments."""
+def dgcnn_part_seg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """DGCNN part segmentation (ShapeNetPart); ``kwargs``: :func:`DGCNN` arguments."""
     return DGCNN(num_classes, "part_segmentation", **kwargs)
 
 
 @register_model("dgcnn_sem_seg")
-def dgcnn_sem_seg(num_classes: int, **kwargs: Any) -> DGCNN:
-    """DGCNN semantic segmentation (S3DIS blocks); ``kwargs``: :class:`DGCNN` arguments."""
+def dgcnn_sem_seg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """DGCNN semantic segmentation (S3DIS blocks); ``kwargs``: :func:`DGCNN` arguments."""
     return DGCNN(num_classes, "semantic_segmentation", **kwargs)

@@ -17,7 +17,7 @@ maps that to logits:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -164,10 +164,17 @@ class SegmentationHead(MLPHead):
 
 
 class PointNetwork(nn.Module):
-    """A backbone and a head: ``head(backbone(as_point(data)))``.
+    """A backbone and a head: ``head(backbone(as_point(data)))``, the shape of every
+    registered network.
+
+    The backbone's parameters live under ``backbone.``, the head's under ``head.``, so
+    freezing the backbone, swapping the head and loading a pretrained backbone are the same
+    calls for every family (:meth:`freeze_backbone`, :meth:`replace_head`,
+    :meth:`load_backbone_state_dict`).
 
     Args:
-        backbone: module mapping a :class:`Point` to a :class:`Point` of features.
+        backbone: module mapping a :class:`Point` to a :class:`Point` of features (its
+            ``out_channels`` is their width, by convention).
         head: :class:`ClassificationHead`, :class:`SegmentationHead`, or any module taking
             that :class:`Point`.
     """
@@ -176,7 +183,62 @@ class PointNetwork(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.backbone_frozen = False
 
     def forward(self, data: Any) -> Tensor:
         """Logits of a :class:`Point` or a PyG batch."""
         return self.head(self.backbone(as_point(data)))  # type: ignore[no-any-return]
+
+    def freeze_backbone(self, frozen: bool = True) -> PointNetwork:
+        """Stop (``frozen=False``: restart) training the backbone, to fine-tune the head alone.
+
+        A frozen backbone's parameters stop requiring gradients, and it stays in evaluation
+        mode whatever :meth:`train` is called with (its batch-norm statistics, dropout and
+        drop path stand still), so its features are those of the weights it was given. The
+        state is a plain attribute: it is not saved in the state dict.
+
+        Returns:
+            ``self``.
+        """
+        self.backbone_frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> PointNetwork:
+        """:meth:`torch.nn.Module.train`, leaving a frozen backbone in evaluation mode."""
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def replace_head(self, head: nn.Module) -> nn.Module:
+        """Put ``head`` in place of the head (e.g. for another number of classes).
+
+        Returns:
+            the head it replaced.
+        """
+        old = self.head
+        self.head = head
+        return old
+
+    def load_backbone_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> Any:
+        """Load the backbone's weights alone, leaving the head as it is.
+
+        Args:
+            state_dict: the backbone's own keys (``backbone.state_dict()``), or those of a
+                whole network (``backbone.`` prefix) or of a task's checkpoint
+                (``model.backbone.`` prefix); keys outside the backbone (the head) are then
+                ignored.
+            strict: every backbone key must be given and no other (see
+                :meth:`torch.nn.Module.load_state_dict`).
+
+        Returns:
+            the missing and unexpected keys, as :meth:`torch.nn.Module.load_state_dict`.
+        """
+        for prefix in ("model.backbone.", "backbone."):
+            if any(k.startswith(prefix) for k in state_dict):
+                state_dict = {
+                    k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)
+                }
+                break
+        return self.backbone.load_state_dict(state_dict, strict=strict)

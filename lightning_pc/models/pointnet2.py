@@ -28,9 +28,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lightning_pc.models.heads import ClassificationHead, SegmentationHead, category_onehot
+from lightning_pc.models.heads import (
+    ClassificationHead,
+    PointNetwork,
+    SegmentationHead,
+    category_onehot,
+)
 from lightning_pc.models.registry import register_model
-from lightning_pc.nn.point import Point, as_point
+from lightning_pc.nn.point import Point
 from lightning_pc.nn.pointnet2 import FeaturePropagation, GlobalSetAbstraction, SetAbstraction
 
 Task = Literal["classification", "part_segmentation", "semantic_segmentation"]
@@ -205,120 +210,97 @@ class PointNet2Backbone(nn.Module):
         return point.with_features(h)
 
 
-class PointNet2(PointNet2Backbone):
-    """PointNet++ on packed batches: :class:`PointNet2Backbone` plus a head.
+_ARCH = ("ratios", "radii", "num_samples", "sa_mlps", "global_mlp", "fp_mlps")
 
-    Every architectural list defaults (``None``) to the published architecture for
-    ``task`` and ``grouping``; pass a list to change it.
+
+def PointNet2(
+    num_classes: int = 40,
+    task: Task = "classification",
+    grouping: Grouping = "ssg",
+    head: list[int] | None = None,
+    dropout: float = 0.5,
+    num_categories: int = 16,
+    **kwargs: Any,
+) -> PointNetwork:
+    """PointNet++ on packed batches: :class:`PointNet2Backbone` with the published
+    architecture for ``task`` and ``grouping``, and a head.
 
     Args:
         num_classes: output classes (shape classes, or part / semantic labels).
-        task: ``"classification"`` (logits ``[B, num_classes]``), ``"part_segmentation"``
-            or ``"semantic_segmentation"`` (logits ``[N, num_classes]``).
+        task: ``"classification"`` (logits ``[B, num_classes]``: the global level's row
+            through :class:`ClassificationHead`), ``"part_segmentation"`` or
+            ``"semantic_segmentation"`` (logits ``[N, num_classes]``:
+            :class:`SegmentationHead`).
         grouping: ``"ssg"`` single-scale or ``"msg"`` multi-scale grouping.
-        in_channels: per-point input features in ``batch.x`` (normals: 3, RGB: 3, ...);
-            0 uses coordinates only.
-        ratios: fraction of points kept as centres at each level.
-        radii: ball radii per level (one per scale).
-        num_samples: most neighbours per ball, per level and scale.
-        sa_mlps: MLP widths per level and scale.
-        global_mlp: MLP of the final global level (empty: none, as in semantic segmentation).
-        fp_mlps: feature propagation MLPs, coarsest first (segmentation only).
-        head: hidden widths of the head (each followed by batch norm, ReLU and dropout).
+        head: hidden widths of the head (each followed by batch norm, ReLU and dropout;
+            ``None``: the published ones).
         dropout: dropout probability in the head.
         num_categories: object categories one-hot encoded into part segmentation
-            (``batch.category``, 16 for ShapeNetPart).
-        random_start: random first centre of farthest point sampling in training.
+            (``batch.category``, 16 for ShapeNetPart); ignored by the other tasks.
+        **kwargs: :class:`PointNet2Backbone` arguments (``in_channels``, ``ratios``,
+            ``radii``, ``num_samples``, ``sa_mlps``, ``global_mlp``, ``fp_mlps``,
+            ``random_start``); an architectural list left out or ``None`` is the preset's.
+            Classification has no feature propagation (``fp_mlps`` is ignored).
+
+    Raises:
+        ValueError: an unknown task or grouping, classification without a global level,
+            segmentation without feature propagation.
     """
-
-    def __init__(
-        self,
-        num_classes: int = 40,
-        task: Task = "classification",
-        grouping: Grouping = "ssg",
-        in_channels: int = 0,
-        ratios: list[float] | None = None,
-        radii: list[list[float]] | None = None,
-        num_samples: list[list[int]] | None = None,
-        sa_mlps: list[list[list[int]]] | None = None,
-        global_mlp: list[int] | None = None,
-        fp_mlps: list[list[int]] | None = None,
-        head: list[int] | None = None,
-        dropout: float = 0.5,
-        num_categories: int = 16,
-        random_start: bool = True,
-    ) -> None:
-        if (task, grouping) not in _PRESETS:
-            raise ValueError(f"unknown task/grouping {task!r}/{grouping!r}")
-        preset = _PRESETS[(task, grouping)]
-        global_mlp = preset["global_mlp"] if global_mlp is None else global_mlp
-        fp_mlps = preset["fp_mlps"] if fp_mlps is None else fp_mlps
-        if task == "classification":
-            if not global_mlp:
-                raise ValueError("classification needs a global level (global_mlp)")
-            fp_mlps = []
-        elif not fp_mlps:
-            raise ValueError("segmentation needs feature propagation MLPs (fp_mlps)")
-        super().__init__(
-            in_channels,
-            preset["ratios"] if ratios is None else ratios,
-            preset["radii"] if radii is None else radii,
-            preset["num_samples"] if num_samples is None else num_samples,
-            preset["sa_mlps"] if sa_mlps is None else sa_mlps,
-            global_mlp,
-            fp_mlps,
-            num_categories if task == "part_segmentation" else 0,
-            random_start,
+    if (task, grouping) not in _PRESETS:
+        raise ValueError(f"unknown task/grouping {task!r}/{grouping!r}")
+    preset = _PRESETS[(task, grouping)]
+    arch: dict[str, Any] = {"in_channels": 0, **{k: preset[k] for k in _ARCH}}
+    arch.update({k: v for k, v in kwargs.items() if v is not None or k not in _ARCH})
+    if task == "classification":
+        if not arch["global_mlp"]:
+            raise ValueError("classification needs a global level (global_mlp)")
+        arch["fp_mlps"] = []
+    elif not arch["fp_mlps"]:
+        raise ValueError("segmentation needs feature propagation MLPs (fp_mlps)")
+    arch["num_categories"] = num_categories if task == "part_segmentation" else 0
+    backbone = PointNet2Backbone(**arch)
+    hidden = preset["head"] if head is None else head
+    width = backbone.out_channels
+    if task == "classification":  # one row per cloud already: no pooling
+        return PointNetwork(
+            backbone, ClassificationHead(width, num_classes, "none", hidden=hidden, dropout=dropout)
         )
-        self.task = task
-        self.num_classes = num_classes
-        hidden = preset["head"] if head is None else head
-        self.head: ClassificationHead | SegmentationHead
-        if task == "classification":
-            self.head = ClassificationHead(
-                self.out_channels, num_classes, "none", hidden=hidden, dropout=dropout
-            )
-        else:
-            self.head = SegmentationHead(
-                self.out_channels, num_classes, hidden=hidden, dropout=dropout
-            )
-
-    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
-        """Logits: ``[B, num_classes]`` (classification) or ``[N, num_classes]``."""
-        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+    return PointNetwork(
+        backbone, SegmentationHead(width, num_classes, hidden=hidden, dropout=dropout)
+    )
 
 
 @register_model("pointnet2_ssg")
-def pointnet2_ssg(num_classes: int, **kwargs: Any) -> PointNet2:
-    """PointNet++ SSG classifier (ModelNet40 shapes); ``kwargs``: :class:`PointNet2` arguments."""
+def pointnet2_ssg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PointNet++ SSG classifier (ModelNet40 shapes); ``kwargs``: :func:`PointNet2` arguments."""
     return PointNet2(num_classes, "classification", "ssg", **kwargs)
 
 
 @register_model("pointnet2_msg")
-def pointnet2_msg(num_classes: int, **kwargs: Any) -> PointNet2:
-    """PointNet++ MSG classifier (ModelNet40 shapes); ``kwargs``: :class:`PointNet2` arguments."""
+def pointnet2_msg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PointNet++ MSG classifier (ModelNet40 shapes); ``kwargs``: :func:`PointNet2` arguments."""
     return PointNet2(num_classes, "classification", "msg", **kwargs)
 
 
 @register_model("pointnet2_ssg_part_seg")
-def pointnet2_ssg_part_seg(num_classes: int, **kwargs: Any) -> PointNet2:
-    """PointNet++ SSG part segmentation (ShapeNetPart); ``kwargs``: :class:`PointNet2` arguments."""
+def pointnet2_ssg_part_seg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PointNet++ SSG part segmentation (ShapeNetPart); ``kwargs``: :func:`PointNet2` arguments."""
     return PointNet2(num_classes, "part_segmentation", "ssg", **kwargs)
 
 
 @register_model("pointnet2_msg_part_seg")
-def pointnet2_msg_part_seg(num_classes: int, **kwargs: Any) -> PointNet2:
-    """PointNet++ MSG part segmentation (ShapeNetPart); ``kwargs``: :class:`PointNet2` arguments."""
+def pointnet2_msg_part_seg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PointNet++ MSG part segmentation (ShapeNetPart); ``kwargs``: :func:`PointNet2` arguments."""
     return PointNet2(num_classes, "part_segmentation", "msg", **kwargs)
 
 
 @register_model("pointnet2_ssg_sem_seg")
-def pointnet2_ssg_sem_seg(num_classes: int, **kwargs: Any) -> PointNet2:
-    """PointNet++ SSG semantic segmentation (S3DIS blocks); ``kwargs``: :class:`PointNet2` arguments."""
+def pointnet2_ssg_sem_seg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PointNet++ SSG semantic segmentation (S3DIS blocks); ``kwargs``: :func:`PointNet2` arguments."""
     return PointNet2(num_classes, "semantic_segmentation", "ssg", **kwargs)
 
 
 @register_model("pointnet2_msg_sem_seg")
-def pointnet2_msg_sem_seg(num_classes: int, **kwargs: Any) -> PointNet2:
-    """PointNet++ MSG semantic segmentation (S3DIS blocks); ``kwargs``: :class:`PointNet2` arguments."""
+def pointnet2_msg_sem_seg(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PointNet++ MSG semantic segmentation (S3DIS blocks); ``kwargs``: :func:`PointNet2` arguments."""
     return PointNet2(num_classes, "semantic_segmentation", "msg", **kwargs)

@@ -5,14 +5,16 @@ it: four serialisations (z, z-trans, hilbert, hilbert-trans) shuffled per level 
 four pooling strides of 2, encoder depths 2, 2, 2, 6, 2 with widths 32 ... 512 and heads
 2 ... 32, decoder depths 2, 2, 2, 2 with widths 64, 64, 128, 256, patches of 1024 voxels,
 MLP ratio 4, drop path 0.3, pre-norm, no layer scale, no relative position encoding.
-:class:`PTv3` adds Pointcept's segmentation head (one linear layer on the 64 decoder
-channels, ``DefaultSegmentorV2``); :class:`PTv3Cls` is the encoder with the per-cloud mean
-and Pointcept's ``DefaultClassifier`` head (512-256-128 with BatchNorm, ReLU, dropout 0.5).
+:func:`PTv3` joins :class:`PTv3Backbone` to Pointcept's segmentation head (one linear
+layer on the 64 decoder channels, ``DefaultSegmentorV2``: a :class:`SegmentationHead`);
+:func:`PTv3Cls` joins the encoder to the per-cloud mean and Pointcept's
+``DefaultClassifier`` head (512-256-128 with BatchNorm, ReLU, dropout 0.5: a
+:class:`ClassificationHead` with ``pool="mean"``).
 Parameter counts equal Pointcept's for the same stem width and classes (pinned in
 ``tests/models/test_ptv3.py``).
 
 Input: the :class:`~lightning_pc.nn.point.Point` (or PyG batch) the other networks take;
-:func:`ptv3_input` turns it into voxels (grid ``grid_size``, per-cloud origin at the cloud's
+the backbone turns it into voxels with :func:`ptv3_input` (grid ``grid_size``, per-cloud origin at the cloud's
 minimum, mean of ``[pos, x]`` per voxel: the stem sees ``3 + in_channels`` channels, so
 ``in_channels=3`` (colours) matches Pointcept's ``in_channels=6``). Segmentation logits are
 given on every input point (its voxel's).
@@ -36,10 +38,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from lightning_pc.models.heads import ClassificationHead, PointNetwork, SegmentationHead
 from lightning_pc.models.registry import register_model
-from lightning_pc.nn.mlp import batch_norm_rows
 from lightning_pc.nn.point import Point, as_point
-from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling, Level, make_level
+from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling
 from lightning_pc.nn.serialization import ORDERS
 
 
@@ -64,11 +66,18 @@ def _tuple(v: Sequence[Any], name: str, n: int) -> list[Any]:
 
 
 class PTv3Backbone(nn.Module):
-    """PT-v3m1 on voxels: stem, encoder stages (pooling then blocks), decoder stages
-    (unpooling then blocks). See the module docstring for the defaults.
+    """PT-v3m1: voxelise (:func:`ptv3_input`), serialise, stem, encoder stages (pooling then
+    blocks), decoder stages (unpooling then blocks). See the module docstring for the
+    defaults.
+
+    Returns the voxels of the last level as a :class:`~lightning_pc.nn.point.Point` carrying
+    their features: the finest level (whose ``inverse`` maps the input points to them) for
+    segmentation, the coarsest with ``enc_mode``.
 
     Args:
-        in_channels: width of the voxel features given to the stem.
+        in_channels: width of ``batch.x`` (3 for colours or normals; 0: coordinates only);
+            the stem sees ``3 + in_channels`` channels (Pointcept's ``in_channels``).
+        grid_size: voxel edge in the units of ``pos``.
         order: serialisation orders (``z``, ``z-trans``, ``hilbert``, ``hilbert-trans``);
             block ``i`` of a stage reads order ``i % len(order)``.
         stride: pooling factor before each encoder stage after the first.
@@ -90,7 +99,8 @@ class PTv3Backbone(nn.Module):
 
     def __init__(
         self,
-        in_channels: int = 6,
+        in_channels: int = 3,
+        grid_size: float = 0.02,
         order: Sequence[str] = ("z", "z-trans", "hilbert", "hilbert-trans"),
         stride: Sequence[int] = (2, 2, 2, 2),
         enc_depths: Sequence[int] = (2, 2, 2, 6, 2),
@@ -113,6 +123,10 @@ class PTv3Backbone(nn.Module):
         enc_mode: bool = False,
     ) -> None:
         super().__init__()
+        if grid_size <= 0:
+            raise ValueError(f"grid_size must be positive, got {grid_size}")
+        self.in_channels = in_channels
+        self.grid_size = grid_size
         self.order = (order,) if isinstance(order, str) else tuple(order)
         for o in self.order:
             if o not in ORDERS:
@@ -133,7 +147,7 @@ class PTv3Backbone(nn.Module):
                 i % len(self.order), layer_scale,
             )  # fmt: skip
 
-        self.embedding = Embedding(in_channels, enc_channels[0])
+        self.embedding = Embedding(3 + in_channels, enc_channels[0])
         rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
@@ -165,14 +179,14 @@ class PTv3Backbone(nn.Module):
                     )
                 )
 
-    def forward(self, x: Point) -> tuple[Tensor, Level]:
+    def forward(self, point: Point) -> Point:
         """Features of the last level (the finest for segmentation, the coarsest with
-        ``enc_mode``) and that level, from the voxels of :func:`ptv3_input` (their
-        non-negative ``grid_coord`` and features ``pos_x``)."""
+        ``enc_mode``), as that level's voxel :class:`Point`."""
+        voxels = ptv3_input(point, self.in_channels, self.grid_size)
         shuffle = self.shuffle_orders and self.training
-        level = make_level(x, self.order, shuffle)
-        feat = self.embedding(level.sparse.feats, level)
-        stack: list[tuple[Tensor, Level, Tensor]] = []
+        level = voxels.with_serialization(voxels.serialization(self.order, shuffle=shuffle))
+        feat = self.embedding(level.pos_x, level)
+        stack: list[tuple[Tensor, Point, Tensor]] = []
         for s, blocks in enumerate(self.enc):
             if s > 0:
                 pooled, coarse, cluster = self.down[s - 1](feat, level, shuffle)
@@ -186,11 +200,14 @@ class PTv3Backbone(nn.Module):
             level = parent
             for i, blk in enumerate(cast(nn.ModuleList, blocks)):
                 feat = blk(feat, level, cpe_input if i == 0 else None)
-        return feat, level
+        return level.with_features(feat)
 
 
-class PTv3(nn.Module):
-    """Point Transformer V3 for semantic segmentation: per-point logits [N, num_classes].
+def PTv3(
+    num_classes: int = 13, in_channels: int = 3, grid_size: float = 0.02, **kwargs: Any
+) -> PointNetwork:
+    """Point Transformer V3 for semantic segmentation: per-point logits [N, num_classes]
+    (:class:`PTv3Backbone` and a linear :class:`SegmentationHead`).
 
     Args:
         num_classes: classes of the logits.
@@ -198,29 +215,20 @@ class PTv3(nn.Module):
         grid_size: voxel edge in the units of ``pos`` (0.02 m as Pointcept's S3DIS/ScanNet).
         **kwargs: :class:`PTv3Backbone` hyperparameters (defaults: PT-v3m1 base).
     """
-
-    def __init__(
-        self, num_classes: int = 13, in_channels: int = 3, grid_size: float = 0.02, **kwargs: Any
-    ) -> None:
-        super().__init__()
-        if grid_size <= 0:
-            raise ValueError(f"grid_size must be positive, got {grid_size}")
-        kwargs.setdefault("enc_mode", False)
-        self.in_channels = in_channels
-        self.grid_size = grid_size
-        self.backbone = PTv3Backbone(in_channels=3 + in_channels, **kwargs)
-        self.seg_head = nn.Linear(self.backbone.out_channels, num_classes)
-
-    def forward(self, data: Any) -> Tensor:
-        """Logits [N, num_classes] for every point of a packed batch."""
-        x = ptv3_input(data, self.in_channels, self.grid_size)
-        feat, _ = self.backbone(x)
-        assert x.inverse is not None  # voxels made from the input points
-        return self.seg_head(feat).index_select(0, x.inverse)
+    kwargs.setdefault("enc_mode", False)
+    backbone = PTv3Backbone(in_channels, grid_size, **kwargs)
+    return PointNetwork(backbone, SegmentationHead(backbone.out_channels, num_classes))
 
 
-class PTv3Cls(nn.Module):
-    """Point Transformer V3 encoder, per-cloud mean, MLP head: logits [B, num_classes].
+def PTv3Cls(
+    num_classes: int = 40,
+    in_channels: int = 3,
+    grid_size: float = 0.01,
+    dropout: float = 0.5,
+    **kwargs: Any,
+) -> PointNetwork:
+    """Point Transformer V3 encoder, per-cloud mean, MLP head: logits [B, num_classes]
+    (:class:`PTv3Backbone` with ``enc_mode`` and a :class:`ClassificationHead`).
 
     Args:
         num_classes: classes.
@@ -230,49 +238,21 @@ class PTv3Cls(nn.Module):
         dropout: dropout of the head.
         **kwargs: :class:`PTv3Backbone` hyperparameters (``enc_mode`` is forced on).
     """
-
-    def __init__(
-        self,
-        num_classes: int = 40,
-        in_channels: int = 3,
-        grid_size: float = 0.01,
-        dropout: float = 0.5,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__()
-        if grid_size <= 0:
-            raise ValueError(f"grid_size must be positive, got {grid_size}")
-        kwargs["enc_mode"] = True
-        self.in_channels = in_channels
-        self.grid_size = grid_size
-        self.backbone = PTv3Backbone(in_channels=3 + in_channels, **kwargs)
-        c = self.backbone.out_channels
-        self.fc1 = nn.Linear(c, 256)
-        self.bn1 = nn.BatchNorm1d(256)
-        self.fc2 = nn.Linear(256, 128)
-        self.bn2 = nn.BatchNorm1d(128)
-        self.fc3 = nn.Linear(128, num_classes)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, data: Any) -> Tensor:
-        """Logits [B, num_classes], one row per cloud of the packed batch."""
-        x = ptv3_input(data, self.in_channels, self.grid_size)
-        feat, level = self.backbone(x)
-        b = x.num_clouds
-        pooled = feat.new_zeros(b, feat.size(1)).index_add_(0, level.batch, feat)
-        pooled = pooled / level.counts.clamp(min=1).to(feat.dtype).unsqueeze(1)  # [B, C]
-        h = self.drop(torch.relu(batch_norm_rows(self.bn1, self.fc1(pooled))))
-        h = self.drop(torch.relu(batch_norm_rows(self.bn2, self.fc2(h))))
-        return self.fc3(h)
+    kwargs["enc_mode"] = True
+    backbone = PTv3Backbone(in_channels, grid_size, **kwargs)
+    head = ClassificationHead(
+        backbone.out_channels, num_classes, "mean", hidden=[256, 128], dropout=dropout
+    )
+    return PointNetwork(backbone, head)
 
 
 @register_model("ptv3")
-def ptv3(num_classes: int, **kwargs: Any) -> PTv3:
-    """PTv3 semantic segmentation; ``kwargs``: :class:`PTv3` arguments."""
+def ptv3(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PTv3 semantic segmentation; ``kwargs``: :func:`PTv3` arguments."""
     return PTv3(num_classes, **kwargs)
 
 
 @register_model("ptv3_cls")
-def ptv3_cls(num_classes: int, **kwargs: Any) -> PTv3Cls:
-    """PTv3 classifier; ``kwargs``: :class:`PTv3Cls` arguments."""
+def ptv3_cls(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """PTv3 classifier; ``kwargs``: :func:`PTv3Cls` arguments."""
     return PTv3Cls(num_classes, **kwargs)

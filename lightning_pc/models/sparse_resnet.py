@@ -9,15 +9,13 @@ data layer's transforms, applied before the batch reaches the network.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from lightning_pc.models._compat import rename_on_load, unfused_head_key
-from lightning_pc.models.heads import ClassificationHead
+from lightning_pc.models.heads import ClassificationHead, PointNetwork
 from lightning_pc.models.registry import register_model
-from lightning_pc.nn.point import Point, as_point
+from lightning_pc.nn.point import Point
 from lightning_pc.nn.sparse.blocks import ConvBNReLU, SparseBasicBlock
 from lightning_pc.nn.sparse.tensor import Reduce
 
@@ -71,47 +69,36 @@ class SparseResNetBackbone(nn.Module):
         return Point.from_sparse(x, point.num_clouds, self.voxel_size)
 
 
-class SparseResNet(SparseResNetBackbone):
-    """Voxelise, sparse ResNet encoder, global max + mean pooling, MLP: logits [B, num_classes].
-
-    Voxel features are the mean of the points' ``pos`` (3) and ``x`` (``in_channels``).
+def SparseResNet(
+    num_classes: int = 40, head: list[int] | None = None, dropout: float = 0.5, **kwargs: Any
+) -> PointNetwork:
+    """Voxelise, sparse ResNet encoder (:class:`SparseResNetBackbone`), global max + mean
+    pooling, MLP (:class:`ClassificationHead`): logits [B, num_classes].
 
     Args:
         num_classes: classes of the output logits [B, num_classes].
-        in_channels: width of ``batch.x`` (0: coordinates only).
-        voxel_size: voxel edge in the units of ``pos``.
-        channels: widths of the stem and of each downsampling stage.
-        layers: residual blocks per stage (one entry per stage after the stem).
-        head: hidden widths of the MLP head (BN, ReLU, dropout after each).
+        head: hidden widths of the MLP head (BN, ReLU, dropout after each; ``None``:
+            512, 256).
         dropout: dropout of the head.
-        reduce: how points are reduced into a voxel (``mean``, ``max``, ``first``).
+        **kwargs: :class:`SparseResNetBackbone` arguments (``in_channels``, ``voxel_size``,
+            ``channels``, ``layers``, ``reduce``).
     """
-
-    def __init__(
-        self,
-        num_classes: int = 40,
-        in_channels: int = 0,
-        voxel_size: float = 0.05,
-        channels: list[int] | None = None,
-        layers: list[int] | None = None,
-        head: list[int] | None = None,
-        dropout: float = 0.5,
-        reduce: Reduce = "mean",
-    ) -> None:
-        super().__init__(in_channels, voxel_size, channels, layers, reduce)
-        hidden = list(head) if head is not None else [512, 256]
-        self.head = ClassificationHead(
-            self.out_channels, num_classes, "max+mean", hidden=hidden, dropout=dropout, bias=False
-        )
-        # checkpoints from before the shared heads: Linear, BatchNorm1d, ReLU, Dropout
-        rename_on_load(self, partial(unfused_head_key, hidden=len(hidden)), "head.0.lin.weight")
-
-    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
-        """Logits [B, num_classes] of a packed batch (``pos``, optional ``x``, ``batch``)."""
-        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+    backbone = SparseResNetBackbone(**kwargs)
+    hidden = list(head) if head is not None else [512, 256]
+    return PointNetwork(
+        backbone,
+        ClassificationHead(
+            backbone.out_channels,
+            num_classes,
+            "max+mean",
+            hidden=hidden,
+            dropout=dropout,
+            bias=False,
+        ),
+    )
 
 
 @register_model("sparse_resnet")
-def sparse_resnet(num_classes: int, **kwargs: Any) -> SparseResNet:
-    """Sparse ResNet classifier; ``kwargs``: :class:`SparseResNet` arguments."""
+def sparse_resnet(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """Sparse ResNet classifier; ``kwargs``: :func:`SparseResNet` arguments."""
     return SparseResNet(num_classes, **kwargs)

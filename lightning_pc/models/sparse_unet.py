@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from lightning_pc.models._compat import linear_head_key, rename_on_load
-from lightning_pc.models.heads import SegmentationHead
+from lightning_pc.models.heads import PointNetwork, SegmentationHead
 from lightning_pc.models.registry import register_model
-from lightning_pc.nn.point import Point, as_point
+from lightning_pc.nn.point import Point
 from lightning_pc.nn.sparse.blocks import ConvBNReLU, SparseBasicBlock
 from lightning_pc.nn.sparse.tensor import Reduce
 
@@ -93,40 +92,20 @@ class SparseUNetBackbone(nn.Module):
         return voxels.with_features(x.feats)  # [V, C]
 
 
-class SparseUNet(SparseUNetBackbone):
-    """Voxelise, SpUNet, per-point logits [N, num_classes] (each point its voxel's).
+def SparseUNet(num_classes: int = 13, **kwargs: Any) -> PointNetwork:
+    """Voxelise, SpUNet (:class:`SparseUNetBackbone`), a linear
+    :class:`SegmentationHead`: per-point logits [N, num_classes] (each point its voxel's).
 
     Args:
         num_classes: classes of the per-point logits.
-        in_channels: width of ``batch.x`` (e.g. 3 for colours; 0: coordinates only). Voxel
-            features are the mean of the points' ``pos`` and ``x``.
-        voxel_size: voxel edge in the units of ``pos`` (metres for scenes).
-        stem_channels: width of the 5x5x5 stem.
-        channels: encoder widths then decoder widths (same number of each).
-        layers: residual blocks per encoder stage then per decoder stage.
-        reduce: how points are reduced into a voxel (``mean``, ``max``, ``first``).
+        **kwargs: :class:`SparseUNetBackbone` arguments (``in_channels``, ``voxel_size``,
+            ``stem_channels``, ``channels``, ``layers``, ``reduce``).
     """
-
-    def __init__(
-        self,
-        num_classes: int = 13,
-        in_channels: int = 0,
-        voxel_size: float = 0.05,
-        stem_channels: int = 32,
-        channels: list[int] | None = None,
-        layers: list[int] | None = None,
-        reduce: Reduce = "mean",
-    ) -> None:
-        super().__init__(in_channels, voxel_size, stem_channels, channels, layers, reduce)
-        self.head = SegmentationHead(self.out_channels, num_classes)
-        rename_on_load(self, linear_head_key, "head.0.weight")  # a plain Linear before 0.1
-
-    def forward(self, data: Any) -> Tensor:  # type: ignore[override]
-        """Logits [N, num_classes] for every point of a packed batch."""
-        return self.head(super().forward(as_point(data)))  # type: ignore[no-any-return]
+    backbone = SparseUNetBackbone(**kwargs)
+    return PointNetwork(backbone, SegmentationHead(backbone.out_channels, num_classes))
 
 
 @register_model("sparse_unet")
-def sparse_unet(num_classes: int, **kwargs: Any) -> SparseUNet:
-    """Sparse U-Net semantic segmentation; ``kwargs``: :class:`SparseUNet` arguments."""
+def sparse_unet(num_classes: int, **kwargs: Any) -> PointNetwork:
+    """Sparse U-Net semantic segmentation; ``kwargs``: :func:`SparseUNet` arguments."""
     return SparseUNet(num_classes, **kwargs)

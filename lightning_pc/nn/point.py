@@ -8,7 +8,9 @@ computes on demand what the network families need from them:
 - :meth:`Point.voxelize`: the voxels of the batch as a new :class:`Point` (one row per
   occupied voxel, its ``grid_coord``, and ``inverse``, the voxel of every input point);
 - :meth:`Point.serialization`: space-filling-curve codes and orders of a voxel
-  :class:`Point` (:mod:`lightning_pc.nn.serialization`);
+  :class:`Point` (:mod:`lightning_pc.nn.serialization`); a point may carry one as
+  :attr:`Point.serialized` (:meth:`Point.with_serialization`), the order PTv3's attention
+  and pooling read at that level;
 - :meth:`Point.sparse_tensor`: the :class:`~lightning_pc.nn.sparse.SparseTensor` view of a
   voxel :class:`Point`, for the sparse convolutions.
 
@@ -21,14 +23,15 @@ read it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import Tensor
 
 from lightning_pc.nn.segment import lengths_from_ptr, ptr_from_index
-from lightning_pc.nn.serialization import serialize
+from lightning_pc.nn.serialization import serialize, serialize_voxels
 from lightning_pc.nn.sparse.tensor import Reduce, SparseTensor, voxelize
 
 Origin = Literal["zero", "cloud_min"]
@@ -36,22 +39,30 @@ Origin = Literal["zero", "cloud_min"]
 shared by the clouds), or at each cloud's minimum corner (``floor((pos - min) / s)``,
 non-negative, as Pointcept's ``GridSample`` and PTv3's serialisation need)."""
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Serialization:
     """Space-filling-curve orders of the rows of a voxel :class:`Point`.
 
     Attributes:
-        depth: bits per grid axis of the codes.
+        depth: [] ``int64`` bits per grid axis of the codes (a tensor: it is read from the
+            data, and so stays inside a compiled graph).
         code: [K, N] codes, one row per order (the cloud index in the high bits).
         order: [K, N] permutation sorting each row of ``code``.
         inverse: [K, N] inverse of ``order``.
     """
 
-    depth: int
+    depth: Tensor
     code: Tensor
     order: Tensor
     inverse: Tensor
+
+    def shuffled(self) -> Serialization:
+        """The same serialisations in a random order (PTv3's per-level order shuffle)."""
+        perm = torch.randperm(self.code.size(0)).to(self.code.device)
+        return Serialization(self.depth, self.code[perm], self.order[perm], self.inverse[perm])
 
 
 class Point:
@@ -70,6 +81,8 @@ class Point:
         inverse: [M] row of this point for each row of the point it was voxelised from.
         sparse: the sparse tensor on ``(batch, grid_coord)`` (its kernel-map cache is shared
             by every view of this point).
+        serialized: the serialisation of the rows a network reads at this level (PTv3), or
+            ``None`` (see :meth:`with_serialization`).
     """
 
     def __init__(
@@ -84,6 +97,7 @@ class Point:
         grid_size: float | None = None,
         inverse: Tensor | None = None,
         sparse: SparseTensor | None = None,
+        serialized: Serialization | None = None,
     ) -> None:
         self.pos = pos
         self.x = x
@@ -91,6 +105,7 @@ class Point:
         self.grid_coord = grid_coord
         self.grid_size = grid_size
         self.inverse = inverse
+        self.serialized = serialized
         self._batch = batch
         self._ptr = ptr
         self._sparse = sparse
@@ -172,10 +187,27 @@ class Point:
             grid_size=self.grid_size,
             inverse=self.inverse,
             sparse=self._sparse,
+            serialized=self.serialized,
         )
         # what depends on the rows alone carries over; voxels reduce the old features
         out._cache = {k: v for k, v in self._cache.items() if k[0] != "voxelize"}
         return out
+
+    def with_serialization(self, serialized: Serialization) -> Point:
+        """The same rows and features carrying ``serialized`` (see :meth:`serialization`)
+        as :attr:`serialized`, the order the next layers read."""
+        out = self.with_features(self.x)
+        out._pos_x = self._pos_x
+        out.serialized = serialized
+        return out
+
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, computed once per ``key`` for these rows: what depends on the rows
+        alone (not on ``x``), such as attention patch plans. Views made by
+        :meth:`with_features` start with the values computed so far."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]  # type: ignore[no-any-return]
 
     @classmethod
     def from_sparse(
@@ -287,24 +319,30 @@ class Point:
         ``origin="cloud_min"``), one per order (``z``, ``z-trans``, ``hilbert``,
         ``hilbert-trans``); cached unless ``shuffle`` puts the orders in a random order.
 
+        Without ``depth`` this runs as one custom op
+        (:func:`~lightning_pc.nn.serialization.serialize_voxels`), so ``torch.compile``
+        traces it without a graph break (PTv3's path).
+
         Args:
             orders: serialisation orders.
             depth: bits per axis; the smallest that holds the grid when ``None``.
             shuffle: permute the orders (PTv3 in training).
+
+        Raises:
+            ValueError: no grid (not a voxel point), an unknown order, or a grid that does
+                not fit ``depth`` bits (see :func:`~lightning_pc.nn.serialization.encode`).
         """
         grid = self._require_grid("serialization()")
         key = ("serialization", tuple(orders), depth)
         if key not in self._cache:
-            d = depth
-            if d is None:
-                d = int(grid.max() + 1).bit_length() if grid.numel() else 0
-            code, order, inverse = serialize(grid, self.batch, d, tuple(orders))
+            if depth is None:
+                code, order, inverse, d = serialize_voxels(grid, self.batch, ",".join(orders))
+            else:
+                code, order, inverse = serialize(grid, self.batch, depth, tuple(orders))
+                d = torch.tensor(depth, device=grid.device)
             self._cache[key] = Serialization(d, code, order, inverse)
         s: Serialization = self._cache[key]
-        if shuffle:
-            perm = torch.randperm(s.code.size(0)).to(s.code.device)
-            return Serialization(s.depth, s.code[perm], s.order[perm], s.inverse[perm])
-        return s
+        return s.shuffled() if shuffle else s
 
     def __repr__(self) -> str:
         width = 0 if self.x is None else self.x.size(1)

@@ -1,9 +1,11 @@
 """Blocks of Point Transformer V3 (Wu et al., CVPR 2024) in pure PyTorch.
 
-The network works on voxels, one resolution per stage. A :class:`Level` holds the voxels of
-one resolution (non-negative grid coordinates per cloud, cloud index, serialisation codes in
-``K`` orders with their sort orders and inverses) and a sparse tensor over the same sites
-for the convolutions. Voxels of a level are sorted by cloud.
+The network works on voxels, one resolution per stage. Each level is a voxel
+:class:`~lightning_pc.nn.point.Point` (non-negative grid coordinates per cloud, cloud index,
+a sparse tensor over the same sites for the convolutions) carrying its serialisation
+(:attr:`Point.serialized`: codes in ``K`` orders with their sort orders and inverses). The
+blocks take the features ``[N, C]`` and the level they live on. Voxels of a level are
+sorted by cloud.
 
 - :class:`SerializedAttention`: the voxels sorted along one curve are cut into patches of
   ``patch_size`` consecutive voxels of one cloud; multi-head self-attention runs inside each
@@ -33,15 +35,16 @@ graph and ``torch.export`` gives a program for any point and cloud counts
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_pc.nn.mlp import batch_norm_rows
-from lightning_pc.nn.point import Point
-from lightning_pc.nn.serialization import inverse_permutation, serialize
+from lightning_pc.nn.point import Point, Serialization
+from lightning_pc.nn.segment import lengths_from_ptr, ptr_from_index
+from lightning_pc.nn.serialization import inverse_permutation
 from lightning_pc.nn.sparse.conv import SparseConv3d
 from lightning_pc.nn.sparse.norm import _site_batch_norm as site_batch_norm
 from lightning_pc.nn.sparse.tensor import SparseTensor
@@ -50,118 +53,28 @@ BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
 
-@dataclass
-class Level:
-    """Voxels of one resolution of a packed batch.
-
-    Attributes:
-        grid: [N, 3] ``int64`` non-negative grid coordinates.
-        batch: [N] cloud index, sorted.
-        num_clouds: number of clouds (some may have no voxel).
-        depth: [] ``int64`` bits per axis of the codes (a tensor: it depends on the data,
-            and so stays inside a compiled graph).
-        code: [K, N] serialisation codes, one row per order.
-        order: [K, N] sort order of each row of ``code``.
-        inverse: [K, N] inverse of ``order``.
-        sparse: sparse tensor on ``(batch, grid)`` whose map cache the convolutions share.
-        plans: attention patch plans per patch size (built on first use).
-    """
-
-    grid: Tensor
-    batch: Tensor
-    num_clouds: int
-    depth: Tensor
-    code: Tensor
-    order: Tensor
-    inverse: Tensor
-    sparse: SparseTensor
-    plans: dict[int, PatchPlan] = field(default_factory=dict)
-
-    @property
-    def counts(self) -> Tensor:
-        """[B] voxels per cloud."""
-        ones = torch.ones_like(self.batch)
-        return self.batch.new_zeros(self.num_clouds).index_add_(0, self.batch, ones)
-
-    def with_feats(self, feats: Tensor) -> SparseTensor:
-        """The level's sparse tensor carrying ``feats`` [N, C]."""
-        return self.sparse.replace(feats)
-
-    def plan(self, patch_size: int) -> PatchPlan:
-        """Patch plan for ``patch_size`` (cached: it depends only on the cloud sizes)."""
-        if patch_size not in self.plans:
-            self.plans[patch_size] = PatchPlan(*patch_plan(self.batch, self.counts, patch_size))
-        return self.plans[patch_size]
-
-
-def shuffled(code: Tensor, order: Tensor, inverse: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The serialisations in a random order (PTv3's per-level order shuffle)."""
-    perm = torch.randperm(code.size(0)).to(code.device)
-    return code[perm], order[perm], inverse[perm]
-
-
-def make_level(voxels: Point, orders: tuple[str, ...], shuffle: bool) -> Level:
-    """The finest level: the voxels of :meth:`Point.voxelize` (non-negative ``grid_coord``,
-    sorted by cloud), their serialisations (:meth:`Point.serialization`) and their sparse
-    tensor (features ``pos_x``).
-
-    Args:
-        voxels: the voxel point.
-        orders: serialisation orders.
-        shuffle: put the orders in a random order (training).
-    """
-    if voxels.grid_coord is None:
-        raise ValueError("a PTv3 level is made of voxels: call Point.voxelize first")
-    code, order, inverse, depth = serialize_voxels(
-        voxels.grid_coord, voxels.batch, ",".join(orders)
-    )
-    if shuffle:
-        code, order, inverse = shuffled(code, order, inverse)
-    sparse = voxels.sparse_tensor()
-    return Level(
-        voxels.grid_coord, voxels.batch, voxels.num_clouds, depth, code, order, inverse, sparse
-    )
-
-
-@torch.library.custom_op("lightning_pc::ptv3_serialize", mutates_args=())
-def serialize_voxels(
-    grid: Tensor, batch: Tensor, orders: str
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Serialisations of voxels at the smallest depth that holds their grid (as
-    :meth:`Point.serialization` with ``depth=None``).
-
-    A custom op: the depth is read from the data (and the curve loops run ``depth`` times),
-    which its kernel does eagerly, so ``torch.compile`` traces it without a graph break.
-
-    Args:
-        grid: [N, 3] non-negative ``int64`` grid coordinates.
-        batch: [N] cloud index.
-        orders: the serialisation orders, comma-separated.
-
-    Returns:
-        ``code``, ``order``, ``inverse`` [K, N] (see :func:`serialize`) and the depth, a
-        0-d ``int64`` tensor.
+def serialized(point: Point) -> Serialization:
+    """The serialisation a PTv3 level carries (:attr:`Point.serialized`).
 
     Raises:
-        ValueError: see :func:`lightning_pc.nn.serialization.encode`.
+        ValueError: the point carries none.
     """
-    depth = int(grid.max() + 1).bit_length() if grid.numel() else 0
-    code, order, inverse = serialize(grid, batch, depth, tuple(orders.split(",")))
-    return code, order, inverse, torch.tensor(depth, device=grid.device)
+    if point.serialized is None:
+        raise ValueError(
+            "a PTv3 level is a voxel point carrying its serialisation: "
+            "point.with_serialization(point.serialization(orders))"
+        )
+    return point.serialized
 
 
-@serialize_voxels.register_fake
-def _serialize_voxels_fake(
-    grid: Tensor, batch: Tensor, orders: str
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    k, n = len(orders.split(",")), grid.size(0)
-    rows = grid.new_empty((k, n), dtype=torch.long)
-    return (
-        rows,
-        torch.empty_like(rows),
-        torch.empty_like(rows),
-        grid.new_empty((), dtype=torch.long),
-    )
+def plan_of(point: Point, patch_size: int) -> PatchPlan:
+    """Attention patch plan of the voxels of ``point`` for ``patch_size`` (cached on the
+    point: it depends only on the cloud sizes)."""
+
+    def build() -> PatchPlan:
+        return PatchPlan(*patch_plan(point.batch, lengths_from_ptr(point.ptr), patch_size))
+
+    return point.cached(("ptv3_patch_plan", patch_size), build)
 
 
 @dataclass(frozen=True)
@@ -338,16 +251,17 @@ class SerializedAttention(nn.Module):
             )  # [R, H, L, d]
         return out.transpose(1, 2).reshape(r * length, self.channels)
 
-    def forward(self, feat: Tensor, level: Level) -> Tensor:
+    def forward(self, feat: Tensor, level: Point) -> Tensor:
         """[N, C] -> [N, C] for the voxels of ``level``."""
-        plan = level.plan(self.patch_size)
-        k = self.order_index % level.order.size(0)
-        qkv = self.qkv(feat)[level.order[k]]  # [N, 3C] in serialised order
+        plan = plan_of(level, self.patch_size)
+        s = serialized(level)
+        k = self.order_index % s.order.size(0)
+        qkv = self.qkv(feat)[s.order[k]]  # [N, 3C] in serialised order
         # both kinds of rows always go through attention (an empty set gives no row): no
         # branch on the plan's data-dependent sizes, so a compiled graph holds either case
         full = self._attend(qkv[plan.full], None)
         short = self._attend(qkv[plan.short], plan.short_mask)
-        out = torch.cat([full, short])[plan.take][level.inverse[k]]  # back to voxel order
+        out = torch.cat([full, short])[plan.take][s.inverse[k]]  # back to voxel order
         return self.proj_drop(self.proj(out))
 
 
@@ -395,8 +309,8 @@ class CPE(nn.Module):
         self.linear = nn.Linear(channels, channels)
         self.norm = nn.LayerNorm(channels)
 
-    def forward(self, feat: Tensor, level: Level) -> Tensor:
-        return self.norm(self.linear(self.conv(level.with_feats(feat)).feats))
+    def forward(self, feat: Tensor, level: Point) -> Tensor:
+        return self.norm(self.linear(self.conv(level.sparse_tensor(feat)).feats))
 
 
 class Block(nn.Module):
@@ -438,7 +352,7 @@ class Block(nn.Module):
             self.gamma1 = nn.Parameter(torch.full((channels,), float(layer_scale)))
             self.gamma2 = nn.Parameter(torch.full((channels,), float(layer_scale)))
 
-    def forward(self, feat: Tensor, level: Level, cpe_input: Tensor | None = None) -> Tensor:
+    def forward(self, feat: Tensor, level: Point, cpe_input: Tensor | None = None) -> Tensor:
         """``feat`` [N, C] of ``level``; ``cpe_input`` (default ``feat``) is what the
         positional-encoding convolution reads (see :class:`GridUnpooling`)."""
         feat = feat + self.cpe(feat if cpe_input is None else cpe_input, level)
@@ -482,8 +396,8 @@ class Embedding(nn.Module):
         self.conv = SparseConv3d(in_channels, channels, 5, bias=False)
         self.norm = NormAct(channels)
 
-    def forward(self, feat: Tensor, level: Level) -> Tensor:
-        return self.norm(self.conv(level.with_feats(feat)).feats)
+    def forward(self, feat: Tensor, level: Point) -> Tensor:
+        return self.norm(self.conv(level.sparse_tensor(feat)).feats)
 
 
 class GridPooling(nn.Module):
@@ -510,35 +424,50 @@ class GridPooling(nn.Module):
         self.proj = nn.Linear(in_channels, out_channels)
         self.norm = NormAct(out_channels)
 
-    def forward(self, feat: Tensor, level: Level, shuffle: bool) -> tuple[Tensor, Level, Tensor]:
+    def forward(self, feat: Tensor, level: Point, shuffle: bool) -> tuple[Tensor, Point, Tensor]:
         """Pools ``feat`` [N, C] of ``level``.
 
         Returns:
-            the coarse features [M, C'], the coarse level, and ``cluster`` [N], the coarse
-            voxel of each fine voxel (the unpooling's inverse map).
+            the coarse features [M, C'], the coarse level (a voxel :class:`Point` whose
+            ``pos`` is the mean of its fine voxels' and whose serialisation is made of the
+            parents' codes), and ``cluster`` [N], the coarse voxel of each fine voxel (the
+            unpooling's inverse map).
         """
+        fine = serialized(level)
+        if level.grid_coord is None:
+            raise ValueError("grid pooling needs a voxel point (grid_coord)")
         # as Pointcept: a level coarser than its codes allow is not pooled (shift 0); the
         # depth is a tensor, so is the shift
         wanted = int(math.log2(self.stride))
-        shift = wanted * (level.depth >= wanted).long()
-        code = level.code >> (3 * shift)
+        shift = wanted * (fine.depth >= wanted).long()
+        code = fine.code >> (3 * shift)
         cluster, head = pool_clusters(code[0])
         m = head.size(0)
         code = code[:, head]
         order = torch.argsort(code, dim=1)
-        inverse = inverse_permutation(order)
+        serial = Serialization(fine.depth - shift, code, order, inverse_permutation(order))
         if shuffle:
-            code, order, inverse = shuffled(code, order, inverse)
+            serial = serial.shuffled()
         h = self.proj(feat)
         red = {"max": "amax", "min": "amin", "mean": "mean", "sum": "sum"}[self.reduce]
         pooled = h.new_zeros(m, h.size(1)).scatter_reduce_(
             0, cluster.view(-1, 1).expand_as(h), h, reduce=red, include_self=False
         )
-        grid = level.grid[head] >> shift
-        batch = level.batch[head]
+        pos = level.pos.new_zeros(m, 3).scatter_reduce_(
+            0, cluster.view(-1, 1).expand_as(level.pos), level.pos, "mean", include_self=False
+        )
+        grid = level.grid_coord[head] >> shift
+        batch = level.batch[head]  # sorted: the cloud index is the codes' high bits
         sparse = SparseTensor(torch.cat([batch.view(-1, 1), grid], dim=1), pooled)
-        coarse = Level(
-            grid, batch, level.num_clouds, level.depth - shift, code, order, inverse, sparse
+        coarse = Point(
+            pos,
+            None,
+            batch,
+            ptr_from_index(batch, level.num_clouds),
+            category=level.category,
+            grid_coord=grid,
+            sparse=sparse,
+            serialized=serial,
         )
         return self.norm(pooled), coarse, cluster
 

@@ -124,6 +124,48 @@ def serialize(
     return code, order, inverse_permutation(order)
 
 
+@torch.library.custom_op("lightning_pc::ptv3_serialize", mutates_args=())
+def serialize_voxels(
+    grid: Tensor, batch: Tensor, orders: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`serialize` at the smallest depth that holds ``grid`` (what
+    :meth:`Point.serialization <lightning_pc.nn.point.Point.serialization>` runs without a
+    ``depth``).
+
+    A custom op: the depth is read from the data (and the curve loops run ``depth`` times),
+    which its kernel does eagerly, so ``torch.compile`` traces it without a graph break.
+
+    Args:
+        grid: [N, 3] non-negative ``int64`` grid coordinates.
+        batch: [N] cloud index.
+        orders: the serialisation orders, comma-separated.
+
+    Returns:
+        ``code``, ``order``, ``inverse`` [K, N] (see :func:`serialize`) and the depth, a
+        0-d ``int64`` tensor.
+
+    Raises:
+        ValueError: see :func:`encode`.
+    """
+    depth = int(grid.max() + 1).bit_length() if grid.numel() else 0
+    code, order, inverse = serialize(grid, batch, depth, tuple(orders.split(",")))
+    return code, order, inverse, torch.tensor(depth, device=grid.device)
+
+
+@serialize_voxels.register_fake
+def _serialize_voxels_fake(
+    grid: Tensor, batch: Tensor, orders: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    k, n = len(orders.split(",")), grid.size(0)
+    rows = grid.new_empty((k, n), dtype=torch.long)
+    return (
+        rows,
+        torch.empty_like(rows),
+        torch.empty_like(rows),
+        grid.new_empty((), dtype=torch.long),
+    )
+
+
 def inverse_permutation(order: Tensor) -> Tensor:
     """Inverse of each row of ``order`` [K, N] (a permutation per row)."""
     ar = torch.arange(order.size(-1), device=order.device).expand_as(order)

@@ -20,11 +20,11 @@ from lightning_pc.callbacks.prediction_writer import PLYPredictionWriter
 from lightning_pc.data import SyntheticShapesDataModule
 from lightning_pc.data.palettes import class_palette, min_color_distance, resolve_palette
 from lightning_pc.tasks import PartSegmentationTask
+from tests.conftest import tiny_kwargs
 
 o3d = pytest.importorskip("open3d")
 
-TINY_PART = {"num_samples": [[8], [8]], "sa_mlps": [[[8]], [[16]]], "global_mlp": [16],
-             "fp_mlps": [[16], [16], [16]], "head": [16]}
+TINY_PART = tiny_kwargs("pointnet2_ssg_part_seg")  # the one tiny-model table
 
 
 class PaintedShapes(SyntheticShapesDataModule):

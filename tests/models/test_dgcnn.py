@@ -5,13 +5,13 @@ import copy
 import pytest
 import torch
 
-from lightning_pc.models import DGCNN, create_model
+from lightning_pc.models import PointNetwork, create_model
 from lightning_pc.nn.edge_conv import EdgeConv
 from lightning_pc.nn.knn_graph import knn_table
 from tests.models.shapes import make_batch, permute_within_clouds
 
 
-def model_(name: str, num_classes: int, **kw) -> DGCNN:
+def model_(name: str, num_classes: int, **kw) -> PointNetwork:
     torch.manual_seed(0)
     return create_model(name, num_classes=num_classes, **kw)
 
@@ -175,10 +175,10 @@ def test_eval_is_deterministic() -> None:
 @pytest.mark.parametrize("name", ["dgcnn", "dgcnn_part_seg", "dgcnn_sem_seg"])
 def test_gradients_reach_every_parameter(name: str) -> None:
     model = model_(name, 4, k=8).train()
-    if model.transform is not None:
+    if model.backbone.transform is not None:
         # the transform's last layer starts at zero (identity output), which blocks the
         # gradient to the layers before it at initialisation only
-        torch.nn.init.normal_(model.transform.transform.weight, std=0.01)
+        torch.nn.init.normal_(model.backbone.transform.transform.weight, std=0.01)
     batch = make_batch([80, 70, 60])
     model(batch).square().mean().backward()
     for pname, p in model.named_parameters():
@@ -193,5 +193,5 @@ def test_transform_starts_as_identity() -> None:
     batch = make_batch([64, 64])
     from lightning_pc.nn.knn_graph import knn_table as kt
 
-    t = model.transform(batch.pos, kt(batch.pos, batch.batch, batch.ptr, 8), batch.ptr)
+    t = model.backbone.transform(batch.pos, kt(batch.pos, batch.batch, batch.ptr, 8), batch.ptr)
     torch.testing.assert_close(t, torch.eye(3).expand(2, 3, 3))

@@ -3,14 +3,11 @@ the shared heads; old checkpoints of the re-laid-out heads."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
-from torch import nn
 from torch_geometric.data import Batch, Data
 
-from lightning_pc.models import ClassificationHead, Point, SegmentationHead, as_point, create_model
+from lightning_pc.models import ClassificationHead, Point, SegmentationHead, as_point
 from lightning_pc.nn.serialization import encode
 from tests.models.shapes import make_batch
 
@@ -94,7 +91,7 @@ def test_serialization_orders_the_voxels_along_the_curves() -> None:
     assert s is v.serialization(orders)  # cached
     assert v.grid_coord is not None
     for k, name in enumerate(orders):
-        assert torch.equal(s.code[k], encode(v.grid_coord, v.batch, s.depth, name))
+        assert torch.equal(s.code[k], encode(v.grid_coord, v.batch, int(s.depth), name))
         assert bool((s.code[k][s.order[k]].diff() >= 0).all())
         assert torch.equal(s.order[k][s.inverse[k]], torch.arange(v.num_rows))
     torch.manual_seed(0)
@@ -102,6 +99,25 @@ def test_serialization_orders_the_voxels_along_the_curves() -> None:
     assert any(torch.equal(c, s.code[1]) for c in shuffled)  # the rows were permuted
     with pytest.raises(ValueError, match="voxelize"):
         as_point(hostile_batch()).serialization(orders)
+    # the smallest depth holding the grid (PTv3's custom op) = the same codes at that depth
+    depth = int(v.grid_coord.max() + 1).bit_length()
+    assert int(s.depth) == depth
+    explicit = v.serialization(orders, depth=depth + 1)
+    assert int(explicit.depth) == depth + 1
+    assert torch.equal(explicit.order[0], s.order[0])  # Morton order ignores extra top bits
+
+
+def test_a_level_carries_its_serialization_and_cached_values_across_views() -> None:
+    v = as_point(hostile_batch()).voxelize(0.3, origin="cloud_min")
+    s = v.serialization(("z",))
+    level = v.with_serialization(s)
+    assert v.serialized is None and level.serialized is s  # the cached voxels stay as they were
+    assert level.pos_x is v.pos_x and level.inverse is v.inverse
+    calls = []
+    value = level.cached(("plan", 4), lambda: calls.append(1) or 7)
+    assert value == 7 and level.cached(("plan", 4), lambda: 8) == 7 and calls == [1]
+    view = level.with_features(torch.zeros(level.num_rows, 2))
+    assert view.serialized is s and view.cached(("plan", 4), lambda: 9) == 7
 
 
 def test_sparse_tensor_view_shares_one_map_cache() -> None:
@@ -132,48 +148,3 @@ def test_heads_pool_per_cloud_and_read_voxels_back_at_the_points() -> None:
     vf = v.with_features(torch.randn(v.num_rows, 4))
     assert v.inverse is not None and vf.x is not None
     assert torch.equal(seg(vf), seg[0](vf.x)[v.inverse])
-
-
-def _old_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """SparseResNet's head keys as written before the shared heads: per hidden layer
-    ``Linear, BatchNorm1d, ReLU, Dropout`` (``head.4l``, ``head.4l+1``), then the classifier."""
-    out = {}
-    for key, value in state.items():
-        m = re.fullmatch(r"head\.(\d+)\.(lin\.|norm\.)?(\w+)", key)
-        if m is None:
-            out[key] = value
-            continue
-        layer = int(m[1]) // 2  # LinearBNAct and Dropout per hidden layer today
-        out[f"head.{4 * layer + (m[2] == 'norm.')}.{m[3]}"] = value
-    return out
-
-
-@pytest.mark.parametrize("hidden", [[16], [16, 8]])
-def test_sparse_resnet_loads_checkpoints_of_the_old_head_layout(hidden: list[int]) -> None:
-    torch.manual_seed(0)
-    kw = dict(voxel_size=0.2, channels=[8, 8], layers=[1], head=hidden)
-    trained = create_model("sparse_resnet", num_classes=3, **kw).eval()
-    for m in trained.modules():  # statistics other than the initial ones
-        if isinstance(m, nn.BatchNorm1d):
-            m.running_mean.uniform_()
-            m.running_var.uniform_(0.5, 2)
-    old = _old_layout(trained.state_dict())
-    assert "head.1.running_mean" in old and "head.0.lin.weight" not in old
-    wrapper = nn.Module()  # as a task holds it: keys "model.head.1.running_mean", ...
-    wrapper.model = create_model("sparse_resnet", num_classes=3, **kw).eval()
-    wrapper.load_state_dict({f"model.{k}": v for k, v in old.items()})
-    wrapper.load_state_dict({f"model.{k}": v for k, v in trained.state_dict().items()})
-    batch = make_batch([40, 30])
-    with torch.no_grad():
-        assert torch.equal(wrapper.model(batch), trained(batch))
-
-
-def test_sparse_unet_loads_checkpoints_of_the_old_linear_head() -> None:
-    kw = dict(voxel_size=0.3, stem_channels=8, channels=[8, 8], layers=[1, 1])
-    trained = create_model("sparse_unet", num_classes=3, **kw).eval()
-    old = {k.replace("head.0.", "head."): v for k, v in trained.state_dict().items()}
-    model = create_model("sparse_unet", num_classes=3, **kw).eval()
-    model.load_state_dict(old)
-    batch = make_batch([40, 30])
-    with torch.no_grad():
-        assert torch.equal(model(batch), trained(batch))

@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_pc.models import PointNet2, create_model
+from lightning_pc.models import PointNetwork, create_model
 from lightning_pc.nn.pointnet2 import SetAbstraction, ball_query, sample_centres
 from tests.models.shapes import make_batch, permute_within_clouds
 
 
-def small(name: str, num_classes: int, **kw) -> PointNet2:
+def small(name: str, num_classes: int, **kw) -> PointNetwork:
     torch.manual_seed(0)
     return create_model(name, num_classes=num_classes, **kw)
 
@@ -110,7 +110,7 @@ def test_set_abstraction_matches_direct_computation(in_channels: int, mlps: list
 
 def test_feature_propagation_interpolates_then_mlp() -> None:
     model = small("pointnet2_ssg_sem_seg", 13).eval().double()
-    fp = model.fp[1]
+    fp = model.backbone.fp[1]
     g = torch.Generator().manual_seed(0)
     pos_c, pos = torch.rand(20, 3, generator=g).double(), torch.rand(50, 3, generator=g).double()
     bc, b = torch.zeros(20, dtype=torch.long), torch.zeros(50, dtype=torch.long)

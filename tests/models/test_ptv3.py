@@ -19,21 +19,14 @@ from torch_geometric.data import Batch, Data
 from lightning_pc.models import create_model
 from lightning_pc.models.ptv3 import PTv3, PTv3Cls
 from lightning_pc.nn.point import Point
-from lightning_pc.nn.ptv3 import DropPath, GridPooling, PatchPlan, SerializedAttention, make_level
+from lightning_pc.nn.ptv3 import DropPath, GridPooling, PatchPlan, SerializedAttention
 from lightning_pc.nn.serialization import ORDERS, encode, hilbert, z_order
+from tests.conftest import tiny_kwargs
 
-TINY: dict[str, Any] = dict(
-    stride=(2, 2),
-    enc_depths=(1, 1, 1),
-    enc_channels=(8, 16, 16),
-    enc_num_head=(1, 2, 2),
-    enc_patch_size=(16, 16, 16),
-    dec_depths=(1, 1),
-    dec_channels=(8, 16),
-    dec_num_head=(1, 2),
-    dec_patch_size=(16, 16),
-    drop_path=0.0,
-)
+# the one tiny-model table's PTv3 (tests/conftest.py), without drop path; the tests set
+# their own grid
+TINY: dict[str, Any] = tiny_kwargs("ptv3", drop_path=0.0)
+del TINY["grid_size"]
 TINY_CLS = {k: v for k, v in TINY.items() if not k.startswith("dec")}
 
 
@@ -132,9 +125,10 @@ def test_patch_plan_windows(counts: list[int]) -> None:
             assert int(last[-1]) == int(starts[b]) + k - 1
 
 
-def _level(grid: torch.Tensor, batch: torch.Tensor, orders: tuple[str, ...] = ("z",)) -> Any:
+def _level(grid: torch.Tensor, batch: torch.Tensor, orders: tuple[str, ...] = ("z",)) -> Point:
+    """A PTv3 level: a voxel point carrying its serialisation (as the backbone makes it)."""
     voxels = Point(grid.float(), None, batch, grid_coord=grid)
-    return make_level(voxels, orders, shuffle=False)
+    return voxels.with_serialization(voxels.serialization(orders))
 
 
 def test_serialized_attention_equals_softmax_per_window() -> None:
@@ -149,7 +143,7 @@ def test_serialized_attention_equals_softmax_per_window() -> None:
 
     q, k, v = attn.qkv(feat).chunk(3, dim=1)
     ref = torch.empty(len(grid), 8)
-    order = level.order[0]
+    order = level.serialized.order[0]
     for lo, hi in [(0, n1), (n1, len(grid))]:
         pos = order[lo:hi]  # this cloud's voxels along the curve
         m = hi - lo
@@ -179,16 +173,19 @@ def test_grid_pooling_is_max_over_parent_cells() -> None:
     cells = {}
     for i, key in enumerate(zip(batch.tolist(), *(grid >> 1).T.tolist())):
         cells.setdefault(key, []).append(i)
-    assert out.size(0) == len(cells) == coarse.grid.size(0)
+    assert out.size(0) == len(cells) == coarse.grid_coord.size(0)
     for j in range(out.size(0)):
         members = (cluster == j).nonzero().flatten()
-        key = (int(coarse.batch[j]), *coarse.grid[j].tolist())
+        key = (int(coarse.batch[j]), *coarse.grid_coord[j].tolist())
         assert sorted(members.tolist()) == cells[key]
         torch.testing.assert_close(out[j], pool.norm(h[members].amax(0, keepdim=True))[0])
-    assert coarse.depth == level.depth - 1
+        torch.testing.assert_close(coarse.pos[j], level.pos[members].mean(0))  # centroid
+    fine, s = level.serialized, coarse.serialized
+    assert s.depth == fine.depth - 1
+    assert torch.equal(coarse.ptr, torch.tensor([0, int((coarse.batch == 0).sum()), out.size(0)]))
     for k, order in enumerate(("z", "hilbert")):  # the coarse codes are the parents' codes
-        assert torch.equal(coarse.code[k], encode(coarse.grid, coarse.batch, coarse.depth, order))
-        assert bool((coarse.code[k][coarse.order[k]].diff() > 0).all())
+        assert torch.equal(s.code[k], encode(coarse.grid_coord, coarse.batch, int(s.depth), order))
+        assert bool((s.code[k][s.order[k]].diff() > 0).all())
 
 
 def test_drop_path_drops_whole_rows_and_rescales() -> None:
@@ -224,7 +221,7 @@ def test_defaults_are_pt_v3m1_base() -> None:
     assert {b.attn.patch_size for b in blocks} == {1024}
     assert blocks[-1].drop_path.p == pytest.approx(0.3) and blocks[0].drop_path.p == 0.0
     assert all(b.gamma1 is None for b in blocks)  # no layer scale
-    assert m.grid_size == 0.02 and m.seg_head.in_features == 64
+    assert bb.grid_size == 0.02 and m.head[0].in_features == 64
 
 
 def test_permuting_the_points_leaves_the_logits_unchanged() -> None:
@@ -257,7 +254,12 @@ def test_clouds_of_a_batch_do_not_leak_into_each_other() -> None:
 @pytest.mark.slow
 def test_a_tiny_batch_overfits() -> None:
     torch.manual_seed(0)
-    model = PTv3(num_classes=4, grid_size=0.1, **TINY)
+    deeper = dict(  # three stages: the two of the tiny table stall at 0.89 in 60 steps
+        stride=(2, 2), enc_depths=(1, 1, 1), enc_channels=(8, 16, 16), enc_num_head=(1, 2, 2),
+        enc_patch_size=(16, 16, 16), dec_depths=(1, 1), dec_channels=(8, 16),
+        dec_num_head=(1, 2), dec_patch_size=(16, 16),
+    )  # fmt: skip
+    model = PTv3(num_classes=4, grid_size=0.1, **{**TINY, **deeper})
     data = [cloud(120, 0), cloud(80, 1)]
     for d in data:  # labels each voxel can carry: the quadrant of its cell in x and y
         cell = torch.floor((d.pos - d.pos.min(0).values) / 0.1).long()

@@ -35,43 +35,27 @@ from lightning_pc.data.transforms import Transform
 from lightning_pc.models import create_model
 from lightning_pc.tasks import ClassificationTask, PartSegmentationTask
 from lightning_pc.tasks.guards import NonFiniteError
+from tests.conftest import tiny_kwargs
 from tests.models.shapes import make_batch
 
+# the one tiny-model table (tests/conftest.py), with two hidden head layers where a test
+# reads the head's first norm
 TINY: dict[str, dict[str, Any]] = {
-    "pointnet2_ssg": dict(
-        num_samples=[[8], [8]], sa_mlps=[[[8]], [[16]]], global_mlp=[16], head=[16, 16]
-    ),
-    "pointnet2_msg": dict(
-        radii=[[0.2, 0.4], [0.4, 0.8]],
-        num_samples=[[8, 8], [8, 8]],
-        sa_mlps=[[[8], [8]], [[16], [16]]],
-        global_mlp=[16],
-        head=[16, 16],
-    ),
-    "dgcnn": dict(k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16, 16], dropout_layers=[0]),
-    "sparse_resnet": dict(voxel_size=0.1, channels=[8, 8, 16], layers=[1, 1], head=[16]),
-    "pointnet2_ssg_part_seg": dict(
-        num_samples=[[8], [8]],
-        sa_mlps=[[[8]], [[16]]],
-        global_mlp=[16],
-        fp_mlps=[[16], [16], [16]],
-        head=[16],
-    ),
-    "dgcnn_part_seg": dict(
-        k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0], category_channels=8
-    ),
-    "pointnet2_ssg_sem_seg": dict(
-        ratios=[0.5, 0.5],
-        radii=[[0.5], [1.0]],
-        num_samples=[[8], [8]],
-        sa_mlps=[[[8]], [[16]]],
-        global_mlp=[],
-        fp_mlps=[[16], [16]],
-        head=[16],
-    ),
-    "dgcnn_sem_seg": dict(k=4, edge_mlps=[[8], [8]], emb_dims=16, head=[16], dropout_layers=[0]),
-    "sparse_unet": dict(voxel_size=0.2, stem_channels=8, channels=[8, 8, 8, 8], layers=[1] * 4),
+    name: tiny_kwargs(name)
+    for name in (
+        "pointnet2_ssg",
+        "pointnet2_msg",
+        "dgcnn",
+        "sparse_resnet",
+        "pointnet2_ssg_part_seg",
+        "dgcnn_part_seg",
+        "pointnet2_ssg_sem_seg",
+        "dgcnn_sem_seg",
+        "sparse_unet",
+    )
 }
+for _name in ("pointnet2_ssg", "pointnet2_msg", "dgcnn"):
+    TINY[_name]["head"] = [16, 16]
 PER_CLOUD = {"pointnet2_ssg", "pointnet2_msg", "dgcnn", "sparse_resnet"}
 
 

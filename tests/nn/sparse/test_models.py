@@ -7,11 +7,16 @@ import torch
 from torch import nn
 from torch_geometric.data import Batch, Data
 
-from lightning_pc.models import SparseResNet, SparseUNet, create_model, list_models
+from lightning_pc.models import (
+    SparseResNet,
+    SparseResNetBackbone,
+    SparseUNet,
+    SparseUNetBackbone,
+    create_model,
+    list_models,
+)
 from lightning_pc.nn.sparse import SparseTensor, devoxelize, global_pool, voxelize
-
-SMALL_UNET = dict(stem_channels=8, channels=[8, 16, 16, 8], layers=[1, 1, 1, 1])
-SMALL_RESNET = dict(channels=[8, 16, 16], layers=[1, 1], head=[16])
+from tests.conftest import tiny_kwargs
 
 
 def packed(num: int = 3, n: int = 200, c: int = 0, seed: int = 0) -> Batch:
@@ -57,7 +62,9 @@ def test_global_pool() -> None:
 
 def test_sparse_resnet_classifies_packed_batch() -> None:
     torch.manual_seed(0)
-    model = SparseResNet(num_classes=5, in_channels=2, voxel_size=0.25, **SMALL_RESNET)
+    model = SparseResNet(
+        num_classes=5, **tiny_kwargs("sparse_resnet", in_channels=2, voxel_size=0.25)
+    )
     data = packed(c=2)
     out = model(data)
     assert out.shape == (3, 5)
@@ -71,7 +78,7 @@ def test_sparse_resnet_classifies_packed_batch() -> None:
 
 def test_sparse_unet_predicts_every_point() -> None:
     torch.manual_seed(0)
-    model = SparseUNet(num_classes=4, voxel_size=0.1, **SMALL_UNET)
+    model = SparseUNet(num_classes=4, **tiny_kwargs("sparse_unet", voxel_size=0.1))
     data = packed(num=2, n=300)
     out = model(data)
     assert out.shape == (600, 4)
@@ -88,9 +95,10 @@ def test_sparse_unet_predicts_every_point() -> None:
 
 def test_registered_and_sync_batchnorm_converts_every_norm() -> None:
     assert {"sparse_resnet", "sparse_unet"} <= set(list_models())
-    unet = create_model("sparse_unet", num_classes=3, in_channels=3, **SMALL_UNET)
-    resnet = create_model("sparse_resnet", num_classes=3, in_channels=0, **SMALL_RESNET)
-    assert isinstance(unet, SparseUNet) and isinstance(resnet, SparseResNet)
+    unet = create_model("sparse_unet", num_classes=3, **tiny_kwargs("sparse_unet", in_channels=3))
+    resnet = create_model("sparse_resnet", num_classes=3, **tiny_kwargs("sparse_resnet"))
+    assert type(unet.backbone) is SparseUNetBackbone
+    assert type(resnet.backbone) is SparseResNetBackbone
     for model in (unet, resnet):
         n_bn = sum(isinstance(m, nn.BatchNorm1d) for m in model.modules())
         converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
