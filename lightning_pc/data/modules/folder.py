@@ -45,7 +45,8 @@ class PointCloudFolderDataModule(PackedDataModule):
         **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: normalise,
             rotate about z, scale, jitter), ``eval_transforms`` (``None``: normalise),
             ``cache_dir``, ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``,
-            ``cache_fingerprint``; see :class:`~lightning_pc.data.PointCloudDataModule`.
+            ``cache_fingerprint``, ``eval_batch_size`` (``None``: ``batch_size``); see
+            :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     ignore_index = IGNORE_INDEX

@@ -30,7 +30,8 @@ class ModelNetDataModule(PackedDataModule):
         num_workers: DataLoader workers.
         **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: DGCNN's
             scale + shift), ``eval_transforms`` (``None``: none), ``cache_dir``,
-            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``,
+            ``eval_batch_size`` (``None``: ``batch_size``); see
             :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
