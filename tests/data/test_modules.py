@@ -420,3 +420,18 @@ def test_eval_loaders_single_process_and_tiny_splits_are_left_to_lightning() -> 
     # so Lightning's (padded) sampler is kept
     dm.trainer = SimpleNamespace(world_size=3, global_rank=0)  # type: ignore[assignment]
     assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
+
+
+def test_loaders_without_validation_data_and_before_setup(tmp_path: Path) -> None:
+    class NoValidation(TinyScansDataModule):
+        splits = {"train": ("train",), "val": ("missing",), "test": ("val",)}
+
+    dm = NoValidation(str(make_tiny_scans(tmp_path / "tiny")), cache_dir=str(tmp_path / "c"))
+    with pytest.raises(RuntimeError, match=r"no 'val' dataset: call setup\(\)"):
+        dm.val_dataloader()  # not set up yet: an error, not an empty list
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.val_dataloader() == []  # set up, no validation data: no validation loop
+    assert sorted(dm.datasets) == ["test", "train"]
+    assert dm.predict_dataloader().dataset is dm.datasets["test"]  # predict falls back to test
+    assert dm.test_dataloader().batch_size == dm.batch_size == 32  # eval_batch_size None
