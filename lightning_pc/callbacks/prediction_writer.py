@@ -170,6 +170,20 @@ def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
     return getattr(loaders, "dataset", None)
 
 
+def batch_sources(batch: Any, trainer: L.Trainer, dataloader_idx: int) -> list[str] | None:
+    """Each cloud's source: the batch's ``source`` (see the batch schema in
+    :mod:`lightning_pc.data.collate`); for a batch without it (a dataset of yours that
+    exposes ``names`` only), the predict dataset's ``names[idx]``; ``None`` when neither."""
+    sources = getattr(batch, "source", None)
+    if sources is not None:
+        return [str(s) for s in sources]
+    names = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+    idx = getattr(batch, "idx", None)
+    if names is None or idx is None:
+        return None
+    return [str(names[int(i)]) for i in idx.view(-1)]
+
+
 def _task_classes(pl_module: Any) -> int:
     """The task's ``num_classes`` hyperparameter (0 when it has none)."""
     hparams = getattr(pl_module, "hparams", None) or {}
@@ -236,7 +250,6 @@ class PLYPredictionWriter(BasePredictionWriter):
         self.binary = binary
         self.prefix = prefix
 
-
     def write_on_batch_end(
         self,
         trainer: L.Trainer,
@@ -250,11 +263,10 @@ class PLYPredictionWriter(BasePredictionWriter):
         """Write the clouds of one predicted batch."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         clouds = split_prediction(prediction, batch)
-        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
-        idx = getattr(batch, "idx", None)
-        if sources is not None and idx is not None and idx.numel() == len(clouds):
+        sources = batch_sources(batch, trainer, dataloader_idx)
+        if sources is not None and len(sources) == len(clouds):
             # the source file's path under the data root, without its suffix
-            names = [output_stem(sources[int(i)]) for i in idx.view(-1)]
+            names = [output_stem(source) for source in sources]
         elif batch_indices is None or len(batch_indices) != len(clouds):
             names = [f"rank{trainer.global_rank}_batch{batch_idx}_{i}" for i in range(len(clouds))]
         else:
@@ -422,6 +434,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         self.binary = binary
         self.max_vote_memory = max_vote_memory
         self._votes: dict[int, _Votes] = {}
+        self._sources: dict[int, Path] = {}  # scan -> its file, from the batches' ``source``
         self.written: list[Path] = []
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -433,18 +446,21 @@ class ScenePredictionWriter(BasePredictionWriter):
         for votes in self._votes.values():
             votes.close()
         self._votes = {}
+        self._sources = {}
 
     def _folder(self, trainer: L.Trainer) -> Path:
         datamodule = getattr(trainer, "datamodule", None)
         folder = self.output_dir or getattr(datamodule, "output_dir", None) or "predictions"
         return Path(folder)
 
-    def _base(self, trainer: L.Trainer, scan: int) -> tuple[Path, Path]:
-        """The scan's file and its outputs' path without suffix."""
-        datamodule = trainer.datamodule  # type: ignore[attr-defined]
-        source = Path(datamodule.fragments.files[scan])
-        name = scan_output_name(source, Path(datamodule.root).expanduser().resolve())
-        return source, self._folder(trainer) / name
+    def _base(self, trainer: L.Trainer, source: Path) -> Path:
+        """The outputs' path without suffix of the scan file ``source``: its path under the
+        data module's ``root`` (the file's name when there is none)."""
+        root = getattr(getattr(trainer, "datamodule", None), "root", None)
+        if root is None:
+            return self._folder(trainer) / Path(source.name).with_suffix("")
+        name = scan_output_name(source, Path(root).expanduser().resolve())
+        return self._folder(trainer) / name
 
     def write_on_batch_end(
         self,
@@ -458,7 +474,8 @@ class ScenePredictionWriter(BasePredictionWriter):
     ) -> None:
         """Add one batch of fragments' votes; write every scan it completes."""
         rows = getattr(batch, "source_rows", None)
-        if rows is None:
+        sources = getattr(batch, "source", None)  # each fragment's scan file
+        if rows is None or sources is None:
             raise ValueError(
                 "ScenePredictionWriter needs fragments of whole scans (PredictScenesDataModule); "
                 "use PLYPredictionWriter for other data modules"
@@ -473,7 +490,8 @@ class ScenePredictionWriter(BasePredictionWriter):
             scan = int(scans[f])
             if scan not in self._votes:
                 points, classes = int(sizes[f]), probs.size(1)
-                _, base = self._base(trainer, scan)
+                self._sources[scan] = Path(sources[f])
+                base = self._base(trainer, self._sources[scan])
                 big = points * classes * 2 > self.max_vote_memory
                 file = base.with_name(base.name + ".votes.tmp") if big else None
                 self._votes[scan] = _Votes(points, classes, file)
@@ -494,7 +512,8 @@ class ScenePredictionWriter(BasePredictionWriter):
     def _finish(self, trainer: L.Trainer, scan: int, votes: _Votes) -> None:
         from lightning_pc.data.io import ScanChunks
 
-        source, base = self._base(trainer, scan)
+        source = self._sources.pop(scan)
+        base = self._base(trainer, source)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]
         for suffix in (".ply", source.suffix.lower()):
             if base.with_name(base.name + suffix).resolve() == source.resolve():
@@ -603,11 +622,11 @@ class PredictionCSVWriter(BasePredictionWriter):
         names = self._names if len(self._names) == num else [f"class_{k}" for k in range(num)]
         if not self._header:
             self._header = ",".join(["file", "class", "name", *(f"p_{n}" for n in names)])
-        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        sources = batch_sources(batch, trainer, dataloader_idx)
         idx = getattr(batch, "idx", None)
         for row in range(probs.size(0)):
             i = int(idx.view(-1)[row]) if idx is not None else row
-            source = sources[i] if sources is not None else str(i)
+            source = sources[row] if sources is not None else str(i)
             k = int(probs[row].argmax())
             values = ",".join(f"{float(p):.6f}" for p in probs[row])
             self._rows.append(f"{_csv_field(source)},{k},{_csv_field(names[k])},{values}")

@@ -31,6 +31,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torch_geometric.data import Data
 
 from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.grid import voxel_sort
 from lightning_pc.data.io import SCAN_CHUNK, ScanChunks
 
 SCAN_SUFFIXES = (".ply", ".pcd", ".las", ".laz", ".npy", ".txt", ".xyz", ".pts", ".bin")
@@ -209,17 +210,9 @@ def voxel_keep(pos: np.ndarray, voxel_size: float | None) -> tuple[np.ndarray, n
     n = len(pos)
     if not voxel_size:
         return np.arange(n), np.arange(n)
-    cells = np.floor((pos - pos.min(0)) / voxel_size).astype(np.int64)
-    dims = cells.max(0) + 1
-    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]  # one int per voxel
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = sorted_key[1:] != sorted_key[:-1]
-    kept = order[first]  # the first point (in scan order) of each voxel
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    return kept, inverse
+    grid = voxel_sort(pos, voxel_size)
+    kept = grid.order[grid.first]  # the first point (in scan order) of each voxel
+    return kept, grid.voxel
 
 
 def load_scan(
@@ -437,6 +430,7 @@ class SceneFragments(IterableDataset):
         data.source_rows = torch.from_numpy(rows.astype(np.int64))
         for key, value in header.items():
             data[key] = value.clone()
+        data.source = str(self.files[int(header["idx"])])  # the scan (batch schema: source)
         return data
 
 
