@@ -126,8 +126,8 @@ def test_seeds_are_read_back(worker: Worker, name: str) -> None:
             continue
         assert result.outcome == "ok", (reader, result)
         assert not problems(seed, seed.data, result), (reader, result)
-        if reader == "read_mesh":  # Open3D keeps an STL's 36 corners apart
-            assert result.points in (len(seed.pos), 36), result.points
+        if reader == "read_mesh":  # Open3D keeps some of an STL's 36 corners apart
+            assert len(seed.pos) <= result.points <= 36, result.points
         else:
             assert result.points == len(seed.pos), (reader, result.points)
 
@@ -162,7 +162,7 @@ def test_problems_are_seen() -> None:
         Result("ok", nonfinite=["pos"]),
     ):
         assert problems(seed, data, bad), bad
-    nan = data.replace(b"0.5", b"nan", 1)
+    nan = data[: seed.header_end] + b"nan " + data[seed.header_end :]
     assert problems(seed, nan, Result("ok", nonfinite=["pos"])) == []
 
 

@@ -338,7 +338,7 @@ def _las(version: str, compress: bool) -> Seed:
         at += 54 + length
     if compress:
         counts.append(Count("LAZ chunk table offset", offset, offset + 8, "<q"))
-    floats = tuple((o, "<d") for o in range(131, 227, 8))  # scales, offsets, bounds
+    floats = tuple((o, "<d") for o in range(131, 179, 8))  # scales and offsets
     return Seed(
         name=f"{'laz' if compress else 'las'}{version.replace('.', '')}",
         suffix=".laz" if compress else ".las",
