@@ -25,7 +25,7 @@ from tests.data.fuzz.mutate import holds_nonfinite
 ROOT = Path(__file__).resolve().parents[3]
 RUNNER = Path(__file__).with_name("runner.py")
 
-TIMEOUT_S = 20.0  # a read of a file of a few KB takes milliseconds; this is a hang
+TIMEOUT_S = 10.0  # a read of a file of a few KB takes milliseconds; this is a hang
 HEADROOM_MIB = 1024  # RLIMIT_AS above the child's size after warm-up
 MEM_SLACK = 48 << 20  # a read may grow the resident set by this much ...
 MEM_PER_BYTE = 64  # ... plus this many times the file's size
@@ -112,9 +112,9 @@ class Worker:
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            try:  # ask it to end; do not wait for Open3D's and torch's teardown
                 self.send.send(None)
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=0.5)
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self._kill()
