@@ -9,7 +9,8 @@ one of the mutations (or two to four stacked), drawn from ``random.Random`` seed
 
 Prints a markdown table: format (seed), reader, mutants run, ok reads, DataFormatError,
 other exceptions, crashes (the child killed by a signal), timeouts, memory over the limit,
-and reads that returned NaN/inf from a file without any.
+reads that returned NaN/inf from a file without any, and the largest growth of the reading
+process's resident set over one read that returned or raised DataFormatError.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     issues = problems(seed, data, result)
                     col = category(result, issues)
                     tally[col] += 1
+                    if result.outcome in ("ok", "DataFormatError"):
+                        tally["growth"] = max(tally["growth"], result.growth)
                     tally["run"] += 1
                     if col not in ("ok", "DataFormatError"):
                         first.setdefault(
@@ -67,19 +70,29 @@ def main(argv: list[str] | None = None) -> int:
                         )
                 counts[(seed.name, reader)] = tally
                 print(f"{seed.name:24s} {reader:16s} {dict(tally)}", file=sys.stderr, flush=True)
-        restarts = worker.starts
+        restarts = worker.forks - 1
     seconds = time.perf_counter() - start
     header = ("format", "reader", "mutants", "ok reads", "DataFormatError", "other exceptions",
-              "crashes", "timeouts", "memory over limit", "NaN/inf returned")  # fmt: skip
+              "crashes", "timeouts", "memory over limit", "NaN/inf returned",
+              "max RSS growth KiB")  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     total: Counter[str] = Counter()
     for (name, reader), tally in counts.items():
         total.update(tally)
-        print(f"| {name} | {reader} | {tally['run']} | " + " | ".join(str(tally[c]) for c in COLUMNS) + " |")
-    print("| **all** | | " + f"{total['run']} | " + " | ".join(str(total[c]) for c in COLUMNS) + " |")
+        print(
+            f"| {name} | {reader} | {tally['run']} | "
+            + " | ".join(str(tally[c]) for c in COLUMNS)
+            + f" | {tally['growth'] >> 10} |"
+        )
     print(
-        f"\n{total['run']} reads in {seconds:.0f} s, child process started {restarts} times "
+        "| **all** | | "
+        + f"{total['run']} | "
+        + " | ".join(str(total[c]) for c in COLUMNS)
+        + " | |"
+    )
+    print(
+        f"\n{total['run']} reads in {seconds:.0f} s, reader process replaced {restarts} times "
         f"(timeout {args.timeout:g} s per read)"
     )
     if args.findings:

@@ -32,7 +32,14 @@ from hypothesis import strategies as st
 
 from tests.data.fuzz.harness import Result, Worker, memory_limit, problems
 from tests.data.fuzz.make_seeds import seeds
-from tests.data.fuzz.mutate import MUTATIONS, HypothesisDraw, RandomDraw, applies, holds_nonfinite, mutate
+from tests.data.fuzz.mutate import (
+    MUTATIONS,
+    HypothesisDraw,
+    RandomDraw,
+    applies,
+    holds_nonfinite,
+    mutate,
+)
 
 pytest.importorskip("laspy")
 pytest.importorskip("open3d")
@@ -40,9 +47,41 @@ pytest.importorskip("open3d")
 FAST_EXAMPLES = 3  # per (seed, reader, mutation) in the default run
 FUZZ_EXAMPLES = 150  # ... under -m fuzz
 
-# (seed, reader, mutation) -> the failure the current readers show (see /work/wt/FUZZ_FINDINGS.md
-# or the issue); xfail(strict=False) until the fix merges: then delete the entry.
-KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {}
+# (seed, reader, mutation) -> the failure the readers on main (5822510) show for it in the
+# default run (F1... are the classes of FUZZ_FINDINGS.md, with reproducers); xfail(strict=False)
+# until the fix merges, then delete the entry (an XPASS in the summary says which can go).
+_POINT_READERS = ("read_point_file", "read_scan", "ScanChunks")
+_DUP_PROPERTY = (
+    "F1: a duplicated PLY property escapes as ValueError ('field occurs more than once')"
+)
+_PLY_MESH_SEGV = (
+    "F3: a binary PLY mesh whose face records are off kills the process (Open3D SIGSEGV)"
+)
+_PCD_COUNT = "F4/F6: a huge PCD count or uncompressed size makes Open3D allocate it (bad_alloc)"
+_LAZ_CHUNKS = "F8: a LAZ chunk table offset off by one: lazrs allocates 15 GB (SIGABRT under a cap)"
+KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {
+    **{
+        (seed, reader, "header_lines"): _DUP_PROPERTY
+        for seed in ("ply_ble_points", "ply_bbe_points", "ply_ble_mesh", "ply_bbe_mesh")
+        for reader in _POINT_READERS
+    },
+    ("ply_ble_mesh", "read_mesh", "header_lines"): _PLY_MESH_SEGV,
+    ("ply_bbe_mesh", "read_mesh", "header_lines"): _PLY_MESH_SEGV,
+    ("ply_bbe_mesh", "read_mesh", "header_count"): _PLY_MESH_SEGV,
+    **{
+        (seed, reader, "header_count"): _PCD_COUNT
+        for seed in ("pcd_ascii", "pcd_binary_compressed")
+        for reader in _POINT_READERS
+    },
+    ("pcd_binary", "read_point_file", "header_count"): _PCD_COUNT,
+    ("pcd_binary", "read_scan", "header_count"): _PCD_COUNT,
+    **{("laz12", reader, "header_count"): _LAZ_CHUNKS for reader in _POINT_READERS},
+    (
+        "off",
+        "read_mesh",
+        "header_count",
+    ): "F10: a face vertex count past int64 escapes as OverflowError",
+}
 
 
 def _cases(mutations: list[str]) -> list[object]:

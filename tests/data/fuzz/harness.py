@@ -1,8 +1,9 @@
 """The parent side of the reader fuzz test: one long-lived child that reads mutants.
 
-:class:`Worker` starts ``runner.py`` once (importing torch and the readers costs seconds)
-and sends it one file at a time over a pipe; a child that dies (a signal: the finding) or
-does not answer within the time limit (killed) is started again for the next file.
+:class:`Worker` starts ``runner.py`` once (importing torch and the readers costs seconds),
+which forks the worker that reads, and sends it one file at a time over a pipe; a worker
+that dies (a signal: the finding) or does not answer within the time limit (killed) is
+replaced by a new fork of the runner, in milliseconds.
 :func:`problems` says what is wrong with one outcome: the test asserts there is nothing,
 the benchmark counts.
 """
@@ -13,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -52,8 +52,10 @@ class Worker:
         self.timeout = timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.baseline = 0  # resident set after the imports and warm-up
+        self.pid = 0  # the worker process the runner forked
         self.peak_valid = False
-        self.starts = 0
+        self.starts = 0  # runner processes started
+        self.forks = 0  # workers forked (one more after each crash or time-out)
         self.n = 0
 
     def _start(self) -> None:
@@ -85,11 +87,20 @@ class Worker:
             path.write_bytes(seed.data)
             warm += [(str(path), reader) for reader in seed.readers]
         self.send.send({"warm": warm})
-        if not self.recv.poll(max(self.timeout, 120)):
+        self._await_ready()
+
+    def _await_ready(self) -> None:
+        """Wait for a (new) worker's ``ready``: its pid and resident set after warm-up."""
+        reply = self.recv.recv() if self.recv.poll(max(self.timeout, 120)) else None
+        if reply is None or "ready" not in reply:
             self._kill()
-            raise RuntimeError(f"the fuzz worker did not start: {self._log_tail()}")
-        reply = self.recv.recv()
-        self.baseline, self.peak_valid = reply["baseline"], reply["peak_valid"]
+            raise RuntimeError(f"the fuzz worker did not start ({reply}): {self._log_tail()}")
+        self.forks += 1
+        self.pid, self.baseline, self.peak_valid = (
+            reply["ready"],
+            reply["baseline"],
+            reply["peak_valid"],
+        )
 
     def _log_tail(self) -> str:
         try:
@@ -129,17 +140,25 @@ class Worker:
         path.write_bytes(data)
         try:
             self.send.send({"path": str(path), "reader": reader, "chunk": CHUNK})
-            answered = self.recv.poll(self.timeout)
-            res: dict[str, Any] | None = self.recv.recv() if answered else None
+            res: dict[str, Any] | None = (
+                self.recv.recv() if self.recv.poll(self.timeout) else {"timeout": True}
+            )
         except (EOFError, OSError):
-            res, answered = None, True
-        if res is None and not answered:
-            self._kill()
-            return Result("timeout", f"no answer in {self.timeout:g} s")
-        if res is None:  # the pipe closed: the child died
-            rc = self.proc.wait()
+            res = None
+        if res is None:  # the forking parent itself is gone: start afresh
             tail = self._log_tail()
             self._kill()
+            return Result("crash", f"the fuzz runner died; its output: {tail[-600:]}")
+        if "timeout" in res:
+            os.kill(self.pid, signal.SIGKILL)  # the worker this runner forked for us
+            while self.recv.poll(60) and "died" not in self.recv.recv():
+                pass  # an answer that came after the time-out, then the death notice
+            self._await_ready()
+            return Result("timeout", f"no answer in {self.timeout:g} s")
+        if "died" in res:
+            rc = res["died"]
+            tail = self._log_tail()
+            self._await_ready()
             what = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with {rc}"
             return Result("crash", f"{what}; child output: {tail[-600:]}")
         growth = max(res["peak"] - res["base"], 0) if res["peak_valid"] else 0
@@ -183,9 +202,7 @@ def problems(seed: Seed, data: bytes, result: Result) -> list[str]:
             f"{memory_limit(len(data)) >> 20} MiB for a file of {len(data)} bytes"
         )
     if result.outcome == "ok" and result.nonfinite and not holds_nonfinite(seed, data):
-        out.append(
-            f"returned non-finite values in {result.nonfinite} from a file without NaN/inf"
-        )
+        out.append(f"returned non-finite values in {result.nonfinite} from a file without NaN/inf")
     return out
 
 

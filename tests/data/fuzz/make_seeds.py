@@ -147,7 +147,9 @@ def _ply(fmt: str, mesh: bool) -> Seed:
             data = header + v.tobytes() + f.tobytes()
             base = len(header) + v.nbytes
             counts += [
-                Count("face list length", base + i * frec.itemsize, base + i * frec.itemsize + 1, "B")
+                Count(
+                    "face list length", base + i * frec.itemsize, base + i * frec.itemsize + 1, "B"
+                )
                 for i in range(len(CUBE_F))
             ]
         else:
@@ -165,7 +167,8 @@ def _ply(fmt: str, mesh: bool) -> Seed:
             data = header + v.tobytes()
         floats = _floats(len(header), rec, len(verts))
     counts = _text_counts(data[: len(header)], rb"^element \w+ (\d+)", "element count") + counts
-    name = f"ply_{ {'ascii': 'ascii', 'binary_little_endian': 'ble', 'binary_big_endian': 'bbe'}[fmt]}"
+    short = {"ascii": "ascii", "binary_little_endian": "ble", "binary_big_endian": "bbe"}[fmt]
+    name = f"ply_{short}"
     return Seed(
         name=f"{name}_{'mesh' if mesh else 'points'}",
         suffix=".ply",
@@ -252,16 +255,12 @@ def _pcd(kind: str, wide: bool = False) -> Seed:
         v["rgb"] = packed
     floats: tuple[tuple[int, str], ...] = ()
     if kind == "ascii":
-        rows = [
-            " ".join([_num(r[c]) for c in names[:6]] + [str(int(r["rgb"]))]) for r in v
-        ]
+        rows = [" ".join([_num(r[c]) for c in names[:6]] + [str(int(r["rgb"]))]) for r in v]
         body = ("\n".join(rows) + "\n").encode()
         family = "text"
     elif kind == "binary":
         body = v.tobytes()
-        floats = tuple(
-            (o, f) for o, f in _floats(len(header), rec, N) if not wide or f == "<d"
-        )
+        floats = tuple((o, f) for o, f in _floats(len(header), rec, N) if not wide or f == "<d")
         family = "binary"
     else:  # binary_compressed: the fields one after another (SoA), LZF-compressed
         soa = b"".join(np.ascontiguousarray(v[c]).tobytes() for c in rec.names)
@@ -357,9 +356,7 @@ def _las(version: str, compress: bool) -> Seed:
 
 def _text(suffix: str, delimiter: str = " ", count_line: bool = False) -> Seed:
     pos, _, rgb = _points()
-    rows = [
-        delimiter.join([_num(c) for c in pos[i]] + [str(c) for c in rgb[i]]) for i in range(N)
-    ]
+    rows = [delimiter.join([_num(c) for c in pos[i]] + [str(c) for c in rgb[i]]) for i in range(N)]
     head = f"{N}\n" if count_line else ""
     data = (head + "\n".join(rows) + "\n").encode()
     counts = [Count("PTS point count", 0, len(str(N)))] if count_line else []
@@ -456,7 +453,9 @@ def _stl(binary: bool) -> Seed:
             (84 + i * rec.itemsize + 4 * k, "<f") for i in range(len(tri)) for k in range(12)
         )
         counts = (Count("STL triangle count", 80, 84, "<I"),)
-        return Seed("stl_binary", ".stl", data, "binary", ("read_mesh",), 0, counts, floats, pos=CUBE_V)
+        return Seed(
+            "stl_binary", ".stl", data, "binary", ("read_mesh",), 0, counts, floats, pos=CUBE_V
+        )
     out = ["solid seed"]
     for n, t in zip(normal, tri):
         out.append("  facet normal " + " ".join(_num(c) for c in n))
@@ -472,7 +471,11 @@ def _stl(binary: bool) -> Seed:
 def seeds() -> dict[str, Seed]:
     """Every seed, by name."""
     out = [
-        *(_ply(f, m) for m in (False, True) for f in ("ascii", "binary_little_endian", "binary_big_endian")),
+        *(
+            _ply(f, m)
+            for m in (False, True)
+            for f in ("ascii", "binary_little_endian", "binary_big_endian")
+        ),
         _pcd("ascii"),
         _pcd("binary"),
         _pcd("binary_compressed"),

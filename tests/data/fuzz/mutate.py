@@ -274,7 +274,9 @@ def holds_nonfinite(seed: Seed, data: bytes) -> bool:
         return _TEXT_NONFINITE.search(data) is not None
     if seed.family == "las":  # coordinates are integers times the header's scales + offsets
         values = [
-            struct.unpack_from("<d", data, at)[0] for at in range(131, 179, 8) if at + 8 <= len(data)
+            struct.unpack_from("<d", data, at)[0]
+            for at in range(131, 179, 8)
+            if at + 8 <= len(data)
         ]
         return not np.isfinite(values).all()
     if seed.family == "pcd_compressed":

@@ -1,12 +1,15 @@
 """The fuzz test's child process: reads the files it is sent with the public readers.
 
 Run by :class:`tests.data.fuzz.harness.Worker` as ``python runner.py IN_FD OUT_FD
-HEADROOM_MIB``: it imports the readers (and the libraries they load lazily), answers a
-warm-up request (reading every seed once, so later reads allocate nothing for first use),
+HEADROOM_MIB``: it imports the readers (and the libraries they load lazily, torch included:
+seconds) once, takes the warm-up list (every seed, with each of its readers), and forks a
+worker. The worker reads the warm-up files (so later reads allocate nothing for first use),
 caps its address space at its size then plus ``HEADROOM_MIB`` (``RLIMIT_AS``: an allocation
-past it raises ``MemoryError`` instead of taking the machine's memory), and then answers
-one request at a time: a file, a reader and a chunk size in; the outcome, the names of
-non-finite float arrays returned, the peak memory of the read and its time out.
+past it fails instead of taking the machine's memory), says it is ready, and answers one
+request at a time: a file, a reader and a chunk size in; the outcome, the names of
+non-finite float arrays returned, the peak memory of the read and its time out. When a
+worker dies (a signal, an abort, or killed by the parent after a time-out), this process
+says so (``{"died": exit code}``) and forks the next one, in milliseconds.
 
 The peak of each read is the process's resident-set high-water mark (``VmHWM``, what
 ``ru_maxrss`` reports), reset before the read through ``/proc/self/clear_refs``.
@@ -125,7 +128,28 @@ def handle(req: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
+def serve(conn_in: Connection, conn_out: Connection, warm: list, headroom: int) -> int:
+    """One worker: warm up, cap the address space, then answer requests until told to stop."""
+    for path, reader in warm:
+        handle({"path": path, "reader": reader})
+    base, size = _status("VmRSS"), _status("VmSize")
+    if size and headroom:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (size + headroom, hard))
+    conn_out.send({"ready": os.getpid(), "baseline": base, "peak_valid": _reset_peak()})
+    while True:
+        try:
+            req = conn_in.recv()
+        except EOFError:
+            return 0
+        if req is None:
+            return 0
+        conn_out.send(handle(req))
+
+
 def main(argv: list[str]) -> int:
+    """Import once, then fork a worker; when one dies (a signal, an abort, killed after a
+    time-out) say so and fork the next: a new worker costs a fork, not the imports."""
     conn_in = Connection(int(argv[0]), writable=False)
     conn_out = Connection(int(argv[1]), readable=False)
     headroom = int(argv[2]) << 20
@@ -138,27 +162,32 @@ def main(argv: list[str]) -> int:
         import lazrs  # noqa: F401
     except ImportError:
         pass
+    try:
+        warm = conn_in.recv()["warm"]
+    except (EOFError, TypeError, KeyError):
+        return 0
     while True:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = serve(conn_in, conn_out, warm, headroom)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:  # asked to stop, or the test is gone
+            return 0
         try:
-            req = conn_in.recv()
-        except EOFError:
+            conn_out.send({"died": code, "pid": pid})
+        except OSError:
             return 0
-        if req is None:
-            return 0
-        if req.get("warm"):
-            for path, reader in req["warm"]:
-                handle({"path": path, "reader": reader})
-            base = _status("VmRSS")
-            size = _status("VmSize")
-            if size and headroom:
-                _, hard = resource.getrlimit(resource.RLIMIT_AS)
-                resource.setrlimit(resource.RLIMIT_AS, (size + headroom, hard))
-            conn_out.send({"baseline": base, "vmsize": size, "peak_valid": _reset_peak()})
-            continue
-        conn_out.send(handle(req))
 
 
 if __name__ == "__main__":
-    sys.stdout.flush()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     raise SystemExit(main(sys.argv[1:]))
