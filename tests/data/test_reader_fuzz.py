@@ -59,6 +59,7 @@ _PLY_MESH_SEGV = (
 )
 _PCD_COUNT = "F4/F6: a huge PCD count or uncompressed size makes Open3D allocate it (bad_alloc)"
 _LAZ_CHUNKS = "F8: a LAZ chunk table offset off by one: lazrs allocates 15 GB (SIGABRT under a cap)"
+_OFF_OVERFLOW = "F10: an OFF face vertex count past int64 escapes as OverflowError"
 KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {
     **{
         (seed, reader, "header_lines"): _DUP_PROPERTY
@@ -76,11 +77,7 @@ KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {
     ("pcd_binary", "read_point_file", "header_count"): _PCD_COUNT,
     ("pcd_binary", "read_scan", "header_count"): _PCD_COUNT,
     **{("laz12", reader, "header_count"): _LAZ_CHUNKS for reader in _POINT_READERS},
-    (
-        "off",
-        "read_mesh",
-        "header_count",
-    ): "F10: a face vertex count past int64 escapes as OverflowError",
+    ("off", "read_mesh", "header_count"): _OFF_OVERFLOW,
 }
 
 
