@@ -27,7 +27,7 @@ RUNNER = Path(__file__).with_name("runner.py")
 
 TIMEOUT_S = 10.0  # a read of a file of a few KB takes milliseconds; this is a hang
 HEADROOM_MIB = 1024  # RLIMIT_AS above the child's size after warm-up
-MEM_SLACK = 48 << 20  # a read may grow the resident set by this much ...
+MEM_SLACK = 16 << 20  # a read may grow the resident set by this much (seen: 1.1 MiB) ...
 MEM_PER_BYTE = 64  # ... plus this many times the file's size
 CHUNK = 4  # rows per ScanChunks chunk: several chunks per seed
 
