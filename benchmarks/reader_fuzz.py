@@ -97,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.findings:
         print("\n## First mutant of each failure class (format, reader, mutation, outcome)\n")
-        for (name, reader, mutation, col), (what, data, issues) in first.items():
+        for (name, reader, mutation, col), (what, data, message) in first.items():
             print(f"- {name} / {reader} / {mutation} / {col}: {'; '.join(what)}")
-            print(f"  {issues.splitlines()[0] if issues else ''}"[:400])
+            print(f"  {message.splitlines()[0] if message else ''}"[:400])
             print(f"  mutant ({len(data)} bytes): {data[:300]!r}")
     return 0
 

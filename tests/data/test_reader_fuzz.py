@@ -27,6 +27,7 @@ from __future__ import annotations
 import random
 import sys
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -89,7 +90,7 @@ KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {
 }
 
 
-def _cases(mutations: list[str]) -> list[object]:
+def _cases(mutations: list[str]) -> list[Any]:
     out = []
     for seed in seeds().values():
         for reader in seed.readers:

@@ -90,6 +90,7 @@ def _text_counts(data: bytes, pattern: bytes, name: str, group: int = 1) -> list
 
 def _floats(base: int, rec: np.dtype, n: int) -> tuple[tuple[int, str], ...]:
     out = []
+    assert rec.names is not None and rec.fields is not None
     for name in rec.names:
         dt, off = rec.fields[name][0], rec.fields[name][1]
         if dt.kind == "f":
@@ -263,7 +264,7 @@ def _pcd(kind: str, wide: bool = False) -> Seed:
         floats = tuple((o, f) for o, f in _floats(len(header), rec, N) if not wide or f == "<d")
         family = "binary"
     else:  # binary_compressed: the fields one after another (SoA), LZF-compressed
-        soa = b"".join(np.ascontiguousarray(v[c]).tobytes() for c in rec.names)
+        soa = b"".join(np.ascontiguousarray(v[c]).tobytes() for c in rec.names or ())
         comp = lzf_literal(soa)
         body = struct.pack("<II", len(comp), len(soa)) + comp
         family = "pcd_compressed"

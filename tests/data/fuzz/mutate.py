@@ -113,9 +113,9 @@ def header_count(draw: Draw, seed: Seed, data: bytes) -> Mutant:
     new = _new_count(draw, old) % (1 << (8 * size))
     if signed and new >= 1 << (8 * size - 1):
         new -= 1 << (8 * size)
-    out = bytearray(data)
-    struct.pack_into(count.fmt, out, count.start, new)
-    return bytes(out), [f"{count.name} {old} -> {new}"]
+    buf = bytearray(data)
+    struct.pack_into(count.fmt, buf, count.start, new)
+    return bytes(buf), [f"{count.name} {old} -> {new}"]
 
 
 def _lines(data: bytes, end: int) -> list[tuple[int, int]]:
@@ -195,9 +195,9 @@ def nonfinite(draw: Draw, seed: Seed, data: bytes) -> Mutant:
         out = data[:at] + struct.pack("<II", len(comp), len(raw)) + comp
         return out, [f"float {k} of the decompressed fields -> {value}"]
     at, fmt = draw.choice(seed.floats)
-    out = bytearray(data)
-    struct.pack_into(fmt, out, at, value)
-    return bytes(out), [f"float at {at} ({fmt}) -> {value}"]
+    buf = bytearray(data)
+    struct.pack_into(fmt, buf, at, value)
+    return bytes(buf), [f"float at {at} ({fmt}) -> {value}"]
 
 
 MUTATIONS: dict[str, Callable[[Draw, Seed, bytes], Mutant]] = {
