@@ -1,8 +1,6 @@
-"""After jsonargparse refused a configuration: the place that holds the mistake, found by
-walking the sources (environment variables, then the command line left to right:
-``--config`` files, a group's file such as ``--trainer FILE``, options) against the parser's
-options and the classes' arguments, asking jsonargparse whether each value fits its
-annotation. jsonargparse's message is never read: its wording differs between versions.
+"""After jsonargparse refused a configuration, the place of the mistake: the sources are walked
+in jsonargparse's order against the parser's options and the classes' arguments, and
+jsonargparse itself says whether each value fits; its message (worded per version) is not read.
 """
 
 from __future__ import annotations
@@ -21,17 +19,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from lightning_pc.cli_config import (
-    _META,
-    _compose,
-    _keys,
-    _lines,
-    _loader,
-    _node,
-    _plain_key,
-    _quote_line,
-    config_file_problem,
-)
+from lightning_pc import cli_config as cfg
 
 _SPEC_KEYS = {"class_path", "init_args", "dict_kwargs", "__path__"}
 
@@ -86,8 +74,7 @@ def _refused(hint: Any, value: Any, from_text: bool) -> bool:
     """Whether jsonargparse refuses ``value`` (command-line text when ``from_text``, else as
     loaded from a file) for an option annotated ``hint``; ``False`` when it cannot tell."""
     try:
-        parser = _parser()
-        parser.add_argument("--v", type=hint)
+        (parser := _parser()).add_argument("--v", type=hint)
     except Exception:  # noqa: BLE001 - a type jsonargparse does not check alone
         return False
     try:
@@ -127,7 +114,7 @@ class _Scope:
         self.names: dict[str, Any] = {}  # name -> its action, "group", or None (not checked)
         for action in parser._actions:
             head, dot, _ = action.dest[len(prefix) :].partition(".")
-            if not action.dest.startswith(prefix) or not head or head in _META:
+            if not action.dest.startswith(prefix) or not head or head in cfg._META:
                 continue
             if not dot and hasattr(action, "_typehint"):  # jsonargparse keeps the annotation there
                 self.names[head] = action
@@ -154,7 +141,7 @@ class _Walk:
             for action in self.parser._actions if prefix is not None else []:
                 start = prefix.replace("-", "_") + "_" if isinstance(prefix, str) else ""
                 env = f"{start}{action.dest}".replace(".", "__").upper()
-                if env in os.environ and action.dest.split(".")[-1] not in _META:
+                if env in os.environ and action.dest.split(".")[-1] not in cfg._META:
                     self.place = {"env": env, "value": os.environ[env]}
                     self._set(self.top, action.dest.split("."), None, None, os.environ[env])
             split, i = self.argv.index(self.subcommand), 0
@@ -167,14 +154,14 @@ class _Walk:
                     continue
                 if name in ("c", "config"):
                     self._file(value, self.top, before=i <= split)
-                elif name.split(".")[-1] not in _META:
+                elif name.split(".")[-1] not in cfg._META:
                     if i <= split:
                         raise _Found(
                             f"--{name}: an option of '{self.subcommand}'; it goes after the "
                             f"subcommand ({self.command} --{name} ...)"
                         )
                     self.place = {"option": name.rstrip("+"), "value": value}
-                    self._set(self.top, name.rstrip("+").split("."), _node(value), None, value)
+                    self._set(self.top, name.rstrip("+").split("."), cfg._node(value), None, value)
         except _Found as found:
             return str(found)
         return None
@@ -182,25 +169,25 @@ class _Walk:
     def _file(self, path: str, scope: _Scope, before: bool = False) -> None:
         """A config file, or inline YAML; ``before`` the subcommand, ``fit:`` holds fit's keys."""
         if not os.path.isfile(path):
-            self.place, node = {"option": "config", "value": path}, _node(path)
+            self.place, node = {"option": "config", "value": path}, cfg._node(path)
         else:
-            problem = config_file_problem(path)
+            problem = cfg.config_file_problem(path)
             if problem:
                 raise _Found(problem)
             with open(path, encoding="utf-8") as file:
                 self.place = {"path": path, "text": file.read()}
-            node = _compose(self.place["text"])
+            node = cfg._compose(self.place["text"])
         if not before:
             self._mapping(node, scope)
             return
         for key, value in node.value if isinstance(node, MappingNode) else []:
             if key.value == self.subcommand:
                 self._mapping(value, scope)
-        keys = [(k, at) for k, at, _ in _keys(node) if k.split(".")[0] in self.top.names]
+        keys = [(k, at) for k, at, _ in cfg._keys(node) if k.split(".")[0] in self.top.names]
         if keys:  # the deepest key, as jsonargparse checks them
             name, at = max(keys, key=lambda item: item[0].count("."))
             raise _Found(
-                _lines(
+                cfg._lines(
                     f"{self._where(at)[0]}: '{name}' is an option of '{self.subcommand}'; a "
                     f"config file without '{self.subcommand}:' at its top goes after the "
                     f"subcommand ({self.command} --config {path})",
@@ -210,12 +197,10 @@ class _Walk:
 
     def _mapping(self, node: Node | None, scope: _Scope) -> None:
         for key, value in node.value if isinstance(node, MappingNode) else []:
-            if isinstance(key, ScalarNode) and key.value not in _META and key.value != "<<":
+            if isinstance(key, ScalarNode) and key.value not in cfg._META and key.value != "<<":
                 self._set(scope, key.value.split("."), value, key, None)
 
-    def _set(
-        self, scope: _Scope, parts: list[str], node: Node | None, at: Node | None, text: str | None
-    ) -> None:
+    def _set(self, scope: _Scope, parts: list[str], node: Any, at: Any, text: Any) -> None:
         """The value ``node`` (or the command-line ``text``) of the key ``parts`` below
         ``scope``; ``at`` is the key's node in a file (``None``: an option's name)."""
         name, rest = parts[0], parts[1:]
@@ -233,27 +218,20 @@ class _Walk:
         elif entry is not None:
             self._value(entry, key, rest, node, at, text)
 
-    def _value(
-        self,
-        action: Any,
-        key: str,
-        rest: list[str],
-        node: Node | None,
-        at: Node | None,
-        text: str | None,
-    ) -> None:
-        hint = action._typehint
+    def _value(self, act: Any, key: str, rest: list[str], node: Any, at: Any, text: Any) -> None:
+        hint = act._typehint
         bases = _classes(hint)
         if not bases and not rest:
             from_text = at is None and text is not None
-            value = text if from_text else yaml.load(yaml.serialize(node), Loader=_loader())  # noqa: S506
+            loaded = yaml.load(yaml.serialize(node), Loader=cfg._loader()) if node else None  # noqa: S506
+            value = text if from_text else loaded
             if _refused(hint, value, from_text):
                 raise _Found(self._type_message(key, hint, node, value, from_text))
         elif rest[:1] == ["class_path"] and text is not None:
             self.classes[key] = self._resolve(text, bases)
         elif rest and bases:  # --model.lr 0.01: an argument of the class chosen before
             if key not in self.classes:
-                default = getattr(getattr(action, "default", None), "class_path", None)
+                default = getattr(getattr(act, "default", None), "class_path", None)
                 if not isinstance(default, str):
                     option, value = self.place.get("option", key), self.place.get("value", "")
                     raise _Found(
@@ -270,15 +248,14 @@ class _Walk:
             self.classes[key] = self._resolve(node.value, bases)
         elif bases and isinstance(node, (MappingNode, SequenceNode)):
             for item in node.value if isinstance(node, SequenceNode) else [node]:
-                fields = (
-                    {k.value: v for k, v in item.value} if isinstance(item, MappingNode) else {}
-                )
+                mapping = isinstance(item, MappingNode)
+                fields = {k.value: v for k, v in item.value} if mapping else {}
                 path = getattr(fields.get("class_path"), "value", None)
                 cls = self._resolve(path, bases) if isinstance(path, str) else None
                 if item is node:  # init_args alone: the class chosen before
                     cls = self.classes[key] = cls or self.classes.get(key)
                 scope = self._class_scope(cls, key)
-                if scope is not None:
+                if scope is not None and mapping:
                     self._mapping(fields.get("init_args"), scope)
                     for k, v in item.value:
                         if k.value not in _SPEC_KEYS:
@@ -294,7 +271,7 @@ class _Walk:
         try:
             parser = _parser(cls) if cls is not None else None
         except Exception:  # noqa: BLE001 - arguments jsonargparse cannot read alone
-            parser = None
+            return None
         if parser is None or cls is None:
             return None
         path = self.paths.get(cls, f"{cls.__module__}.{cls.__qualname__}")
@@ -305,7 +282,9 @@ class _Walk:
         X=V``) and the quoted line of a file."""
         if "path" in self.place and at is not None:
             line = at.start_mark.line
-            return f"{self.place['path']}, line {line + 1}", _quote_line(self.place["text"], line)
+            return f"{self.place['path']}, line {line + 1}", cfg._quote_line(
+                self.place["text"], line
+            )
         if "env" in self.place:
             value = _short(shlex.quote(self.place["value"]))
             return f"environment variable {self.place['env']}={value}", ""
@@ -321,7 +300,7 @@ class _Walk:
         where, quoted = self._where(at)
         what = f"{scope.owner} has no option '{name}'" + _suggestion(name, list(scope.names))
         see = f"{scope.see} lists its" if scope.see else "--help lists the"
-        return _lines(f"{where}: {what}", quoted, f"({self.command} {see} options)")
+        return cfg._lines(f"{where}: {what}", quoted, f"({self.command} {see} options)")
 
     def _type_message(self, key: str, hint: Any, node: Any, value: Any, from_text: bool) -> str:
         expects = f"{key} expects {_type_words(hint)}"
@@ -329,12 +308,12 @@ class _Walk:
         where, quoted = self._where(node)
         if "option" in self.place:
             where = f"--{self.place['option']} {_short(shlex.quote(self.place['value']))}"
-            if from_text and _plain_key(self.place["option"]) == _plain_key(key):
+            if from_text and cfg._plain_key(self.place["option"]) == cfg._plain_key(key):
                 expects = f"expects {_type_words(hint)}"  # no need to repeat the key
             broken = _yaml_value_problem(self.place["value"]) if from_text else None
             if broken is not None:
                 return f"{where}: not valid YAML ({broken}); {expects}"
-        return _lines(f"{where}: {expects}, got {given!r}", quoted)
+        return cfg._lines(f"{where}: {expects}, got {given!r}", quoted)
 
 
 def _suggestion(leaf: str, names: list[str]) -> str:
@@ -347,7 +326,7 @@ def _suggestion(leaf: str, names: list[str]) -> str:
 def _yaml_value_problem(value: str) -> str | None:
     """Why a command-line value is not valid YAML, in a few words (``None`` if it is)."""
     try:
-        yaml.load(value, Loader=_loader())  # noqa: S506 - a safe loader
+        yaml.load(value, Loader=cfg._loader())  # noqa: S506 - a safe loader
     except yaml.MarkedYAMLError as error:
         for opening, closing in ("[]", "{}"):
             flow = (error.context or "").startswith("while parsing a flow")
