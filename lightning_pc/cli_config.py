@@ -2,16 +2,16 @@
 
 Before parsing, each ``--config`` file is checked with the YAML loader jsonargparse uses
 (exists, valid YAML, no key twice, no alias holding itself). When jsonargparse refuses the
-configuration, its report is not read: :class:`_Walk` goes over the same sources in
-jsonargparse's order against the parser's options and the classes' arguments, asks
-jsonargparse whether each value fits its annotation, and names the first place that holds a
-key nothing accepts or a value that does not fit; else jsonargparse's message is shown.
+configuration, :mod:`lightning_pc.cli_walk` finds the place of the mistake without reading
+jsonargparse's report (:func:`parse_error_message`); :class:`lightning_pc.cli.PointCloudCLI`
+turns either into a :class:`~lightning_pc.cli.ConfigError` of a few lines.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,8 +24,13 @@ _META = {"help", "config", "print_config", "__default_config__"}
 
 def config_arguments(argv: Sequence[str]) -> list[str]:
     """The values given to ``-c`` / ``--config`` (``--config X`` and ``--config=X``), in order."""
-    values = [argv[i + 1] for i, t in enumerate(argv[:-1]) if t in _CONFIG_FLAGS]
-    return values + [t.split("=", 1)[1] for t in argv if t.startswith("--config=")]
+    values: list[str] = []
+    for i, token in enumerate(argv):
+        if token in _CONFIG_FLAGS and i + 1 < len(argv):
+            values.append(argv[i + 1])
+        elif token.startswith("--config="):
+            values.append(token.split("=", 1)[1])
+    return values
 
 
 def _quote_line(text: str, line: int) -> str:
@@ -119,7 +124,7 @@ def _structure_problem(node: Node, path: str, text: str) -> str | None:
                             f"{first + 1} in the same mapping (YAML would keep only the last "
                             "one); merge them or delete one",
                             _quote_line(text, first),
-                            _quote_line(text, line),
+                            _quote_line(text, line) if line != first else "",
                         )
                     seen[key.tag, key.value] = line
             children = [child for pair in current.value for child in pair]
@@ -139,8 +144,11 @@ def config_file_problem(value: str) -> str | None:
     that does not exist (with the nearest names in its folder), YAML that is not valid (the
     line: unclosed bracket, tab, ...), a key twice in one mapping, an alias holding itself.
     A value that is no file but a YAML mapping is an inline config, left to jsonargparse."""
-    if not os.path.exists(value):
-        return None if isinstance(_node(value), MappingNode) else _missing_file_message(value)
+    if not os.path.exists(value):  # inline YAML, or a missing file
+        node = _node(value)
+        if isinstance(node, MappingNode):
+            return _structure_problem(node, f"--config {shlex.quote(value)}", value)
+        return _missing_file_message(value)
     if os.path.isdir(value):
         return f"--config {value}: a folder, not a config file"
     if value.endswith(".jsonnet"):

@@ -773,3 +773,17 @@ def test_option_before_the_subcommand_says_it_goes_after(
         "error: --trainer.max_epochs: an option of 'fit'; it goes after the "
         "subcommand (lightning-pc fit --trainer.max_epochs ...)"
     ), err
+
+
+@pytest.mark.timeout(60)
+def test_inline_config_is_checked_like_a_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    err = _parse_error(
+        ["--config", QUICKSTART, "--config", "{x: &a [*a]}"], capsys, monkeypatch, tmp_path
+    )
+    assert err[0].startswith("error: --config '{x: &a [*a]}', line 1: this list holds itself"), err
+    err = _parse_error(
+        ["--config", "{trainer: {max_epochs: 1}, trainer: {}}"], capsys, monkeypatch, tmp_path
+    )
+    assert "key 'trainer' is already set at line 1" in err[0] and len(err) == 3, err
