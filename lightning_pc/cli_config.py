@@ -2,9 +2,9 @@
 
 Before parsing, each ``--config`` file is checked with the YAML loader jsonargparse uses
 (exists, valid YAML, no key twice, no alias holding itself). When jsonargparse refuses the
-configuration, :mod:`lightning_pc.cli_walk` finds the place of the mistake without reading
-jsonargparse's report (:func:`parse_error_message`); :class:`lightning_pc.cli.PointCloudCLI`
-turns either into a :class:`~lightning_pc.cli.ConfigError` of a few lines.
+configuration, :func:`lightning_pc.cli_walk.parse_error_message` finds the place of the
+mistake without reading jsonargparse's report. :class:`lightning_pc.cli.PointCloudCLI` turns
+either into a :class:`~lightning_pc.cli.ConfigError` of a few lines.
 """
 
 from __future__ import annotations
@@ -204,27 +204,3 @@ def find_source(argv: Sequence[str], key: str, given: str | None = None) -> str 
         elif token.startswith("--") and _plain_key(name) == plain and given in (None, value):
             found = f"--{name}"
     return found
-
-
-def parse_error_message(text: str, argv: Sequence[str], parser: Any, subcommand: str | None) -> str:
-    """A few lines for jsonargparse's parse error ``text``: the file and line, the option or
-    the environment variable that holds the mistake, and what is accepted there; when the walk
-    finds nothing (or no subcommand was given), jsonargparse's own message, cut to 6 lines.
-
-    Args:
-        text: the error jsonargparse raised (``str(ArgumentError)``).
-        argv: the command line.
-        parser: the parser of ``subcommand``.
-        subcommand: ``fit``, ``test``, ... or ``None``.
-    """
-    found = None
-    if subcommand is not None and subcommand in argv:
-        try:
-            from lightning_pc.cli_walk import _Walk
-
-            found = _Walk(parser, argv, subcommand).run()
-        except Exception:  # noqa: BLE001 - never hide jsonargparse's error behind ours
-            found = None
-    lines = [line.rstrip()[:160] for line in text.strip().splitlines() if line.strip()]
-    more = [f"... ({len(lines) - 6} more lines)"] if len(lines) > 6 else []
-    return found or "\n".join(lines[:6] + more)

@@ -341,3 +341,25 @@ def _yaml_value_problem(value: str) -> str | None:
 
 def _short(value: str, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def parse_error_message(text: str, argv: Sequence[str], parser: Any, subcommand: str | None) -> str:
+    """A few lines for jsonargparse's parse error ``text``: the file and line, the option or
+    the environment variable that holds the mistake, and what is accepted there; when the walk
+    finds nothing (or no subcommand was given), jsonargparse's own message, cut to 6 lines.
+
+    Args:
+        text: the error jsonargparse raised (``str(ArgumentError)``).
+        argv: the command line.
+        parser: the parser of ``subcommand``.
+        subcommand: ``fit``, ``test``, ... or ``None``.
+    """
+    found = None
+    if subcommand is not None and subcommand in argv:
+        try:
+            found = _Walk(parser, argv, subcommand).run()
+        except Exception:  # noqa: BLE001 - never hide jsonargparse's error behind ours
+            found = None
+    lines = [line.rstrip()[:160] for line in text.strip().splitlines() if line.strip()]
+    more = [f"... ({len(lines) - 6} more lines)"] if len(lines) > 6 else []
+    return found or "\n".join(lines[:6] + more)
