@@ -724,6 +724,24 @@ def test_unusual_but_valid_values_are_not_blamed(
     )
     assert err[0].startswith(f"error: {path}, line 7: trainer has no option 'max_epoch'"), err
     assert err[1] == "  7 |   max_epoch: 3⇥   # the mistake", err
+    fine = [
+        "--seed_everything",
+        "true",
+        "--trainer.devices",
+        "auto",
+        "--imports",
+        "[json]",
+        "--trainer.precision=bf16-mixed",
+        "--trainer.limit_train_batches",
+        "0.5",
+    ]
+    err = _parse_error(
+        ["--config", QUICKSTART, *fine, "--trainer.max_epochs", "ten"],
+        capsys,
+        monkeypatch,
+        tmp_path,
+    )
+    assert err[0] == "error: --trainer.max_epochs ten: expects int or null, got 'ten'", err
 
 
 @pytest.mark.parametrize(
