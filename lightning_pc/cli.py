@@ -40,7 +40,8 @@ from lightning_pc.callbacks.checkpoint_io import (
     checkpoint_problem,
     damaged_checkpoint_message,
 )
-from lightning_pc.cli_config import config_arguments, config_file_problem, parse_error_message
+from lightning_pc.cli_config import config_arguments, config_file_problem
+from lightning_pc.cli_walk import parse_error_message
 from lightning_pc.data import PointCloudDataModule
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.transforms import TransformSpecError, build_transforms
