@@ -396,10 +396,12 @@ class Preemption(Callback):
         self.saved_path = path
         if not trainer.is_global_zero:
             return
+        # after the last batch the loop stops once the epoch is closed (validation, epoch
+        # end hooks): the epoch counter has moved on to the next one
         where = (
             f"epoch {trainer.current_epoch}, after batch {done} of {total}"
             if mid_epoch
-            else f"the end of epoch {trainer.current_epoch}"
+            else f"the end of epoch {max(trainer.current_epoch - 1, 0)}"
         )
         lines = [
             "",
