@@ -361,7 +361,7 @@ class Preemption(Callback):
             self._report_predict(trainer)
         elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) and trainer.is_global_zero:
             loop = trainer.validate_loop if fn == TrainerFn.VALIDATING else trainer.test_loop
-            done = loop.batch_progress.current.completed
+            done = loop.batch_progress.current.processed
             _print(
                 f"\n{fn.value} stopped by SIGTERM after {done} batches: its metrics were not "
                 "computed (they need every batch); run it again to get them."
@@ -443,7 +443,7 @@ class Preemption(Callback):
         from lightning.pytorch.callbacks import BasePredictionWriter
 
         prefix = f"[rank {trainer.global_rank}] " if trainer.world_size > 1 else ""
-        done = trainer.predict_loop.batch_progress.current.completed
+        done = trainer.predict_loop.batch_progress.current.processed
         lines = [f"\n{prefix}predict stopped by SIGTERM after {done} batches."]
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
             if not isinstance(callback, BasePredictionWriter):
