@@ -277,7 +277,6 @@ class PLYPredictionWriter(BasePredictionWriter):
                     missing.append(str(names[i]) if names is not None else f"sample {i}")
         return missing
 
-
     def write_on_batch_end(
         self,
         trainer: L.Trainer,

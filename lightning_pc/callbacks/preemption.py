@@ -39,7 +39,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -59,7 +59,7 @@ MAX_LISTED = 20
 
 def _rng_state() -> dict[str, Any]:
     """This process's random generators, as plain types and tensors (``weights_only`` loads)."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state())
     py_state = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -178,13 +178,18 @@ class Preemption(Callback):
         if connector is not None and hasattr(connector, "_sigterm_notifier_fn"):
             connector._sigterm_notifier_fn = self._on_sigterm
         else:  # another Lightning: install it directly (main thread only)
-            rank_zero_warn("Preemption: Lightning's signal connector not found; handling SIGTERM directly")
+            rank_zero_warn(
+                "Preemption: Lightning's signal connector not found; handling SIGTERM directly"
+            )
             if _main_thread():
                 signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         connector = getattr(trainer, "_signal_connector", None)
-        if connector is not None and connector.__dict__.get("_sigterm_notifier_fn") == self._on_sigterm:
+        if (
+            connector is not None
+            and connector.__dict__.get("_sigterm_notifier_fn") == self._on_sigterm
+        ):
             del connector._sigterm_notifier_fn
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
@@ -231,7 +236,12 @@ class Preemption(Callback):
         trainer._signal_connector.received_sigterm = True
 
     def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
     ) -> None:
         if not self.stopping and self._agree(trainer):
             self._stop_fit(trainer)
@@ -294,8 +304,10 @@ class Preemption(Callback):
         and restart its iterator; ``False`` when the order cannot be replayed exactly."""
         exact = True
         loaders = trainer.train_dataloader
-        flat = list(loaders.values()) if isinstance(loaders, dict) else (
-            list(loaders) if isinstance(loaders, (list, tuple)) else [loaders]
+        flat = (
+            list(loaders.values())
+            if isinstance(loaders, dict)
+            else (list(loaders) if isinstance(loaders, (list, tuple)) else [loaders])
         )
         for loader in flat:
             batch_sampler = getattr(loader, "batch_sampler", None)
@@ -344,7 +356,8 @@ class Preemption(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         # Lightning's predict loop does not look at SIGTERM: stop after this batch
-        if self.received and not trainer.predict_loop.batch_progress.is_last_batch:
+        last = getattr(trainer.predict_loop.batch_progress, "is_last_batch", False)
+        if self.received and not last:
             raise SIGTERMException(EXIT_STATUS)
 
     def on_exception(
@@ -361,7 +374,7 @@ class Preemption(Callback):
             self._report_predict(trainer)
         elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING) and trainer.is_global_zero:
             loop = trainer.validate_loop if fn == TrainerFn.VALIDATING else trainer.test_loop
-            done = loop.batch_progress.current.processed
+            done = _processed(loop.batch_progress.current)
             _print(
                 f"\n{fn.value} stopped by SIGTERM after {done} batches: its metrics were not "
                 "computed (they need every batch); run it again to get them."
@@ -443,7 +456,7 @@ class Preemption(Callback):
         from lightning.pytorch.callbacks import BasePredictionWriter
 
         prefix = f"[rank {trainer.global_rank}] " if trainer.world_size > 1 else ""
-        done = trainer.predict_loop.batch_progress.current.processed
+        done = _processed(trainer.predict_loop.batch_progress.current)
         lines = [f"\n{prefix}predict stopped by SIGTERM after {done} batches."]
         for callback in trainer.callbacks:  # type: ignore[attr-defined]
             if not isinstance(callback, BasePredictionWriter):
@@ -488,15 +501,26 @@ class Preemption(Callback):
 def _last_step_of_run(trainer: L.Trainer) -> bool:
     """Whether the step just done ends the whole fit (the last batch of the last epoch, or
     ``max_steps``)."""
-    if trainer.max_steps is not None and trainer.max_steps >= 0 and trainer.global_step >= trainer.max_steps:
+    if (
+        trainer.max_steps is not None
+        and trainer.max_steps >= 0
+        and trainer.global_step >= trainer.max_steps
+    ):
         return True
     epoch_loop = trainer.fit_loop.epoch_loop
     last_batch = epoch_loop.batch_progress.current.ready >= trainer.num_training_batches
     max_epochs = trainer.max_epochs
     return bool(
-        last_batch and max_epochs is not None and max_epochs >= 0
+        last_batch
+        and max_epochs is not None
+        and max_epochs >= 0
         and trainer.current_epoch + 1 >= max_epochs
     )
+
+
+def _processed(tracker: Any) -> int:
+    """Batches a loop has run its step on (its hooks may still be running)."""
+    return int(getattr(tracker, "processed", tracker.completed))
 
 
 def _main_thread() -> bool:

@@ -51,7 +51,10 @@ class WaitForSigterm(L.Callback):
     def _hold(self, trainer: L.Trainer, stage: str, batch_idx: int) -> None:
         if stage != self.stage or not trainer.is_global_zero:
             return
-        if (trainer.current_epoch if stage == "train" else 0, batch_idx) != (self.epoch, self.batch):
+        if (trainer.current_epoch if stage == "train" else 0, batch_idx) != (
+            self.epoch,
+            self.batch,
+        ):
             return
         preemption = next(c for c in trainer.callbacks if isinstance(c, Preemption))  # type: ignore[attr-defined]
         Path(self.marker).write_text("ready")
@@ -61,7 +64,9 @@ class WaitForSigterm(L.Callback):
                 raise RuntimeError("no SIGTERM came")
             time.sleep(0.02)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
         self._hold(trainer, "train", i)
 
     def on_validation_batch_end(
@@ -82,7 +87,9 @@ class StepLog(L.Callback):
     def __init__(self, folder: str) -> None:
         self.folder = folder
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
         with open(Path(self.folder) / f"steps_rank{trainer.global_rank}.txt", "a") as f:
             f.write(f"{trainer.current_epoch} {i}\n")
 
@@ -175,7 +182,9 @@ def _terminated(args: list[str], cwd: Path, marker: Path, timeout: float = 300) 
             deadline = time.monotonic() + timeout
             while not marker.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the run ended or hung before the marker: {log.read_text()[-3000:]}")
+                    pytest.fail(
+                        f"the run ended or hung before the marker: {log.read_text()[-3000:]}"
+                    )
                 time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=120)
@@ -210,8 +219,13 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[
     work = tmp_path_factory.mktemp("straight")
     config = _config(work)
     out = _cli(
-        ["fit", "--config", str(config), f"--trainer.callbacks+={RECORDER}",
-         f"--trainer.callbacks.path={work / 'losses.txt'}"],
+        [
+            "fit",
+            "--config",
+            str(config),
+            f"--trainer.callbacks+={RECORDER}",
+            f"--trainer.callbacks.path={work / 'losses.txt'}",
+        ],
         work,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -235,10 +249,19 @@ def test_sigterm_during_fit_saves_resumes_and_matches_the_uninterrupted_run(
     config = _config(tmp_path)
     marker = tmp_path / "marker"
     losses = tmp_path / "losses.txt"
-    common = ["fit", "--config", str(config), f"--trainer.callbacks+={RECORDER}",
-              f"--trainer.callbacks.path={losses}"]
-    hold = [f"--trainer.callbacks+={WAIT}", f"--trainer.callbacks.marker={marker}",
-            "--trainer.callbacks.epoch=1", f"--trainer.callbacks.batch={batch}"]
+    common = [
+        "fit",
+        "--config",
+        str(config),
+        f"--trainer.callbacks+={RECORDER}",
+        f"--trainer.callbacks.path={losses}",
+    ]
+    hold = [
+        f"--trainer.callbacks+={WAIT}",
+        f"--trainer.callbacks.marker={marker}",
+        "--trainer.callbacks.epoch=1",
+        f"--trainer.callbacks.batch={batch}",
+    ]
     code, text = _terminated([*common, *hold], tmp_path, marker)
 
     # a non-zero status, where it stopped, and the command that resumes it
@@ -301,9 +324,16 @@ def test_a_second_sigterm_while_saving_leaves_a_whole_checkpoint(
 
     monkeypatch.setattr(torch, "save", save_with_a_signal_inside)
     with pytest.raises(SystemExit) as stop:
-        main(["fit", "--config", str(config),
-              "--trainer.callbacks+=tests.reliability.test_preemption.SigtermSelf",
-              "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=0"])
+        main(
+            [
+                "fit",
+                "--config",
+                str(config),
+                "--trainer.callbacks+=tests.reliability.test_preemption.SigtermSelf",
+                "--trainer.callbacks.epoch=1",
+                "--trainer.callbacks.batch=0",
+            ]
+        )
     assert stop.value.code == EXIT_STATUS
     assert seconds == [1]
     err = capfd.readouterr().err
@@ -323,7 +353,9 @@ class SigtermSelf(L.Callback):
     def __init__(self, epoch: int, batch: int) -> None:
         self.epoch, self.batch = epoch, batch
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int
+    ) -> None:
         if (trainer.current_epoch, i) == (self.epoch, self.batch):
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -335,10 +367,16 @@ def test_ddp_ranks_stop_after_the_same_step_and_rank_0_saves(tmp_path: Path) -> 
     config = _config(tmp_path)
     marker = tmp_path / "marker"
     args = [
-        "fit", "--config", str(config), "--trainer.strategy=ddp", "--trainer.devices=2",
+        "fit",
+        "--config",
+        str(config),
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
         "--ddp_timeout=120",
-        f"--trainer.callbacks+={WAIT}", f"--trainer.callbacks.marker={marker}",
-        "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=0",
+        f"--trainer.callbacks+={WAIT}",
+        f"--trainer.callbacks.marker={marker}",
+        "--trainer.callbacks.epoch=1",
+        "--trainer.callbacks.batch=0",
         "--trainer.callbacks+=tests.reliability.test_preemption.StepLog",
         f"--trainer.callbacks.folder={tmp_path}",
     ]
@@ -348,14 +386,19 @@ def test_ddp_ranks_stop_after_the_same_step_and_rank_0_saves(tmp_path: Path) -> 
     for rank in (0, 1):
         steps = (tmp_path / f"steps_rank{rank}.txt").read_text().splitlines()
         assert steps == ["0 0", "0 1", "1 0"], (rank, steps)
-    assert text.count("Training stopped by SIGTERM at epoch 1, after batch 1 of 2") == 1, text[-3000:]
+    assert text.count("Training stopped by SIGTERM at epoch 1, after batch 1 of 2") == 1, text[
+        -3000:
+    ]
     assert "Traceback" not in text, text[-3000:]
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert (state["epoch"], state["global_step"]) == (1, 3)
     position = state["callbacks"]["Preemption"]["position"]
     assert position["world_size"] == 2 and len(position["rng"]) == 2
     assert not torch.equal(position["rng"][0]["torch"], position["rng"][1]["torch"])
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "best.ckpt",
+        "last.ckpt",
+    ]
 
 
 def test_sigterm_during_predict_keeps_whole_files_and_names_the_missing_clouds(
@@ -365,11 +408,16 @@ def test_sigterm_during_predict_keeps_whole_files_and_names_the_missing_clouds(
     marker = tmp_path / "marker"
     out_dir = tmp_path / "predictions"
     args = [
-        "predict", "--config", str(config),
+        "predict",
+        "--config",
+        str(config),
         "--trainer.callbacks+=lightning_pc.callbacks.PLYPredictionWriter",
-        f"--trainer.callbacks.output_dir={out_dir}", "--trainer.callbacks.binary=false",
-        f"--trainer.callbacks+={WAIT}", f"--trainer.callbacks.marker={marker}",
-        "--trainer.callbacks.stage=predict", "--trainer.callbacks.batch=0",
+        f"--trainer.callbacks.output_dir={out_dir}",
+        "--trainer.callbacks.binary=false",
+        f"--trainer.callbacks+={WAIT}",
+        f"--trainer.callbacks.marker={marker}",
+        "--trainer.callbacks.stage=predict",
+        "--trainer.callbacks.batch=0",
         "--data.init_args.batch_size=4",
     ]
     code, text = _terminated(args, tmp_path, marker)
@@ -390,10 +438,15 @@ def test_sigterm_during_validate_stops_with_status_143(tmp_path: Path) -> None:
     config = _config(tmp_path)
     marker = tmp_path / "marker"
     args = [
-        "validate", "--config", str(config),
-        f"--trainer.callbacks+={WAIT}", f"--trainer.callbacks.marker={marker}",
-        "--trainer.callbacks.stage=validate", "--trainer.callbacks.batch=0",
-        "--trainer.limit_val_batches=3", "--data.init_args.num_val=24",
+        "validate",
+        "--config",
+        str(config),
+        f"--trainer.callbacks+={WAIT}",
+        f"--trainer.callbacks.marker={marker}",
+        "--trainer.callbacks.stage=validate",
+        "--trainer.callbacks.batch=0",
+        "--trainer.limit_val_batches=3",
+        "--data.init_args.num_val=24",
     ]
     code, text = _terminated(args, tmp_path, marker)
     assert code == EXIT_STATUS, text[-3000:]
@@ -402,7 +455,15 @@ def test_sigterm_during_validate_stops_with_status_143(tmp_path: Path) -> None:
 
 
 def test_resume_command_replaces_the_checkpoint_option() -> None:
-    argv = ["fit", "--config", "a b.yaml", "--ckpt_path", "x.ckpt", "--ckpt_path=y", "--trainer.max_epochs=3"]
+    argv = [
+        "fit",
+        "--config",
+        "a b.yaml",
+        "--ckpt_path",
+        "x.ckpt",
+        "--ckpt_path=y",
+        "--trainer.max_epochs=3",
+    ]
     assert resume_command(argv) == (
         "lightning-pc fit --config 'a b.yaml' --trainer.max_epochs=3 --ckpt_path last"
     )
