@@ -44,11 +44,14 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, DistributedSampler, Sampler, SequentialSampler
+
+from lightning_pc.callbacks.checkpoint_io import SafeCheckpointIO
 
 #: exit status of a run stopped by SIGTERM (128 + 15, as a shell reports a SIGTERM kill)
 EXIT_STATUS = 128 + int(signal.SIGTERM)
@@ -146,7 +149,9 @@ class Preemption(Callback):
 
     ``lightning-pc`` adds it to every run. With the ``Trainer`` API pass
     ``Trainer(callbacks=[Preemption()])``; it takes over Lightning's SIGTERM handling for
-    the trainer it is attached to.
+    the trainer it is attached to, and installs
+    :class:`~lightning_pc.callbacks.checkpoint_io.SafeCheckpointIO` in place of Lightning's
+    default ``CheckpointIO``.
 
     Args:
         resume_argv: the command-line arguments of this run (the CLI sets them), used to
@@ -174,6 +179,9 @@ class Preemption(Callback):
         self._trainer = trainer
         self.received = self.stopping = False
         self.saved_path = None
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default
+            # the stop's checkpoint must never be half-written (a second signal, a full disk)
+            trainer.strategy.checkpoint_io = SafeCheckpointIO()
         connector = getattr(trainer, "_signal_connector", None)
         if connector is not None and hasattr(connector, "_sigterm_notifier_fn"):
             connector._sigterm_notifier_fn = self._on_sigterm

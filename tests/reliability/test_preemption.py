@@ -235,18 +235,26 @@ def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], dict[
 
 
 @pytest.mark.parametrize(
-    ("batch", "done", "where"),
-    [(1, 2, "epoch 1, after batch 2 of 3"), (2, 3, "the end of epoch 1")],
-    ids=["mid-epoch", "last-batch"],
+    ("batch", "done", "where", "workers"),
+    [
+        (1, 2, "epoch 1, after batch 2 of 3", 0),
+        (2, 3, "the end of epoch 1", 0),
+        (0, 1, "epoch 1, after batch 1 of 3", 2),
+    ],
+    ids=["mid-epoch", "last-batch", "mid-epoch-2-workers"],
 )
 def test_sigterm_during_fit_saves_resumes_and_matches_the_uninterrupted_run(
     batch: int,
     done: int,
     where: str,
+    workers: int,
     straight: tuple[list[str], dict[str, torch.Tensor]],
     tmp_path: Path,
 ) -> None:
-    config = _config(tmp_path)
+    """The uninterrupted run loads in-process; with 2 workers (persistent, each drawing
+    its indices ahead) the samples and their augmentations are the same, from (seed,
+    epoch, index)."""
+    config = _config(tmp_path, num_workers=workers)
     marker = tmp_path / "marker"
     losses = tmp_path / "losses.txt"
     common = [
