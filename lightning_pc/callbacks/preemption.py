@@ -30,6 +30,7 @@ checkpoint whole.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -167,6 +168,7 @@ class Preemption(Callback):
         self._saving: dict[str, Any] | None = None
         self._resume: dict[str, Any] | None = None
         self._restore_rng: dict[str, Any] | None = None
+        self._stderr: int | None = None  # a copy of fd 2 for the signal handler
 
     @property
     def state_key(self) -> str:
@@ -179,6 +181,11 @@ class Preemption(Callback):
         self._trainer = trainer
         self.received = self.stopping = False
         self.saved_path = None
+        if self._stderr is None:
+            # the handler writes here: code that silences fd 2 for a while (the Open3D
+            # renderer) must not swallow the notice
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                self._stderr = os.dup(sys.stderr.fileno())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default
             # the stop's checkpoint must never be half-written (a second signal, a full disk)
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
@@ -193,6 +200,10 @@ class Preemption(Callback):
                 signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._stderr is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stderr)
+            self._stderr = None
         connector = getattr(trainer, "_signal_connector", None)
         if (
             connector is not None
@@ -212,12 +223,15 @@ class Preemption(Callback):
             what = "finishing the current step, then saving a checkpoint and stopping"
             if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
                 what = "stopping after the current batch"
-            _say(f"{prefix}Received SIGTERM: {what}.\n")
+            _say(f"{prefix}Received SIGTERM: {what}.\n", self._stderr)
             launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
             if launcher is not None and hasattr(launcher, "kill"):
                 launcher.kill(signum)  # the DDP processes this one started
         else:
-            _say(f"{prefix}Received SIGTERM again: already stopping (SIGKILL stops at once).\n")
+            _say(
+                f"{prefix}Received SIGTERM again: already stopping (SIGKILL stops at once).\n",
+                self._stderr,
+            )
         if trainer is not None and trainer.state.fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
             # Lightning's evaluation loop stops after the batch it is in
             trainer._signal_connector.received_sigterm = True
@@ -537,13 +551,11 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _say(text: str) -> None:
-    """Write from a signal handler: one ``os.write``, no buffered stream (which may be in
-    the middle of a write the handler interrupted)."""
-    try:
-        os.write(sys.stderr.fileno(), text.encode())
-    except (OSError, ValueError, AttributeError):
-        pass
+def _say(text: str, fd: int | None = None) -> None:
+    """Write from a signal handler: one ``os.write`` to ``fd`` (default: stderr's), no
+    buffered stream (which may be in the middle of a write the handler interrupted)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.write(sys.stderr.fileno() if fd is None else fd, text.encode())
 
 
 def _print(text: str) -> None:
