@@ -184,6 +184,24 @@ def batch_sources(batch: Any, trainer: L.Trainer, dataloader_idx: int) -> list[s
     return [str(names[int(i)]) for i in idx.view(-1)]
 
 
+def _rank_samples(trainer: L.Trainer, dataloader_idx: int) -> list[int] | None:
+    """The dataset indices that predict loader ``dataloader_idx`` gives this process, in
+    order (``None``: not a map-style loader with a finite sampler)."""
+    from torch.utils.data import IterableDataset
+
+    try:
+        loaders = trainer.predict_dataloaders
+    except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
+        return None
+    if isinstance(loaders, list | tuple):
+        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    dataset = getattr(loaders, "dataset", None)
+    sampler = getattr(loaders, "sampler", None)
+    if dataset is None or sampler is None or isinstance(dataset, IterableDataset):
+        return None
+    return [int(i) for i in sampler]
+
+
 def _task_classes(pl_module: Any) -> int:
     """The task's ``num_classes`` hyperparameter (0 when it has none)."""
     hparams = getattr(pl_module, "hparams", None) or {}
@@ -249,6 +267,29 @@ class PLYPredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.binary = binary
         self.prefix = prefix
+        self._written: set[tuple[int, int]] = set()  # (dataloader, sample index)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._written = set()
+
+    def missing_outputs(self, trainer: L.Trainer) -> list[str] | None:
+        """The clouds of this process not written yet (their source names, else their
+        indices), e.g. after predict was stopped; ``None``: the loader cannot tell."""
+        try:
+            loaders = trainer.predict_dataloaders
+        except Exception:  # noqa: BLE001
+            return None
+        count = len(loaders) if isinstance(loaders, list | tuple) else 1
+        missing: list[str] = []
+        for d in range(count):
+            samples = _rank_samples(trainer, d)
+            if samples is None:
+                return None
+            names = getattr(_predict_dataset(trainer, d), "names", None)
+            for i in samples:
+                if (d, i) not in self._written:
+                    missing.append(str(names[i]) if names is not None else f"sample {i}")
+        return missing
 
     def write_on_batch_end(
         self,
@@ -264,6 +305,12 @@ class PLYPredictionWriter(BasePredictionWriter):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         clouds = split_prediction(prediction, batch)
         sources = batch_sources(batch, trainer, dataloader_idx)
+        idx = getattr(batch, "idx", None)
+        indices: list[int] = []
+        if idx is not None and idx.numel() == len(clouds):
+            indices = [int(i) for i in idx.view(-1)]
+        elif batch_indices is not None and len(batch_indices) == len(clouds):
+            indices = [int(i) for i in batch_indices]
         if sources is not None and len(sources) == len(clouds):
             # the source file's path under the data root, without its suffix
             names = [output_stem(source) for source in sources]
@@ -273,7 +320,7 @@ class PLYPredictionWriter(BasePredictionWriter):
             names = [f"{int(i):06d}" for i in batch_indices]
         if dataloader_idx:
             names = [f"dl{dataloader_idx}_{name}" for name in names]
-        for name, (pos, labels) in zip(names, clouds):
+        for n, (name, (pos, labels)) in enumerate(zip(names, clouds)):
             colors = prediction_colors(
                 getattr(trainer, "datamodule", None), labels.numpy(), _task_classes(pl_module)
             )
@@ -292,6 +339,8 @@ class PLYPredictionWriter(BasePredictionWriter):
                     "coordinates as the network saw them (after the eval transforms)",
                 ],
             )
+            if indices:
+                self._written.add((dataloader_idx, indices[n]))
 
 
 def scan_output_name(path: Path, root: Path) -> Path:
@@ -436,11 +485,31 @@ class ScenePredictionWriter(BasePredictionWriter):
         self._votes: dict[int, _Votes] = {}
         self._sources: dict[int, Path] = {}  # scan -> its file, from the batches' ``source``
         self.written: list[Path] = []
+        self._finished: set[int] = set()
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.predict_loop.return_predictions = False  # the votes live here, bounded
         self._drop_votes()
         self.written = []
+        self._finished = set()
+
+    def missing_outputs(self, trainer: L.Trainer) -> list[str] | None:
+        """The scans of this process (DDP rank) whose results are not written yet, e.g.
+        after predict was stopped; ``None``: the scans are not known."""
+        scans = _predict_dataset(trainer, 0)
+        names = getattr(scans, "names", None)
+        if names is None:
+            return None
+        try:
+            loaders = trainer.predict_dataloaders
+            loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+            workers = max(int(getattr(loader, "num_workers", 0) or 0), 1)
+        except Exception:  # noqa: BLE001
+            workers = 1
+        world, rank = trainer.world_size, trainer.global_rank
+        # scan k goes to slot k mod (world x workers), slots rank x workers ... of this rank
+        mine = [k for k in range(len(names)) if (k % (world * workers)) // workers == rank]
+        return [str(names[k]) for k in mine if k not in self._finished]
 
     def _drop_votes(self) -> None:
         for votes in self._votes.values():
@@ -505,6 +574,7 @@ class ScenePredictionWriter(BasePredictionWriter):
             if votes.seen == int(totals[f]):
                 try:
                     self._finish(trainer, scan, votes)
+                    self._finished.add(scan)
                 finally:
                     votes.close()
                     del self._votes[scan]
@@ -630,6 +700,15 @@ class PredictionCSVWriter(BasePredictionWriter):
             k = int(probs[row].argmax())
             values = ",".join(f"{float(p):.6f}" for p in probs[row])
             self._rows.append(f"{_csv_field(source)},{k},{_csv_field(names[k])},{values}")
+
+    def missing_outputs(self, trainer: L.Trainer) -> list[str] | None:
+        """Every cloud of this process: the CSV is written whole at the end of predict, so
+        a stopped predict writes none of it."""
+        samples = _rank_samples(trainer, 0)
+        if samples is None:
+            return None
+        names = getattr(_predict_dataset(trainer, 0), "names", None)
+        return [str(names[i]) if names is not None else f"sample {i}" for i in samples]
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
