@@ -326,18 +326,44 @@ def _numba_radius(call: Call) -> bool:
 
 
 _OPS: tuple[Op, ...] = ("knn", "radius", "fps", "grid")
-_TORCH = {"module": "lightning_pc.ops._reference"}
-_TORCH_CLUSTER = {
-    "module": "lightning_pc.ops._torch_cluster",
-    "installed": lambda: has_torch_cluster(),
-    "device_check": lambda device: _cpu_cannot_run_cuda_tc(device),
-}
-_SCIPY = {
-    "module": "lightning_pc.ops._scipy",
-    "installed": lambda: has_module("scipy"),
-    "devices": ("cpu",),
-}
-_NUMBA = {"module": "lightning_pc.ops._numba", "installed": lambda: has_numba(), "devices": ("cpu",)}
+
+
+def _torch() -> Implementation:
+    return Implementation("torch", module="lightning_pc.ops._reference")
+
+
+def _torch_cluster() -> Implementation:
+    return Implementation(
+        "torch_cluster",
+        module="lightning_pc.ops._torch_cluster",
+        installed=lambda: has_torch_cluster(),
+        device_check=lambda device: _cpu_cannot_run_cuda_tc(device),
+    )
+
+
+def _scipy(accepts: Callable[[Call], bool] | None = None) -> Implementation:
+    return Implementation(
+        "scipy",
+        module="lightning_pc.ops._scipy",
+        installed=lambda: has_module("scipy"),
+        devices=("cpu",),
+        accepts=accepts,
+    )
+
+
+def _numba(
+    accepts: Callable[[Call], bool] | None = None, fallback: str | None = None
+) -> Implementation:
+    return Implementation(
+        "numba",
+        module="lightning_pc.ops._numba",
+        installed=lambda: has_numba(),
+        devices=("cpu",),
+        accepts=accepts,
+        fallback=fallback,
+    )
+
+
 # Fastest first on the CPU (benchmarks/ops.py); torch-cluster's kernels on CUDA.
 _ON_CUDA = ("torch_cluster", "torch")
 
@@ -372,42 +398,42 @@ def _fused_worthwhile(call: Call) -> bool:
 
 
 def _open3d_has_not_failed(call: Call) -> bool:
-    from lightning_pc.viz import render
+    from lightning_pc.viz.render import open3d_available
 
-    return render.open3d_available()
+    return open3d_available()
 
 
 KINDS: dict[str, Kind] = {
     "knn": _ops_kind(
         "knn",
         ("numba", "scipy", "torch_cluster", "torch"),
-        Implementation("torch", **_TORCH),
-        Implementation("torch_cluster", **_TORCH_CLUSTER),
-        Implementation("scipy", **_SCIPY, accepts=_euclidean),
-        Implementation("numba", **_NUMBA, accepts=_euclidean),
+        _torch(),
+        _torch_cluster(),
+        _scipy(accepts=_euclidean),
+        _numba(accepts=_euclidean),
     ),
     "radius": _ops_kind(
         "radius",
         ("numba", "torch_cluster", "scipy", "torch"),
-        Implementation("torch", **_TORCH),
-        Implementation("torch_cluster", **_TORCH_CLUSTER),
-        Implementation("scipy", **_SCIPY),
-        # scipy's kd-tree takes any dimension and span; where it is missing, the reference
-        Implementation("numba", **_NUMBA, accepts=_numba_radius, fallback="scipy"),
+        _torch(),
+        _torch_cluster(),
+        _scipy(),
+        # scipy's kd-tree takes any dimension and span (where it is missing: the reference)
+        _numba(accepts=_numba_radius, fallback="scipy"),
     ),
     "fps": _ops_kind(
         "fps",
         ("numba", "torch_cluster", "torch"),
-        Implementation("torch", **_TORCH),
-        Implementation("torch_cluster", **_TORCH_CLUSTER),
-        Implementation("numba", **_NUMBA),
+        _torch(),
+        _torch_cluster(),
+        _numba(),
     ),
     "grid": _ops_kind(
         "grid",
         ("numba", "torch_cluster", "torch"),
-        Implementation("torch", **_TORCH),
-        Implementation("torch_cluster", **_TORCH_CLUSTER),
-        Implementation("numba", **_NUMBA),
+        _torch(),
+        _torch_cluster(),
+        _numba(),
     ),
     "batch_norm": Kind(
         "batch_norm",
