@@ -471,8 +471,11 @@ KINDS: dict[str, Kind] = {
         (
             # a failure to render disables Open3D for the process (worthwhile: False); a
             # named request tries it again and lets its error through
-            Implementation("open3d", module="lightning_pc.viz.open3d_backend",
-                           worthwhile=_open3d_has_not_failed),
+            Implementation(
+                "open3d",
+                module="lightning_pc.viz.open3d_backend",
+                worthwhile=_open3d_has_not_failed,
+            ),
             Implementation("torch", module="lightning_pc.viz.splat"),
         ),
         {"*": ("open3d", "torch")},

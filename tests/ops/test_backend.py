@@ -113,7 +113,8 @@ def test_a_backend_that_lacks_a_case_declares_it_and_choose_hands_it_on(monkeypa
     cosine = _backend.Call(cpu, facts={"cosine": True})
     assert _backend.choose("knn", cosine, "numba") == "torch"
     assert _backend.choose("knn", cosine, "scipy") == "torch"
-    assert _backend.choose("knn", cosine, "torch_cluster") == "torch_cluster"
+    if _backend.available("torch_cluster"):
+        assert _backend.choose("knn", cosine, "torch_cluster") == "torch_cluster"
     four = _backend.Call(cpu, facts={"x": _sorted(torch.rand(10, 4)), "r": 0.5})
     assert _backend.choose("radius", four, "numba") == "scipy"
     assert _backend.choose("radius", four, None) == "scipy"

@@ -82,7 +82,9 @@ def spies(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 def _simulate(monkeypatch: pytest.MonkeyPatch, installed: str) -> None:
     numba, scipy, tc, tc_cuda = SETS[installed]
     monkeypatch.setattr(_backend, "has_numba", lambda: bool(numba))
-    monkeypatch.setattr(_backend, "has_module", lambda name: bool(scipy) if name == "scipy" else True)
+    monkeypatch.setattr(
+        _backend, "has_module", lambda name: bool(scipy) if name == "scipy" else True
+    )
     monkeypatch.setattr(_backend, "has_torch_cluster", lambda: bool(tc))
     monkeypatch.setattr(_backend, "torch_cluster_has_cuda", lambda: bool(tc_cuda))
 
@@ -126,7 +128,9 @@ def test_ops_choices_equal_mains(monkeypatch: pytest.MonkeyPatch, spies: list[st
                     got[(op, "cuda", installed, env or "-", request)] = chosen
     want = _table(OPS_ON_MAIN)
     assert got.keys() == want.keys()
-    differ = [f"{' | '.join(k)}: main {want[k]!r}, now {got[k]!r}" for k in want if got[k] != want[k]]
+    differ = [
+        f"{' | '.join(k)}: main {want[k]!r}, now {got[k]!r}" for k in want if got[k] != want[k]
+    ]
     assert not differ, "\n".join(differ)
 
 

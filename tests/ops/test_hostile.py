@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lightning_pc import ops
-from lightning_pc.ops._backend import names
+from lightning_pc.ops._backend import available, names
 from tests.ops.hostile import KINDS, SCALES, cloud, layout
 
 ORACLE = "torch"  # what every backend is compared against
