@@ -119,7 +119,7 @@ def test_ops_choices_equal_mains(monkeypatch: pytest.MonkeyPatch, spies: list[st
                 backend = None if request == "-" else request
                 for case, run in _cases().items():
                     key = (case, "cpu", installed, env or "-", request)
-                    got[key] = _outcome(spies, lambda run=run: run(backend))
+                    got[key] = _outcome(spies, lambda run=run, b=backend: run(b))
                 for op in _backend.OPS:
                     try:
                         chosen = _backend.choose(op, CUDA, backend)
