@@ -171,7 +171,7 @@ def knn_table(
     from the inputs' (``[N, k]``), so ``torch.compile`` and ``torch.export`` trace a model
     through it without reading the cloud sizes.
     """
-    request = "" if mode is None else mode  # "": not named (the op's schema takes a str)
+    request: str = "" if mode is None else mode  # "": not named (the op's schema takes a str)
     if not torch.compiler.is_compiling():  # eagerly, an unknown mode raises here
         request = choose("knn_table", _call(x), mode)
     with torch.autocast(x.device.type, enabled=False):
