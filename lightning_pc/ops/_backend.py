@@ -33,7 +33,7 @@ that backend has the op (the other ops choose as ``auto``), and ``LIGHTNING_PC_F
 (``auto``, ``always``: the fused kernels at any size, ``off``: torch's ops) the batch-norm
 implementation. The variables are read at each choice (a dictionary look-up).
 
-Kinds (see :data:`KINDS`; ``python -m lightning_pc.ops._backend`` prints them):
+Kinds (see :data:`KINDS`; :func:`table` lists them with what is installed):
 
 * ``knn``, ``radius``, ``fps``, ``grid``: the neighbour ops' backends ``"torch"`` (pure
   PyTorch, any device, exact: the oracle in tests), ``"torch_cluster"`` (its compiled CPU
@@ -304,7 +304,8 @@ class Alias:
     values: Mapping[str, str] | None = None
 
 
-def _cpu_cannot_run_cuda_tc(device: torch.device) -> str | None:
+def _torch_cluster_device(device: torch.device) -> str | None:
+    """CUDA with a build that has CUDA kernels"""
     if device.type == "cuda" and not torch_cluster_has_cuda():
         return "this torch-cluster build has no CUDA kernels; install a CUDA wheel"
     return None
@@ -337,7 +338,7 @@ def _torch_cluster() -> Implementation:
         "torch_cluster",
         module="lightning_pc.ops._torch_cluster",
         installed=lambda: has_torch_cluster(),
-        device_check=lambda device: _cpu_cannot_run_cuda_tc(device),
+        device_check=_torch_cluster_device,
     )
 
 
@@ -591,12 +592,11 @@ def _as_call(where: torch.device | Call) -> Call:
 
 def _cannot_run(kind: Kind, impl: Implementation, device: torch.device) -> str | None:
     """Why ``impl`` cannot run on ``device`` here (``None``: it can)."""
-    what = f"{kind.noun} {impl.name!r}"
     if not impl.installed():
-        return f"{what} was requested but is not installed"
+        return f"{kind.noun} {impl.name!r} was requested but is not installed"
     if impl.devices is not None and device.type not in impl.devices:
         where = "the CPU" if impl.devices == ("cpu",) else ", ".join(impl.devices)
-        return f"{what} runs on {where} only; inputs are on {device}"
+        return f"{kind.noun} {impl.name!r} runs on {where} only; inputs are on {device}"
     if impl.device_check is not None:
         return impl.device_check(device)
     return None
@@ -720,11 +720,9 @@ def table() -> str:
         lines.append(f"{kind.name} (${kind.env_var()}; auto on cpu: {describe('cpu')[kind.name]})")
         for impl in kind.implementations:
             where = ", ".join(impl.devices) if impl.devices else "any device"
+            if impl.device_check is not None:
+                where += f" ({impl.device_check.__doc__ or 'checked per device'})"
             state = "installed" if impl.installed() else "not installed"
             lines.append(f"  {impl.name}: {where}, {state}")
     aliases = ", ".join(f"${var} ({', '.join(a.kinds)})" for var, a in ALIASES.items())
     return "\n".join([*lines, f"aliases: {aliases}"])
-
-
-if __name__ == "__main__":
-    print(table())
