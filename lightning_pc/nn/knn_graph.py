@@ -187,7 +187,9 @@ def knn_table_op(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: str) -> Te
     """The custom op behind :func:`knn_table` (runs eagerly); ``mode`` as there, ``""`` for
     none named."""
     chosen = choose("knn_table", _call(x), mode or None)
-    table = knn_table_padded(x, ptr, k) if chosen == "padded" else knn_table_packed(x, batch, ptr, k)
+    table = (
+        knn_table_padded(x, ptr, k) if chosen == "padded" else knn_table_packed(x, batch, ptr, k)
+    )
     # the fake kernel promises a fresh tensor; the packed path may return a view into knn's
     return table if table.storage_offset() == 0 else table.clone()
 
