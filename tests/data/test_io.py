@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lightning_pc.data.formats as formats
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.io import (
     Mesh,
@@ -218,12 +219,12 @@ def test_scan_chunks_stream_text_scans_as_read_scan_reads_them(
     path = tmp_path / name
     path.write_bytes(TEXT_SCANS[name].encode())
     whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)  # blocks end inside and at rows
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", block)  # blocks end inside and at rows
 
     def no_whole_read(*args: object, **kwargs: object) -> None:
         raise AssertionError("the text scan was read whole")
 
-    monkeypatch.setattr(io_module, "read_point_file", no_whole_read)
+    monkeypatch.setattr(formats, "read_scan", no_whole_read)
     got, sizes, reader = _read_chunks(path, chunk)
     assert reader._kind == "text"  # type: ignore[attr-defined]
     assert reader.num_points == len(whole["pos"]) == len(ROWS)  # type: ignore[attr-defined]
@@ -242,13 +243,12 @@ def test_scan_chunks_stream_text_scans_as_read_scan_reads_them(
 def test_scan_chunks_text_block_boundary_exactly_at_a_row_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_pc.data.io as io_module
 
     rows = [f"{i:04d} 1.50 2.5" for i in range(30)]  # 14 bytes a row with its newline
     path = tmp_path / "fixed.txt"
     path.write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", 14 * 4)
-    blocks = list(io_module._line_blocks(path))
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", 14 * 4)
+    blocks = list(formats._common._line_blocks(path))
     assert [len(b) for b, _ in blocks][:-1] == [56] * (len(blocks) - 1)  # whole rows per block
     assert [line0 for _, line0 in blocks] == list(range(0, 30, 4))
     got, sizes, _ = _read_chunks(path, 4)
@@ -259,11 +259,10 @@ def test_scan_chunks_text_block_boundary_exactly_at_a_row_end(
 def test_scan_chunks_name_the_line_of_a_bad_value_far_into_a_text_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_pc.data.io as io_module
     from lightning_pc.data.io import ScanChunks, read_scan
 
     lines = ["# header comment", ""] + [f"{i} {i + 1}.5 {i % 3} 0.25" for i in range(5000)]
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", 4096)
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", 4096)
     for bad, message in [
         ("12 oops 3 4", r"non-numeric field 'oops'"),
         ("12 nan 3 4", r"non-finite value 'nan'"),
@@ -394,8 +393,8 @@ def test_scan_chunks_stream_ascii_ply_as_read_scan_reads_it(
     path = tmp_path / name
     path.write_bytes(ASCII_PLYS[name].encode())
     whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
-    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", block)
+    monkeypatch.setattr(formats, "read_scan", None)  # never read whole
     got, sizes, reader = _read_chunks(path, chunk)
     assert reader._kind == "ascii_ply"  # type: ignore[attr-defined]
     assert sizes[:-1] == [chunk] * (len(sizes) - 1) and sum(sizes) == len(PLY_ROWS)
@@ -410,10 +409,9 @@ def test_scan_chunks_stream_ascii_ply_as_read_scan_reads_it(
 def test_scan_chunks_ascii_ply_errors_name_the_line_read_scan_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_pc.data.io as io_module
     from lightning_pc.data.io import ScanChunks, read_scan
 
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", 512)
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", 512)
     rows = [f"{i}.5 {i % 7} 2.25" for i in range(3000)]
     # header: ply, format, comment, element, 3 properties, end_header; rows from line 9
     cases = {
@@ -551,8 +549,8 @@ def test_scan_chunks_stream_binary_pcd_as_read_scan_reads_it(
     with warnings.catch_warnings(record=True) as whole_warned:
         warnings.simplefilter("always")
         whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "PCD_BLOCK", block)  # record blocks end at NaN rows too
-    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    monkeypatch.setattr(formats.pcd, "PCD_BLOCK", block)  # record blocks end at NaN rows too
+    monkeypatch.setattr(formats, "read_scan", None)  # never read whole
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         got, sizes, reader = _read_chunks(path, chunk)
@@ -763,8 +761,8 @@ def test_scan_chunks_stream_ascii_pcd_as_read_scan_reads_it(
     with warnings.catch_warnings(record=True) as whole_warned:
         warnings.simplefilter("always")
         whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
-    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", block)
+    monkeypatch.setattr(formats, "read_scan", None)  # never read whole
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         got, sizes, reader = _read_chunks(path, chunk)
