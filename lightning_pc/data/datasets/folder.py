@@ -23,6 +23,7 @@ import numpy as np
 from lightning_pc.data import formats
 from lightning_pc.data.cache import CacheRecipe, parallel_map
 from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.formats.las import classification_codes
 from lightning_pc.data.formats.mesh import normalize_vertices, sample_mesh
 from lightning_pc.data.packed import PackedWriter
 
@@ -87,8 +88,6 @@ def las_codes_present(files: list[Path]) -> list[int]:
         MissingDataError: no LAS/LAZ file among ``files``.
         DataFormatError: an unreadable file.
     """
-    import laspy
-
     las = [f for f in files if f.suffix.lower() in LAS_SUFFIXES]
     if not las:
         raise MissingDataError(
@@ -97,12 +96,7 @@ def las_codes_present(files: list[Path]) -> list[int]:
         )  # fmt: skip
     seen = np.zeros(256, dtype=bool)
     for path in las:
-        try:
-            with laspy.open(path) as reader:
-                for points in reader.chunk_iterator(1 << 20):
-                    seen[np.unique(np.asarray(points.classification))] = True
-        except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
-            raise DataFormatError(path, f"not a readable LAS/LAZ file ({err})") from err
+        seen |= classification_codes(path)
     return np.flatnonzero(seen).tolist()
 
 
