@@ -35,7 +35,7 @@ class ChunkSource:
     """
 
     kind = "whole"  # a name for the way the file is read (tests check it)
-    rgb_scale = "one"  # how raw colours become 0-1: "one", "byte" (0-255), "las" (8/16 bit)
+    rgb_scale = "one"  # raw colours to 0-1: "one", "byte" (0-255), "short" (0-65535), "las"
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -47,7 +47,7 @@ class ChunkSource:
         """What the raw ``rgb`` values are divided by, given their maximum over the scan."""
         if self.rgb_scale == "las":
             return 65535.0 if top > 255 else 255.0
-        return 255.0 if self.rgb_scale == "byte" else 1.0
+        return {"byte": 255.0, "short": 65535.0}.get(self.rgb_scale, 1.0)
 
     def chunks(self, chunk: int) -> Iterator[Arrays]:
         """The scan's rows, ``chunk`` at a time (the last chunk may be shorter)."""

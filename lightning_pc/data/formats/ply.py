@@ -31,30 +31,22 @@ from lightning_pc.data.formats._common import (
     _line_offset,
     _locate_table_error,
 )
-from lightning_pc.data.formats._open3d import read_open3d_points
+from lightning_pc.data.formats._ply_body import (
+    FACE_LISTS,
+    PLY_TYPES,
+    colour_fields,
+    fan_triangles,
+    intensity_field,
+    normal_fields,
+    parse_header,
+    read_elements,
+    strip_triangles,
+)
 from lightning_pc.data.formats.base import Arrays, ChunkSource, Format, Mesh
-from lightning_pc.data.formats.mesh import read_open3d_mesh
 
 PLY_CHUNK = 1 << 20  # points written at a time
 
-_PLY_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
-}
+_PLY_TYPES = PLY_TYPES
 
 
 def ply_has_faces(path: str | Path) -> bool:
@@ -225,7 +217,8 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
     if not raw.startswith(b"ply") or end < 0:
         raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
     header = raw[:end].decode("ascii", errors="replace").splitlines()
-    body_start = raw.index(b"\n", end) + 1
+    nl = raw.find(b"\n", end)
+    body_start = nl + 1 if nl >= 0 else len(raw)
     fmt = ""
     elements: list[tuple[str, int, list[tuple[str, str] | None]]] = []  # None: a list property
     for number, line in enumerate(header, 1):
@@ -296,17 +289,32 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
         values = {name: rec[name].astype(np.float64) for name, _ in props}
     else:
         raise DataFormatError(path, f"unknown PLY format {fmt!r}")
+    return vertex_arrays(path, values, {name: _PLY_TYPES[t] for name, t in props})
+
+
+def vertex_arrays(path: Path, values: dict[str, np.ndarray], types: dict[str, str]) -> Arrays:
+    """A vertex element's arrays: ``pos``, and where present ``normal`` (``nx ny nz`` or
+    ``normal_x ...``), ``rgb`` (0-1; ``red green blue``, ``diffuse_*`` or ``r g b``;
+    8- and 16-bit integers scaled), ``intensity`` (``intensity``, CloudCompare's
+    ``scalar_Intensity``) and CloudCompare's other scalar fields (``scalar_<name>``)."""
     if not all(a in values for a in "xyz"):
         raise DataFormatError(path, "PLY vertex element has no x, y, z properties")
     out = {"pos": np.stack([values[a] for a in "xyz"], 1).astype(np.float32)}
     if not np.isfinite(out["pos"]).all():
         raise DataFormatError(path, "point coordinates contain NaN or infinity")
-    if all(a in values for a in ("nx", "ny", "nz")):
-        out["normal"] = np.stack([values[a] for a in ("nx", "ny", "nz")], 1).astype(np.float32)
-    if all(a in values for a in ("red", "green", "blue")):
-        rgb = np.stack([values[a] for a in ("red", "green", "blue")], 1)
-        scale = 255.0 if dict(props)["red"] in ("uchar", "uint8") else 1.0
-        out["rgb"] = (rgb / scale).astype(np.float32)
+    normal = normal_fields(values)
+    if normal is not None:
+        out["normal"] = np.stack([values[a] for a in normal], 1).astype(np.float32)
+    colour = colour_fields(types)
+    if colour is not None:
+        rgb = np.stack([values[a] for a in colour[0]], 1)
+        out["rgb"] = (rgb / colour[1]).astype(np.float32)
+    intensity = intensity_field(values)
+    if intensity is not None:
+        out["intensity"] = np.asarray(values[intensity], dtype=np.float32)
+    for name in values:
+        if name.lower().startswith("scalar_") and name != intensity:
+            out[name] = np.asarray(values[name], dtype=np.float32)
     return out
 
 
@@ -315,12 +323,74 @@ def read_point_file(path: Path) -> Arrays:
     out = read_ply_vertices(path)
     if out is not None:
         return out
-    return read_open3d_points(path)
+    return _read_any_vertices(path)
+
+
+def _read_any_vertices(path: Path) -> Arrays:
+    """The vertex element of a file :func:`read_ply_vertices` leaves (a vertex element with
+    list properties, or a binary one after other elements), read by walking the body."""
+    raw = path.read_bytes()
+    header = parse_header(path, raw)
+    element = header.element("vertex")
+    if element is None or element.count == 0:
+        raise DataFormatError(path, "PLY file declares 0 vertices")
+    vertex = read_elements(path, raw, header, {"vertex"})["vertex"]
+    values = {
+        p.name: np.asarray(vertex[p.name], dtype=np.float64)
+        for p in element.props
+        if p.count_dtype is None
+    }
+    return vertex_arrays(path, values, {p.name: p.dtype for p in element.props})
 
 
 def read_ply_mesh(path: Path) -> Mesh:
-    """A PLY mesh, checked by :func:`check_ply_counts`, read through Open3D."""
-    return read_open3d_mesh(path, check_ply_counts)
+    """A PLY mesh read with numpy (no C++ reader sees the file): the ``vertex`` element's
+    ``x y z``, and triangles from a ``face`` element (polygons fan-triangulated) and/or a
+    ``tristrips`` element (MeshLab, old scanners).
+
+    Raises:
+        DataFormatError: a body shorter or (ASCII) longer than the header declares (naming
+            the element, and the line for ASCII), a malformed row, no triangles, non-finite
+            vertices, a face index outside the vertex list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "file not found")
+    check_ply_counts(path)
+    raw = path.read_bytes()
+    header = parse_header(path, raw)
+    values = read_elements(path, raw, header, {"vertex", "face", "tristrips"})
+    vertex = values.get("vertex", {})
+    if not all(a in vertex for a in "xyz"):
+        raise DataFormatError(path, "PLY mesh has no vertex element with x, y, z properties")
+    verts = np.stack([np.asarray(vertex[a], dtype=np.float64) for a in "xyz"], 1)
+    parts = []
+    for name, convert in (("face", "fan"), ("tristrips", "strip")):
+        element = values.get(name, {})
+        lists = [k for k in FACE_LISTS if k in element]
+        lists += [k for k, v in element.items() if isinstance(v, tuple) and k not in lists]
+        if not lists:
+            continue
+        lengths, flat = element[lists[0]]
+        if convert == "fan":
+            if len(lengths) and lengths.min() < 3:
+                bad = int(np.flatnonzero(lengths < 3)[0])
+                raise DataFormatError(path, f"face {bad} has {int(lengths[bad])} vertices")
+            parts.append(fan_triangles(lengths, flat))
+        else:
+            parts.append(strip_triangles(flat))
+    faces = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64)
+    if len(verts) == 0 or len(faces) == 0:
+        raise DataFormatError(path, "PLY file holds no triangles (no face or tristrips rows)")
+    if not np.isfinite(verts).all():
+        raise DataFormatError(path, "mesh has non-finite vertex coordinates")
+    if faces.min() < 0 or faces.max() >= len(verts):
+        bad = int(np.flatnonzero((faces < 0).any(1) | (faces >= len(verts)).any(1))[0])
+        raise DataFormatError(
+            path,
+            f"face {bad} ({faces[bad].tolist()}) indexes a vertex outside [0, {len(verts)})",
+        )
+    return Mesh(verts, faces)
 
 
 @dataclass
@@ -334,6 +404,9 @@ class _AsciiPly:
     first_line: int  # 1-based line of the first vertex row
     column: dict[str, int]
     rgb_scale: float = 1.0
+    normal: tuple[str, ...] = ()  # the normal's properties
+    colour: tuple[str, ...] = ()  # the colour's properties
+    intensity: str | None = None  # the intensity's property
 
 
 _PLY_SIGNIFICANT = np.ones(256, dtype=bool)  # str.strip keeps NUL: only these are blank
@@ -399,9 +472,14 @@ class BinaryPlyChunks(ChunkSource):
         types = dict((name, t) for t, name in props)
         self.coord_dtype = np.dtype(np.float64 if _PLY_TYPES[types["x"]] == "f8" else np.float32)
         self.keys = {"pos": 3}
-        if {"red", "green", "blue"} <= set(names):
+        colour = colour_fields({name: _PLY_TYPES[t] for name, t in types.items()})
+        if colour is not None:
             self.keys["rgb"] = 3
-            self.rgb_scale = "byte" if types["red"] in ("uchar", "uint8") else "one"
+            self.colour = colour[0]
+            self.rgb_scale = {255.0: "byte", 65535.0: "short"}.get(colour[1], "one")
+        self.intensity = intensity_field(types)
+        if self.intensity is not None:
+            self.keys["intensity"] = 1
         return True
 
     def chunks(self, chunk: int) -> Iterator[Arrays]:
@@ -413,8 +491,10 @@ class BinaryPlyChunks(ChunkSource):
         self.check(pos, start)
         out = {"pos": pos}
         if "rgb" in self.keys:
-            out["rgb"] = np.stack([rec[c] for c in ("red", "green", "blue")], 1).astype(np.float32)
+            out["rgb"] = np.stack([rec[c] for c in self.colour], 1).astype(np.float32)
             self.check(out["rgb"], start, "colour of point")
+        if self.intensity is not None:
+            out["intensity"] = rec[self.intensity].astype(np.float32)
         return out
 
 
@@ -507,11 +587,18 @@ class AsciiPlyChunks(ChunkSource):
         self.num_points = count
         self.coord_dtype = np.dtype(np.float32)
         self.keys = {"pos": 3}
-        if all(a in column for a in ("nx", "ny", "nz")):
+        normal = normal_fields(column)
+        if normal is not None:
+            self.layout.normal = normal
             self.keys["normal"] = 3
-        if all(a in column for a in ("red", "green", "blue")):
+        colour = colour_fields({name: _PLY_TYPES[t] for name, t in props})
+        if colour is not None:
+            self.layout.colour = colour[0]
             self.keys["rgb"] = 3
-            self.layout.rgb_scale = 255.0 if dict(props)["red"] in ("uchar", "uint8") else 1.0
+            self.layout.rgb_scale = colour[1]
+        self.layout.intensity = intensity_field(column)
+        if self.layout.intensity is not None:
+            self.keys["intensity"] = 1
         return True
 
     def chunks(self, chunk: int) -> Iterator[Arrays]:
@@ -563,10 +650,12 @@ class AsciiPlyChunks(ChunkSource):
         pos = rows[:, [c["x"], c["y"], c["z"]]].astype(np.float32)
         out = {"pos": pos.astype(np.float64)}
         if "normal" in self.keys:
-            out["normal"] = rows[:, [c["nx"], c["ny"], c["nz"]]].astype(np.float32)
+            out["normal"] = rows[:, [c[a] for a in ply.normal]].astype(np.float32)
         if "rgb" in self.keys:
-            rgb = rows[:, [c["red"], c["green"], c["blue"]]]
+            rgb = rows[:, [c[a] for a in ply.colour]]
             out["rgb"] = (rgb / ply.rgb_scale).astype(np.float32)
+        if ply.intensity is not None:
+            out["intensity"] = rows[:, c[ply.intensity]].astype(np.float32)
         return out
 
 
