@@ -14,8 +14,11 @@ from lightning_pc.data.errors import DataFormatError
 TEXT_BLOCK = 1 << 21  # bytes of a text scan parsed at a time (about 50k rows)
 
 
-def _read_text(path: Path) -> str:
-    """Read a text file; NUL bytes (a known S3DIS defect) are read as spaces, in memory."""
+def _read_text(path: Path, latin1: bool = False) -> str:
+    """Read a text file; NUL bytes (a known S3DIS defect) are read as spaces, in memory.
+
+    ``latin1``: a file that is not UTF-8 is read as Latin-1 (every byte a character) instead
+    of refused, for formats whose non-ASCII bytes can only sit in names nobody reads."""
     try:
         raw = path.read_bytes()
     except OSError as err:
@@ -25,6 +28,8 @@ def _read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        if latin1:
+            return raw.decode("latin-1")
         line = raw[: err.start].count(b"\n") + 1
         raise DataFormatError(path, "not a UTF-8/ASCII text file", line) from err
 

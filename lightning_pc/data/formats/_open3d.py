@@ -27,12 +27,12 @@ def read_open3d_points(
         organised: NaN points are an organised cloud's pixels without depth (PCD): dropped
             with a warning (else refused).
     """
-    import open3d as o3d
-
     if not path.is_file():
         raise DataFormatError(path, "file not found")
     if before is not None:
         before(path)
+    import open3d as o3d
+
     cloud = o3d.io.read_point_cloud(
         str(path),  # type: ignore[arg-type]
         remove_nan_points=False,

@@ -142,14 +142,16 @@ def read_obj(path: str | Path) -> Mesh:
     Faces may be triangles, quads or longer polygons (fan-triangulated; Open3D's reader
     drops or rejects those), with ``v/vt/vn``, ``v//vn`` or negative (relative) indices;
     ``v`` lines may carry a ``w`` or vertex colours after ``x y z``. Every other statement
-    (texture coordinates, normals, groups, materials, lines, points) is ignored.
+    (texture coordinates, normals, groups, materials, lines, points) is ignored, and so
+    are the bytes of their names: a file that is not UTF-8 (a Latin-1 ``usemtl`` name) is
+    read as Latin-1.
 
     Raises:
         DataFormatError: naming the line of a malformed vertex or face, an index outside the
             vertices defined so far, or a file without faces.
     """
     path = Path(path)
-    text = _read_text(path)
+    text = _read_text(path, latin1=True)  # material and group names may be Latin-1
     verts: list[list[float]] = []
     faces: list[list[int]] = []
     for number, line in enumerate(text.splitlines(), start=1):

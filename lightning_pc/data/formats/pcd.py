@@ -11,6 +11,7 @@ float64. NaN points (an organised cloud's pixels without depth) are dropped with
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,18 +215,9 @@ def check_pcd_normals(path: str | Path) -> None:
         )
 
 
-def check_pcd_counts(path: str | Path) -> None:
-    """Refuse a PCD file holding more points than its ``POINTS`` line declares.
-
-    Open3D reads the declared count and drops the rest without a word. ASCII files are
-    counted by data lines, binary files by bytes (``SIZE`` x ``COUNT`` per point);
-    ``binary_compressed`` files carry their own sizes and are left to Open3D.
-
-    Raises:
-        DataFormatError: naming the first extra line (ASCII) or the extra bytes (binary).
-    """
-    path = Path(path)
-    raw = path.read_bytes()
+def _pcd_header(raw: bytes) -> tuple[dict[str, list[str]], int, int]:
+    """A PCD header read leniently (the last line of a key wins): its fields by upper-case
+    key, the body's byte offset and the header's line count."""
     fields: dict[str, list[str]] = {}
     pos = 0
     number = 0
@@ -237,6 +229,88 @@ def check_pcd_counts(path: str | Path) -> None:
         pos = end
         if parts and not parts[0].startswith("#"):
             fields[parts[0].upper()] = parts[1:]
+    return fields, pos, number
+
+
+def _warn_trailing(path: Path, declared: int, need: int, extra: int) -> None:
+    warnings.warn(
+        f"{path}: read the {declared} points the header declares ({need} bytes); "
+        f"{extra} bytes after them are ignored (as PCL reads the file)",
+        stacklevel=5,
+    )
+
+
+def check_pcd_size(path: str | Path) -> None:
+    """Check a PCD header's point count (``POINTS``, ``WIDTH`` x ``HEIGHT``) against the
+    file's size before a reader allocates for it: a binary body holds ``SIZE`` x ``COUNT``
+    bytes a point, an ASCII one a line a point, a ``binary_compressed`` one the sizes its
+    first 8 bytes give.
+
+    Raises:
+        DataFormatError: a count the file cannot hold, naming it and the bytes or lines.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    fields, pos, _ = _pcd_header(raw)
+    try:
+        kind = fields["DATA"][0].lower()
+        declared = int(fields["POINTS"][0])
+        keys = list(fields)
+        if "HEIGHT" in fields and keys.index("HEIGHT") > keys.index("POINTS"):
+            declared = int(fields["WIDTH"][0]) * int(fields["HEIGHT"][0])  # Open3D's count
+    except (KeyError, IndexError, ValueError):
+        return  # not a header we can check (Open3D refuses it)
+    if declared < 0:
+        raise DataFormatError(path, f"negative point count in the header ({declared})")
+    body = len(raw) - pos
+    if kind == "ascii":
+        lines = raw.count(b"\n", pos) + (not raw.endswith(b"\n"))
+        if declared > lines:
+            raise DataFormatError(
+                path, f"truncated: header declares {declared} points, the file holds {lines} lines"
+            )
+        return
+    try:
+        row = sum(
+            int(a) * int(b)
+            for a, b in zip(fields["SIZE"], fields.get("COUNT", ["1"] * len(fields["SIZE"])))
+        )
+    except (KeyError, ValueError):
+        return
+    if kind == "binary" and declared * row > body:
+        raise DataFormatError(
+            path,
+            f"truncated: header declares {declared} points ({declared * row} bytes), the file "
+            f"holds {body} bytes of data",
+        )
+    if kind == "binary_compressed":
+        if body < 8:
+            raise DataFormatError(path, "truncated: binary_compressed data without its sizes")
+        packed, unpacked = struct.unpack_from("<II", raw, pos)
+        if packed > body - 8:
+            raise DataFormatError(
+                path, f"truncated: {packed} compressed bytes declared, the file holds {body - 8}"
+            )
+        if unpacked != declared * row or unpacked > 256 * packed + 1024:
+            raise DataFormatError(
+                path,
+                f"header declares {declared} points ({declared * row} bytes), the compressed "
+                f"data says {unpacked} bytes from {packed}: a damaged header",
+            )
+
+
+def check_pcd_counts(path: str | Path) -> None:
+    """Refuse an ASCII PCD file holding more data lines than its ``POINTS`` line declares
+    (Open3D reads the declared count and drops the rest without a word); warn about bytes
+    after a binary file's declared points (read, as PCL and pypcd read them).
+    ``binary_compressed`` files carry their own sizes (:func:`check_pcd_size`).
+
+    Raises:
+        DataFormatError: naming the first extra line (ASCII).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    fields, pos, number = _pcd_header(raw)
     try:
         declared = int(fields["POINTS"][0])
         kind = fields["DATA"][0].lower()
@@ -261,11 +335,12 @@ def check_pcd_counts(path: str | Path) -> None:
         need = declared * sum(a * b for a, b in zip(sizes, counts))
         tail = raw[pos + need :]
         if tail.strip():
-            raise DataFormatError(
-                path,
-                f"header declares {declared} points ({need} bytes), the file holds "
-                f"{len(tail)} more bytes after them (wrong count in the header?)",
-            )
+            _warn_trailing(path, declared, need, len(tail))
+
+
+def _before_open3d(path: Path) -> None:
+    check_pcd_normals(path)
+    check_pcd_size(path)
 
 
 class PcdChunks(ChunkSource):
@@ -298,22 +373,14 @@ class PcdChunks(ChunkSource):
         if pcd.columns is None:
             need = pcd.count * pcd.dtype.itemsize
             held = self.path.stat().st_size - pcd.body_start
-            if held < need and pcd.wide:
+            if held < need:  # check_pcd_size's refusal
                 raise DataFormatError(
                     self.path,
                     f"truncated: header declares {declared} points ({need} bytes), the file "
                     f"holds {held} bytes of data",
                 )
-            if held < need:  # Open3D stops at the first short record and returns no points
-                raise DataFormatError(
-                    self.path, "Open3D read no points (empty, truncated or not a point file)"
-                )
             if held > need and _holds_more_than_whitespace(self.path, pcd.body_start + need):
-                raise DataFormatError(  # check_pcd_counts' refusal
-                    self.path,
-                    f"header declares {declared} points ({need} bytes), the file holds "
-                    f"{held - need} more bytes after them (wrong count in the header?)",
-                )
+                _warn_trailing(self.path, declared, need, held - need)  # as check_pcd_counts
             self.records = np.memmap(
                 self.path, dtype=pcd.dtype, mode="r", offset=pcd.body_start, shape=pcd.count
             )
@@ -481,7 +548,7 @@ def read_point_file(path: Path) -> Arrays:
         found = pcd_layout(path)
         if found is not None and found[0].wide:
             return _read_wide_pcd(path)
-    return read_open3d_points(path, check_pcd_normals, check_pcd_counts, organised=True)
+    return read_open3d_points(path, _before_open3d, check_pcd_counts, organised=True)
 
 
 def read_scan(path: Path) -> Arrays:

@@ -112,7 +112,12 @@ def test_tristrips_become_triangles_with_their_winding(tmp_path: Path) -> None:
 )
 @pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian"])
 def test_colour_spellings_are_read_not_dropped(
-    tmp_path: Path, names: tuple[str, ...], kind: str, values: list[float], expect: list[float], fmt: str
+    tmp_path: Path,
+    names: tuple[str, ...],
+    kind: str,
+    values: list[float],
+    expect: list[float],
+    fmt: str,
 ) -> None:
     props = [("float", "x"), ("float", "y"), ("float", "z"), ("float", "nx"), ("float", "ny")]
     props += [("float", "nz")] + [(kind, n) for n in names] + [("float", "scalar_Intensity")]
@@ -182,7 +187,9 @@ def test_huge_element_counts_are_refused_at_once(tmp_path: Path, element: str) -
     raw = raw.replace(b"element vertex 4" if element == "vertex" else b"element face 1", huge)
     path = tmp_path / "huge.ply"
     path.write_bytes(raw)
-    readers = [read_mesh] + ([read_point_file, read_scan, ScanChunks] if element == "vertex" else [])
+    readers = [read_mesh] + (
+        [read_point_file, read_scan, ScanChunks] if element == "vertex" else []
+    )
     for reader in readers:
         begin = time.perf_counter()
         with pytest.raises(DataFormatError, match=r"huge.ply: truncated"):

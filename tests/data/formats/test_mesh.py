@@ -1,0 +1,23 @@
+"""OFF/OBJ meshes: what other tools write, read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lightning_pc.data.errors import DataFormatError
+from lightning_pc.data.io import read_mesh
+
+
+def test_obj_with_latin1_names_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "chair.obj"
+    path.write_bytes(
+        b"# Cr\xe9\xe9 par un mod\xe8leur\nmtllib ch\xe2ssis.mtl\no Si\xe8ge\ng dossier\n"
+        b"usemtl bois_ch\xeane\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\n"
+    )
+    mesh = read_mesh(path)
+    assert mesh.faces.tolist() == [[0, 1, 2], [0, 1, 3]]
+    path.write_bytes(b"v 0 0 0\nv 1 0 \xe9\nv 0 1 0\nf 1 2 3\n")  # in a vertex: refused
+    with pytest.raises(DataFormatError, match=r"chair.obj, line 2: non-numeric vertex"):
+        read_mesh(path)
