@@ -188,7 +188,10 @@ def _read_list_rows(
         fields.append((f"n{i}", order + p.count_dtype, ()))
         fields.append((f"p{i}", order + p.dtype, (n,) if n > 0 else (0,)))
         pos += size + max(n, 0) * np.dtype(p.dtype).itemsize
-    dtype = np.dtype(fields)
+    try:
+        dtype = np.dtype(fields)
+    except (ValueError, OverflowError, MemoryError):  # a first row longer than any file
+        raise _truncated(path, element, 0) from None
     fits = min(element.count, (len(raw) - offset) // max(dtype.itemsize, 1))
     if element.count and dtype.itemsize:
         rec = np.frombuffer(raw, dtype, fits, offset)

@@ -7,6 +7,7 @@ PLY meshes are read by :mod:`lightning_pc.data.formats.ply`.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -206,13 +207,13 @@ def read_open3d_mesh(path: str | Path, before: Callable[[Path], None] | None = N
         DataFormatError: unreadable file, a mesh without triangles, non-finite vertices or a
             face index outside the vertex list.
     """
-    import open3d as o3d
-
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file not found")
     if before is not None:
         before(path)
+    import open3d as o3d
+
     mesh = o3d.io.read_triangle_mesh(str(path))  # type: ignore[arg-type]
     verts = np.asarray(mesh.vertices, dtype=np.float64)
     faces = np.asarray(mesh.triangles, dtype=np.int64)
@@ -263,8 +264,40 @@ def sample_mesh(
     return points.astype(np.float32), normals.astype(np.float32)
 
 
+def check_stl(path: Path) -> None:
+    """Check a binary STL's triangle count against the file's size before Open3D reads it
+    (an ASCII STL, ``solid ... facet ...``, has no count).
+
+    Raises:
+        DataFormatError: a file too short for a binary STL's header, or a count that
+            needs more bytes (50 a triangle) than the file holds.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    ascii = head.lstrip().startswith(b"solid") and b"facet" in head
+    if len(head) < 84:
+        if ascii:
+            return
+        raise DataFormatError(
+            path, f"not an STL file ({size} bytes; a binary STL's header alone is 84)"
+        )
+    (count,) = struct.unpack_from("<I", head, 80)
+    if 84 + 50 * count > size and not ascii:
+        raise DataFormatError(
+            path,
+            f"truncated: header declares {count} triangles ({84 + 50 * count} bytes), the "
+            f"file holds {size}",
+        )
+
+
+def read_stl(path: Path) -> Mesh:
+    """An STL mesh (binary or ASCII) through Open3D, after :func:`check_stl`."""
+    return read_open3d_mesh(path, check_stl)
+
+
 OFF = Format("off", (".off",), read_mesh=read_off)
 OBJ = Format("obj", (".obj",), read_mesh=read_obj)
-STL = Format("stl", (".stl",), read_mesh=read_open3d_mesh)
+STL = Format("stl", (".stl",), read_mesh=read_stl)
 
 FORMATS = (OFF, OBJ, STL)

@@ -58,8 +58,16 @@ def ply_has_faces(path: str | Path) -> bool:
                 break
             parts = line.split()
             if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"face":
-                return int(parts[2]) > 0
+                return parts[2].isdigit() and int(parts[2]) > 0  # else: refused as points
     return False
+
+
+def _count(text: str) -> int:
+    """An element's count: a non-negative integer (else ``ValueError``)."""
+    count = int(text)
+    if count < 0:
+        raise ValueError(text)
+    return count
 
 
 def _check_ascii_ply_lines(
@@ -97,7 +105,7 @@ def check_ply_counts(path: str | Path) -> None:
         parts = line.split()
         if parts[:1] == ["element"]:
             try:
-                elements.append((parts[1], int(parts[2]), []))
+                elements.append((parts[1], _count(parts[2]), []))
             except (IndexError, ValueError):
                 raise DataFormatError(path, f"bad PLY header line {line!r}", number) from None
         elif parts[:1] == ["property"] and elements:
@@ -229,7 +237,7 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
             if parts[0] == "format":
                 fmt = parts[1]
             elif parts[0] == "element":
-                elements.append((parts[1], int(parts[2]), []))
+                elements.append((parts[1], _count(parts[2]), []))
             elif parts[0] == "property" and elements:
                 elements[-1][2].append(None if parts[1] == "list" else (parts[-1], parts[1]))
         except (IndexError, ValueError):
@@ -526,7 +534,7 @@ class AsciiPlyChunks(ChunkSource):
                 if parts[:1] == ["format"]:
                     fmt = parts[1]
                 elif parts[:1] == ["element"]:
-                    elements.append((parts[1], int(parts[2]), []))
+                    elements.append((parts[1], _count(parts[2]), []))
                 elif parts[:1] == ["property"] and elements:
                     elements[-1][2].append(None if parts[1] == "list" else (parts[-1], parts[1]))
             except (IndexError, ValueError):

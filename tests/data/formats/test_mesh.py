@@ -21,3 +21,16 @@ def test_obj_with_latin1_names_is_read(tmp_path: Path) -> None:
     path.write_bytes(b"v 0 0 0\nv 1 0 \xe9\nv 0 1 0\nf 1 2 3\n")  # in a vertex: refused
     with pytest.raises(DataFormatError, match=r"chair.obj, line 2: non-numeric vertex"):
         read_mesh(path)
+
+
+def test_binary_stl_with_a_count_beyond_the_file_is_refused_before_open3d(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import struct
+    import sys
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # the check comes first
+    path = tmp_path / "part.stl"
+    path.write_bytes(b"binary STL".ljust(80, b" ") + struct.pack("<I", 2_000_000_000) + bytes(100))
+    with pytest.raises(DataFormatError, match=r"part.stl: truncated: header declares 2000000000"):
+        read_mesh(path)
