@@ -41,7 +41,7 @@ class ChunkSource:
         self.path = path
         self.num_points = 0
         self.keys: dict[str, int] = {}
-        self.coord_dtype = np.dtype(np.float32)
+        self.coord_dtype: np.dtype = np.dtype(np.float32)
 
     def rgb_divisor(self, top: float) -> float:
         """What the raw ``rgb`` values are divided by, given their maximum over the scan."""

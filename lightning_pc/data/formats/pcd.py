@@ -154,6 +154,8 @@ def pcd_layout(path: Path) -> tuple[Pcd, int] | None:
         pcd.header_lines = header_lines
         pcd.colour_type = colour_type
         return pcd, declared
+    if offset >= 1 << 31:
+        return None  # a record larger than numpy's (and any file's): check_pcd_size refuses it
     dtype = np.dtype(
         {
             "names": list(layout),
@@ -441,6 +443,7 @@ class PcdChunks(ChunkSource):
         """
         pcd = self.pcd
         if pcd.columns is None:
+            assert self.records is not None  # a binary file's records are mapped when opened
             for start in range(0, pcd.count, step):
                 yield start, np.asarray(self.records[start : start + step])
             return

@@ -278,7 +278,8 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
         if k != 0:
             return None
         order = "<" if fmt == "binary_little_endian" else ">"
-        dtype = np.dtype([(name, order + _PLY_TYPES[t]) for name, t in props])
+        # positional field names: a repeated property name (the last one wins) is legal
+        dtype = np.dtype([(f"p{i}", order + _PLY_TYPES[t]) for i, (_, t) in enumerate(props)])
         need = count * dtype.itemsize
         if len(raw) - body_start < need:
             raise DataFormatError(
@@ -294,7 +295,7 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
                 f"{len(tail)} more bytes after them (wrong count in the header?)",
             )
         rec = np.frombuffer(raw, dtype=dtype, count=count, offset=body_start)
-        values = {name: rec[name].astype(np.float64) for name, _ in props}
+        values = {name: rec[f"p{i}"].astype(np.float64) for i, (name, _) in enumerate(props)}
     else:
         raise DataFormatError(path, f"unknown PLY format {fmt!r}")
     return vertex_arrays(path, values, {name: _PLY_TYPES[t] for name, t in props})

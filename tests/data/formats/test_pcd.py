@@ -62,3 +62,12 @@ def test_binary_pcd_with_trailing_bytes_reads_the_declared_points(tmp_path: Path
     assert len(said) == 2 and all("9 bytes after them are ignored" in m for m in said)  # 1 each
     np.testing.assert_array_equal(out["pos"], XYZ)
     np.testing.assert_array_equal(np.concatenate([p["pos"] for p in parts]), XYZ)
+
+
+def test_a_field_size_larger_than_any_record_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "wide.pcd"
+    head = _header(10, "binary").replace(b"SIZE 4 4 4", b"SIZE 4 4 4000000000")
+    path.write_bytes(head + XYZ.tobytes())
+    for reader in (read_point_file, read_scan, ScanChunks):
+        with pytest.raises(DataFormatError, match=r"wide.pcd: truncated: header declares 10"):
+            reader(path)

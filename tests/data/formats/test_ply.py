@@ -195,3 +195,12 @@ def test_huge_element_counts_are_refused_at_once(tmp_path: Path, element: str) -
         with pytest.raises(DataFormatError, match=r"huge.ply: truncated"):
             reader(path)
         assert time.perf_counter() - begin < 2.0
+
+
+def test_binary_vertex_with_a_repeated_property_name_reads_the_last(tmp_path: Path) -> None:
+    header = "ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
+    header += "property float y\nproperty float z\nproperty float z\nend_header\n"
+    rows = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], "<f4")
+    path = tmp_path / "twice.ply"
+    path.write_bytes(header.encode() + rows.tobytes())
+    np.testing.assert_array_equal(read_point_file(path)["pos"], [[1, 2, 4], [5, 6, 8]])
