@@ -100,10 +100,24 @@ def _read_point_text(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")
             arr = np.loadtxt(io.StringIO(body), delimiter=delimiter, ndmin=2, comments="#")
         if arr.shape[1] == ncols and _fits_float32(arr) and len(arr):
+            if start:
+                _check_pts_count(path, int(head[0]), len(arr))
             return arr.astype(np.float32)
     except ValueError:
         pass
     raise _locate_table_error(path, body, ncols, delimiter, "#")
+
+
+def _check_pts_count(path: Path, declared: int, rows: int) -> None:
+    """A Leica PTS count line that disagrees with the rows: the rows are read (as the
+    format's tools read them), with a warning."""
+    if declared != rows:
+        what = "fewer" if rows < declared else "more"
+        warnings.warn(
+            f"{path}: the count line declares {declared} points, the file holds {rows} rows "
+            f"({what}): read the {rows}",
+            stacklevel=5,
+        )
 
 
 def _split_columns(arr: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,6 +135,7 @@ class _TextLayout:
     ncols: int
     delimiter: str | None
     header_line: int | None  # 0-based line of a Leica PTS point-count line
+    declared: int | None = None  # the count that line declares
 
 
 def _block_text(path: Path, raw: bytes, line0: int, header_line: int | None) -> str:
@@ -156,6 +171,7 @@ def _text_layout(path: Path) -> _TextLayout | None:
     pts = path.suffix.lower() == ".pts"
     first: int | None = None  # 0-based line of the first non-blank line
     header: int | None = None
+    declared: int | None = None  # a Leica PTS count line's count
     data_first: str | None = None
     data_line = 0  # 0-based line of the first data row
     count = 0  # lines whose first non-blank byte is not '#'
@@ -185,6 +201,7 @@ def _text_layout(path: Path) -> _TextLayout | None:
                 head = content.split()
                 if pts and len(head) == 1 and head[0].isdigit():
                     header, at = first, end  # Leica PTS: a point-count line first
+                    declared = int(head[0])
                     continue
             if not _uncommented(content):
                 at = end  # a comment line: the columns come from the first data row
@@ -208,7 +225,7 @@ def _text_layout(path: Path) -> _TextLayout | None:
     rows = count - (header is not None)
     if rows == 0:
         raise DataFormatError(path, "file is empty (no data rows)")
-    return _TextLayout(rows, ncols, delimiter, header)
+    return _TextLayout(rows, ncols, delimiter, header, declared)
 
 
 def read_point_file(path: Path) -> Arrays:
@@ -277,7 +294,11 @@ def open_chunks(path: Path) -> TextChunks | None:
     """Count a text scan's rows and settle its columns as :func:`read_point_file` does
     (``None``: characters that split lines or fields otherwise, read whole)."""
     layout = _text_layout(path)
-    return None if layout is None else TextChunks(path, layout)
+    if layout is None:
+        return None
+    if layout.declared is not None:
+        _check_pts_count(path, layout.declared, layout.rows)
+    return TextChunks(path, layout)
 
 
 FORMAT = Format(
