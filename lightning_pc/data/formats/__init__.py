@@ -17,10 +17,19 @@ Adding a format
    ``read_mesh`` makes it a mesh (sampled by area in the folder dataset).
 2. Add the module's name to :data:`FORMAT_MODULES` below. That is the one registry line.
 
-Raise :class:`~lightning_pc.data.errors.DataFormatError` naming the file (and line) for a
-malformed file; check every count in a header against the file's size before allocating;
-import nothing from datasets, modules, tasks or callbacks (imports point downwards);
-``tests/data/formats/test_registry.py`` shows a format added from a test.
+Rules every reader here keeps (``tests/data/formats/test_<format>.py`` test them):
+
+- a malformed file raises :class:`~lightning_pc.data.errors.DataFormatError` naming the
+  file (and the line, for text); a third-party decoder's exceptions never escape as anything
+  else (lazrs panics derive from ``BaseException``: catch them by name, see ``las.py``);
+- every count in a header is checked against the file's size before anything is allocated
+  or looped over, and before a C++ reader (Open3D) sees the file; PLY never reaches Open3D;
+- a body shorter than its header declares is an error for binary data and for formats
+  whose header counts rows (PLY, PCD, OFF); text without counts reads the rows it has
+  (a Leica PTS count line that disagrees: the rows, with a warning);
+- imports point downwards: nothing from datasets, modules, tasks or callbacks.
+
+``tests/data/formats/test_registry.py`` adds a format from a test.
 
 At run time, :func:`register` adds a :class:`Format` (a plugin's, or a test's) and
 :func:`unregister` removes it.

@@ -49,17 +49,24 @@ PLY_CHUNK = 1 << 20  # points written at a time
 _PLY_TYPES = PLY_TYPES
 
 
-def ply_has_faces(path: str | Path) -> bool:
-    """Whether a PLY file's header declares a non-empty ``face`` element."""
+def ply_has_faces(path: str | Path, elements: tuple[bytes, ...] = (b"face",)) -> bool:
+    """Whether a PLY file's header declares a non-empty ``face`` element (or another of
+    ``elements``)."""
     with open(path, "rb") as fh:
         for _ in range(200):
             line = fh.readline()
             if not line or line.strip() == b"end_header":
                 break
             parts = line.split()
-            if len(parts) == 3 and parts[0] == b"element" and parts[1] == b"face":
-                return parts[2].isdigit() and int(parts[2]) > 0  # else: refused as points
+            if len(parts) == 3 and parts[0] == b"element" and parts[1] in elements:
+                if parts[2].isdigit() and int(parts[2]) > 0:  # else: refused as points
+                    return True
     return False
+
+
+def ply_holds_mesh(path: Path) -> bool:
+    """Whether a PLY file is a mesh: a non-empty ``face`` or ``tristrips`` element."""
+    return ply_has_faces(path, (b"face", b"tristrips"))
 
 
 def _count(text: str) -> int:
@@ -770,7 +777,7 @@ FORMAT = Format(
     read_points=read_point_file,
     open_chunks=open_chunks,
     read_mesh=read_ply_mesh,
-    holds_mesh=ply_has_faces,
+    holds_mesh=ply_holds_mesh,
     write_points=write_ply,
     write_chunks=write_ply_chunks,
 )
