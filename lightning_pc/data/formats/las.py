@@ -90,6 +90,8 @@ def check_las_header(path: Path) -> LasLayout | None:
             f"header declares {layout.evlrs:,} EVLRs from byte {layout.evlr_start}, beyond the "
             f"file's {size} bytes",
         )
+    if layout.compressed and layout.point_count:
+        _check_chunk_table(path, layout)
     if not layout.compressed:
         end = layout.evlr_start if layout.evlrs and layout.evlr_start >= offset else size
         need, held = layout.point_count * record_length, end - offset
@@ -100,6 +102,37 @@ def check_las_header(path: Path) -> LasLayout | None:
                 f"bytes ({need:,} bytes), the file holds {held:,} bytes of point data",
             )
     return layout
+
+
+def _check_chunk_table(path: Path, layout: LasLayout) -> None:
+    """A LAZ file's chunk table (its offset opens the point data) checked against the file
+    before lazrs sizes its buffers from it: a damaged one asks for gigabytes.
+
+    Raises:
+        DataFormatError: an offset outside the file, or a table whose version or chunk count
+            cannot be right (more chunks than points).
+    """
+    with open(path, "rb") as fh:
+        fh.seek(layout.offset)
+        head = fh.read(8)
+        if len(head) < 8:
+            raise DataFormatError(path, "truncated: LAZ point data without its chunk table offset")
+        (table,) = struct.unpack("<q", head)
+        if table == -1:
+            return  # written without a table (streaming writers): lazrs reads on
+        if not layout.offset + 8 <= table <= layout.size - 8:
+            raise DataFormatError(
+                path,
+                f"damaged LAZ chunk table offset {table} (the file has {layout.size} bytes)",
+            )
+        fh.seek(table)
+        version, chunks = struct.unpack("<II", fh.read(8))
+    if version != 0 or chunks > layout.point_count:
+        raise DataFormatError(
+            path,
+            f"damaged LAZ chunk table (version {version}, {chunks:,} chunks for "
+            f"{layout.point_count:,} points)",
+        )
 
 
 def _is_panic(err: BaseException) -> bool:

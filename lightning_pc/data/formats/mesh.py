@@ -93,7 +93,7 @@ def _parse_vertices(path: Path, block: list[tuple[int, str]]) -> np.ndarray:
             verts = flat.reshape(-1, 3)
             if np.isfinite(verts).all():
                 return verts
-    except ValueError:
+    except (ValueError, OverflowError):  # the line-by-line pass names the line
         pass
     out = np.empty((len(block), 3))
     for i, (number, content) in enumerate(block):
@@ -119,7 +119,7 @@ def _parse_faces(path: Path, block: list[tuple[int, str]], n_verts: int) -> np.n
             tri = flat.reshape(-1, 4)
             if (tri[:, 0] == 3).all() and tri[:, 1:].min() >= 0 and tri[:, 1:].max() < n_verts:
                 return tri[:, 1:].copy()
-    except ValueError:
+    except (ValueError, OverflowError):  # the line-by-line pass names the line
         pass
     faces: list[list[int]] = []
     for number, content in block:

@@ -254,16 +254,24 @@ def check_pcd_size(path: str | Path) -> None:
     path = Path(path)
     raw = path.read_bytes()
     fields, pos, _ = _pcd_header(raw)
-    try:
-        kind = fields["DATA"][0].lower()
-        declared = int(fields["POINTS"][0])
-        keys = list(fields)
-        if "HEIGHT" in fields and keys.index("HEIGHT") > keys.index("POINTS"):
-            declared = int(fields["WIDTH"][0]) * int(fields["HEIGHT"][0])  # Open3D's count
-    except (KeyError, IndexError, ValueError):
-        return  # not a header we can check (Open3D refuses it)
-    if declared < 0:
-        raise DataFormatError(path, f"negative point count in the header ({declared})")
+    if "DATA" not in fields:
+        raise DataFormatError(path, "PCD header without a DATA line (cut inside the header?)")
+    counts = []
+    for key in ("POINTS", "WIDTH", "HEIGHT"):
+        try:
+            counts.append(int(fields[key][0]))
+        except (KeyError, IndexError, ValueError):
+            counts.append(None)
+    if counts[0] is None and None in counts[1:]:
+        raise DataFormatError(path, "PCD header without POINTS (or WIDTH and HEIGHT)")
+    # Open3D takes POINTS, or WIDTH x HEIGHT when HEIGHT comes after it: check both
+    declared = max(
+        counts[0] or 0,
+        0 if None in counts[1:] else counts[1] * counts[2],  # type: ignore[operator]
+    )
+    if min(c for c in counts if c is not None) < 0:
+        raise DataFormatError(path, "negative point count in the header")
+    kind = (fields["DATA"] or [""])[0].lower()
     body = len(raw) - pos
     if kind == "ascii":
         lines = raw.count(b"\n", pos) + (not raw.endswith(b"\n"))

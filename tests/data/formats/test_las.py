@@ -131,3 +131,19 @@ def test_a_laz_every_decoder_panics_on_is_a_data_format_error(
 
         monkeypatch.setattr(las_format, "_las_records", interrupted)
         read_scan(path)
+
+
+def test_a_laz_chunk_table_offset_off_by_one_is_refused_before_lazrs(tmp_path: Path) -> None:
+    path = _write(tmp_path / "ok.laz", n=12)  # fuzz finding F8: lazrs asked for 15 GB
+    raw = bytearray(path.read_bytes())
+    (offset,) = struct.unpack_from("<I", raw, 96)
+    (table,) = struct.unpack_from("<q", raw, offset)
+    struct.pack_into("<q", raw, offset, table + 1)
+    path.write_bytes(bytes(raw))
+    for reader in (read_point_file, read_scan, ScanChunks):
+        with pytest.raises(DataFormatError, match=r"ok.laz: damaged LAZ chunk table"):
+            reader(path)
+    struct.pack_into("<q", raw, offset, 10**12)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataFormatError, match=r"damaged LAZ chunk table offset 1000000000000"):
+        read_scan(path)

@@ -34,3 +34,10 @@ def test_binary_stl_with_a_count_beyond_the_file_is_refused_before_open3d(
     path.write_bytes(b"binary STL".ljust(80, b" ") + struct.pack("<I", 2_000_000_000) + bytes(100))
     with pytest.raises(DataFormatError, match=r"part.stl: truncated: header declares 2000000000"):
         read_mesh(path)
+
+
+def test_off_face_vertex_count_beyond_int64_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "big.off"  # fuzz finding F10: OverflowError escaped
+    path.write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n" + "1" + "0" * 30 + " 0 1 2\n")
+    with pytest.raises(DataFormatError, match=r"big.off, line 6: malformed face"):
+        read_mesh(path)

@@ -71,3 +71,19 @@ def test_a_field_size_larger_than_any_record_is_refused(tmp_path: Path) -> None:
     for reader in (read_point_file, read_scan, ScanChunks):
         with pytest.raises(DataFormatError, match=r"wide.pcd: truncated: header declares 10"):
             reader(path)
+
+
+def test_a_header_cut_before_its_data_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pcd"  # fuzz finding F5: Open3D returned uninitialised points
+    path.write_bytes(b"VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\n")
+    for reader in (read_point_file, read_scan, ScanChunks):
+        with pytest.raises(DataFormatError, match=r"cut.pcd: PCD header without a DATA line"):
+            reader(path)
+
+
+def test_a_compressed_size_that_disagrees_with_the_points_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "lzf.pcd"  # fuzz finding F6: Open3D allocated 4 GiB
+    packed = bytes([35]) + bytes(36)  # one LZF literal run of 36 bytes
+    path.write_bytes(_header(3, "binary_compressed") + struct.pack("<II", 37, 0xFFFFFFFF) + packed)
+    with pytest.raises(DataFormatError, match=r"lzf.pcd: .*compressed data says 4294967295"):
+        read_point_file(path)

@@ -204,3 +204,34 @@ def test_binary_vertex_with_a_repeated_property_name_reads_the_last(tmp_path: Pa
     path = tmp_path / "twice.ply"
     path.write_bytes(header.encode() + rows.tobytes())
     np.testing.assert_array_equal(read_point_file(path)["pos"], [[1, 2, 4], [5, 6, 8]])
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"ply\rformat binary_little_endian 1.0\relement vertex 2\rproperty float x\r"
+        b"property float y\rproperty float z\rend_header\r" + bytes(24),  # lone CR breaks
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\n"
+        b"property float y\nproperty float z\nend_header",  # nothing after end_header
+    ],
+    ids=["cr", "no_break"],
+)
+def test_a_header_without_a_line_break_after_end_header_is_refused(
+    tmp_path: Path, raw: bytes
+) -> None:
+    path = tmp_path / "odd.ply"  # fuzz finding F2 (FUZZ_FINDINGS.md)
+    path.write_bytes(raw)
+    for reader in (read_point_file, read_scan, ScanChunks):
+        with pytest.raises(DataFormatError, match=r"odd.ply: truncated"):
+            reader(path)
+
+
+@pytest.mark.parametrize("length", [0, 2, 4])
+def test_a_face_whose_list_length_is_wrong_is_refused_not_a_crash(
+    tmp_path: Path, length: int
+) -> None:
+    path = tmp_path / "list.ply"  # fuzz finding F3: Open3D crashed on these
+    raw = _binary_mesh(b"\n", [[0, 1, 2]])
+    path.write_bytes(raw[:-13] + bytes([length]) + raw[-12:])
+    with pytest.raises(DataFormatError, match=r"list.ply: (face 0 has|truncated)"):
+        read_mesh(path)
