@@ -40,6 +40,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import numpy as np
+
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.formats.base import SCAN_CHUNK, Arrays, ChunkSource, Format, Mesh
 from lightning_pc.data.formats.chunks import ScanChunks
@@ -144,7 +146,12 @@ def read_point_file(path: str | Path) -> Arrays:
     fmt = lookup(path)
     if fmt is None or fmt.read_points is None:
         raise DataFormatError(path, f"unsupported point file suffix {path.suffix.lower()!r}")
-    return fmt.read_points(path)
+    out = fmt.read_points(path)
+    if not np.isfinite(out["pos"]).all():  # float64 coordinates beyond float32's range
+        raise DataFormatError(
+            path, "point coordinates beyond float32's range (3.4e38; read_scan keeps float64)"
+        )
+    return out
 
 
 def read_scan(path: str | Path) -> Arrays:

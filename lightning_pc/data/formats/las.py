@@ -133,6 +133,31 @@ def _check_chunk_table(path: Path, layout: LasLayout) -> None:
             f"damaged LAZ chunk table (version {version}, {chunks:,} chunks for "
             f"{layout.point_count:,} points)",
         )
+    size = _laz_chunk_size(path, layout)
+    if size is not None and layout.point_count > chunks * size:
+        raise DataFormatError(
+            path,
+            f"header declares {layout.point_count:,} points, the LAZ chunk table holds "
+            f"{chunks:,} chunks of {size:,}: a damaged header",
+        )
+
+
+def _laz_chunk_size(path: Path, layout: LasLayout) -> int | None:
+    """Points per chunk from the LASzip VLR (``None``: variable-size chunks, or no VLR)."""
+    with open(path, "rb") as fh:
+        fh.seek(layout.header_size)
+        area = fh.read(max(layout.offset - layout.header_size, 0))
+    at = 0
+    for _ in range(layout.vlrs):  # counted against the room for them already
+        if at + 54 > len(area):
+            return None
+        user = area[at + 2 : at + 18].rstrip(b"\0")
+        record, length = struct.unpack_from("<HH", area, at + 18)
+        if user == b"laszip encoded" and record == 22204 and length >= 16:
+            (size,) = struct.unpack_from("<I", area, at + 54 + 12)
+            return None if size in (0, 0xFFFFFFFF) else size
+        at += 54 + length
+    return None
 
 
 def _is_panic(err: BaseException) -> bool:

@@ -272,6 +272,8 @@ def check_pcd_size(path: str | Path) -> None:
     if min(c for c in counts if c is not None) < 0:
         raise DataFormatError(path, "negative point count in the header")
     kind = (fields["DATA"] or [""])[0].lower()
+    if kind not in ("ascii", "binary", "binary_compressed"):
+        raise DataFormatError(path, f"unknown PCD DATA kind {kind[:40]!r} (cut in the header?)")
     body = len(raw) - pos
     if kind == "ascii":
         lines = raw.count(b"\n", pos) + (not raw.endswith(b"\n"))

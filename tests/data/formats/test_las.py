@@ -147,3 +147,25 @@ def test_a_laz_chunk_table_offset_off_by_one_is_refused_before_lazrs(tmp_path: P
     path.write_bytes(bytes(raw))
     with pytest.raises(DataFormatError, match=r"damaged LAZ chunk table offset 1000000000000"):
         read_scan(path)
+
+
+def test_a_laz_point_count_beyond_its_chunk_table_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path / "count.laz", n=12)  # lazrs would size a buffer from the count
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<I", raw, 107, 2**31)
+    path.write_bytes(bytes(raw))
+    for reader in (read_point_file, read_scan, ScanChunks):
+        with pytest.raises(DataFormatError, match=r"count.laz: header declares 2,147,483,648"):
+            reader(path)
+
+
+def test_coordinates_beyond_float32_are_refused_by_read_point_file_kept_by_read_scan(
+    tmp_path: Path,
+) -> None:
+    path = _write(tmp_path / "far.las", n=10, fmt=0)
+    raw = bytearray(path.read_bytes())
+    struct.pack_into("<d", raw, 131, 1e300)  # the x scale factor
+    path.write_bytes(bytes(raw))
+    assert np.isfinite(read_scan(path)["pos"]).all()
+    with pytest.raises(DataFormatError, match=r"far.las: point coordinates beyond float32"):
+        read_point_file(path)

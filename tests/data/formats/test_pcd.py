@@ -87,3 +87,11 @@ def test_a_compressed_size_that_disagrees_with_the_points_is_refused(tmp_path: P
     path.write_bytes(_header(3, "binary_compressed") + struct.pack("<II", 37, 0xFFFFFFFF) + packed)
     with pytest.raises(DataFormatError, match=r"lzf.pcd: .*compressed data says 4294967295"):
         read_point_file(path)
+
+
+def test_a_header_cut_inside_its_data_line_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cut.pcd"  # Open3D allocated POINTS for this one
+    path.write_bytes(_header(2_147_483_647, "binary")[:-5])  # "DATA bi"
+    for reader in (read_point_file, read_scan, ScanChunks):
+        with pytest.raises(DataFormatError, match=r"cut.pcd: unknown PCD DATA kind 'bi'"):
+            reader(path)
