@@ -256,7 +256,7 @@ def check_pcd_size(path: str | Path) -> None:
     fields, pos, _ = _pcd_header(raw)
     if "DATA" not in fields:
         raise DataFormatError(path, "PCD header without a DATA line (cut inside the header?)")
-    counts = []
+    counts: list[int | None] = []
     for key in ("POINTS", "WIDTH", "HEIGHT"):
         try:
             counts.append(int(fields[key][0]))
