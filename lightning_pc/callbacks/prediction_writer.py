@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,96 +13,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from lightning_pc.data import formats
+from lightning_pc.data.formats.las import write_las_labels  # noqa: F401 (public here too)
+from lightning_pc.data.formats.ply import (  # noqa: F401 (the file writing lives in formats)
+    PLY_CHUNK,
+    write_ply,
+    write_ply_chunks,
+)
 from lightning_pc.data.palettes import label_colors, resolve_palette
-
-PLY_CHUNK = 1 << 20  # points written at a time
-
-
-def _ply_vertices(
-    pos: np.ndarray, labels: np.ndarray, colors: np.ndarray, double: bool
-) -> np.ndarray:
-    coord = "<f8" if double else "<f4"
-    names = [("x", coord), ("y", coord), ("z", coord)]
-    names += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "<i4")]
-    n = len(pos)
-    vertex = np.empty(n, dtype=names)
-    xyz = np.asarray(pos).reshape(n, 3)
-    vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    rgb = np.asarray(colors, dtype=np.uint8).reshape(n, 3)
-    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    vertex["label"] = labels
-    return vertex
-
-
-def write_ply_chunks(
-    path: str | Path,
-    num_points: int,
-    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    binary: bool = True,
-    comments: Sequence[str] = (),
-    double: bool = False,
-) -> None:
-    """Write ``num_points`` points given as consecutive ``(pos, labels, colors)`` chunks
-    (see :func:`write_ply`), so no whole-cloud array is built.
-
-    Written to ``path.tmp`` first and renamed into place; a failure removes the ``.tmp``.
-
-    Raises:
-        ValueError: the chunks hold another number of points than ``num_points``.
-    """
-    path = Path(path)
-    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
-    header += [f"comment {c}" for c in comments]
-    header += [f"element vertex {num_points}"]
-    header += [f"property {'double' if double else 'float'} {a}" for a in "xyz"]
-    header += [f"property uchar {c}" for c in ("red", "green", "blue")]
-    header += ["property int label", "end_header"]
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        written = 0
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            for pos, labels, colors in chunks:
-                vertex = _ply_vertices(pos, labels, colors, double)
-                written += len(vertex)
-                if binary:
-                    f.write(vertex.tobytes())
-                else:
-                    for row in vertex.tolist():
-                        f.write((" ".join(map(repr, row)) + "\n").encode("ascii"))
-        if written != num_points:
-            raise ValueError(f"{path}: {written} points given for a header of {num_points}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_ply(
-    path: str | Path,
-    pos: np.ndarray,
-    labels: np.ndarray,
-    colors: np.ndarray,
-    binary: bool = True,
-    comments: Sequence[str] = (),
-    double: bool = False,
-) -> None:
-    """Write points with ``x y z`` (float), ``red green blue`` (uchar) and ``label`` (int).
-
-    Args:
-        path: output file (written to ``path.tmp`` first, then renamed into place).
-        pos: ``[N, 3]`` coordinates.
-        labels: ``[N]`` integer labels.
-        colors: ``[N, 3]`` colours, 0-255.
-        binary: ``binary_little_endian`` (else ``ascii``).
-        comments: header comment lines.
-        double: coordinates as ``double`` (georeferenced scans lose precision in float).
-    """
-    n = len(pos)
-    chunks = (
-        (pos[s : s + PLY_CHUNK], labels[s : s + PLY_CHUNK], colors[s : s + PLY_CHUNK])
-        for s in range(0, n, PLY_CHUNK)
-    )
-    write_ply_chunks(path, n, chunks, binary, comments, double)
 
 
 def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tensor]]:
@@ -144,17 +62,12 @@ def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tenso
     return [(pos[ptr[i] : ptr[i + 1]], per_point[ptr[i] : ptr[i + 1]]) for i in range(num_clouds)]
 
 
-_FILE_SUFFIXES = frozenset(
-    (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz", ".off", ".obj", ".stl", ".bin")
-)
-
-
 def output_stem(name: str) -> str:
     """An output path for a sample named ``name`` (its raw file under the data root, or a
     sample inside one, such as ``ply_data_test0.h5:3``): a file suffix is dropped, ``:`` and
     ``#`` become ``_``."""
     path = Path(name)
-    if path.suffix.lower() in _FILE_SUFFIXES:
+    if formats.lookup(path) is not None:
         path = path.with_suffix("")
     return path.as_posix().replace(":", "_").replace("#", "_")
 
@@ -327,7 +240,7 @@ class PLYPredictionWriter(BasePredictionWriter):
             stem = Path(name)
             target = self.output_dir / stem.parent / f"{self.prefix}{stem.name}.ply"
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_ply(
+            formats.for_suffix(".ply").write_points(  # type: ignore[misc]
                 target,
                 pos.numpy(),
                 labels.numpy(),
@@ -351,53 +264,6 @@ def scan_output_name(path: Path, root: Path) -> Path:
     except ValueError:
         rel = Path(path.name)
     return rel.with_suffix("")
-
-
-def write_las_labels(
-    source: Path, target: Path, labels: np.ndarray, chunk: int = PLY_CHUNK
-) -> None:
-    """A copy of the LAS/LAZ file ``source`` with ``labels`` as its classification field,
-    copied ``chunk`` points at a time (never the whole file in memory).
-
-    Point formats 0-5 hold class codes 0-31; larger labels convert the copy to format 6
-    (7 with colours; the file version rises to 1.4). The source file is not modified; the
-    copy is written to ``target.tmp`` and renamed into place.
-    """
-    import copy
-
-    import laspy
-    from laspy.point.dims import preferred_file_version_for_point_format
-    from laspy.point.record import PackedPointRecord
-
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        with laspy.open(source) as reader:
-            header = copy.deepcopy(reader.header)
-            convert = int(labels.max(initial=0)) > 31 and header.point_format.id < 6
-            if convert:
-                has_rgb = "red" in set(header.point_format.dimension_names)
-                fmt = laspy.PointFormat(7 if has_rgb else 6)
-                fmt.dimensions.extend(header.point_format.extra_dimensions)
-                version = max(str(header.version), preferred_file_version_for_point_format(fmt.id))
-                header.set_version_and_point_format(laspy.header.Version.from_str(version), fmt)
-            evlrs = header.evlrs
-            with laspy.open(
-                tmp, mode="w", header=header, do_compress=target.suffix.lower() == ".laz"
-            ) as writer:
-                start = 0
-                for points in reader.chunk_iterator(chunk):
-                    if convert:
-                        points = PackedPointRecord.from_point_record(points, header.point_format)
-                    points.classification = labels[start : start + len(points)].astype(np.uint8)
-                    start += len(points)
-                    writer.write_points(points)
-                if evlrs and header.version.minor >= 4:
-                    writer.write_evlrs(evlrs)
-        if start != len(labels):
-            raise ValueError(f"{source}: {start} points read, {len(labels)} labels given")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_counts(path: Path, labels: np.ndarray, class_names: Sequence[str]) -> None:
@@ -580,8 +446,6 @@ class ScenePredictionWriter(BasePredictionWriter):
                     del self._votes[scan]
 
     def _finish(self, trainer: L.Trainer, scan: int, votes: _Votes) -> None:
-        from lightning_pc.data.io import ScanChunks
-
         source = self._sources.pop(scan)
         base = self._base(trainer, source)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]
@@ -607,7 +471,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         num_classes = max(int(getattr(datamodule, "num_classes", 0) or 0), classes)
         palette = resolve_palette(getattr(datamodule, "palette", None), num_classes)
         ply = base.with_name(base.name + ".ply")
-        reader = ScanChunks(source, PLY_CHUNK)
+        reader = formats.ScanChunks(source, PLY_CHUNK)
         if reader.num_points != n:
             raise RuntimeError(f"{source}: {reader.num_points} points now, {n} when predicted")
 
@@ -618,7 +482,7 @@ class ScenePredictionWriter(BasePredictionWriter):
                 yield part["pos"], labels[start:stop], label_colors(labels[start:stop], palette)
                 start = stop
 
-        write_ply_chunks(
+        formats.for_suffix(".ply").write_chunks(  # type: ignore[misc]
             ply,
             n,
             chunks(),
@@ -627,10 +491,12 @@ class ScenePredictionWriter(BasePredictionWriter):
             double=True,
         )
         self.written.append(ply)
-        if source.suffix.lower() in (".las", ".laz"):
-            las = base.with_name(base.name + source.suffix.lower())
-            write_las_labels(source, las, labels)
-            self.written.append(las)
+        source_format = formats.lookup(source)
+        if source_format is not None and source_format.write_labels is not None:
+            # a copy of the scan with the labels as its class field (LAS/LAZ)
+            copy = base.with_name(base.name + source.suffix.lower())
+            source_format.write_labels(source, copy, labels)
+            self.written.append(copy)
         counts = base.with_name(base.name + ".counts.csv")
         write_counts(counts, labels, datamodule.class_names)
         self.written.append(counts)
