@@ -53,41 +53,11 @@ pytest.importorskip("open3d")
 FAST_EXAMPLES = 3  # per (seed, reader, mutation) in the default run
 FUZZ_EXAMPLES = 50  # ... under -m fuzz (about 30,000 reads)
 
-# (seed, reader, mutation) -> the failure the readers on main (5822510) show for it in the
-# default run (F1... are the failure classes of tests/data/fuzz/FINDINGS.md, with reproducers);
+# (seed, reader, mutation) -> why it is expected to fail: a failure class found by this test
+# (tests/data/fuzz/FINDINGS.md has them, F1-F11, with reproducers) that is not fixed yet.
 # xfail(strict=False) until its fix merges, then delete the entry (XPASS says which can go).
-F1 = "F1: a duplicated PLY property escapes as ValueError ('field occurs more than once')"
-F2 = "F2: a PLY header with CR line breaks (or cut after end_header) escapes as ValueError"
-F3 = "F3: a binary PLY mesh whose records are off kills the process (SIGSEGV in Open3D)"
-F4 = "F4/F6: a huge PCD count or uncompressed size makes Open3D allocate it (bad_alloc)"
-F9 = "F9: a damaged .npy header escapes as tokenize.TokenError"
-F10 = "F10: an OFF face vertex count past int64 escapes as OverflowError"
-F11 = "F11: laspy allocates a LAS header's (garbled) point count before checking the size"
-KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {
-    ("ply_ble_points", "read_point_file", "header_lines"): F1,
-    ("ply_ble_points", "read_scan", "header_lines"): F1,
-    ("ply_ble_points", "ScanChunks", "header_lines"): F1,
-    ("ply_bbe_points", "read_point_file", "header_lines"): F1,
-    ("ply_bbe_points", "read_scan", "header_lines"): F1,
-    ("ply_bbe_points", "ScanChunks", "header_lines"): F1,
-    ("ply_ble_mesh", "ScanChunks", "header_lines"): F1,
-    ("ply_ascii_points", "read_point_file", "line_endings"): F2,
-    ("ply_ascii_mesh", "read_point_file", "line_endings"): F2,
-    ("ply_ascii_mesh", "ScanChunks", "line_endings"): F2,
-    ("ply_ble_points", "ScanChunks", "line_endings"): F2,
-    ("ply_bbe_points", "read_point_file", "line_endings"): F2,
-    ("ply_ble_mesh", "read_point_file", "line_endings"): F2,
-    ("ply_ble_mesh", "read_scan", "line_endings"): F2,
-    ("ply_ble_mesh", "ScanChunks", "line_endings"): F2,
-    ("ply_ble_mesh", "ScanChunks", "truncate"): F2,
-    ("ply_ble_mesh", "read_mesh", "header_lines"): F3,
-    ("pcd_binary", "read_point_file", "header_count"): F4,
-    ("pcd_binary_compressed", "read_point_file", "header_count"): F4,
-    ("pcd_binary_compressed", "read_scan", "header_count"): F4,
-    ("npy_float32", "read_point_file", "flip_bytes"): F9,
-    ("off", "read_mesh", "header_count"): F10,
-    ("las14", "read_scan", "non_utf8"): F11,
-}
+# Empty: every class found on 5822510 is fixed in lightning_pc.data.formats.
+KNOWN_UNFIXED: dict[tuple[str, str, str], str] = {}
 
 
 def _cases(mutations: list[str]) -> list[Any]:
