@@ -187,6 +187,7 @@ def test_fit_logs_every_metric_and_checkpoints_load_weights_only(
         limit_train_batches=2,
         limit_val_batches=2,
         limit_test_batches=2,
+        log_every_n_steps=1,
     )
     trainer.fit(task, dm)
     trainer.test(task, dm)
