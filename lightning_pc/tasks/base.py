@@ -296,7 +296,7 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     def on_after_backward(self) -> None:
         """Gives the network's buffers back their values from before a skipped batch;
         subclasses overriding this hook call ``super()``."""
-        self.nonfinite_guard.after_backward(self)
+        self.nonfinite_guard.after_backward()
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

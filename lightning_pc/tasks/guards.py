@@ -164,13 +164,11 @@ class NonFiniteGuard:
             raise ValueError(f"nonfinite must be 'raise' or 'skip', got {mode!r}")
         self.mode = mode
         self.check_features = check_features
-        self._saved_buffers: list[Tensor] | None = None
+        self._saved: tuple[nn.Module, list[Tensor]] | None = None
         self._skip_optimizer_step = False
         self._restore_buffers = False
 
-    def check_inputs(
-        self, task: L.LightningModule, batch: Any, split: str, batch_idx: int
-    ) -> bool:
+    def check_inputs(self, task: L.LightningModule, batch: Any, split: str, batch_idx: int) -> bool:
         """Whether the batch's ``pos`` (and ``x``, with ``check_features``) are finite.
 
         A non-finite batch raises :class:`NonFiniteError` naming the clouds' sources, except
@@ -256,18 +254,19 @@ class NonFiniteGuard:
             if local:
                 warnings.warn(f"skipped: {message}", UserWarning, stacklevel=2)
             return False
-        self._put_back_buffers(task)  # the model in memory stays as before the batch
+        self._put_back_buffers()  # the model in memory stays as before the batch
         raise NonFiniteError(message + _SKIP_HINT)
 
     def snapshot(self, model: nn.Module) -> None:
         """Keep the network's buffers (batch-norm statistics: a few kB), to undo the update
         of a batch that turns out bad."""
-        self._saved_buffers = [b.detach().clone() for b in model.buffers()]
+        self._saved = (model, [b.detach().clone() for b in model.buffers()])
 
-    def _put_back_buffers(self, task: L.LightningModule) -> None:
-        if self._saved_buffers is not None:
+    def _put_back_buffers(self) -> None:
+        if self._saved is not None:
+            model, values = self._saved
             with torch.no_grad():
-                for buffer, value in zip(task.model.buffers(), self._saved_buffers):  # type: ignore[operator]
+                for buffer, value in zip(model.buffers(), values):
                     buffer.copy_(value)
 
     def skip(self, loss: Tensor) -> Tensor:
@@ -285,11 +284,11 @@ class NonFiniteGuard:
         self._restore_buffers = True
         return loss * 0.0
 
-    def after_backward(self, task: L.LightningModule) -> None:
+    def after_backward(self) -> None:
         """Gives the network's buffers back their values from before a skipped batch (after
         the backward pass, which may still read them)."""
         if self._restore_buffers:
-            self._put_back_buffers(task)
+            self._put_back_buffers()
         self._restore_buffers = False
 
     def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
