@@ -199,6 +199,13 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         indices are used where there are none, or not as many."""
         return self._datamodule_attr("class_names")
 
+    def metric_classes(self) -> dict[str, Any]:
+        """``num_classes`` and ``ignore_index`` for torchmetrics' multiclass metrics."""
+        return {
+            "num_classes": self.hparams["num_classes"],
+            "ignore_index": self.hparams["ignore_index"],
+        }
+
     def target(self, batch: Any) -> Tensor:
         """The labels the loss and the metrics compare with: ``batch.y``, flattened."""
         return batch.y.view(-1)

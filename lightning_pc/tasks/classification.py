@@ -39,14 +39,16 @@ class ClassificationTask(BaseTask):
     Logs ``{split}/loss``, ``{split}/acc`` (overall accuracy) and ``{split}/macc`` (mean
     class accuracy) as torchmetrics objects, and per-class accuracy ``{split}/acc_<class>``
     for validation and test at epoch end. ``predict_step`` returns the class probabilities
-    of each cloud (``[B, num_classes]``). Validation, test and predict average the logits of ``tta_votes``
-    augmented copies of each cloud (test-time augmentation voting; off by default).
+    of each cloud (``[B, num_classes]``). Validation, test and predict average the logits
+    of ``tta_votes`` augmented copies of each cloud (test-time augmentation voting; off by
+    default).
 
     Args:
-        model: registered network name (see :func:`~lightning_pc.models.list_models`) or an
-            ``nn.Module`` instance (then not saved in the hyperparameters).
+        model: registered classification network (e.g. ``"pointnet2_ssg"``, ``"dgcnn"``; see
+            :func:`~lightning_pc.models.list_models`) or an ``nn.Module`` instance (then
+            not saved in the hyperparameters).
         model_kwargs: keyword arguments of the network's builder (plain YAML types).
-        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        num_classes: number of shape classes (linked from ``data.num_classes`` by the CLI).
         in_channels: per-point input features in ``batch.x`` (0: coordinates only).
         tta_votes: test-time augmentation in validation, test and predict: the logits are
             the mean of the network's logits on ``tta_votes`` augmented copies of each
@@ -76,15 +78,11 @@ class ClassificationTask(BaseTask):
     ) -> None:
         if tta_votes < 1:
             raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
-        super().__init__(
-            model=model,
-            model_kwargs=model_kwargs,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            **kwargs,
-        )
+        super().__init__(model, model_kwargs, num_classes, in_channels, **kwargs)
         specs = DEFAULT_TTA_TRANSFORMS if tta_transforms is None else tta_transforms
-        self.tta_transform: Compose | None = build_transforms(specs, "tta_transforms") if specs else None
+        self.tta_transform: Compose | None = (
+            build_transforms(specs, "tta_transforms") if specs else None
+        )
 
     # --- test-time augmentation -----------------------------------------------------------
     def augmented_copies(self, batch: Any) -> list[Any]:
@@ -126,18 +124,17 @@ class ClassificationTask(BaseTask):
 
     @override
     def split_metrics(self) -> MetricCollection:
-        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
+        classes = self.metric_classes()
         return MetricCollection(
             {
-                "acc": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
-                "macc": MulticlassAccuracy(n, average="macro", ignore_index=ignore),
+                "acc": MulticlassAccuracy(average="micro", **classes),
+                "macc": MulticlassAccuracy(average="macro", **classes),
             }
         )
 
     @override
     def per_class_metric(self) -> tuple[str, Metric]:
-        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
-        return "acc", MulticlassAccuracy(n, average="none", ignore_index=ignore)
+        return "acc", MulticlassAccuracy(average="none", **self.metric_classes())
 
     @override
     def predict_output(self, batch: Any) -> Tensor:

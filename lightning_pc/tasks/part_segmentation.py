@@ -73,13 +73,7 @@ class PartSegmentationTask(BaseTask):
     ) -> None:
         if part_offsets is not None:
             _check_layout(part_offsets, num_classes, "part_offsets")
-        super().__init__(
-            model=model,
-            model_kwargs=model_kwargs,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            **kwargs,
-        )
+        super().__init__(model, model_kwargs, num_classes, in_channels, **kwargs)
 
     @property
     def part_offsets(self) -> list[int] | None:

@@ -68,28 +68,21 @@ class SemanticSegmentationTask(BaseTask):
         in_channels: int = 3,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model=model,
-            model_kwargs=model_kwargs,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            **kwargs,
-        )
+        super().__init__(model, model_kwargs, num_classes, in_channels, **kwargs)
 
     @override
     def split_metrics(self) -> MetricCollection:
-        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
+        classes = self.metric_classes()
         return MetricCollection(
             {
-                "miou": MulticlassJaccardIndex(n, average="macro", ignore_index=ignore),
-                "oa": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
+                "miou": MulticlassJaccardIndex(average="macro", **classes),
+                "oa": MulticlassAccuracy(average="micro", **classes),
             }
         )
 
     @override
     def per_class_metric(self) -> tuple[str, Metric]:
-        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
-        return "iou", MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
+        return "iou", MulticlassJaccardIndex(average="none", **self.metric_classes())
 
     @override
     def metric_inputs(
