@@ -26,6 +26,14 @@ from tests.data import load_fixture
 
 TINY_CLS = TINY_MODELS["pointnet2_ssg"]
 TINY_PART = TINY_MODELS["pointnet2_ssg_part_seg"]
+TINY_SEM = dict(
+    ratios=[0.5, 0.5],
+    radii=[[0.5], [1.0]],
+    num_samples=[[4], [4]],
+    sa_mlps=[[[8]], [[8]]],
+    fp_mlps=[[8], [8]],
+    head=[8],
+)
 
 
 def _trainer(tmp_path: Path) -> L.Trainer:
@@ -164,14 +172,7 @@ def test_full_resolution_projects_voxel_predictions() -> None:
 
 def test_semantic_segmentation_scores_every_original_point() -> None:
     task = SemanticSegmentationTask(
-        model_kwargs=dict(
-            ratios=[0.5, 0.5],
-            radii=[[0.5], [1.0]],
-            num_samples=[[4], [4]],
-            sa_mlps=[[[8]], [[8]]],
-            fp_mlps=[[8], [8]],
-            head=[8],
-        ),
+        model_kwargs=TINY_SEM,
         num_classes=3,
         in_channels=0,
     )
@@ -202,14 +203,7 @@ def test_semantic_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -
     )
     weights = [1.0 + i / 10 for i in range(data.num_classes)]
     task = SemanticSegmentationTask(
-        model_kwargs=dict(
-            ratios=[0.5, 0.5],
-            radii=[[0.5], [1.0]],
-            num_samples=[[4], [4]],
-            sa_mlps=[[[8]], [[8]]],
-            fp_mlps=[[8], [8]],
-            head=[8],
-        ),
+        model_kwargs=TINY_SEM,
         num_classes=data.num_classes,
         in_channels=3,
         class_weights=weights,
