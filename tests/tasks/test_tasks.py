@@ -75,7 +75,7 @@ def test_part_offsets_must_match_classes() -> None:
 def test_part_task_without_a_data_module_is_shapenetpart() -> None:
     task = PartSegmentationTask(model_kwargs=TINY_PART)
     assert task.part_offsets == list(SHAPENETPART_OFFSETS)
-    assert task.model.num_categories == 16 and task.hparams["part_offsets"] is None
+    assert task.model.backbone.num_categories == 16 and task.hparams["part_offsets"] is None
     batch = collate([Data(pos=torch.rand(40, 3), category=torch.tensor([k])) for k in (0, 15)])
     task.eval()
     with torch.no_grad():
@@ -137,7 +137,7 @@ def test_part_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -> No
     trainer = _trainer(tmp_path)
     trainer.fit(task, data)
     assert task.part_offsets == data.part_offsets == task.hparams["part_offsets"]
-    assert task.model.num_categories == 12  # taken from part_offsets
+    assert task.model.backbone.num_categories == 12  # taken from part_offsets
     metrics = trainer.callback_metrics
     assert 0.0 <= float(metrics["val/instance_miou"]) <= 1.0
     assert "val/miou_cube" in metrics  # per-category mIoU named by the data module
