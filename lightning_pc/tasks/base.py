@@ -37,8 +37,7 @@ SPLITS = ("train", "val", "test")
 
 
 class BaseTask(L.LightningModule, metaclass=ABCMeta):
-    """Base class of the tasks: network by registry name, cross-entropy, optimiser, schedule,
-    and the steps.
+    """Base class of the tasks: network, cross-entropy, optimiser, schedule and the steps.
 
     The arguments every task shares are declared here; a subclass declares its own (and
     those whose defaults differ: ``model``, ``num_classes``, ``in_channels``) and passes
