@@ -72,15 +72,20 @@ def output_stem(name: str) -> str:
     return path.as_posix().replace(":", "_").replace("#", "_")
 
 
-def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
-    """The dataset behind the trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
+def _predict_loader(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
     try:
         loaders = trainer.predict_dataloaders
     except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
         return None
     if isinstance(loaders, list | tuple):
-        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
-    return getattr(loaders, "dataset", None)
+        return loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    return loaders
+
+
+def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The dataset behind the trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
+    return getattr(_predict_loader(trainer, dataloader_idx), "dataset", None)
 
 
 def batch_sources(batch: Any, trainer: L.Trainer, dataloader_idx: int) -> list[str] | None:
@@ -102,14 +107,9 @@ def _rank_samples(trainer: L.Trainer, dataloader_idx: int) -> list[int] | None:
     order (``None``: not a map-style loader with a finite sampler)."""
     from torch.utils.data import IterableDataset
 
-    try:
-        loaders = trainer.predict_dataloaders
-    except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
-        return None
-    if isinstance(loaders, list | tuple):
-        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
-    dataset = getattr(loaders, "dataset", None)
-    sampler = getattr(loaders, "sampler", None)
+    loader = _predict_loader(trainer, dataloader_idx)
+    dataset = getattr(loader, "dataset", None)
+    sampler = getattr(loader, "sampler", None)
     if dataset is None or sampler is None or isinstance(dataset, IterableDataset):
         return None
     return [int(i) for i in sampler]

@@ -132,15 +132,18 @@ class PackedDataset(PointDataset):
             return np.arange(k)
         return (np.arange(k) * n) // k
 
+    def point_field(self, index: int, field: str, rows: np.ndarray | None) -> np.ndarray:
+        """Point array ``field`` of cache row ``index``: a memory-mapped view of every point
+        (``rows`` is ``None``), else a copy of ``rows``."""
+        if rows is None:
+            return self.store.view(index, field)
+        return self.store.points(index, field, rows)
+
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
         rows = self.rows(index, generator)
         data = Data()
         for field, attr in self.point_keys.items():
-            arr = (
-                self.store.view(index, field)
-                if rows is None
-                else self.store.points(index, field, rows)
-            )
+            arr = self.point_field(index, field, rows)
             data[attr] = torch.from_numpy(torch_friendly(arr))
         for field, attr in self.sample_keys.items():
             data[attr] = torch.tensor([self.samples[field][index]])

@@ -261,11 +261,7 @@ class S3DISRooms(PackedDataset):
         rows = self.rows(room, generator)
         data = Data()
         for field, attr in self.point_keys.items():
-            src = (
-                self.store.view(room, field)
-                if rows is None
-                else self.store.points(room, field, rows)
-            )
+            src = self.point_field(room, field, rows)
             if field == "pos":  # centre while copying out of the memory map: one pass
                 data[attr] = torch.from_numpy(np.subtract(src, self.shifts[room], dtype=np.float32))
             else:

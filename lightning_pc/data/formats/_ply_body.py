@@ -75,6 +75,20 @@ class PlyHeader:
         return next((e for e in self.elements if e.name == name), None)
 
 
+def split_header(path: Path, raw: bytes) -> tuple[list[str], int]:
+    """The header lines before ``end_header`` of the PLY file's bytes ``raw``, and the byte
+    offset of its body (the line after ``end_header``).
+
+    Raises:
+        DataFormatError: no ``ply`` magic or ``end_header``.
+    """
+    end = raw.find(b"end_header")
+    if not raw.startswith(b"ply") or end < 0:
+        raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
+    nl = raw.find(b"\n", end)
+    return raw[:end].decode("ascii", errors="replace").splitlines(), nl + 1 if nl >= 0 else len(raw)
+
+
 def parse_header(path: Path, raw: bytes) -> PlyHeader:
     """Parse a PLY header (``\\n`` or ``\\r\\n`` line ends).
 
@@ -82,12 +96,7 @@ def parse_header(path: Path, raw: bytes) -> PlyHeader:
         DataFormatError: no ``ply`` magic or ``end_header``, an unknown format or property
             type, a malformed ``element`` or ``property`` line (naming it).
     """
-    end = raw.find(b"end_header")
-    if not raw.startswith(b"ply") or end < 0:
-        raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
-    nl = raw.find(b"\n", end)
-    body_start = nl + 1 if nl >= 0 else len(raw)
-    header = raw[:end].decode("ascii", errors="replace").splitlines()
+    header, body_start = split_header(path, raw)
     fmt = ""
     elements: list[PlyElement] = []
     for number, line in enumerate(header, 1):

@@ -25,6 +25,23 @@ class Mesh:
     faces: np.ndarray
 
 
+def checked_mesh(path: Path, verts: np.ndarray, faces: np.ndarray) -> Mesh:
+    """``Mesh(verts, faces)`` once every vertex is finite and every face indexes a vertex.
+
+    Raises:
+        DataFormatError: naming ``path`` and the first bad face.
+    """
+    if not np.isfinite(verts).all():
+        raise DataFormatError(path, "mesh has non-finite vertex coordinates")
+    if faces.min() < 0 or faces.max() >= len(verts):
+        bad = int(np.flatnonzero((faces < 0).any(1) | (faces >= len(verts)).any(1))[0])
+        raise DataFormatError(
+            path,
+            f"face {bad} ({faces[bad].tolist()}) indexes a vertex outside [0, {len(verts)})",
+        )
+    return Mesh(verts, faces)
+
+
 class ChunkSource:
     """A scan opened for reading in chunks: what one format's ``open_chunks`` returns.
 

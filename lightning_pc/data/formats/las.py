@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.formats.base import SCAN_CHUNK, Arrays, ChunkSource, Format
+
+_T = TypeVar("_T")
 
 LAS_CHUNK = 1 << 20  # points copied at a time by write_las_labels
 
@@ -195,6 +197,23 @@ def _readable(err: BaseException) -> bool:
     return isinstance(err, Exception) or _is_panic(err)
 
 
+def _first_backend(path: Path, layout: LasLayout | None, attempt: Callable[[Any], _T]) -> _T:
+    """``attempt(backend)`` for the first backend of :func:`_backends` it succeeds with.
+
+    Raises:
+        DataFormatError: every backend failed (a lazrs panic included), naming the file.
+    """
+    failures: list[tuple[Any, BaseException]] = []
+    for backend in _backends(layout):
+        try:
+            return attempt(backend)
+        except BaseException as err:
+            if not _readable(err):
+                raise
+            failures.append((backend, err))
+    raise _unreadable(path, failures) from failures[-1][1]
+
+
 def _las_records(
     path: Path, layout: LasLayout | None, chunk: int, start: int = 0
 ) -> Iterator[tuple[Any, Any]]:
@@ -309,20 +328,13 @@ class LasChunks(ChunkSource):
 
         super().__init__(path)
         self.layout = check_las_header(path)
-        failures: list[tuple[Any, BaseException]] = []
-        for backend in _backends(self.layout):
-            try:
-                with laspy.open(path, laz_backend=backend) as reader:
-                    header = reader.header
-                    self.num_points = int(header.point_count)
-                    names = set(header.point_format.dimension_names)
-                break
-            except BaseException as err:
-                if not _readable(err):
-                    raise
-                failures.append((backend, err))
-        else:
-            raise _unreadable(path, failures) from failures[-1][1]
+
+        def read_header(backend: Any) -> tuple[int, set[str]]:
+            with laspy.open(path, laz_backend=backend) as reader:
+                header = reader.header
+                return int(header.point_count), set(header.point_format.dimension_names)
+
+        self.num_points, names = _first_backend(path, self.layout, read_header)
         if self.num_points == 0:
             raise DataFormatError(path, "LAS file holds no points")
         self.coord_dtype = np.dtype(np.float64)
@@ -367,18 +379,10 @@ def write_las_labels(
     """
     tmp = target.with_name(target.name + ".tmp")
     layout = check_las_header(source)
-    failures: list[tuple[Any, BaseException]] = []
     try:
-        for backend in _backends(layout):
-            try:
-                start = _copy_with_labels(source, tmp, labels, chunk, backend)
-                break
-            except BaseException as err:
-                if not _readable(err):
-                    raise
-                failures.append((backend, err))
-        else:
-            raise _unreadable(source, failures) from failures[-1][1]
+        start = _first_backend(
+            source, layout, lambda backend: _copy_with_labels(source, tmp, labels, chunk, backend)
+        )
         if start != len(labels):
             raise ValueError(f"{source}: {start} points read, {len(labels)} labels given")
         os.replace(tmp, target)

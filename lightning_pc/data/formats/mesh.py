@@ -15,7 +15,7 @@ import numpy as np
 
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.formats._common import _read_text, _strip_comment
-from lightning_pc.data.formats.base import Format, Mesh
+from lightning_pc.data.formats.base import Format, Mesh, checked_mesh
 
 _OFF_HEADER = re.compile(r"^((?:ST)?C?N?4?n?)OFF")
 
@@ -219,15 +219,7 @@ def read_open3d_mesh(path: str | Path, before: Callable[[Path], None] | None = N
     faces = np.asarray(mesh.triangles, dtype=np.int64)
     if len(verts) == 0 or len(faces) == 0:
         raise DataFormatError(path, "Open3D read no triangles from this mesh file")
-    if not np.isfinite(verts).all():
-        raise DataFormatError(path, "mesh has non-finite vertex coordinates")
-    if faces.min() < 0 or faces.max() >= len(verts):
-        bad = int(np.flatnonzero((faces < 0).any(1) | (faces >= len(verts)).any(1))[0])
-        raise DataFormatError(
-            path,
-            f"face {bad} ({faces[bad].tolist()}) indexes a vertex outside [0, {len(verts)})",
-        )
-    return Mesh(verts, faces)
+    return checked_mesh(path, verts, faces)
 
 
 def normalize_vertices(vertices: np.ndarray) -> np.ndarray:

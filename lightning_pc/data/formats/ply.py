@@ -40,9 +40,10 @@ from lightning_pc.data.formats._ply_body import (
     normal_fields,
     parse_header,
     read_elements,
+    split_header,
     strip_triangles,
 )
-from lightning_pc.data.formats.base import Arrays, ChunkSource, Format, Mesh
+from lightning_pc.data.formats.base import Arrays, ChunkSource, Format, Mesh, checked_mesh
 
 PLY_CHUNK = 1 << 20  # points written at a time
 
@@ -103,10 +104,7 @@ def check_ply_counts(path: str | Path) -> None:
     """
     path = Path(path)
     raw = path.read_bytes()
-    end = raw.find(b"end_header")
-    if not raw.startswith(b"ply") or end < 0:
-        raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
-    header = raw[:end].decode("ascii", errors="replace").splitlines()
+    header, body_start = split_header(path, raw)
     elements: list[tuple[str, int, Any]] = []
     for number, line in enumerate(header, 1):
         parts = line.split()
@@ -117,8 +115,6 @@ def check_ply_counts(path: str | Path) -> None:
                 raise DataFormatError(path, f"bad PLY header line {line!r}", number) from None
         elif parts[:1] == ["property"] and elements:
             elements[-1][2].append(parts[1:])
-    nl = raw.find(b"\n", end)
-    body_start = nl + 1 if nl >= 0 else len(raw)
     fmt = next((line.split()[1] for line in header if line.split()[:1] == ["format"]), "")
     if fmt.startswith("binary"):
         _check_binary_ply_size(path, raw, body_start, elements, "<" if "little" in fmt else ">")
@@ -228,12 +224,7 @@ def read_ply_vertices(path: str | Path) -> dict[str, np.ndarray] | None:
     """
     path = Path(path)
     raw = path.read_bytes()
-    end = raw.find(b"end_header")
-    if not raw.startswith(b"ply") or end < 0:
-        raise DataFormatError(path, "not a PLY file (no 'ply' magic or 'end_header')")
-    header = raw[:end].decode("ascii", errors="replace").splitlines()
-    nl = raw.find(b"\n", end)
-    body_start = nl + 1 if nl >= 0 else len(raw)
+    header, body_start = split_header(path, raw)
     fmt = ""
     elements: list[tuple[str, int, list[tuple[str, str] | None]]] = []  # None: a list property
     for number, line in enumerate(header, 1):
@@ -398,15 +389,7 @@ def read_ply_mesh(path: Path) -> Mesh:
     faces = np.concatenate(parts) if parts else np.zeros((0, 3), dtype=np.int64)
     if len(verts) == 0 or len(faces) == 0:
         raise DataFormatError(path, "PLY file holds no triangles (no face or tristrips rows)")
-    if not np.isfinite(verts).all():
-        raise DataFormatError(path, "mesh has non-finite vertex coordinates")
-    if faces.min() < 0 or faces.max() >= len(verts):
-        bad = int(np.flatnonzero((faces < 0).any(1) | (faces >= len(verts)).any(1))[0])
-        raise DataFormatError(
-            path,
-            f"face {bad} ({faces[bad].tolist()}) indexes a vertex outside [0, {len(verts)})",
-        )
-    return Mesh(verts, faces)
+    return checked_mesh(path, verts, faces)
 
 
 @dataclass
