@@ -22,6 +22,14 @@ def _grad_at(gv, hv, mean, invstd, gamma, beta, slope):  # type: ignore[no-untyp
     return xh, (gv if z > 0 else gv * slope)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_sums(out, s, q):  # type: ignore[no-untyped-def]
+    """``out[0] += s``, ``out[1] += q`` channel by channel (a range's partial sums)."""
+    for c in range(out.shape[1]):
+        out[0, c] += s[c]
+        out[1, c] += q[c]
+
+
 @numba.njit(cache=True, nogil=True)
 def stats(h: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
     """``out[0] += sum(h[r0:r1])``, ``out[1] += sum(h[r0:r1] ** 2)`` per channel (float64)."""
@@ -33,9 +41,7 @@ def stats(h: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
             v = np.float64(h[i, c])
             s[c] += v
             q[c] += v * v
-    for c in range(c_n):
-        out[0, c] += s[c]
-        out[1, c] += q[c]
+    _add_sums(out, s, q)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -79,9 +85,7 @@ def bn_act_grad_sums(
             xh, gz = _grad_at(g[i, c], h[i, c], mean[c], invstd[c], gamma[c], beta[c], slope)
             s[c] += gz
             q[c] += np.float64(gz) * xh
-    for c in range(c_n):
-        out[0, c] += s[c]
-        out[1, c] += q[c]
+    _add_sums(out, s, q)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -198,9 +202,7 @@ def gather_stats(
                 v = np.float64(p[j, c] - q[s, c])
                 s_acc[c] += v
                 q_acc[c] += v * v
-    for c in range(c_n):
-        out[0, c] += s_acc[c]
-        out[1, c] += q_acc[c]
+    _add_sums(out, s_acc, q_acc)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -255,9 +257,7 @@ def gather_bn_act_grad_sums(
                 xh, gz = _grad_at(g[e, c], hv, mean[c], invstd[c], gamma[c], beta[c], slope)
                 s_acc[c] += gz
                 q_acc[c] += np.float64(gz) * xh
-    for c in range(c_n):
-        out[0, c] += s_acc[c]
-        out[1, c] += q_acc[c]
+    _add_sums(out, s_acc, q_acc)
 
 
 @numba.njit(cache=True, nogil=True)

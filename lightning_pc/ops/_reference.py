@@ -7,6 +7,8 @@ that bound the temporary memory to about ``_CHUNK_ELEMS`` elements.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -56,8 +58,12 @@ def knn(
     return without_self(row, col, k) if skip_self else (row, col)
 
 
-def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor, Tensor]:
-    rows, cols = [], []
+def _query_chunks(
+    x: SortedClouds, y: SortedClouds, k: int
+) -> Iterator[tuple[Tensor, Tensor, int, int, int]]:
+    """``(q, xs, kk, row0, col0)`` for every chunk of queries of every cloud with points in
+    both ``x`` and ``y``: the queries ``q`` (rows ``row0:`` of ``y``), their cloud's points
+    ``xs`` (rows ``col0:`` of ``x``) and ``kk = min(k, len(xs))``."""
     px, py = x.ptr.tolist(), y.ptr.tolist()
     for b in range(x.num_clouds):
         xs = x.pos[px[b] : px[b + 1]]
@@ -67,15 +73,16 @@ def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor
         kk = min(k, xs.size(0))
         step = _chunk_step(xs.size(0), xs.size(1))
         for s in range(0, ys.size(0), step):
-            q = ys[s : s + step]
-            d = cosine_dist(q, xs) if cosine else pairwise_sq_dist(q, xs)
-            _, idx = smallest(d, kk)
-            rows.append(
-                torch.arange(py[b] + s, py[b] + s + q.size(0), device=q.device).repeat_interleave(
-                    kk
-                )
-            )
-            cols.append(idx.reshape(-1) + px[b])
+            yield ys[s : s + step], xs, kk, py[b] + s, px[b]
+
+
+def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor, Tensor]:
+    rows, cols = [], []
+    for q, xs, kk, row0, col0 in _query_chunks(x, y, k):
+        d = cosine_dist(q, xs) if cosine else pairwise_sq_dist(q, xs)
+        _, idx = smallest(d, kk)
+        rows.append(torch.arange(row0, row0 + q.size(0), device=q.device).repeat_interleave(kk))
+        cols.append(idx.reshape(-1) + col0)
     return _cat(rows, x.pos.device), _cat(cols, x.pos.device)
 
 
@@ -85,24 +92,15 @@ def radius(
     """For each point of ``y``, its ``max_num_neighbors`` nearest points of ``x`` strictly
     within ``r`` (same cloud), ascending by distance."""
     rows, cols = [], []
-    px, py = x.ptr.tolist(), y.ptr.tolist()
     r2 = float(r) * float(r)
-    for b in range(x.num_clouds):
-        xs = x.pos[px[b] : px[b + 1]]
-        ys = y.pos[py[b] : py[b + 1]]
-        if xs.size(0) == 0 or ys.size(0) == 0:
-            continue
-        kk = min(max_num_neighbors, xs.size(0))
-        step = _chunk_step(xs.size(0), xs.size(1))
-        for s in range(0, ys.size(0), step):
-            q = ys[s : s + step]
-            d = pairwise_sq_dist(q, xs)
-            d.masked_fill_(d >= r2, float("inf"))
-            vals, idx = smallest(d, kk)
-            keep = torch.isfinite(vals)
-            local_row = torch.arange(q.size(0), device=q.device).view(-1, 1).expand_as(idx)
-            rows.append(local_row[keep] + py[b] + s)
-            cols.append(idx[keep] + px[b])
+    for q, xs, kk, row0, col0 in _query_chunks(x, y, max_num_neighbors):
+        d = pairwise_sq_dist(q, xs)
+        d.masked_fill_(d >= r2, float("inf"))
+        vals, idx = smallest(d, kk)
+        keep = torch.isfinite(vals)
+        local_row = torch.arange(q.size(0), device=q.device).view(-1, 1).expand_as(idx)
+        rows.append(local_row[keep] + row0)
+        cols.append(idx[keep] + col0)
     return _cat(rows, x.pos.device), _cat(cols, x.pos.device)
 
 
