@@ -41,10 +41,12 @@ if "packing_pointwise" not in list_models():
     register_model("packing_pointwise")(Pointwise)
 
 
-def sparse_scan(path: Path, n: int = 3000, seed: int = 0) -> Path:
+def sparse_scan(
+    path: Path, n: int = 3000, seed: int = 0, extent: tuple[float, float] = (120.0, 56.0)
+) -> Path:
     """Points spread thinly: most blocks of 1 hold one or two points."""
     rng = np.random.default_rng(seed)
-    pos = np.c_[rng.uniform(0, 120, n), rng.uniform(0, 56, n), rng.uniform(0, 20, n)]
+    pos = np.c_[rng.uniform(0, extent[0], n), rng.uniform(0, extent[1], n), rng.uniform(0, 20, n)]
     rgb = rng.uniform(0, 1, (n, 3))
     np.save(path, np.c_[pos, rgb].astype(np.float32))
     return path
@@ -109,13 +111,25 @@ def test_pack_bounds_take_at_least_batch_size_and_fill_the_budget() -> None:
     assert np.diff(pack_bounds(np.full(10, 1000), 4, 10)).tolist() == [4, 4, 2]
 
 
-def predict(root: Path, out: Path, **kwargs) -> ScenePredictionWriter:  # noqa: ANN003
+class KeepVotes(ScenePredictionWriter):
+    """The writer, keeping a copy of each scan's summed votes (float16) as it finishes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.votes: dict[str, np.ndarray] = {}
+
+    def _finish(self, trainer, scan, votes) -> None:  # noqa: ANN001
+        self.votes[Path(trainer.datamodule.fragments.files[scan]).stem] = votes.array.copy()
+        super()._finish(trainer, scan, votes)
+
+
+def predict(root: Path, out: Path, **kwargs) -> KeepVotes:  # noqa: ANN003
     torch.manual_seed(0)
     task = SemanticSegmentationTask(model="packing_pointwise", num_classes=5, in_channels=3)
     dm = PredictScenesDataModule(
         str(root), num_classes=5, features=["rgb"], output_dir=str(out), **kwargs
     )
-    writer = ScenePredictionWriter()
+    writer = KeepVotes()
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, callbacks=[writer],
         enable_model_summary=False,
@@ -124,19 +138,24 @@ def predict(root: Path, out: Path, **kwargs) -> ScenePredictionWriter:  # noqa: 
     return writer
 
 
-def test_packing_leaves_every_vote_unchanged(tmp_path: Path) -> None:
-    """Fragments packed by point count vs one fragment a batch: the same labels on every
-    point, on a sparse scan and a dense one (overlapping blocks: votes summed in order)."""
+@pytest.mark.parametrize("crop", ["block", "sphere"])
+def test_packing_leaves_every_vote_unchanged(tmp_path: Path, crop: str) -> None:
+    """Fragments packed by point count vs one fragment a batch: the same summed class
+    probabilities on every point (float16, bit for bit: overlapping fragments' votes are
+    added in the same order) and the same files, on a sparse scan and a dense one."""
     root = tmp_path / "scans"
     root.mkdir()
-    sparse_scan(root / "sparse.npy", 2000)
-    dense_scan(root / "dense.npy", 3000)
-    common = dict(block_size=1.0, stride=0.5, voxel_size=0.05)
-    predict(root, tmp_path / "one", batch_size=1, batch_points=1, **common)
-    predict(root, tmp_path / "packed", batch_size=2, batch_points=4096, **common)
+    sparse_scan(root / "sparse.npy", 300, extent=(30.0, 14.0))
+    dense_scan(root / "dense.npy", 1500)
+    common = dict(block_size=1.0, voxel_size=0.05, crop=crop)
+    one = predict(root, tmp_path / "one", batch_size=1, batch_points=1, **common)
+    packed = predict(root, tmp_path / "packed", batch_size=2, batch_points=4096, **common)
+    assert sorted(one.votes) == sorted(packed.votes) == ["dense", "sparse"]
     for name in ("sparse", "dense"):
-        one = read_ply_vertices(tmp_path / "one" / f"{name}.ply")
-        packed = read_ply_vertices(tmp_path / "packed" / f"{name}.ply")
-        np.testing.assert_array_equal(one["label"], packed["label"])
-        np.testing.assert_array_equal(one["x"], packed["x"])
-        assert len(np.unique(one["label"])) > 1  # the test can tell labels apart
+        np.testing.assert_array_equal(one.votes[name], packed.votes[name])
+        labels = one.votes[name].argmax(1)
+        assert len(np.unique(labels)) > 1  # the test can tell labels apart
+        assert (one.votes[name].sum(1) > 1.5).any()  # overlapping fragments were summed
+        for suffix in (".ply", ".counts.csv"):
+            written = (tmp_path / "one" / f"{name}{suffix}").read_bytes()
+            assert written == (tmp_path / "packed" / f"{name}{suffix}").read_bytes()

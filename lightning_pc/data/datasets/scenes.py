@@ -756,6 +756,11 @@ class FragmentBatches(Dataset):
         self.stats: list[tuple[int, int, int, int]] = []
         self._scan: _CutScan | None = None
 
+    @property
+    def names(self) -> list[str]:
+        """The scan files (absolute paths), indexed by a fragment's ``idx``."""
+        return self.fragments.names
+
     def scans(self) -> list[int]:
         """The scans of this rank."""
         f = self.fragments
