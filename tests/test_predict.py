@@ -420,7 +420,7 @@ def test_votes_of_large_scans_go_to_a_memory_mapped_file_removed_afterwards(
         out = tmp_path / f"out{limit}"
         dm = PredictScenesDataModule(
             str(path), num_classes=3, features=["rgb"], block_size=3.0, stride=1.5,
-            voxel_size=0.1, output_dir=str(out), batch_size=2,
+            voxel_size=0.1, output_dir=str(out), batch_size=2, batch_points=1,
         )  # fmt: skip
         spy = _TempFileSpy(out)
         writer = ScenePredictionWriter(max_vote_memory=limit)

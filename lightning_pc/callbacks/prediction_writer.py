@@ -236,7 +236,6 @@ class PLYPredictionWriter(BasePredictionWriter):
         self.binary = binary
         self.prefix = prefix
 
-
     def write_on_batch_end(
         self,
         trainer: L.Trainer,

@@ -21,7 +21,6 @@ from lightning_pc.data.datasets.scenes import (
     SceneFragments,
     pack_bounds,
 )
-from lightning_pc.data.io import read_ply_vertices
 from lightning_pc.models.registry import list_models, register_model
 from lightning_pc.tasks import SemanticSegmentationTask
 
@@ -159,3 +158,119 @@ def test_packing_leaves_every_vote_unchanged(tmp_path: Path, crop: str) -> None:
         for suffix in (".ply", ".counts.csv"):
             written = (tmp_path / "one" / f"{name}{suffix}").read_bytes()
             assert written == (tmp_path / "packed" / f"{name}{suffix}").read_bytes()
+
+
+DDP_SCRIPT = """
+import json, sys
+from pathlib import Path
+import lightning as L
+import torch
+from torch import nn
+from lightning_pc.callbacks.prediction_writer import ScenePredictionWriter
+from lightning_pc.data import PredictScenesDataModule
+from lightning_pc.models.registry import register_model
+from lightning_pc.tasks import SemanticSegmentationTask
+
+
+@register_model("ddp_pointwise")
+class Pointwise(nn.Module):
+    def __init__(self, num_classes, in_channels=3):
+        super().__init__()
+        self.linear = nn.Linear(3 + in_channels, num_classes)
+
+    def forward(self, data):
+        return self.linear(torch.cat([data.pos, data.x], 1))
+
+
+root, out, devices = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.manual_seed(0)
+task = SemanticSegmentationTask(model="ddp_pointwise", num_classes=4, in_channels=3)
+dm = PredictScenesDataModule(root, num_classes=4, features=["rgb"], output_dir=out,
+                             block_size=1.0, voxel_size=0.05, batch_size=2, batch_points=64)
+writer = ScenePredictionWriter()
+strategy = "ddp" if devices > 1 else "auto"
+trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+                    enable_progress_bar=False, callbacks=[writer], enable_model_summary=False)
+trainer.predict(task, datamodule=dm, return_predictions=False)
+loader = trainer.predict_dataloaders
+record = {"rank": trainer.global_rank, "batches": len(loader),
+          "written": sorted(Path(p).name for p in writer.written)}
+Path(out, f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+"""
+
+
+def test_ddp_ranks_predict_their_own_scans_in_packed_batches(tmp_path: Path) -> None:
+    """Two gloo ranks on CPU: each plans and predicts its own scans (scan k on rank k mod 2,
+    whole), its loader's length is its own number of batches, and the files equal those
+    of one process."""
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        sparse_scan(root / f"s{k}.npy", 150 + 50 * k, seed=k, extent=(10.0, 6.0))
+    script = tmp_path / "ddp_predict.py"
+    script.write_text(DDP_SCRIPT)
+    for devices, out in ((2, tmp_path / "ddp"), (1, tmp_path / "one")):
+        done = subprocess.run(
+            [sys.executable, str(script), str(root), str(out), str(devices)],
+            capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["written"] == sorted(
+        f"s{k}{s}" for k in (0, 2) for s in (".ply", ".counts.csv")
+    )
+    assert ranks[1]["written"] == ["s1.counts.csv", "s1.ply"]
+    single = json.loads((tmp_path / "one" / "rank0.json").read_text())
+    assert ranks[0]["batches"] + ranks[1]["batches"] == single["batches"]
+    for k in range(3):
+        for suffix in (".ply", ".counts.csv"):
+            name = f"s{k}{suffix}"
+            assert (tmp_path / "ddp" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_progress_total_and_no_warning_a_user_cannot_act_on(tmp_path: Path) -> None:
+    """The loader's length is the number of batches predict runs (known before the first);
+    Lightning says nothing about batch indices or an IterableDataset's length; the one
+    warning is ours, once, naming the scan and its numbers."""
+    sparse_scan(tmp_path / "aerial.npy", 400, extent=(40.0, 20.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.manual_seed(0)
+        task = SemanticSegmentationTask(model="packing_pointwise", num_classes=3, in_channels=3)
+        dm = PredictScenesDataModule(
+            str(tmp_path / "aerial.npy"), num_classes=3, features=["rgb"], block_size=1.0,
+            output_dir=str(tmp_path / "out"), batch_size=4,
+        )  # fmt: skip
+        assert dm.fragments.stride == 0.5  # half the block: no "need stride <= block_size"
+        trainer = L.Trainer(
+            accelerator="cpu", logger=False, callbacks=[ScenePredictionWriter()],
+            enable_model_summary=False,
+        )  # fmt: skip
+        trainer.predict(task, datamodule=dm)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "batch indices" in m or "IterableDataset" in m], messages
+    ours = [m for m in messages if "fewer points than a training crop" in m]
+    assert len(ours) == 1, messages
+    ((k, fragments, covered, points),) = dm.batches.stats
+    assert points == 400 and f"400 points in {fragments:,} fragments" in ours[0]
+    assert f"{covered / fragments:,.1f} points a fragment" in ours[0]
+    total = len(trainer.predict_dataloaders)
+    assert total == trainer.predict_loop.batch_progress.total.completed
+    # packed: 4 x 4096 points a batch hold every fragment of this sparse scan
+    assert total == 1 and fragments > 1000
+    assert (tmp_path / "out" / "aerial.ply").is_file()
+
+
+def test_a_fitting_block_size_does_not_warn(tmp_path: Path) -> None:
+    dense_scan(tmp_path / "room.npy", 3000)
+    dm = PredictScenesDataModule(
+        str(tmp_path / "room.npy"), num_classes=3, block_size=2.0, crop_points=200
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm.predict_dataloader()
+    assert all(covered / fragments >= 200 / 8 for _, fragments, covered, _ in dm.batches.stats)

@@ -705,7 +705,8 @@ class _CutScan:
             centres = np.array([c[:2] for c, _ in self.plan[start:stop]], dtype=np.float64)
             lengths = np.array([len(p) for p in parts], dtype=np.int64)
             return np.concatenate(parts), lengths, centres.reshape(-1, 2)
-        rows, lengths = [], []
+        rows: list[np.ndarray] = []
+        sizes: list[np.ndarray] = []
         for column in np.unique(self.col[start:stop]).tolist():
             first = int(np.searchsorted(self.col, column, side="left"))
             end = int(np.searchsorted(self.col, column, side="right"))
@@ -713,14 +714,16 @@ class _CutScan:
                 self._column = (column, *self.blocks.column(column))
             _, keys, ptr, column_rows = self._column
             if len(keys) != end - first:
-                raise RuntimeError(f"block column {column}: {len(keys)} blocks, {end - first} counted")
+                raise RuntimeError(
+                    f"block column {column}: {len(keys)} blocks, {end - first} counted"
+                )
             q0, q1 = max(start, first) - first, min(stop, end) - first
             rows.append(column_rows[ptr[q0] : ptr[q1]])
-            lengths.append(np.diff(ptr[q0 : q1 + 1]))
+            sizes.append(np.diff(ptr[q0 : q1 + 1]))
         half, low, stride = self.owner.block_size / 2, self.blocks.low, self.blocks.stride
         x0 = float(low[0]) + self.i[start:stop].astype(np.float64) * stride
         y0 = float(low[1]) + self.j[start:stop].astype(np.float64) * stride
-        return np.concatenate(rows), np.concatenate(lengths), np.c_[x0 + half, y0 + half]
+        return np.concatenate(rows), np.concatenate(sizes), np.c_[x0 + half, y0 + half]
 
 
 class FragmentBatches(Dataset):
@@ -772,7 +775,8 @@ class FragmentBatches(Dataset):
         key = (self.fragments.rank, self.fragments.world_size)
         if self._planned == key:
             return
-        batches, self.stats, self._totals = [], [], {}
+        batches: list[np.ndarray] = []
+        self.stats, self._totals = [], {}
         for k in self.scans():
             pos, _, _ = load_scan(self.fragments.files[k], ())
             counts = self.fragments.fragment_points(pos)

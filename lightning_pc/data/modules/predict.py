@@ -64,8 +64,8 @@ class PredictScenesDataModule(PointCloudDataModule):
             fragment is expected to have.
         batch_points: a batch takes more than ``batch_size`` fragments while their points
             (before voxelising) stay within this (``None``: ``batch_size * crop_points``).
-        num_workers: loader workers, at most one per scan of this rank (each holds the
-            scan it cuts: about 20 bytes a point plus 4 per feature channel).
+        num_workers: loader workers; they share the batches of a scan, and each holds
+            the scan it cuts (about 20 bytes a point plus 4 per feature channel).
     """
 
     def __init__(
@@ -131,7 +131,7 @@ class PredictScenesDataModule(PointCloudDataModule):
     def predict_dataloader(self) -> DataLoader:
         self.batches.plan()  # counts every fragment: the loader's length is known
         self._warn_small_fragments()
-        workers = min(self.num_workers, len(self.batches.scans()))  # each holds its scan
+        workers = min(self.num_workers, len(self.batches))  # each holds the scan it cuts
         return DataLoader(
             self.batches,
             batch_size=1,  # an item is a packed batch
