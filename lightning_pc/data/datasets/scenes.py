@@ -195,38 +195,43 @@ class ScanBlocks:
             return np.arange(len(self.ids))
         return np.lexsort((self.ids // self.ny, self.ids % self.ny))
 
-    def column(self, column: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All blocks of one sweep column at once: ``(others, ptr, rows)``.
+    def columns(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All blocks of sweep columns ``first`` to ``last`` at once: ``(keys, ptr, rows)``.
 
-        ``others`` are the blocks' (sorted) indices across the sweep axis, block ``q``'s rows
-        are ``rows[ptr[q]:ptr[q + 1]]`` (sorted int64): what iteration yields for that
-        column, found without a loop over its blocks.
+        ``keys`` are ``column * n + other`` (``other`` the block's index across the sweep
+        axis, ``n`` the grid's size across it), sorted: the blocks in the order iteration
+        yields them; block ``q``'s rows are ``rows[ptr[q]:ptr[q + 1]]`` (sorted int64), what
+        iteration yields for it, found without a loop over blocks or columns.
         """
         xy, low, size, stride = self.xy, self.low, self.block_size, self.stride
         n, a = len(xy), self.sweep_axis
         b = 1 - a
+        across = (self.nx, self.ny)[b]
         if self._sorted is None:
             order = compact_index(np.argsort(xy[:, a], kind="stable"), n)
             self._sorted = (order, xy[order, a] - low[a])
         order, sweep = self._sorted
-        lo, hi = self._slab(column, sweep)
+        lo, hi = self._slab(first, sweep)[0], self._slab(last, sweep)[1]
         slab = order[lo:hi].astype(np.int64)
         rel = xy[slab] - low
-        last = last_blocks(rel, self.nx, self.ny, stride)
-        keep = in_blocks(rel[:, a], last[:, a], column, size, stride)
-        slab, rel, last = slab[keep], rel[keep], last[keep]
+        home = last_blocks(rel, self.nx, self.ny, stride)
         reach = int(math.ceil(size / stride))
-        others, rows = [], []
-        for d in range(reach + 1):
-            other = last[:, b] - d
-            ok = (other >= 0) & in_blocks(rel[:, b], last[:, b], other, size, stride)
-            others.append(other[ok])
-            rows.append(slab[ok])
-        other_all, rows_all = np.concatenate(others), np.concatenate(rows)
-        sort = np.lexsort((rows_all, other_all))
-        other_all, rows_all = other_all[sort], rows_all[sort]
-        keys, starts = np.unique(other_all, return_index=True)
-        return keys, np.append(starts, len(rows_all)).astype(np.int64), rows_all
+        keys, rows = [], []
+        for da in range(reach + 1):
+            column = home[:, a] - da
+            in_a = (column >= first) & (column <= last)
+            in_a &= in_blocks(rel[:, a], home[:, a], column, size, stride)
+            for db in range(reach + 1):
+                other = home[:, b] - db
+                ok = in_a & (other >= 0)
+                ok &= in_blocks(rel[:, b], home[:, b], other, size, stride)
+                keys.append(column[ok] * across + other[ok])
+                rows.append(slab[ok])
+        key_all, rows_all = np.concatenate(keys), np.concatenate(rows)
+        sort = np.lexsort((rows_all, key_all))
+        key_all, rows_all = key_all[sort], rows_all[sort]
+        found, starts = np.unique(key_all, return_index=True)
+        return found, np.append(starts, len(rows_all)).astype(np.int64), rows_all
 
     def _slab(self, column: int, sweep: np.ndarray) -> tuple[int, int]:
         """The sorted positions ``[lo, hi)`` of the points that may lie in ``column``: a
@@ -684,7 +689,7 @@ class _CutScan:
     def __init__(self, owner: SceneFragments, k: int) -> None:
         self.owner, self.k = owner, k
         self.pos, self.feats, _ = load_scan(owner.files[k], owner.features)
-        self._column: tuple[int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._columns: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
         if owner.crop == "sphere":
             self.grid, self.plan, counts = owner.sphere_plan(self.pos)
         else:
@@ -693,7 +698,9 @@ class _CutScan:
             ids = self.blocks.ids[order]
             i, j = ids // max(self.blocks.ny, 1), ids % max(self.blocks.ny, 1)
             self.i, self.j = i, j
-            self.col = (i, j)[self.blocks.sweep_axis]
+            a = self.blocks.sweep_axis
+            self.col = (i, j)[a]
+            self.key = self.col * (self.blocks.nx, self.blocks.ny)[1 - a] + (j, i)[a]
             counts = self.blocks.counts[order]
         self.num_fragments = len(counts)
 
@@ -705,25 +712,21 @@ class _CutScan:
             centres = np.array([c[:2] for c, _ in self.plan[start:stop]], dtype=np.float64)
             lengths = np.array([len(p) for p in parts], dtype=np.int64)
             return np.concatenate(parts), lengths, centres.reshape(-1, 2)
-        rows: list[np.ndarray] = []
-        sizes: list[np.ndarray] = []
-        for column in np.unique(self.col[start:stop]).tolist():
-            first = int(np.searchsorted(self.col, column, side="left"))
-            end = int(np.searchsorted(self.col, column, side="right"))
-            if self._column is None or self._column[0] != column:
-                self._column = (column, *self.blocks.column(column))
-            _, keys, ptr, column_rows = self._column
-            if len(keys) != end - first:
-                raise RuntimeError(
-                    f"block column {column}: {len(keys)} blocks, {end - first} counted"
-                )
-            q0, q1 = max(start, first) - first, min(stop, end) - first
-            rows.append(column_rows[ptr[q0] : ptr[q1]])
-            sizes.append(np.diff(ptr[q0 : q1 + 1]))
+        columns = self.col[start:stop]
+        first, last = int(columns[0]), int(columns[-1])
+        cached = self._columns
+        if cached is None or not cached[0] <= first <= last <= cached[1]:
+            cached = self._columns = (first, last, *self.blocks.columns(first, last))
+        _, _, keys, ptr, column_rows = cached
+        want = self.key[start:stop]
+        q0, q1 = np.searchsorted(keys, [want[0], want[-1] + 1])
+        if not np.array_equal(keys[q0:q1], want):
+            raise RuntimeError(f"blocks {start}-{stop}: other blocks found than counted")
+        rows, sizes = column_rows[ptr[q0] : ptr[q1]], np.diff(ptr[q0 : q1 + 1])
         half, low, stride = self.owner.block_size / 2, self.blocks.low, self.blocks.stride
         x0 = float(low[0]) + self.i[start:stop].astype(np.float64) * stride
         y0 = float(low[1]) + self.j[start:stop].astype(np.float64) * stride
-        return np.concatenate(rows), np.concatenate(sizes), np.c_[x0 + half, y0 + half]
+        return rows, sizes, np.c_[x0 + half, y0 + half]
 
 
 class FragmentBatches(Dataset):
