@@ -124,7 +124,13 @@ def block_counts(
             ok &= in_blocks(rel[:, 0], last[:, 0], i, block_size, stride)
             ok &= in_blocks(rel[:, 1], last[:, 1], j, block_size, stride)
             found.append(i[ok] * ny + j[ok])  # distinct blocks for each point over (di, dj)
-    ids, counts = np.unique(np.concatenate(found), return_counts=True)
+    every = np.concatenate(found)
+    top = (int(last[:, 0].max()) + 1) * ny if len(last) else 0
+    if top <= 4 * len(every) + (1 << 16):  # a small grid: count in an array over it
+        counts = np.bincount(every, minlength=top)
+        ids = np.flatnonzero(counts)
+        return ids.astype(np.int64), counts[ids].astype(np.int64)
+    ids, counts = np.unique(every, return_counts=True)
     return ids, counts.astype(np.int64)
 
 
@@ -221,15 +227,20 @@ class ScanBlocks:
             column = home[:, a] - da
             in_a = (column >= first) & (column <= last)
             in_a &= in_blocks(rel[:, a], home[:, a], column, size, stride)
+            sel = np.flatnonzero(in_a)  # the points in their column: the rest is skipped
+            column, rel_b, home_b, rows_a = column[sel], rel[sel, b], home[sel, b], slab[sel]
             for db in range(reach + 1):
-                other = home[:, b] - db
-                ok = in_a & (other >= 0)
-                ok &= in_blocks(rel[:, b], home[:, b], other, size, stride)
+                other = home_b - db
+                ok = (other >= 0) & in_blocks(rel_b, home_b, other, size, stride)
                 keys.append(column[ok] * across + other[ok])
-                rows.append(slab[ok])
+                rows.append(rows_a[ok])
         key_all, rows_all = np.concatenate(keys), np.concatenate(rows)
-        sort = np.lexsort((rows_all, key_all))
-        key_all, rows_all = key_all[sort], rows_all[sort]
+        if len(key_all) and int(key_all.max()) < (1 << 62) // max(n, 1):
+            pairs = np.sort(key_all * n + rows_all)  # (block, row) pairs are distinct
+            key_all, rows_all = np.divmod(pairs, n)
+        else:
+            sort = np.lexsort((rows_all, key_all))
+            key_all, rows_all = key_all[sort], rows_all[sort]
         found, starts = np.unique(key_all, return_index=True)
         return found, np.append(starts, len(rows_all)).astype(np.int64), rows_all
 
@@ -640,7 +651,11 @@ def pack_fragments(
         ).astype(np.int64)
         dims = (np.maximum.reduceat(cells, starts, axis=0) + 1)[seg]
         key = (cells[:, 0] * dims[:, 1] + cells[:, 1]) * dims[:, 2] + cells[:, 2]
-        order = np.lexsort((key, seg))  # stable: by fragment, voxel, then scan row
+        top = int(key.max()) + 1
+        if top < (1 << 62) // max(num * m, 1):  # one int64: by fragment, voxel, position
+            order = np.sort((seg * top + key) * m + np.arange(m)) % m
+        else:
+            order = np.lexsort((key, seg))
         first = np.ones(m, dtype=bool)
         first[1:] = (key[order][1:] != key[order][:-1]) | (seg[order][1:] != seg[order][:-1])
         kept = order[first]
