@@ -274,3 +274,32 @@ def test_a_fitting_block_size_does_not_warn(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         dm.predict_dataloader()
     assert all(covered / fragments >= 200 / 8 for _, fragments, covered, _ in dm.batches.stats)
+
+
+def test_loader_workers_cut_whole_scans_and_change_nothing(tmp_path: Path) -> None:
+    """Two loader workers: the batches are dealt so that each worker cuts whole scans
+    (scan s of this rank to worker s mod 2), every batch comes once, and the files equal
+    those of no workers."""
+    from lightning_pc.data.modules.predict import _RankBatches
+
+    root = tmp_path / "scans"
+    root.mkdir()
+    for k in range(3):
+        sparse_scan(root / f"s{k}.npy", 200 + 100 * k, seed=k, extent=(12.0, 6.0))
+    common = dict(block_size=1.0, voxel_size=0.05, batch_size=2, batch_points=64)
+    one = predict(root, tmp_path / "w0", **common)
+    two = predict(root, tmp_path / "w2", num_workers=2, **common)
+    for k in range(3):
+        np.testing.assert_array_equal(one.votes[f"s{k}"], two.votes[f"s{k}"])
+        for suffix in (".ply", ".counts.csv"):
+            a = (tmp_path / "w0" / f"s{k}{suffix}").read_bytes()
+            assert a == (tmp_path / "w2" / f"s{k}{suffix}").read_bytes()
+    dm = PredictScenesDataModule(str(root), 5, features=["rgb"], num_workers=2, **common)
+    loader = dm.predict_dataloader()
+    assert loader.num_workers == 2
+    order = list(_RankBatches(dm.batches, 2))
+    assert sorted(order) == list(range(len(dm.batches)))
+    scans = dm.batches.scan_of_batches()[order]
+    first = scans[0::2][: int((scans == 1).sum())]  # worker 1's share runs out first
+    assert set(scans[1::2][: int((scans == 1).sum())].tolist()) == {1}
+    assert set(first.tolist()) <= {0, 2}

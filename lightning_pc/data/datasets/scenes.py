@@ -810,6 +810,11 @@ class FragmentBatches(Dataset):
         self.plan()
         return len(self._batches)
 
+    def scan_of_batches(self) -> np.ndarray:
+        """The scan index of each batch."""
+        self.plan()
+        return self._batches[:, 0].copy()
+
     def __getitem__(self, b: int) -> Any:
         self.plan()
         k, start, stop = (int(v) for v in self._batches[b])

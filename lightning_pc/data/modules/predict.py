@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
@@ -64,8 +66,9 @@ class PredictScenesDataModule(PointCloudDataModule):
             fragment is expected to have.
         batch_points: a batch takes more than ``batch_size`` fragments while their points
             (before voxelising) stay within this (``None``: ``batch_size * crop_points``).
-        num_workers: loader workers; they share the batches of a scan, and each holds
-            the scan it cuts (about 20 bytes a point plus 4 per feature channel).
+        num_workers: loader workers, at most one per scan of this rank (each cuts whole
+            scans and holds the one it is on: about 20 bytes a point plus 4 per feature
+            channel).
     """
 
     def __init__(
@@ -131,11 +134,11 @@ class PredictScenesDataModule(PointCloudDataModule):
     def predict_dataloader(self) -> DataLoader:
         self.batches.plan()  # counts every fragment: the loader's length is known
         self._warn_small_fragments()
-        workers = min(self.num_workers, len(self.batches))  # each holds the scan it cuts
+        workers = min(self.num_workers, len(self.batches.scans()))  # a worker cuts whole scans
         return DataLoader(
             self.batches,
             batch_size=1,  # an item is a packed batch
-            sampler=_RankBatches(self.batches),
+            sampler=_RankBatches(self.batches, workers),
             num_workers=workers,
             collate_fn=_the_batch,
             pin_memory=self.pin_memory,
@@ -188,11 +191,35 @@ class PredictScenesDataModule(PointCloudDataModule):
 
 
 class _RankBatches(DistributedSampler):
-    """This rank's batches in order: the dataset holds this rank's scans only (already split
-    over the ranks, whole scans each), so Lightning must not split it again."""
+    """This rank's batches: the dataset holds this rank's scans only (already split over
+    the ranks, whole scans each), so Lightning must not split it again.
 
-    def __init__(self, dataset: FragmentBatches) -> None:
+    With loader workers, the batches are dealt so that each worker cuts whole scans: a
+    DataLoader hands the ``i``-th index to worker ``i mod workers``, so position ``i`` gets
+    the next batch of the scans of worker ``i mod workers`` (scan ``s``, in this rank's
+    order, to worker ``s mod workers``), or, once those are done, of the worker with the
+    most batches left. Only speed and memory depend on that dealing (a worker reads each
+    scan it gets a batch of); every batch comes exactly once whatever the loader does.
+    """
+
+    def __init__(self, dataset: FragmentBatches, workers: int) -> None:
         super().__init__(dataset, num_replicas=1, rank=0, shuffle=False)
+        self.batches, self.workers = dataset, max(workers, 1)
+
+    def __iter__(self) -> Iterator[int]:
+        scans = self.batches.scan_of_batches()
+        mine = {k: s % self.workers for s, k in enumerate(dict.fromkeys(scans.tolist()))}
+        queues: list[deque[int]] = [deque() for _ in range(self.workers)]
+        for b, k in enumerate(scans.tolist()):
+            queues[mine[k]].append(b)
+        for i in range(len(scans)):
+            queue = queues[i % self.workers]
+            if not queue:
+                queue = max(queues, key=len)
+            yield queue.popleft()
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _the_batch(items: list[Any]) -> Any:
