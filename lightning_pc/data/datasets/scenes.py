@@ -10,10 +10,15 @@ the scan's points it covers (``source_rows``) and, for each, the kept point it m
 (``inverse_index``), so the network's class probabilities can be voted back onto every
 original point (:class:`~lightning_pc.callbacks.prediction_writer.ScenePredictionWriter`).
 
-Fragments are produced one at a time, inside the loader's worker processes: memory holds
-one scan's points (float32 coordinates, the requested features and one int32 sort order:
+Fragments are produced lazily, inside the loader's worker processes: memory holds one
+scan's points (float32 coordinates, the requested features and one int32 sort order:
 about 20 bytes a point plus 4 per feature channel) per worker plus the fragments in flight,
-never the list of all fragments. Scans are read in chunks
+never the list of all fragments. For prediction, :class:`FragmentBatches` packs them into
+batches by point count: the points of every fragment are counted first (a grid pass over
+each scan's coordinates; 3 int64 per batch are kept), then a batch's fragments are cut and
+collated together with a few array operations (:func:`pack_fragments`), so a scan of many
+tiny fragments (a block size too small for its density or units) costs about what its
+points cost. Scans are read in chunks
 (:class:`~lightning_pc.data.io.ScanChunks`: NPY, KITTI ``.bin`` and binary PLY
 memory-mapped, LAS/LAZ through laspy's chunk iterator, text scans parsed a block at a
 time), so reading costs no more.
