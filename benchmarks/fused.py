@@ -10,7 +10,8 @@ neighbour) rows on these clouds) spends its time, each timed as forward + backwa
 - ``gathered first layer``: ``relu(BN(p[col] - q[row]))`` from the per-point and per-centre
   halves of the first linear map, ``[E, 64]``.
 
-The peer is the same call with ``LIGHTNING_PC_FUSED=off``: ``torch.nn.BatchNorm1d``,
+The peer is the same call with ``LIGHTNING_PC_IMPL_BATCH_NORM=torch`` (alias
+``LIGHTNING_PC_FUSED=off``): ``torch.nn.BatchNorm1d``,
 ``F.relu``, ``index_select`` and our ``embedding_bag`` segment max, which is what the
 networks run without the kernels. The end-to-end effect is the ``ours (torch BN ops)`` row
 of ``benchmarks/train_step.py``.
@@ -32,6 +33,7 @@ from common import clouds, fmt_ms, median_time, print_table  # noqa: E402
 from lightning_pc.nn import fused  # noqa: E402
 from lightning_pc.nn.segment import ptr_from_index  # noqa: E402
 from lightning_pc.ops import fps, radius  # noqa: E402
+from lightning_pc.ops._backend import KINDS  # noqa: E402
 
 
 def _groups() -> tuple[torch.Tensor, torch.Tensor, int, int]:
@@ -41,8 +43,9 @@ def _groups() -> tuple[torch.Tensor, torch.Tensor, int, int]:
     return ptr_from_index(row, idx.numel()), col, pos.size(0), idx.numel()
 
 
-def _time(make: Callable[[], torch.Tensor], mode: str) -> float:
-    os.environ["LIGHTNING_PC_FUSED"] = mode
+def _time(make: Callable[[], torch.Tensor], impl: str) -> float:
+    """Median forward + backward with the ``batch_norm`` kind's implementation ``impl``."""
+    os.environ[KINDS["batch_norm"].env_var()] = impl
 
     def step() -> None:
         out = make()
@@ -74,7 +77,7 @@ def main() -> None:
     ]
     rows = []
     for name, make in cases:
-        ours, peer = _time(make, "auto"), _time(make, "off")
+        ours, peer = _time(make, "auto"), _time(make, KINDS["batch_norm"].reference)
         rows.append([name, fmt_ms(ours), fmt_ms(peer), f"{ours / peer:.2f}"])
     print_table(["op (forward + backward)", "fused ms", "torch ops ms", "fused / torch"], rows)
 

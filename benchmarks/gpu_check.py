@@ -215,11 +215,13 @@ def env_child(device: str) -> None:
             print(f"{mod}: {getattr(m, '__version__', '?')}")
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             print(f"{mod}: fails to import ({type(exc).__name__}: {exc})")
-    from lightning_pc.ops._backend import resolve
+    from lightning_pc.ops._backend import describe
 
     dev = torch.device(device)
-    chosen = {op: resolve(op, dev, None) for op in ("knn", "radius", "fps", "grid")}
+    chosen = describe(dev, "ops")  # every ops kind of the registry, by name
     print(f"ops backends on {dev}: " + ", ".join(f"{k} {v}" for k, v in chosen.items()))
+    others = {kind: name for kind, name in describe(dev).items() if kind not in chosen}
+    print(f"other implementations on {dev}: " + ", ".join(f"{k} {v}" for k, v in others.items()))
     print(f"cpu threads: {torch.get_num_threads()}")
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import clouds, fmt_ms, median_time, print_table, scene  # noqa: E402
 
 from lightning_pc import ops  # noqa: E402
-from lightning_pc.ops._backend import choose, torch_cluster_has_cuda  # noqa: E402
+from lightning_pc.ops._backend import describe, torch_cluster_has_cuda  # noqa: E402
 
 Peers = dict[str, Callable[[], object] | None]
 
@@ -196,7 +196,7 @@ def main() -> None:
         o3d_ops = scipy_spatial = fpsample = None  # CPU-only peers
         if tc is not None and not torch_cluster_has_cuda():
             tc = None
-        backends = {op: choose(op, device, None) for op in ("knn", "radius", "fps", "grid")}
+        backends = describe(device, "ops")
         print("our backends on", device, "-", ", ".join(f"{k}: {v}" for k, v in backends.items()))
     print(
         "peers:",

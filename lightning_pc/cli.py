@@ -40,7 +40,9 @@ from lightning_pc.callbacks.checkpoint_io import (
     checkpoint_problem,
     damaged_checkpoint_message,
 )
-from lightning_pc.cli_config import config_arguments, config_file_problem, parse_error_message
+from lightning_pc.callbacks.preemption import Preemption
+from lightning_pc.cli_config import config_arguments, config_file_problem
+from lightning_pc.cli_walk import parse_error_message
 from lightning_pc.data import PointCloudDataModule
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.transforms import TransformSpecError, build_transforms
@@ -193,6 +195,9 @@ class PointCloudCLI(LightningCLI):
     - checkpoints are written atomically and a damaged one is named on resume
       (:class:`~lightning_pc.callbacks.checkpoint_io.SafeCheckpointIO`, unless the trainer
       was given another ``CheckpointIO``);
+    - SIGTERM stops the run after the current step with a checkpoint that resumes
+      exactly, the command that resumes it, and exit status 143
+      (:class:`~lightning_pc.callbacks.preemption.Preemption`);
     - ``--ddp_timeout SECONDS`` (else the ``LIGHTNING_PC_DDP_TIMEOUT`` environment
       variable, else Lightning's 1800 s) is how long a DDP rank waits for the others at a
       collective operation before it stops with :class:`DDPTimeoutError`, e.g. when another
@@ -237,6 +242,10 @@ class PointCloudCLI(LightningCLI):
             )
             parser_kwargs[subcommand] = sub_kwargs
         kwargs["parser_kwargs"] = parser_kwargs
+        # this run's arguments, for the command that resumes it after a SIGTERM
+        self._resume_argv: list[str] | None = None
+        if not isinstance(args, (dict, Namespace)):
+            self._resume_argv = sys.argv[1:] if args is None else [str(a) for a in args]
         super().__init__(args=args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -387,6 +396,7 @@ class PointCloudCLI(LightningCLI):
         strategy = trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:  # Lightning's default
             strategy.checkpoint_io = SafeCheckpointIO()
+        Preemption.install(trainer, self._resume_argv)
         timeout = self.ddp_timeout()
         if timeout is not None:
             if hasattr(strategy, "_timeout"):  # DDPStrategy / FSDPStrategy(timeout=...)

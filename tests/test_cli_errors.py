@@ -15,13 +15,19 @@ QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.y
     ("override", "expected"),
     [
         (["--model.init_args.model", "nosuchnet"], "unknown model 'nosuchnet'; known: dgcnn"),
-        (["--model.init_args.class_weights", "[1,2]"], "class_weights has 2 entries for 12 classes"),
+        (
+            ["--model.init_args.class_weights", "[1,2]"],
+            "class_weights has 2 entries for 12 classes",
+        ),
         (["--model.init_args.num_classes", "5"], "num_classes 5 disagrees with the data module"),
     ],
 )
 def test_config_error_shows_our_message_first(
-    override: list[str], expected: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    override: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -37,27 +43,46 @@ def test_config_error_shows_our_message_first(
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        (["--data.init_args.train_transforms",
-          "[NormalizeScale, RandomScale, {class_path: RandomRotat, init_args: {axis: z}}]"],
-         "error: data.init_args.train_transforms[2]: unknown transform 'RandomRotat'; did you "
-         "mean 'RandomRotate'?"),
-        (["--data.init_args.eval_transforms", "[{class_path: RandomRotate, init_args: {angle: 3}}]"],
-         "error: data.init_args.eval_transforms[0]: RandomRotate has no argument 'angle' "
-         "(RandomRotate accepts: axis='z', max_degrees=180)"),
-        (["--model.init_args.tta_transforms", "[{class_path: RandomScale, init_args: {low: x}}]"],
-         "error: model.init_args.tta_transforms[0]: RandomScale: argument 'low' must be float"),
+        (
+            [
+                "--data.init_args.train_transforms",
+                "[NormalizeScale, RandomScale, {class_path: RandomRotat, init_args: {axis: z}}]",
+            ],
+            "error: data.init_args.train_transforms[2]: unknown transform 'RandomRotat'; did you "
+            "mean 'RandomRotate'?",
+        ),
+        (
+            [
+                "--data.init_args.eval_transforms",
+                "[{class_path: RandomRotate, init_args: {angle: 3}}]",
+            ],
+            "error: data.init_args.eval_transforms[0]: RandomRotate has no argument 'angle' "
+            "(RandomRotate accepts: axis='z', max_degrees=180)",
+        ),
+        (
+            [
+                "--model.init_args.tta_transforms",
+                "[{class_path: RandomScale, init_args: {low: x}}]",
+            ],
+            "error: model.init_args.tta_transforms[0]: RandomScale: argument 'low' must be float",
+        ),
     ],
 )
 def test_bad_transform_is_named_by_config_location_before_anything_is_built(
-    override: list[str], expected: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    override: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     import lightning_pc.data.modules.base as data_base
     import lightning_pc.tasks.base as task_base
 
     built: list[str] = []
     monkeypatch.setattr(task_base, "create_model", lambda *a, **k: built.append("model"))
-    monkeypatch.setattr(data_base.PointCloudDataModule, "setup", lambda *a, **k: built.append("data"))
+    monkeypatch.setattr(
+        data_base.PointCloudDataModule, "setup", lambda *a, **k: built.append("data")
+    )
     monkeypatch.delenv(TRACEBACK_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
@@ -99,8 +124,14 @@ def test_other_errors_are_not_rewritten() -> None:
 
 def test_help_names_tasks_networks_and_data_modules() -> None:
     text = cli_description()
-    for name in ("ClassificationTask", "SemanticSegmentationTask", "pointnet2_ssg", "dgcnn",
-                 "S3DISDataModule", "SyntheticShapesDataModule"):
+    for name in (
+        "ClassificationTask",
+        "SemanticSegmentationTask",
+        "pointnet2_ssg",
+        "dgcnn",
+        "S3DISDataModule",
+        "SyntheticShapesDataModule",
+    ):
         assert name in text
 
 
@@ -119,8 +150,11 @@ def _help(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.mark.parametrize(
     ("task", "network"),
-    [("ClassificationTask", "pointnet2_ssg"), ("SemanticSegmentationTask", "ptv3"),
-     ("PartSegmentationTask", "dgcnn_part_seg")],
+    [
+        ("ClassificationTask", "pointnet2_ssg"),
+        ("SemanticSegmentationTask", "ptv3"),
+        ("PartSegmentationTask", "dgcnn_part_seg"),
+    ],
 )
 def test_task_help_is_short_and_lists_the_networks(
     task: str, network: str, capsys: pytest.CaptureFixture[str]
@@ -138,11 +172,20 @@ def test_task_help_is_short_and_lists_the_networks(
 
 def test_fit_help_names_networks_and_data_modules(capsys: pytest.CaptureFixture[str]) -> None:
     text = _help(["fit", "--help"], capsys)
-    for name in ("pointnet2_ssg", "sparse_unet", "ptv3", "SyntheticShapesDataModule",
-                 "S3DISDataModule", "ClassificationTask", "--trainer.max_epochs"):
+    for name in (
+        "pointnet2_ssg",
+        "sparse_unet",
+        "ptv3",
+        "SyntheticShapesDataModule",
+        "S3DISDataModule",
+        "ClassificationTask",
+        "--trainer.max_epochs",
+    ):
         assert name in text
     top = _help(["--help"], capsys)
-    assert "  dgcnn: DGCNN classifier (ModelNet40 shapes)" in top and "  ModelNetDataModule: " in top
+    assert (
+        "  dgcnn: DGCNN classifier (ModelNet40 shapes)" in top and "  ModelNetDataModule: " in top
+    )
 
 
 @pytest.mark.slow
@@ -154,11 +197,19 @@ def test_quickstart_rerun_keeps_best_ckpt_name(
 
     monkeypatch.chdir(tmp_path)
     tiny = {"sa_mlps": [[[8]], [[16]]], "global_mlp": [16], "head": [16], "dropout": 0.0}
-    args = ["fit", "--config", QUICKSTART, "--trainer.max_epochs=1",
-            "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-            "--data.init_args.num_train=4", "--data.init_args.num_val=2",
-            "--data.init_args.num_points=32", "--data.init_args.batch_size=2",
-            f"--model.init_args.model_kwargs={json.dumps(tiny)}"]
+    args = [
+        "fit",
+        "--config",
+        QUICKSTART,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=1",
+        "--trainer.limit_val_batches=1",
+        "--data.init_args.num_train=4",
+        "--data.init_args.num_val=2",
+        "--data.init_args.num_points=32",
+        "--data.init_args.batch_size=2",
+        f"--model.init_args.model_kwargs={json.dumps(tiny)}",
+    ]
     main(args)
     main(args)
     folder = tmp_path / "runs" / "quickstart" / "checkpoints"
@@ -187,7 +238,9 @@ def test_checkpoint_with_other_class_count_says_what_differs() -> None:
 
 
 def _parse_error(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> list[str]:
     """stderr of ``lightning-pc fit ARGS --print_config`` (nothing trains if it parses), which
@@ -217,30 +270,81 @@ def _broken_quickstart(tmp_path: Path, old: str, new: str, marker: str) -> tuple
 @pytest.mark.parametrize(
     ("old", "new", "marker", "expected"),
     [
-        ("global_mlp: [128, 256]", "global_mlp: [128, 256", "global_mlp",
-         "the '[' opened here (column 19) is not closed"),
-        ("  max_epochs: 12", "\tmax_epochs: 12", "\tmax_epochs",
-         "a tab character; YAML indents with spaces only"),
-        ("  log_every_n_steps: 5", "  log_every_n_steps: 5\n  max_epochs: 3", "  max_epochs: 3",
-         "key 'max_epochs' is already set at line 7 in the same mapping"),
-        ("  max_epochs: 12", "  max_epoch: 12", "max_epoch",
-         "trainer has no option 'max_epoch'; did you mean 'max_epochs'"),
-        ("seed_everything: 0", "seed_everythin: 0", "seed_everythin",
-         "has no option 'seed_everythin'; did you mean 'seed_everything'?"),
-        ("    num_points: 256", "    num_point: 256", "num_point",
-         "SyntheticShapesDataModule has no option 'num_point'; did you mean 'num_points'"),
-        ("every_n_epochs: 3", "every_n_epoch: 3", "every_n_epoch",
-         "RenderPredictions has no option 'every_n_epoch'; did you mean 'every_n_epochs'?"),
-        ("  max_epochs: 12", "  max_epochs: ten", "max_epochs",
-         "trainer.max_epochs expects int or null, got 'ten'"),
-        ("    lr: 0.003", "    lr: fast", "lr: fast", "model.init_args.lr expects float, got 'fast'"),
+        (
+            "global_mlp: [128, 256]",
+            "global_mlp: [128, 256",
+            "global_mlp",
+            "the '[' opened here (column 19) is not closed",
+        ),
+        (
+            "  max_epochs: 12",
+            "\tmax_epochs: 12",
+            "\tmax_epochs",
+            "a tab character; YAML indents with spaces only",
+        ),
+        (
+            "  log_every_n_steps: 5",
+            "  log_every_n_steps: 5\n  max_epochs: 3",
+            "  max_epochs: 3",
+            "key 'max_epochs' is already set at line 7 in the same mapping",
+        ),
+        (
+            "  max_epochs: 12",
+            "  max_epoch: 12",
+            "max_epoch",
+            "trainer has no option 'max_epoch'; did you mean 'max_epochs'",
+        ),
+        (
+            "seed_everything: 0",
+            "seed_everythin: 0",
+            "seed_everythin",
+            "has no option 'seed_everythin'; did you mean 'seed_everything'?",
+        ),
+        (
+            "    num_points: 256",
+            "    num_point: 256",
+            "num_point",
+            "SyntheticShapesDataModule has no option 'num_point'; did you mean 'num_points'",
+        ),
+        (
+            "every_n_epochs: 3",
+            "every_n_epoch: 3",
+            "every_n_epoch",
+            "RenderPredictions has no option 'every_n_epoch'; did you mean 'every_n_epochs'?",
+        ),
+        (
+            "  max_epochs: 12",
+            "  max_epochs: ten",
+            "max_epochs",
+            "trainer.max_epochs expects int or null, got 'ten'",
+        ),
+        (
+            "    lr: 0.003",
+            "    lr: fast",
+            "lr: fast",
+            "model.init_args.lr expects float, got 'fast'",
+        ),
     ],
-    ids=["unclosed-bracket", "tab", "duplicate-key", "unknown-trainer-key", "unknown-top-key",
-         "unknown-data-key", "unknown-callback-key", "wrong-type", "wrong-type-in-task"],
+    ids=[
+        "unclosed-bracket",
+        "tab",
+        "duplicate-key",
+        "unknown-trainer-key",
+        "unknown-top-key",
+        "unknown-data-key",
+        "unknown-callback-key",
+        "wrong-type",
+        "wrong-type-in-task",
+    ],
 )
 def test_config_file_mistake_names_file_and_line(
-    old: str, new: str, marker: str, expected: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    old: str,
+    new: str,
+    marker: str,
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     path, line = _broken_quickstart(tmp_path, old, new, marker)
     err = _parse_error(["--config", path], capsys, monkeypatch, tmp_path)
@@ -252,29 +356,59 @@ def test_config_file_mistake_names_file_and_line(
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        (["--trainer.max_epochs", "[1"],
-         "error: --trainer.max_epochs '[1': not valid YAML (a '[' is not closed); expects int or null"),
-        (["--model.model_kwargs", "{dropout: [1,"],
-         "error: --model.model_kwargs '{dropout: [1,': not valid YAML (a '[' is not closed); "
-         "expects dict[str, Any] or null"),
-        (["--model.init_args.model_kwargs={dropout: 0.1"],
-         "error: --model.init_args.model_kwargs '{dropout: 0.1': not valid YAML (a '{' is not "
-         "closed); expects dict[str, Any] or null"),
-        (["--trainer.max_epochs", "ten"], "error: --trainer.max_epochs ten: expects int or null, got 'ten'"),
-        (["--model.init_args.lr", "fast"], "error: --model.init_args.lr fast: expects float, got 'fast'"),
-        (["--model.optimizer", "adam"],
-         "error: --model.optimizer adam: expects one of 'adamw', 'sgd', got 'adam'"),
-        (["--trainer.max_epochz", "3"], "error: --trainer.max_epochz: no such option; did you mean "
-         "--trainer.max_epochs"),
-        (["--model.optimizer_kwargs", "{lr: 0.1}"], "error: --model.optimizer_kwargs: "
-         "ClassificationTask has no option 'optimizer_kwargs'; did you mean 'optimizer'"),
+        (
+            ["--trainer.max_epochs", "[1"],
+            "error: --trainer.max_epochs '[1': not valid YAML (a '[' is not closed); expects int or null",
+        ),
+        (
+            ["--model.model_kwargs", "{dropout: [1,"],
+            "error: --model.model_kwargs '{dropout: [1,': not valid YAML (a '[' is not closed); "
+            "expects dict[str, Any] or null",
+        ),
+        (
+            ["--model.init_args.model_kwargs={dropout: 0.1"],
+            "error: --model.init_args.model_kwargs '{dropout: 0.1': not valid YAML (a '{' is not "
+            "closed); expects dict[str, Any] or null",
+        ),
+        (
+            ["--trainer.max_epochs", "ten"],
+            "error: --trainer.max_epochs ten: expects int or null, got 'ten'",
+        ),
+        (
+            ["--model.init_args.lr", "fast"],
+            "error: --model.init_args.lr fast: expects float, got 'fast'",
+        ),
+        (
+            ["--model.optimizer", "adam"],
+            "error: --model.optimizer adam: expects one of 'adamw', 'sgd', got 'adam'",
+        ),
+        (
+            ["--trainer.max_epochz", "3"],
+            "error: --trainer.max_epochz: no such option; did you mean --trainer.max_epochs",
+        ),
+        (
+            ["--model.optimizer_kwargs", "{lr: 0.1}"],
+            "error: --model.optimizer_kwargs: "
+            "ClassificationTask has no option 'optimizer_kwargs'; did you mean 'optimizer'",
+        ),
     ],
-    ids=["unclosed-list", "unclosed-list-in-dict", "unclosed-dict", "wrong-type",
-         "wrong-type-in-task", "not-a-choice", "unknown-trainer-option", "unknown-task-option"],
+    ids=[
+        "unclosed-list",
+        "unclosed-list-in-dict",
+        "unclosed-dict",
+        "wrong-type",
+        "wrong-type-in-task",
+        "not-a-choice",
+        "unknown-trainer-option",
+        "unknown-task-option",
+    ],
 )
 def test_override_mistake_names_the_option(
-    override: list[str], expected: str, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    override: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     err = _parse_error(["--config", QUICKSTART, *override], capsys, monkeypatch, tmp_path)
     assert err[0].startswith(expected), err
@@ -287,8 +421,9 @@ def test_mistake_is_named_where_the_refused_value_is(
     err = _parse_error(["--config", QUICKSTART, "--config", path], capsys, monkeypatch, tmp_path)
     assert err[0].startswith(f"error: {path}, line {line}: trainer.max_epochs expects"), err
     # jsonargparse checks the option before it reads the file that sets the key again
-    err = _parse_error(["--trainer.max_epochs", "ten", "--config", QUICKSTART], capsys, monkeypatch,
-                       tmp_path)
+    err = _parse_error(
+        ["--trainer.max_epochs", "ten", "--config", QUICKSTART], capsys, monkeypatch, tmp_path
+    )
     assert err[0].startswith("error: --trainer.max_epochs ten: expects int or null"), err
 
 
@@ -300,8 +435,10 @@ def test_missing_config_file_is_named_with_the_nearest_name(
     assert err[0].startswith(f"error: --config {typo}: no such file"), err
     assert err[0].endswith(f"did you mean {QUICKSTART}?"), err
     err = _parse_error(["--config", "nowhere/x.yaml"], capsys, monkeypatch, tmp_path)
-    assert err[0] == (f"error: --config nowhere/x.yaml: no such file (current folder: {tmp_path}); "
-                      "the folder nowhere does not exist either")
+    assert err[0] == (
+        f"error: --config nowhere/x.yaml: no such file (current folder: {tmp_path}); "
+        "the folder nowhere does not exist either"
+    )
 
 
 def test_parse_error_traceback_on_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -321,7 +458,9 @@ def test_parse_error_traceback_on_request(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def _run_error(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> list[str]:
     """stderr of ``lightning-pc ARGS`` (no subcommand added), a short error as in _parse_error."""
@@ -347,7 +486,10 @@ def _run_error(
     ],
 )
 def test_config_with_a_tab_that_jsonargparse_reads_is_accepted(
-    name: str, text: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     """Files are checked with the loader jsonargparse reads them with (libyaml's), which takes
@@ -380,8 +522,10 @@ def test_bad_value_from_elsewhere_is_not_blamed_on_a_config_line(
     monkeypatch.setenv("JSONARGPARSE_DEFAULT_ENV", "true")
     monkeypatch.setenv("PL_FIT__TRAINER__MAX_EPOCHS", "ten")
     err = _parse_error(["--config", QUICKSTART], capsys, monkeypatch, tmp_path)
-    assert err[0] == ("error: environment variable PL_FIT__TRAINER__MAX_EPOCHS=ten: "
-                      "trainer.max_epochs expects int or null, got 'ten'"), err
+    assert err[0] == (
+        "error: environment variable PL_FIT__TRAINER__MAX_EPOCHS=ten: "
+        "trainer.max_epochs expects int or null, got 'ten'"
+    ), err
 
 
 def test_bad_value_in_top_level_or_group_config_names_that_file(
@@ -389,24 +533,31 @@ def test_bad_value_in_top_level_or_group_config_names_that_file(
 ) -> None:
     top = tmp_path / "top_bad.yaml"
     top.write_text("fit:\n  trainer:\n    max_epochs: two\n")
-    err = _run_error(["--config", str(top), "fit", "--config", QUICKSTART, "--print_config"],
-                     capsys, monkeypatch, tmp_path)
+    err = _run_error(
+        ["--config", str(top), "fit", "--config", QUICKSTART, "--print_config"],
+        capsys,
+        monkeypatch,
+        tmp_path,
+    )
     assert err[0] == f"error: {top}, line 3: trainer.max_epochs expects int or null, got 'two'", err
     assert err[1] == "  3 |     max_epochs: two", err
     group = tmp_path / "trainer_bad.yaml"
     group.write_text("max_epochs: ten\n")
-    err = _parse_error(["--config", QUICKSTART, "--trainer", str(group)], capsys, monkeypatch,
-                       tmp_path)
-    assert err[0] == (f"error: {group}, line 1: trainer.max_epochs expects int or null, "
-                      "got 'ten'"), err
+    err = _parse_error(
+        ["--config", QUICKSTART, "--trainer", str(group)], capsys, monkeypatch, tmp_path
+    )
+    assert err[0] == (
+        f"error: {group}, line 1: trainer.max_epochs expects int or null, got 'ten'"
+    ), err
 
 
 def test_config_before_the_subcommand_says_it_goes_after(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     err = _run_error(["--config", QUICKSTART, "fit"], capsys, monkeypatch, tmp_path)
-    assert err[0].startswith(f"error: {QUICKSTART}, line 15: 'trainer.logger.init_args.save_dir' "
-                             "is an option of 'fit'"), err
+    assert err[0].startswith(
+        f"error: {QUICKSTART}, line 15: 'trainer.logger.init_args.save_dir' is an option of 'fit'"
+    ), err
     assert f"(lightning-pc fit --config {QUICKSTART})" in err[0], err
     assert "has no option" not in err[0], err
 
@@ -414,10 +565,13 @@ def test_config_before_the_subcommand_says_it_goes_after(
 def test_class_argument_before_the_config_that_sets_the_class(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    err = _parse_error(["--model.lr", "0.01", "--config", QUICKSTART], capsys, monkeypatch,
-                       tmp_path)
-    assert err[0] == ("error: --model.lr 0.01: given before model's class is chosen; put it after "
-                      "the --config (or --model CLASS) that sets model's class_path"), err
+    err = _parse_error(
+        ["--model.lr", "0.01", "--config", QUICKSTART], capsys, monkeypatch, tmp_path
+    )
+    assert err[0] == (
+        "error: --model.lr 0.01: given before model's class is chosen; put it after "
+        "the --config (or --model CLASS) that sets model's class_path"
+    ), err
 
 
 def test_bad_value_in_second_list_item_names_that_item(
@@ -431,8 +585,9 @@ def test_bad_value_in_second_list_item_names_that_item(
         "    - class_path: lightning_pc.callbacks.ModelCheckpoint\n"
         "      init_args:\n        monitor: val/loss\n        save_top_k: many\n"
     )
-    err = _parse_error(["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch,
-                       tmp_path)
+    err = _parse_error(
+        ["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch, tmp_path
+    )
     assert err[0].startswith(f"error: {path}, line 10: "), err
     assert err[1] == "  10 |         save_top_k: many", err
 
@@ -443,8 +598,9 @@ def test_recursive_alias_is_an_error_not_a_hang(
 ) -> None:
     path = tmp_path / "rec.yaml"
     path.write_text("x: &a\n  - *a\n")
-    err = _parse_error(["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch,
-                       tmp_path)
+    err = _parse_error(
+        ["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch, tmp_path
+    )
     assert err[0].startswith(f"error: {path}, line 1: this list holds itself through an alias"), err
 
 
@@ -467,8 +623,9 @@ def test_unknown_key_hint_names_the_whole_class_path(
         "    - class_path: lightning_pc.callbacks.ModelCheckpoint\n"
         "      init_args:\n        monitor: val/loss\n        mdoe: min\n"
     )
-    err = _parse_error(["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch,
-                       tmp_path)
+    err = _parse_error(
+        ["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch, tmp_path
+    )
     hint = "lightning-pc fit --trainer.callbacks.help lightning_pc.callbacks.ModelCheckpoint"
     assert err[2] == f"({hint} lists its options)", err
     assert "--trainer.callbacks.mode" in _help(hint.split()[1:], capsys)  # the hint itself works
@@ -480,7 +637,171 @@ def test_broken_file_is_not_blamed_on_a_tab_jsonargparse_reads(tmp_path: Path) -
     path = tmp_path / "open.yaml"
     path.write_text("trainer:\n  devices: [1,\t2\n  max_epochs: 3\n")  # the '[' is the mistake
     problem = str(config_file_problem(str(path)))
-    assert problem.startswith(f"{path}, line 2: the '[' opened here (column 12) is not closed"), problem
+    assert problem.startswith(f"{path}, line 2: the '[' opened here (column 12) is not closed"), (
+        problem
+    )
     path.write_text("trainer:\n  max_epochs: 3\t# three\n\tdevices: 1\n")  # the indenting tab is
     problem = str(config_file_problem(str(path)))
     assert problem.startswith(f"{path}, line 3: a tab character"), problem
+
+
+# --- the place comes from our walk of the sources, never from jsonargparse's wording ------------
+
+
+def test_place_is_found_whatever_jsonargparse_says(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """jsonargparse words its errors differently from one version to the next (4.27: 'No
+    action for key', 4.32: 'Key ... is not expected', 4.45: 'Option ... is not accepted'):
+    the short error must not change when the report says something else entirely."""
+    import lightning_pc.cli as cli
+
+    real = cli.parse_error_message
+    monkeypatch.setattr(cli, "parse_error_message", lambda text, *rest: real("?", *rest))
+    path, line = _broken_quickstart(tmp_path, "  max_epochs: 12", "  max_epoch: 12", "max_epoch")
+    err = _parse_error(["--config", path], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(f"error: {path}, line {line}: trainer has no option 'max_epoch'"), err
+    err = _parse_error(
+        ["--config", QUICKSTART, "--model.lr", "fast"], capsys, monkeypatch, tmp_path
+    )
+    assert err[0] == "error: --model.lr fast: expects float, got 'fast'", err
+
+
+def test_unexplained_error_is_jsonargparse_own(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """When the walk finds nothing (or fails), jsonargparse's message is shown, never ours."""
+    import lightning_pc.cli_walk as walk
+    from lightning_pc.cli import ConfigError
+
+    err = _parse_error(["--config", QUICKSTART, "stray_word"], capsys, monkeypatch, tmp_path)
+    assert "stray_word" in err[0], err
+    monkeypatch.setattr(walk._Walk, "run", lambda self: 1 / 0)
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
+    with pytest.raises(ConfigError) as info:
+        main(["fit", "--config", QUICKSTART, "--trainer.max_epochs", "ten"])
+    own = [line.strip() for line in str(info.value.__cause__).splitlines() if line.strip()]
+    assert [line.strip() for line in str(info.value).splitlines()][:3] == own[:3]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("tab.yaml", "max_epochs: 2\n\tdevices: 1\n", "line 2: a tab character"),
+        ("typo.yaml", "max_epoch: 3\n", "line 1: trainer has no option 'max_epoch'"),
+        ("type.yaml", "devices: auto\nmax_epochs: [3]\n", "line 2: trainer.max_epochs expects"),
+    ],
+)
+def test_group_config_file_mistake_names_that_file(
+    name: str,
+    text: str,
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    err = _parse_error(
+        ["--config", QUICKSTART, "--trainer", str(path)], capsys, monkeypatch, tmp_path
+    )
+    assert err[0].startswith(f"error: {path}, {expected}"), err
+
+
+def test_unusual_but_valid_values_are_not_blamed(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each value is checked by jsonargparse itself against its annotation: a bool seed, a
+    string device count, an int for a float, a tab after a value pass; the mistake is named."""
+    path = tmp_path / "odd.yaml"
+    path.write_text(
+        "seed_everything: true\ntrainer:\n  devices: auto\n  precision: bf16-mixed\n"
+        "  gradient_clip_val: 1\t# an int for a float\n  limit_train_batches: 1\n"
+        "  max_epoch: 3\t# the mistake\n"
+    )
+    err = _parse_error(
+        ["--config", QUICKSTART, "--config", str(path)], capsys, monkeypatch, tmp_path
+    )
+    assert err[0].startswith(f"error: {path}, line 7: trainer has no option 'max_epoch'"), err
+    assert err[1] == "  7 |   max_epoch: 3⇥   # the mistake", err
+    fine = [
+        "--seed_everything",
+        "true",
+        "--trainer.devices",
+        "auto",
+        "--imports",
+        "[json]",
+        "--trainer.precision=bf16-mixed",
+        "--trainer.limit_train_batches",
+        "0.5",
+    ]
+    err = _parse_error(
+        ["--config", QUICKSTART, *fine, "--trainer.max_epochs", "ten"],
+        capsys,
+        monkeypatch,
+        tmp_path,
+    )
+    assert err[0] == "error: --trainer.max_epochs ten: expects int or null, got 'ten'", err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["--config", "{trainer: {max_epochs: ten}}"],
+            "--config '{trainer: {max_epochs: ten}}': trainer.max_epochs expects int or null, "
+            "got 'ten'",
+        ),
+        (
+            ["--model", "ClassificationTask", "--model.init_args.lr", "fast"],
+            "--model.init_args.lr fast: expects float, got 'fast'",
+        ),
+        (
+            [
+                "--trainer.callbacks",
+                "[{class_path: lightning_pc.callbacks.ModelCheckpoint, init_args: {save_top_k: many}}]",
+            ],
+            "trainer.callbacks.init_args.save_top_k expects int, got 'many'",
+        ),
+        (
+            ["--data", "{init_args: {num_point: 3}}"],
+            "--data: SyntheticShapesDataModule has no option 'num_point'",
+        ),
+    ],
+    ids=["inline-config", "class-by-short-name", "list-item-in-option", "init-args-alone"],
+)
+def test_mistake_inside_an_option_value(
+    args: list[str],
+    expected: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    err = _parse_error(["--config", QUICKSTART, *args], capsys, monkeypatch, tmp_path)
+    assert err[0].startswith(f"error: {args[-2]}") and expected in err[0], err
+
+
+def test_option_before_the_subcommand_says_it_goes_after(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    err = _run_error(
+        ["--trainer.max_epochs", "3", "fit", "--config", QUICKSTART], capsys, monkeypatch, tmp_path
+    )
+    assert err[0] == (
+        "error: --trainer.max_epochs: an option of 'fit'; it goes after the "
+        "subcommand (lightning-pc fit --trainer.max_epochs ...)"
+    ), err
+
+
+@pytest.mark.timeout(60)
+def test_inline_config_is_checked_like_a_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    err = _parse_error(
+        ["--config", QUICKSTART, "--config", "{x: &a [*a]}"], capsys, monkeypatch, tmp_path
+    )
+    assert err[0].startswith("error: --config '{x: &a [*a]}', line 1: this list holds itself"), err
+    err = _parse_error(
+        ["--config", "{trainer: {max_epochs: 1}, trainer: {}}"], capsys, monkeypatch, tmp_path
+    )
+    assert "key 'trainer' is already set at line 1" in err[0] and len(err) == 3, err

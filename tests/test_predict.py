@@ -246,6 +246,40 @@ def test_votes_equal_a_direct_prediction_when_one_fragment_holds_the_scan(tmp_pa
     assert ply is not None and len(ply["pos"]) == len(pos)
 
 
+def test_scene_writer_takes_each_scan_from_the_batch_source(tmp_path: Path) -> None:
+    # the writer names and re-reads scans from the batches' ``source`` (the batch schema),
+    # not from the data module's fragments: a data module with only ``root`` and the
+    # metadata is enough, and a batch without ``source`` is refused
+    from types import SimpleNamespace
+
+    from lightning_pc.data.collate import collate
+
+    scans = tmp_path / "scans"
+    (scans / "floor2").mkdir(parents=True)
+    paths = [
+        write_scan(scans / "a.npy", *room(300)),
+        write_scan(scans / "floor2" / "b.npy", *room(200, 1)),
+    ]
+    fragments = SceneFragments(paths, ["rgb"], 10.0, 10.0, 0.2)
+    frags = list(fragments)
+    assert [f.source for f in frags] == [str(p) for p in paths]
+    batch = collate(frags)
+    assert batch.source == [str(p) for p in paths]
+    module = SimpleNamespace(
+        root=str(scans), num_classes=3, class_names=["a", "b", "c"], palette=None, output_dir=None
+    )
+    trainer = SimpleNamespace(datamodule=module, global_rank=0)
+    writer = ScenePredictionWriter(str(tmp_path / "out"))
+    probs = torch.softmax(torch.randn(batch.inverse_index.numel(), 3), 1)
+    writer.write_on_batch_end(trainer, None, probs, None, batch, 0, 0)  # type: ignore[arg-type]
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in writer.written)
+    assert written == ["a.counts.csv", "a.ply", "floor2/b.counts.csv", "floor2/b.ply"]
+    assert len(read_ply_vertices(tmp_path / "out" / "floor2" / "b.ply")["pos"]) == 300
+    del batch.source
+    with pytest.raises(ValueError, match="PredictScenesDataModule"):
+        writer.write_on_batch_end(trainer, None, probs, None, batch, 0, 0)  # type: ignore[arg-type]
+
+
 def test_cli_predict_on_a_folder_with_classes_from_the_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -455,7 +489,9 @@ def test_a_failed_predict_leaves_no_vote_file_and_no_output(tmp_path: Path) -> N
         voxel_size=0.1, output_dir=str(out), batch_size=2, batch_points=1,
     )  # fmt: skip
     torch.manual_seed(0)
-    task = _FailingTask(model="sparse_unet", model_kwargs=TINY_MODELS["sparse_unet"], num_classes=3, in_channels=3)
+    task = _FailingTask(
+        model="sparse_unet", model_kwargs=TINY_MODELS["sparse_unet"], num_classes=3, in_channels=3
+    )
     spy = _TempFileSpy(out)
     trainer = L.Trainer(
         accelerator="cpu",

@@ -1,6 +1,6 @@
 """Lightning callbacks: pictures of predictions in every logger, PLY prediction files,
-checkpoints that are always the latest and never half-written, precise evaluation of whole
-scenes."""
+checkpoints that are always the latest and never half-written, a clean stop on SIGTERM,
+precise evaluation of whole scenes."""
 
 from lightning_pc.callbacks.checkpoint_io import DamagedCheckpointError, SafeCheckpointIO
 from lightning_pc.callbacks.image_logging import log_image
@@ -10,6 +10,7 @@ from lightning_pc.callbacks.prediction_writer import (
     PredictionCSVWriter,
     ScenePredictionWriter,
 )
+from lightning_pc.callbacks.preemption import Preemption
 from lightning_pc.callbacks.render_predictions import RenderPredictions
 from lightning_pc.callbacks.scene_evaluation import PreciseSceneEvaluation
 
@@ -18,6 +19,7 @@ __all__ = [
     "ModelCheckpoint",
     "PLYPredictionWriter",
     "PredictionCSVWriter",
+    "Preemption",
     "PreciseSceneEvaluation",
     "RenderPredictions",
     "SafeCheckpointIO",

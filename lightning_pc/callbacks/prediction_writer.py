@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,96 +13,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
+from lightning_pc.data import formats
+from lightning_pc.data.formats.las import write_las_labels  # noqa: F401 (public here too)
+from lightning_pc.data.formats.ply import (  # noqa: F401 (the file writing lives in formats)
+    PLY_CHUNK,
+    write_ply,
+    write_ply_chunks,
+)
 from lightning_pc.data.palettes import label_colors, resolve_palette
-
-PLY_CHUNK = 1 << 20  # points written at a time
-
-
-def _ply_vertices(
-    pos: np.ndarray, labels: np.ndarray, colors: np.ndarray, double: bool
-) -> np.ndarray:
-    coord = "<f8" if double else "<f4"
-    names = [("x", coord), ("y", coord), ("z", coord)]
-    names += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("label", "<i4")]
-    n = len(pos)
-    vertex = np.empty(n, dtype=names)
-    xyz = np.asarray(pos).reshape(n, 3)
-    vertex["x"], vertex["y"], vertex["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    rgb = np.asarray(colors, dtype=np.uint8).reshape(n, 3)
-    vertex["red"], vertex["green"], vertex["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    vertex["label"] = labels
-    return vertex
-
-
-def write_ply_chunks(
-    path: str | Path,
-    num_points: int,
-    chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    binary: bool = True,
-    comments: Sequence[str] = (),
-    double: bool = False,
-) -> None:
-    """Write ``num_points`` points given as consecutive ``(pos, labels, colors)`` chunks
-    (see :func:`write_ply`), so no whole-cloud array is built.
-
-    Written to ``path.tmp`` first and renamed into place; a failure removes the ``.tmp``.
-
-    Raises:
-        ValueError: the chunks hold another number of points than ``num_points``.
-    """
-    path = Path(path)
-    header = ["ply", f"format {'binary_little_endian' if binary else 'ascii'} 1.0"]
-    header += [f"comment {c}" for c in comments]
-    header += [f"element vertex {num_points}"]
-    header += [f"property {'double' if double else 'float'} {a}" for a in "xyz"]
-    header += [f"property uchar {c}" for c in ("red", "green", "blue")]
-    header += ["property int label", "end_header"]
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        written = 0
-        with open(tmp, "wb") as f:
-            f.write(("\n".join(header) + "\n").encode("ascii"))
-            for pos, labels, colors in chunks:
-                vertex = _ply_vertices(pos, labels, colors, double)
-                written += len(vertex)
-                if binary:
-                    f.write(vertex.tobytes())
-                else:
-                    for row in vertex.tolist():
-                        f.write((" ".join(map(repr, row)) + "\n").encode("ascii"))
-        if written != num_points:
-            raise ValueError(f"{path}: {written} points given for a header of {num_points}")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_ply(
-    path: str | Path,
-    pos: np.ndarray,
-    labels: np.ndarray,
-    colors: np.ndarray,
-    binary: bool = True,
-    comments: Sequence[str] = (),
-    double: bool = False,
-) -> None:
-    """Write points with ``x y z`` (float), ``red green blue`` (uchar) and ``label`` (int).
-
-    Args:
-        path: output file (written to ``path.tmp`` first, then renamed into place).
-        pos: ``[N, 3]`` coordinates.
-        labels: ``[N]`` integer labels.
-        colors: ``[N, 3]`` colours, 0-255.
-        binary: ``binary_little_endian`` (else ``ascii``).
-        comments: header comment lines.
-        double: coordinates as ``double`` (georeferenced scans lose precision in float).
-    """
-    n = len(pos)
-    chunks = (
-        (pos[s : s + PLY_CHUNK], labels[s : s + PLY_CHUNK], colors[s : s + PLY_CHUNK])
-        for s in range(0, n, PLY_CHUNK)
-    )
-    write_ply_chunks(path, n, chunks, binary, comments, double)
 
 
 def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tensor]]:
@@ -144,30 +62,57 @@ def split_prediction(prediction: Tensor, batch: Any) -> list[tuple[Tensor, Tenso
     return [(pos[ptr[i] : ptr[i + 1]], per_point[ptr[i] : ptr[i + 1]]) for i in range(num_clouds)]
 
 
-_FILE_SUFFIXES = frozenset(
-    (".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz", ".off", ".obj", ".stl", ".bin")
-)
-
-
 def output_stem(name: str) -> str:
     """An output path for a sample named ``name`` (its raw file under the data root, or a
     sample inside one, such as ``ply_data_test0.h5:3``): a file suffix is dropped, ``:`` and
     ``#`` become ``_``."""
     path = Path(name)
-    if path.suffix.lower() in _FILE_SUFFIXES:
+    if formats.lookup(path) is not None:
         path = path.with_suffix("")
     return path.as_posix().replace(":", "_").replace("#", "_")
 
 
-def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
-    """The dataset behind the trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
+def _predict_loader(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
     try:
         loaders = trainer.predict_dataloaders
     except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
         return None
     if isinstance(loaders, list | tuple):
-        loaders = loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
-    return getattr(loaders, "dataset", None)
+        return loaders[dataloader_idx] if dataloader_idx < len(loaders) else None
+    return loaders
+
+
+def _predict_dataset(trainer: L.Trainer, dataloader_idx: int) -> Any:
+    """The dataset behind the trainer's predict loader ``dataloader_idx`` (``None``: unknown)."""
+    return getattr(_predict_loader(trainer, dataloader_idx), "dataset", None)
+
+
+def batch_sources(batch: Any, trainer: L.Trainer, dataloader_idx: int) -> list[str] | None:
+    """Each cloud's source: the batch's ``source`` (see the batch schema in
+    :mod:`lightning_pc.data.collate`); for a batch without it (a dataset of yours that
+    exposes ``names`` only), the predict dataset's ``names[idx]``; ``None`` when neither."""
+    sources = getattr(batch, "source", None)
+    if sources is not None:
+        return [str(s) for s in sources]
+    names = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+    idx = getattr(batch, "idx", None)
+    if names is None or idx is None:
+        return None
+    return [str(names[int(i)]) for i in idx.view(-1)]
+
+
+def _rank_samples(trainer: L.Trainer, dataloader_idx: int) -> list[int] | None:
+    """The dataset indices that predict loader ``dataloader_idx`` gives this process, in
+    order (``None``: not a map-style loader with a finite sampler)."""
+    from torch.utils.data import IterableDataset
+
+    loader = _predict_loader(trainer, dataloader_idx)
+    dataset = getattr(loader, "dataset", None)
+    sampler = getattr(loader, "sampler", None)
+    if dataset is None or sampler is None or isinstance(dataset, IterableDataset):
+        return None
+    return [int(i) for i in sampler]
 
 
 def _task_classes(pl_module: Any) -> int:
@@ -235,6 +180,29 @@ class PLYPredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.binary = binary
         self.prefix = prefix
+        self._written: set[tuple[int, int]] = set()  # (dataloader, sample index)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._written = set()
+
+    def missing_outputs(self, trainer: L.Trainer) -> list[str] | None:
+        """The clouds of this process not written yet (their source names, else their
+        indices), e.g. after predict was stopped; ``None``: the loader cannot tell."""
+        try:
+            loaders = trainer.predict_dataloaders
+        except Exception:  # noqa: BLE001
+            return None
+        count = len(loaders) if isinstance(loaders, list | tuple) else 1
+        missing: list[str] = []
+        for d in range(count):
+            samples = _rank_samples(trainer, d)
+            if samples is None:
+                return None
+            names = getattr(_predict_dataset(trainer, d), "names", None)
+            for i in samples:
+                if (d, i) not in self._written:
+                    missing.append(str(names[i]) if names is not None else f"sample {i}")
+        return missing
 
     def write_on_batch_end(
         self,
@@ -249,25 +217,30 @@ class PLYPredictionWriter(BasePredictionWriter):
         """Write the clouds of one predicted batch."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         clouds = split_prediction(prediction, batch)
-        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        sources = batch_sources(batch, trainer, dataloader_idx)
         idx = getattr(batch, "idx", None)
-        if sources is not None and idx is not None and idx.numel() == len(clouds):
+        indices: list[int] = []
+        if idx is not None and idx.numel() == len(clouds):
+            indices = [int(i) for i in idx.view(-1)]
+        elif batch_indices is not None and len(batch_indices) == len(clouds):
+            indices = [int(i) for i in batch_indices]
+        if sources is not None and len(sources) == len(clouds):
             # the source file's path under the data root, without its suffix
-            names = [output_stem(sources[int(i)]) for i in idx.view(-1)]
+            names = [output_stem(source) for source in sources]
         elif batch_indices is None or len(batch_indices) != len(clouds):
             names = [f"rank{trainer.global_rank}_batch{batch_idx}_{i}" for i in range(len(clouds))]
         else:
             names = [f"{int(i):06d}" for i in batch_indices]
         if dataloader_idx:
             names = [f"dl{dataloader_idx}_{name}" for name in names]
-        for name, (pos, labels) in zip(names, clouds):
+        for n, (name, (pos, labels)) in enumerate(zip(names, clouds)):
             colors = prediction_colors(
                 getattr(trainer, "datamodule", None), labels.numpy(), _task_classes(pl_module)
             )
             stem = Path(name)
             target = self.output_dir / stem.parent / f"{self.prefix}{stem.name}.ply"
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_ply(
+            formats.for_suffix(".ply").write_points(  # type: ignore[misc]
                 target,
                 pos.numpy(),
                 labels.numpy(),
@@ -279,6 +252,8 @@ class PLYPredictionWriter(BasePredictionWriter):
                     "coordinates as the network saw them (after the eval transforms)",
                 ],
             )
+            if indices:
+                self._written.add((dataloader_idx, indices[n]))
 
 
 def scan_output_name(path: Path, root: Path) -> Path:
@@ -289,53 +264,6 @@ def scan_output_name(path: Path, root: Path) -> Path:
     except ValueError:
         rel = Path(path.name)
     return rel.with_suffix("")
-
-
-def write_las_labels(
-    source: Path, target: Path, labels: np.ndarray, chunk: int = PLY_CHUNK
-) -> None:
-    """A copy of the LAS/LAZ file ``source`` with ``labels`` as its classification field,
-    copied ``chunk`` points at a time (never the whole file in memory).
-
-    Point formats 0-5 hold class codes 0-31; larger labels convert the copy to format 6
-    (7 with colours; the file version rises to 1.4). The source file is not modified; the
-    copy is written to ``target.tmp`` and renamed into place.
-    """
-    import copy
-
-    import laspy
-    from laspy.point.dims import preferred_file_version_for_point_format
-    from laspy.point.record import PackedPointRecord
-
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        with laspy.open(source) as reader:
-            header = copy.deepcopy(reader.header)
-            convert = int(labels.max(initial=0)) > 31 and header.point_format.id < 6
-            if convert:
-                has_rgb = "red" in set(header.point_format.dimension_names)
-                fmt = laspy.PointFormat(7 if has_rgb else 6)
-                fmt.dimensions.extend(header.point_format.extra_dimensions)
-                version = max(str(header.version), preferred_file_version_for_point_format(fmt.id))
-                header.set_version_and_point_format(laspy.header.Version.from_str(version), fmt)
-            evlrs = header.evlrs
-            with laspy.open(
-                tmp, mode="w", header=header, do_compress=target.suffix.lower() == ".laz"
-            ) as writer:
-                start = 0
-                for points in reader.chunk_iterator(chunk):
-                    if convert:
-                        points = PackedPointRecord.from_point_record(points, header.point_format)
-                    points.classification = labels[start : start + len(points)].astype(np.uint8)
-                    start += len(points)
-                    writer.write_points(points)
-                if evlrs and header.version.minor >= 4:
-                    writer.write_evlrs(evlrs)
-        if start != len(labels):
-            raise ValueError(f"{source}: {start} points read, {len(labels)} labels given")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_counts(path: Path, labels: np.ndarray, class_names: Sequence[str]) -> None:
@@ -437,29 +365,55 @@ class ScenePredictionWriter(BasePredictionWriter):
         self.binary = binary
         self.max_vote_memory = max_vote_memory
         self._votes: dict[int, _Votes] = {}
+        self._sources: dict[int, Path] = {}  # scan -> its file, from the batches' ``source``
         self.written: list[Path] = []
+        self._finished: set[int] = set()
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.predict_loop.return_predictions = False  # the votes live here, bounded
         self._drop_votes()
         self.written = []
+        self._finished = set()
+
+    def missing_outputs(self, trainer: L.Trainer) -> list[str] | None:
+        """The scans of this process (DDP rank) whose results are not written yet, e.g.
+        after predict was stopped; ``None``: the scans are not known."""
+        scans = _predict_dataset(trainer, 0)
+        names = getattr(scans, "names", None)
+        if names is None:
+            return None
+        try:
+            loaders = trainer.predict_dataloaders
+            loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+            workers = max(int(getattr(loader, "num_workers", 0) or 0), 1)
+        except Exception:  # noqa: BLE001
+            workers = 1
+        world, rank = trainer.world_size, trainer.global_rank
+        # scan k goes to slot k mod (world x workers), slots rank x workers ... of this rank
+        mine = [k for k in range(len(names)) if (k % (world * workers)) // workers == rank]
+        if callable(getattr(scans, "scans", None)):  # packed batches: the rank's own scans
+            mine = list(scans.scans())
+        return [str(names[k]) for k in mine if k not in self._finished]
 
     def _drop_votes(self) -> None:
         for votes in self._votes.values():
             votes.close()
         self._votes = {}
+        self._sources = {}
 
     def _folder(self, trainer: L.Trainer) -> Path:
         datamodule = getattr(trainer, "datamodule", None)
         folder = self.output_dir or getattr(datamodule, "output_dir", None) or "predictions"
         return Path(folder)
 
-    def _base(self, trainer: L.Trainer, scan: int) -> tuple[Path, Path]:
-        """The scan's file and its outputs' path without suffix."""
-        datamodule = trainer.datamodule  # type: ignore[attr-defined]
-        source = Path(datamodule.fragments.files[scan])
-        name = scan_output_name(source, Path(datamodule.root).expanduser().resolve())
-        return source, self._folder(trainer) / name
+    def _base(self, trainer: L.Trainer, source: Path) -> Path:
+        """The outputs' path without suffix of the scan file ``source``: its path under the
+        data module's ``root`` (the file's name when there is none)."""
+        root = getattr(getattr(trainer, "datamodule", None), "root", None)
+        if root is None:
+            return self._folder(trainer) / Path(source.name).with_suffix("")
+        name = scan_output_name(source, Path(root).expanduser().resolve())
+        return self._folder(trainer) / name
 
     def write_on_batch_end(
         self,
@@ -473,7 +427,8 @@ class ScenePredictionWriter(BasePredictionWriter):
     ) -> None:
         """Add one batch of fragments' votes; write every scan it completes."""
         rows = getattr(batch, "source_rows", None)
-        if rows is None:
+        sources = getattr(batch, "source", None)  # each fragment's scan file
+        if rows is None or sources is None:
             raise ValueError(
                 "ScenePredictionWriter needs fragments of whole scans (PredictScenesDataModule); "
                 "use PLYPredictionWriter for other data modules"
@@ -489,7 +444,8 @@ class ScenePredictionWriter(BasePredictionWriter):
             scan = int(scans[f])
             if scan not in self._votes:
                 points, classes = int(sizes[f]), probs.size(1)
-                _, base = self._base(trainer, scan)
+                self._sources[scan] = Path(sources[f])
+                base = self._base(trainer, self._sources[scan])
                 big = points * classes * 2 > self.max_vote_memory
                 file = base.with_name(base.name + ".votes.tmp") if big else None
                 self._votes[scan] = _Votes(points, classes, file)
@@ -500,14 +456,14 @@ class ScenePredictionWriter(BasePredictionWriter):
             if votes.seen == int(totals[f]):
                 try:
                     self._finish(trainer, scan, votes)
+                    self._finished.add(scan)
                 finally:
                     votes.close()
                     del self._votes[scan]
 
     def _finish(self, trainer: L.Trainer, scan: int, votes: _Votes) -> None:
-        from lightning_pc.data.io import ScanChunks
-
-        source, base = self._base(trainer, scan)
+        source = self._sources.pop(scan)
+        base = self._base(trainer, source)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]
         for suffix in (".ply", source.suffix.lower()):
             if base.with_name(base.name + suffix).resolve() == source.resolve():
@@ -531,7 +487,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         num_classes = max(int(getattr(datamodule, "num_classes", 0) or 0), classes)
         palette = resolve_palette(getattr(datamodule, "palette", None), num_classes)
         ply = base.with_name(base.name + ".ply")
-        reader = ScanChunks(source, PLY_CHUNK)
+        reader = formats.ScanChunks(source, PLY_CHUNK)
         if reader.num_points != n:
             raise RuntimeError(f"{source}: {reader.num_points} points now, {n} when predicted")
 
@@ -542,7 +498,7 @@ class ScenePredictionWriter(BasePredictionWriter):
                 yield part["pos"], labels[start:stop], label_colors(labels[start:stop], palette)
                 start = stop
 
-        write_ply_chunks(
+        formats.for_suffix(".ply").write_chunks(  # type: ignore[misc]
             ply,
             n,
             chunks(),
@@ -551,10 +507,12 @@ class ScenePredictionWriter(BasePredictionWriter):
             double=True,
         )
         self.written.append(ply)
-        if source.suffix.lower() in (".las", ".laz"):
-            las = base.with_name(base.name + source.suffix.lower())
-            write_las_labels(source, las, labels)
-            self.written.append(las)
+        source_format = formats.lookup(source)
+        if source_format is not None and source_format.write_labels is not None:
+            # a copy of the scan with the labels as its class field (LAS/LAZ)
+            copy = base.with_name(base.name + source.suffix.lower())
+            source_format.write_labels(source, copy, labels)
+            self.written.append(copy)
         counts = base.with_name(base.name + ".counts.csv")
         write_counts(counts, labels, datamodule.class_names)
         self.written.append(counts)
@@ -616,14 +574,23 @@ class PredictionCSVWriter(BasePredictionWriter):
         names = self._names if len(self._names) == num else [f"class_{k}" for k in range(num)]
         if not self._header:
             self._header = ",".join(["file", "class", "name", *(f"p_{n}" for n in names)])
-        sources = getattr(_predict_dataset(trainer, dataloader_idx), "names", None)
+        sources = batch_sources(batch, trainer, dataloader_idx)
         idx = getattr(batch, "idx", None)
         for row in range(probs.size(0)):
             i = int(idx.view(-1)[row]) if idx is not None else row
-            source = sources[i] if sources is not None else str(i)
+            source = sources[row] if sources is not None else str(i)
             k = int(probs[row].argmax())
             values = ",".join(f"{float(p):.6f}" for p in probs[row])
             self._rows.append(f"{_csv_field(source)},{k},{_csv_field(names[k])},{values}")
+
+    def missing_outputs(self, trainer: L.Trainer) -> list[str] | None:
+        """Every cloud of this process: the CSV is written whole at the end of predict, so
+        a stopped predict writes none of it."""
+        samples = _rank_samples(trainer, 0)
+        if samples is None:
+            return None
+        names = getattr(_predict_dataset(trainer, 0), "names", None)
+        return [str(names[i]) if names is not None else f"sample {i}" for i in samples]
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)

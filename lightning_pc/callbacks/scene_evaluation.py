@@ -45,6 +45,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.scenes import ScanBlocks
+from lightning_pc.data.grid import voxel_sort
 
 Split = Literal["val", "test"]
 #: passes per fragment above which ``voxel_passes=None`` warns
@@ -107,20 +108,12 @@ def voxel_groups(pos: np.ndarray, voxel_size: float) -> VoxelGroups:
     """Group ``pos [n, 3]`` by voxels of edge ``voxel_size`` (grid anchored at the minimum);
     points of a voxel stay in their input order."""
     n = len(pos)
-    cells = np.floor((pos - pos.min(0)) / voxel_size).astype(np.int64)
-    dims = cells.max(0) + 1
-    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
-    order = np.argsort(key, kind="stable")
-    first = np.ones(n, dtype=bool)
-    first[1:] = key[order][1:] != key[order][:-1]
-    starts = np.flatnonzero(first)
+    grid = voxel_sort(pos, voxel_size)
+    starts = np.flatnonzero(grid.first)
     counts = np.diff(np.append(starts, n))
-    sorted_voxel = np.cumsum(first) - 1
-    voxel = np.empty(n, dtype=np.int64)
-    voxel[order] = sorted_voxel
     rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - starts[sorted_voxel]
-    return VoxelGroups(order, starts, counts, voxel, rank)
+    rank[grid.order] = np.arange(n) - starts[grid.sorted_voxel]
+    return VoxelGroups(grid.order, starts, counts, grid.voxel, rank)
 
 
 class FragmentPass(NamedTuple):

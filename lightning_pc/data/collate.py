@@ -6,6 +6,41 @@ few vectorised operations. Inside a DataLoader worker the batch travels to the m
 as one shared-memory buffer instead of a dozen small tensors (each of which costs a
 shared-memory segment and a file-descriptor transfer): that transfer, not the collation, was
 what capped the loader at about half the rate of the workers.
+
+Batch schema (``B`` clouds, ``N`` points in all):
+
+=================  =============  ===========================================================
+key                shape          meaning
+=================  =============  ===========================================================
+``pos``            ``[N, 3]``     coordinates (float32), after the transforms
+``batch``          ``[N]``        cloud index of each point
+``ptr``            ``[B + 1]``    offsets: cloud ``i`` is points ``ptr[i]:ptr[i + 1]``
+``x``              ``[N, C]``     optional: per-point input features (RGB, intensity,
+                                  normals ... in the data module's order)
+``y``              ``[B]``/``[N]`` optional: class per cloud (classification) or per point
+                                  (segmentation; ``ignore_index`` marks unlabelled points)
+``idx``            ``[B]``        the cloud's sample index in its dataset (every dataset
+                                  of :mod:`lightning_pc.data.datasets`)
+``source``         ``list[str]``  optional, one per cloud: the cloud's source, its
+                                  dataset's ``names[idx]``: a cached sample's raw file
+                                  under the data root (a sample inside a file:
+                                  ``file.h5:3``, ``Area_5/office_1``), the scan file of a
+                                  scene fragment. Datasets without names (procedural
+                                  shapes) leave it out.
+``category``       ``[B]``        optional: object category (part segmentation)
+``inverse_index``  ``[N_full]``   optional: each original point -> its kept point (voxel
+                                  grid with ``keep_inverse``; offset like ``batch``)
+``y_full``         ``[N_full]``   optional: the label of every original point
+``room``           ``[B]``        optional: S3DIS cache row of the room
+``source_rows``    ``[N_full]``   optional, scene fragments: each covered point's row in
+                                  its scan (``inverse_index`` maps it to a kept point)
+``num_fragments``  ``[B]``        optional, scene fragments: fragments of the scan
+``scan_points``    ``[B]``        optional, scene fragments: points of the scan
+=================  =============  ===========================================================
+
+Attributes named ``*index*`` are offset by the points of the clouds before (PyG's rule);
+tensors are concatenated along their first dimension (one-element tensors per cloud
+become ``[B]``); strings become a list with one entry per cloud.
 """
 
 from __future__ import annotations
@@ -35,6 +70,8 @@ def _fast_path_ok(samples: Sequence[Data]) -> bool:
             return False
         for key in keys:
             value = d[key]
+            if isinstance(value, str) and isinstance(first[key], str):
+                continue  # one string per cloud (``source``): a list in the batch
             if not torch.is_tensor(value) or value.is_sparse:
                 return False
             if _increments(key) and value.dim() > 1:
@@ -42,14 +79,19 @@ def _fast_path_ok(samples: Sequence[Data]) -> bool:
     return "batch" not in keys and "ptr" not in keys
 
 
-def _collate_tensors(
-    samples: Sequence[Data],
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Concatenate every attribute; return the values and each attribute's per-sample sizes."""
+Values = dict[str, "torch.Tensor | list[str]"]
+
+
+def _collate_tensors(samples: Sequence[Data]) -> tuple[Values, dict[str, torch.Tensor]]:
+    """Concatenate every attribute; return the values and each tensor's per-sample sizes
+    (strings: a list, one per sample)."""
     counts = torch.tensor([d.pos.size(0) for d in samples])
-    values: dict[str, torch.Tensor] = {}
+    values: Values = {}
     sizes: dict[str, torch.Tensor] = {"__nodes__": counts}
     for key in samples[0].keys():
+        if isinstance(samples[0][key], str):
+            values[key] = [d[key] for d in samples]
+            continue
         parts = [d[key] if d[key].dim() else d[key].unsqueeze(0) for d in samples]
         if _increments(key):
             offsets = torch.cumsum(counts, 0) - counts
@@ -66,17 +108,22 @@ def _offsets(sizes: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _build_batch(values: dict[str, torch.Tensor], sizes: dict[str, torch.Tensor]) -> Batch:
+def _build_batch(values: Values, sizes: dict[str, torch.Tensor]) -> Batch:
     # numpy for the index arithmetic: in the main process, torch's intra-op threads would
     # spin after each small parallel op and steal the cores the loader workers need.
     counts = sizes["__nodes__"]
     num = counts.numel()
     out = Batch(_base_cls=Data)
     ptr = _offsets(counts)
-    slice_dict, inc_dict = {}, {}
+    slice_dict: dict[str, torch.Tensor] = {}
+    inc_dict: dict[str, torch.Tensor | None] = {}
     zeros = torch.zeros(num, dtype=torch.long)
     for key, value in values.items():
         out[key] = value
+        if isinstance(value, list):  # as PyG collates a non-tensor: sliced per cloud
+            slice_dict[key] = torch.arange(num + 1)
+            inc_dict[key] = None
+            continue
         slice_dict[key] = _offsets(sizes[key])
         inc_dict[key] = ptr[:-1] if _increments(key) else zeros
     out.batch = torch.from_numpy(np.repeat(np.arange(num, dtype=np.int64), counts.numpy()))
@@ -88,9 +135,12 @@ def _build_batch(values: dict[str, torch.Tensor], sizes: dict[str, torch.Tensor]
 
 
 def _unpack(
-    buffer: torch.Tensor, layout: list[tuple[str, str, torch.dtype, list[int], int]]
+    buffer: torch.Tensor,
+    layout: list[tuple[str, str, torch.dtype, list[int], int]],
+    strings: dict[str, list[str]] | None = None,
+    order: list[str] | None = None,
 ) -> Batch:
-    values: dict[str, torch.Tensor] = {}
+    values: Values = {}
     sizes: dict[str, torch.Tensor] = {}
     for group, key, dtype, shape, offset in layout:
         numel = 1
@@ -99,6 +149,10 @@ def _unpack(
         nbytes = numel * torch.empty((), dtype=dtype).element_size()
         tensor = buffer[offset : offset + nbytes].view(dtype).view(shape)
         (values if group == "v" else sizes)[key] = tensor
+    if strings:
+        values.update(strings)
+    if order is not None:
+        values = {key: values[key] for key in order}  # the samples' attribute order
     return _build_batch(values, sizes)
 
 
@@ -108,15 +162,15 @@ class PackedBatch:
     Unpickling it (in the main process) returns a PyG ``Batch``.
     """
 
-    def __init__(self, values: dict[str, torch.Tensor], sizes: dict[str, torch.Tensor]) -> None:
+    def __init__(self, values: Values, sizes: dict[str, torch.Tensor]) -> None:
         self.values, self.sizes = values, sizes
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         layout = []
         offset = 0
-        items = [
-            (g, k, t) for g, ts in (("v", self.values), ("s", self.sizes)) for k, t in ts.items()
-        ]
+        tensors = {k: v for k, v in self.values.items() if torch.is_tensor(v)}
+        strings = {k: v for k, v in self.values.items() if not torch.is_tensor(v)}
+        items = [(g, k, t) for g, ts in (("v", tensors), ("s", self.sizes)) for k, t in ts.items()]
         for group, key, t in items:
             layout.append((group, key, t.dtype, list(t.shape), offset))
             nbytes = t.numel() * t.element_size()
@@ -127,7 +181,9 @@ class PackedBatch:
         for (_, _, t), (_, _, _, _, start) in zip(items, layout):
             raw = t.contiguous().reshape(-1).view(torch.uint8)
             buffer[start : start + raw.numel()] = raw
-        return _unpack, (buffer, layout)
+        if not strings:
+            return _unpack, (buffer, layout)
+        return _unpack, (buffer, layout, strings, list(self.values))
 
     def to_batch(self) -> Batch:
         """The PyG ``Batch`` (without the round trip through pickling)."""
@@ -138,10 +194,11 @@ def collate(samples: Sequence[Data]) -> Batch:
     """Pack clouds of any sizes into a PyG ``Batch``.
 
     The batch has ``pos [N, 3]``, optional ``x [N, C]``, ``y`` (``[B]`` per cloud or ``[N]``
-    per point), ``batch [N]`` (cloud index of each point) and ``ptr [B + 1]`` (offsets);
-    ShapeNetPart adds ``category [B]``. Attributes named ``*index*`` (e.g. ``inverse_index``
-    from :class:`~lightning_pc.data.transforms.GridSubsample`) are offset by the points of
-    the clouds before, as in PyG.
+    per point), ``batch [N]`` (cloud index of each point) and ``ptr [B + 1]`` (offsets), and
+    the optional keys of the module's batch schema (``idx``, ``source``, ``category`` ...).
+    Attributes named ``*index*`` (e.g. ``inverse_index`` from
+    :class:`~lightning_pc.data.transforms.GridSubsample`) are offset by the points of the
+    clouds before, as in PyG; string attributes become a list, one per cloud.
 
     Args:
         samples: clouds with the same attributes.

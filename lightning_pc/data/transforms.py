@@ -346,8 +346,20 @@ class ShufflePoints(Transform):
 
 
 class _ColorTransform(Transform):
+    """With probability ``p``, replace the RGB columns of ``x`` by :meth:`_colour` of them
+    (clamped to 0-1)."""
+
     def __init__(self, p: float, channels_start: int) -> None:
         self.p, self.channels_start = p, channels_start
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        if self._skip(generator):
+            return data
+        return self._set(data, self._colour(self._rgb(data), generator))
+
+    def _colour(self, rgb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The new colours of ``rgb [N, 3]`` (0-1)."""
+        raise NotImplementedError
 
     def _rgb(self, data: Data) -> torch.Tensor:
         x = getattr(data, "x", None)
@@ -378,11 +390,8 @@ class ChromaticJitter(_ColorTransform):
         super().__init__(p, channels_start)
         self.std = std
 
-    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
-        if self._skip(generator):
-            return data
-        rgb = self._rgb(data)
-        return self._set(data, rgb + torch.randn(rgb.shape, generator=generator) * self.std)
+    def _colour(self, rgb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return rgb + torch.randn(rgb.shape, generator=generator) * self.std
 
 
 class ChromaticAutoContrast(_ColorTransform):
@@ -398,14 +407,11 @@ class ChromaticAutoContrast(_ColorTransform):
         super().__init__(p, channels_start)
         self.blend = blend
 
-    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
-        if self._skip(generator):
-            return data
-        rgb = self._rgb(data)
+    def _colour(self, rgb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         lo, hi = rgb.min(0, keepdim=True).values, rgb.max(0, keepdim=True).values
         stretched = (rgb - lo) / (hi - lo).clamp_min(1e-6)
         b = self.blend if self.blend is not None else torch.rand(1, generator=generator).item()
-        return self._set(data, (1 - b) * rgb + b * stretched)
+        return (1 - b) * rgb + b * stretched
 
 
 class RandomColorDrop(_ColorTransform):
@@ -419,10 +425,8 @@ class RandomColorDrop(_ColorTransform):
     def __init__(self, p: float = 0.2, channels_start: int = 0) -> None:
         super().__init__(p, channels_start)
 
-    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
-        if self._skip(generator):
-            return data
-        return self._set(data, torch.zeros_like(self._rgb(data)))
+    def _colour(self, rgb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.zeros_like(rgb)
 
 
 class TransformSpecError(ValueError):

@@ -20,18 +20,21 @@ The gradients are the batch-norm gradients in closed form (with
 :math:`\partial L / \partial \beta = \sum g_z`. Running statistics are updated exactly as
 :class:`torch.nn.BatchNorm1d` updates them.
 
-Both fall back to the torch ops (identical results up to float rounding) under
-``torch.compile`` / ``torch.export`` tracing, off the CPU, for
-other dtypes, for small inputs, in eval mode with running statistics, and for any norm
-layer that is not exactly :class:`torch.nn.BatchNorm1d` (``SyncBatchNorm`` after
-``sync_batchnorm`` conversion keeps its synchronised statistics). The environment variable
-``LIGHTNING_PC_FUSED`` chooses: ``auto`` (default), ``off`` (torch ops everywhere) or
-``always`` (fused whatever the size; the tests use it).
+The kernels are the ``"fused"`` implementation of the ``batch_norm`` kind of the
+implementation registry (:mod:`lightning_pc.ops._backend`), which declares what they support;
+the torch ops (identical results up to float rounding) are its ``"torch"`` implementation.
+The torch ops run under ``torch.compile`` / ``torch.export`` tracing, off the CPU, for other
+dtypes than float32 and float64, in eval mode with running statistics, for any norm layer
+that is not exactly :class:`torch.nn.BatchNorm1d` (``SyncBatchNorm`` after ``sync_batchnorm``
+conversion keeps its synchronised statistics), without numba, and, in the automatic choice,
+for inputs under :data:`FUSE_MIN_NUMEL` elements. The environment chooses as for every kind:
+``LIGHTNING_PC_IMPL_BATCH_NORM=auto|fused|torch``, or its alias ``LIGHTNING_PC_FUSED``:
+``auto`` (default), ``off`` (torch ops everywhere) or ``always`` (fused whatever the size;
+the tests use it).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -39,10 +42,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_pc.ops._backend import has_numba
+from lightning_pc.ops._backend import Call, choose
 from lightning_pc.ops._threads import parallel_chunks
 
-#: inputs with fewer elements take the torch ops (thread start-up outweighs the gain)
+#: inputs with fewer elements take the torch ops in the automatic choice (thread start-up
+#: outweighs the gain); read by the registry at each choice
 FUSE_MIN_NUMEL = 1 << 16
 _SEGMENTS = 256  # fewest segments per thread
 
@@ -55,21 +59,12 @@ def fusable(norm: nn.Module, h: Tensor) -> bool:
 def fusable_rows(norm: nn.Module, like: Tensor, rows: int, numel: int) -> bool:
     """Whether the fused CPU kernels apply to ``norm`` over ``rows`` rows (``numel``
     elements) of ``like``'s device and dtype."""
-    mode = os.environ.get("LIGHTNING_PC_FUSED", "auto")
-    if mode not in ("auto", "always", "off"):
-        raise ValueError(f"LIGHTNING_PC_FUSED must be auto, always or off, got {mode!r}")
-    return (
-        mode != "off"
-        and not torch.compiler.is_compiling()  # compiled graphs keep the torch ops (traceable)
-        and type(norm) is nn.BatchNorm1d
-        and norm.affine
-        and (norm.training or norm.running_mean is None)
-        and like.device.type == "cpu"
-        and like.dtype in (torch.float32, torch.float64)
-        and (numel >= FUSE_MIN_NUMEL or mode == "always")
-        and rows > 1
-        and has_numba()
-    )
+    if torch.compiler.is_compiling():
+        # the registry declares the kernels not traceable; answered here, before any of the
+        # registry's Python, so that dynamo traces nothing but this check
+        return False
+    call = Call(like.device, like.dtype, numel, facts={"norm": norm, "rows": rows})
+    return choose("batch_norm", call) == "fused"
 
 
 def linear_before_norm(lin: nn.Linear, norm: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:

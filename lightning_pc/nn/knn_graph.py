@@ -11,6 +11,10 @@ neighbours (up to exact distance ties):
   to a block, a cloud above 8192 points is split into blocks of query rows;
 - ``"packed"``: :func:`lightning_pc.ops.knn` on the packed rows.
 
+The two are the ``knn_table`` kind of the implementation registry
+(:mod:`lightning_pc.ops._backend`): ``mode=None`` takes ``LIGHTNING_PC_IMPL_KNN_TABLE`` where
+set, else ``"padded"``.
+
 Each point is its own nearest neighbour, as in the reference implementation. A cloud with
 fewer than ``k`` points repeats its nearest neighbour to fill the table (which leaves a max
 over neighbours unchanged).
@@ -25,6 +29,7 @@ from torch import Tensor
 
 from lightning_pc.nn.segment import lengths_from_ptr
 from lightning_pc.ops import knn
+from lightning_pc.ops._backend import Call, choose
 
 KnnMode = Literal["padded", "packed"]
 
@@ -149,8 +154,13 @@ def knn_table_packed(x: Tensor, batch: Tensor, ptr: Tensor, k: int) -> Tensor:
     return table
 
 
-def knn_table(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: KnnMode = "padded") -> Tensor:
+def knn_table(
+    x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: KnnMode | Literal["auto"] | None = None
+) -> Tensor:
     """``[N, k]`` nearest neighbours of every point among the points of its cloud.
+
+    ``mode`` names the path (``"padded"`` or ``"packed"``); ``None`` (or ``"auto"``) lets the
+    registry choose (``LIGHTNING_PC_IMPL_KNN_TABLE``, else ``"padded"``).
 
     Distances are computed with autocast off, in float32 for bfloat16 or float16 ``x``:
     under mixed precision the features arrive in bfloat16 or float16, whose 8 or 11
@@ -161,16 +171,25 @@ def knn_table(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: KnnMode = "pa
     from the inputs' (``[N, k]``), so ``torch.compile`` and ``torch.export`` trace a model
     through it without reading the cloud sizes.
     """
-    if mode not in ("padded", "packed"):
-        raise ValueError(f"unknown kNN mode {mode!r}; expected 'padded' or 'packed'")
+    request: str = "" if mode is None else mode  # "": not named (the op's schema takes a str)
+    if not torch.compiler.is_compiling():  # eagerly, an unknown mode raises here
+        request = choose("knn_table", _call(x), mode)
     with torch.autocast(x.device.type, enabled=False):
-        return knn_table_op(_at_least_float32(x.detach()), batch, ptr, int(k), mode)
+        return knn_table_op(_at_least_float32(x.detach()), batch, ptr, int(k), request)
+
+
+def _call(x: Tensor) -> Call:
+    return Call(x.device, x.dtype, x.numel())
 
 
 @torch.library.custom_op("lightning_pc::knn_table", mutates_args=())
 def knn_table_op(x: Tensor, batch: Tensor, ptr: Tensor, k: int, mode: str) -> Tensor:
-    """The custom op behind :func:`knn_table` (runs eagerly)."""
-    table = knn_table_padded(x, ptr, k) if mode == "padded" else knn_table_packed(x, batch, ptr, k)
+    """The custom op behind :func:`knn_table` (runs eagerly); ``mode`` as there, ``""`` for
+    none named."""
+    chosen = choose("knn_table", _call(x), mode or None)
+    table = (
+        knn_table_padded(x, ptr, k) if chosen == "padded" else knn_table_packed(x, batch, ptr, k)
+    )
     # the fake kernel promises a fresh tensor; the packed path may return a view into knn's
     return table if table.storage_offset() == 0 else table.clone()
 

@@ -3,9 +3,11 @@
 ``knn``, ``knn_graph``, ``radius``, ``radius_graph``, ``fps``, ``grid_cluster`` and
 ``nearest`` are drop-in replacements for torch-cluster's functions; ``knn_interpolate``
 follows PyG and ``chamfer_distance`` PyTorch3D. Each op picks the fastest installed backend
-for the inputs' device (see :mod:`lightning_pc.ops._backend`); ``backend=`` forces one, the
-environment variable ``LIGHTNING_PC_OPS_BACKEND`` sets a process-wide choice (read once, by
-the first op call that does not name a backend).
+that supports the call on the inputs' device (the implementation registry,
+:mod:`lightning_pc.ops._backend`); ``backend=`` forces one, ``LIGHTNING_PC_IMPL_<OP>`` (``KNN``,
+``RADIUS``, ``FPS``, ``GRID``) sets one per op for calls that do not name one, and
+``LIGHTNING_PC_OPS_BACKEND`` sets a process-wide preference (ops that backend lacks choose
+automatically).
 
 Each op is a ``torch.library`` custom op (``torch.ops.lightning_pc.knn``, ``.radius``,
 ``.fps``, ``.grid_cluster``, ``.nearest``, ``.chamfer_pairs``) with a fake kernel, so

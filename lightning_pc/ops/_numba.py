@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_pc.ops import _reference
 from lightning_pc.ops._checks import SortedClouds, grid_frame
 from lightning_pc.ops._threads import parallel_ranges
 
@@ -449,12 +448,10 @@ def radius(
     x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
 ) -> tuple[Tensor, Tensor]:
     """Radius search on per-cloud sorted cell grids, queries spread over threads. Points
-    with more than 3 coordinates, or a grid too fine for 64-bit keys, go to scipy's
-    kd-tree instead."""
-    if not radius_supported(x, r):
-        from lightning_pc.ops import _scipy  # scipy is imported where it is used
-
-        return _scipy.radius(x, y, r, max_num_neighbors)
+    with more than 3 coordinates, or a grid too fine for 64-bit keys (see
+    :func:`radius_supported`), are declared unsupported in the registry, which hands them
+    to scipy's kd-tree."""
+    _require(radius_supported(x, r), "more than 3 coordinates or a grid too fine for 64-bit keys")
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     _check_pair(xn, yn, x.ptr.numpy(), y.ptr.numpy())
@@ -558,10 +555,10 @@ def knn(
 
     With ``skip_self`` (``y`` is ``x``), ``k`` is the count *including* the point itself,
     which is then dropped from its own row (or, where duplicates hide it, the farthest).
-    The cosine distance, which a kd-tree cannot prune by, goes to the reference backend.
+    A kd-tree cannot prune by the cosine distance: the registry declares it unsupported, and
+    :func:`~lightning_pc.ops._backend.choose` hands those calls to another backend.
     """
-    if cosine:
-        return _reference.knn(x, y, k, cosine, skip_self)
+    _require(not cosine, "the cosine distance is not supported")
     xn = np.ascontiguousarray(x.pos.detach().numpy())
     yn = np.ascontiguousarray(y.pos.detach().numpy())
     px, py = x.ptr.numpy(), y.ptr.numpy()

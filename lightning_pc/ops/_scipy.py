@@ -7,7 +7,6 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from lightning_pc.ops import _reference
 from lightning_pc.ops._checks import SortedClouds, without_self
 from lightning_pc.ops._threads import parallel_ranges
 
@@ -67,10 +66,11 @@ def _edges(idx: np.ndarray, cloud: np.ndarray, px: np.ndarray) -> tuple[Tensor, 
 def knn(
     x: SortedClouds, y: SortedClouds, k: int, cosine: bool, skip_self: bool
 ) -> tuple[Tensor, Tensor]:
-    """k nearest neighbours on per-cloud kd-trees; the cosine distance, which a kd-tree
-    cannot prune by, goes to the reference backend."""
+    """k nearest neighbours on per-cloud kd-trees. A kd-tree cannot prune by the cosine
+    distance: the registry declares it unsupported, and :func:`~lightning_pc.ops._backend.choose`
+    hands those calls to another backend."""
     if cosine:
-        return _reference.knn(x, y, k, cosine, skip_self)
+        raise ValueError("scipy ops backend: the cosine distance is not supported")
     row, col = _edges(*_query_all(x, y, k))
     return without_self(row, col, k) if skip_self else (row, col)
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_pc.ops._backend import resolve
+from lightning_pc.ops._backend import Call, resolve
 from lightning_pc.ops._checks import check_points, require_tensors
 
 
@@ -72,7 +72,7 @@ def grid_op(
         return torch.empty(0, dtype=torch.long, device=pos.device)
     st = _per_dim("start", start, pos)
     en = _per_dim("end", end, pos)
-    return resolve("grid", pos.device, backend)(pos, sz, st, en)
+    return resolve("grid", Call(pos.device, pos.dtype, pos.numel()), backend)(pos, sz, st, en)
 
 
 @grid_op.register_fake

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_pc.ops._backend import resolve
+from lightning_pc.ops._backend import Call, resolve
 from lightning_pc.ops._checks import (
     SortedClouds,
     check_points,
@@ -64,7 +64,8 @@ def _run_knn(
     device = px.pos.device
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
-    row, col = resolve("knn", device, backend)(px, py, k, cosine, skip_self)
+    call = Call(device, px.pos.dtype, px.pos.numel(), facts={"cosine": cosine})
+    row, col = resolve("knn", call, backend)(px, py, k, cosine, skip_self)
     return stack(*restore_rows(row, col, py, px))
 
 
@@ -346,7 +347,8 @@ def radius_op(
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
     extra = 1 if exclude_self else 0
-    centre, nbr = resolve("radius", device, backend)(px, py, r, max_num_neighbors + extra)
+    call = Call(device, px.pos.dtype, px.pos.numel(), facts={"x": px, "r": r})
+    centre, nbr = resolve("radius", call, backend)(px, py, r, max_num_neighbors + extra)
     centre, nbr = restore_rows(centre, nbr, py, px)
     if exclude_self:
         centre, nbr = drop_self_loops(centre, nbr)

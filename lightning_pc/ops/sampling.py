@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_pc.ops._backend import resolve
+from lightning_pc.ops._backend import Call, resolve
 from lightning_pc.ops._checks import check_points, num_clouds, require_tensors, sort_clouds
 
 
@@ -106,7 +106,8 @@ def fps_op(
         start = torch.zeros(size, dtype=torch.long)
     if src.size(0) == 0:
         return torch.empty(0, dtype=torch.long, device=src.device)
-    idx = resolve("fps", src.device, backend)(clouds, m, r, start)
+    call = Call(src.device, clouds.pos.dtype, clouds.pos.numel())
+    idx = resolve("fps", call, backend)(clouds, m, r, start)
     return clouds.original(idx)
 
 

@@ -1,75 +1,84 @@
-"""BaseTask: the LightningModule plumbing shared by every point-cloud task.
+"""BaseTask: the template every point-cloud task fills in.
 
 The shape follows torchgeo: ``__init__`` saves the hyperparameters (plain YAML types, so a
 checkpoint loads with ``torch.load(weights_only=True)``), then calls the overridable
 :meth:`BaseTask.configure_models`, :meth:`BaseTask.configure_losses` and
 :meth:`BaseTask.configure_metrics` (not ``configure_model``, which is a Lightning hook).
+
+The training, validation, test and predict steps are written once, here. A task says
+what the target of a batch is (:meth:`~BaseTask.target`), how logits become predictions
+(:meth:`~BaseTask.predictions`), which metrics apply (:meth:`~BaseTask.split_metrics`, one
+collection cloned per split, and :meth:`~BaseTask.per_class_metric`) and what they read
+(:meth:`~BaseTask.metric_inputs`). The non-finite guard, the epoch seeding for exact
+resumption and the batch-norm warm-up are components the base holds and calls.
 """
 
 from __future__ import annotations
 
-import os
-import random
-import warnings
 from abc import ABCMeta, abstractmethod
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from typing_extensions import override
 
-from lightning_pc.data.seeding import epoch_sample_seed, global_seed
 from lightning_pc.models import create_model
 from lightning_pc.nn.norm_warmup import BatchNormWarmup
-from lightning_pc.tasks.guards import NonFinite, NonFiniteError, describe_clouds, nonfinite_clouds
+from lightning_pc.tasks.guards import NonFinite, NonFiniteGuard
 from lightning_pc.tasks.precision import warn_if_slow_precision
+from lightning_pc.tasks.seeding import EpochSeeding
 
 #: key of the task's own entries in a checkpoint
 CHECKPOINT_KEY = "lightning_pc"
-_RNG_SALT = 0x6C70632D726E67  # "lpc-rng"
+#: the splits with a metric collection each
+SPLITS = ("train", "val", "test")
 
 
 class BaseTask(L.LightningModule, metaclass=ABCMeta):
-    """Base class of the tasks: network by registry name, cross-entropy, optimiser, schedule.
+    """Base class of the tasks: network, cross-entropy, optimiser, schedule and the steps.
 
     The arguments every task shares are declared here; a subclass declares its own (and
     those whose defaults differ: ``model``, ``num_classes``, ``in_channels``) and passes
     the rest on with ``**kwargs`` (LightningCLI follows the ``**kwargs`` and lists these in
     ``--help`` and saved configs). Every ``__init__`` argument is saved with
     ``save_hyperparameters`` except ``model`` when it is an ``nn.Module`` instance (pass it
-    again to ``load_from_checkpoint`` then). A subclass implements
-    :meth:`configure_metrics`, ``training_step`` and :meth:`_eval_step`.
+    again to ``load_from_checkpoint`` then).
+
+    A subclass implements :meth:`split_metrics` and, where the defaults do not fit,
+    :meth:`target` (``batch.y``), :meth:`predictions` (arg max of the logits),
+    :meth:`metric_inputs` (``(predictions, target)``, logged with the number of targets),
+    :meth:`per_class_metric` (none), :meth:`eval_logits` (the network's logits) and
+    :meth:`predict_output` (the predictions). Every step then logs ``{split}/loss`` (the
+    loss is the cross-entropy of the logits and the target), the split's metrics under
+    ``{split}/<name>``, and for validation and test at epoch end one value per class
+    ``{split}/<per-class name>_<class>``.
 
     The default optimiser (``optimizer``: ``"adamw"`` or ``"sgd"``) and schedule
     (``scheduler``: ``"cosine"`` from ``lr`` to ``min_lr`` over ``max_epochs``, or over the
     estimated steps when only ``max_steps`` is set; ``"none"``) come from the task's
     hyperparameters; LightningCLI's ``--optimizer`` / ``--lr_scheduler`` replace them.
 
-    Non-finite values: every training, validation, test and predict batch is checked for
-    NaN or infinite ``pos`` (and ``x`` when the network reads features) before the
-    forward pass, and every training loss after it. A bad batch raises
-    :class:`~lightning_pc.tasks.guards.NonFiniteError` naming the source file of each
-    offending cloud; with ``nonfinite="skip"`` (a task argument) a bad training batch is
-    skipped instead (no optimiser step, batch-norm statistics left as they were) with a
-    warning naming them. Under DDP the ranks agree on every skip (one scalar all-reduce per
-    training step), so they stay in step.
-    Evaluation and prediction always raise: their results would otherwise silently leave
-    out clouds.
+    Components (subclasses overriding the hooks that call them call ``super()``):
 
-    Resuming: at the first batch of every training epoch the global torch, numpy and
-    Python generators are re-seeded from (run seed, epoch, global rank), the run seed
-    being ``seed_everything``'s (or one drawn at the start and kept in the checkpoints).
-    Dropout, random sampling starts and any other draw from them then depend on the epoch
-    alone, so ``fit --ckpt_path`` from an end-of-epoch checkpoint continues exactly as the
-    uninterrupted run.
-
-    Batch norm: the first training step sets the running statistics of every batch-norm
-    layer to its batch statistics, and the next ones follow them with a momentum from 0.5
-    down to the layer's own (over 46 steps for 0.1), so evaluation is right from the first
-    epoch; see :mod:`lightning_pc.nn.norm_warmup`.
+    - ``nonfinite_guard``, a :class:`~lightning_pc.tasks.guards.NonFiniteGuard`: every
+      training, validation, test and predict batch is checked for NaN or infinite ``pos``
+      (and ``x`` when the network reads features) before the forward pass, and every
+      training loss after it. A bad batch raises
+      :class:`~lightning_pc.tasks.guards.NonFiniteError` naming the source file of each
+      offending cloud; with ``nonfinite="skip"`` a bad training batch is skipped instead
+      (no optimiser step, batch-norm statistics left as they were) with a warning naming
+      them, the ranks agreeing on every skip under DDP. Evaluation and prediction always
+      raise: their results would otherwise silently leave out clouds.
+    - ``epoch_seeding``, an :class:`~lightning_pc.tasks.seeding.EpochSeeding`: at the first
+      batch of every training epoch the global torch, numpy and Python generators are
+      re-seeded from (run seed, epoch, global rank), so ``fit --ckpt_path`` from an
+      end-of-epoch checkpoint continues exactly as the uninterrupted run.
+    - ``norm_warmup``, a :class:`~lightning_pc.nn.norm_warmup.BatchNormWarmup`: the first
+      training step sets the running statistics of every batch-norm layer to its batch
+      statistics, and the next ones follow them with a momentum from 0.5 down to the
+      layer's own (over 46 steps for 0.1), so evaluation is right from the first epoch.
 
     Args:
         model: registered network name (see :func:`~lightning_pc.models.list_models`) or an
@@ -91,6 +100,10 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     """
 
     model: nn.Module
+    train_metrics: MetricCollection
+    val_metrics: MetricCollection
+    test_metrics: MetricCollection
+    per_class_name: str
 
     def __init__(
         self,
@@ -112,10 +125,12 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         super().__init__()
         given = isinstance(model, nn.Module)
         self.save_hyperparameters(ignore=["model"] if given else None)
-        if self.hparams.get("nonfinite", "raise") not in ("raise", "skip"):
-            raise ValueError(
-                f"nonfinite must be 'raise' or 'skip', got {self.hparams['nonfinite']!r}"
-            )
+        hp = self.hparams
+        self.nonfinite_guard = NonFiniteGuard(
+            hp.get("nonfinite", "raise"), check_features=bool(hp.get("in_channels", 0))
+        )
+        self.epoch_seeding = EpochSeeding()
+        self.norm_warmup = BatchNormWarmup()
         if given:
             self.model = model  # type: ignore[assignment]
         self.configure_models()
@@ -125,7 +140,6 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self.configure_metrics()
-        self._norm_warmup = BatchNormWarmup()
 
     # --- overridable construction -----------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
@@ -156,10 +170,66 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
             label_smoothing=self.hparams["label_smoothing"],
         )
 
-    @abstractmethod
     def configure_metrics(self) -> None:
-        """Create the torchmetrics objects, one set per split."""
+        """One :meth:`split_metrics` collection per split (``train_metrics``, ``val_metrics``,
+        ``test_metrics``, names prefixed ``{split}/``) and one :meth:`per_class_metric` for
+        validation and test (``val_per_class``, ``test_per_class``)."""
+        metrics = self.split_metrics()
+        for split in SPLITS:
+            setattr(self, f"{split}_metrics", metrics.clone(prefix=f"{split}/"))
+        per_class = self.per_class_metric()
+        if per_class is not None:
+            self.per_class_name, metric = per_class
+            self.val_per_class = metric.clone()
+            self.test_per_class = metric.clone()
 
+    # --- what a task says ---------------------------------------------------------------
+    @abstractmethod
+    def split_metrics(self) -> MetricCollection:
+        """The metrics of one split, by unprefixed name (cloned per split)."""
+
+    def per_class_metric(self) -> tuple[str, Metric] | None:
+        """A metric with one value per class and the name its values are logged under
+        (``{split}/{name}_<class>``), for validation and test; ``None`` for none."""
+        return None
+
+    def per_class_names(self) -> list[str] | None:
+        """Names of the :meth:`per_class_metric` values (the data module's ``class_names``);
+        indices are used where there are none, or not as many."""
+        return self._datamodule_attr("class_names")
+
+    def metric_classes(self) -> dict[str, Any]:
+        """``num_classes`` and ``ignore_index`` for torchmetrics' multiclass metrics."""
+        return {
+            "num_classes": self.hparams["num_classes"],
+            "ignore_index": self.hparams["ignore_index"],
+        }
+
+    def target(self, batch: Any) -> Tensor:
+        """The labels the loss and the metrics compare with: ``batch.y``, flattened."""
+        return batch.y.view(-1)
+
+    def predictions(self, logits: Tensor, batch: Any) -> Tensor:
+        """How the network's logits become predictions: the arg max over the classes."""
+        return logits.argmax(1)
+
+    def metric_inputs(
+        self, preds: Tensor, target: Tensor, batch: Any, split: str
+    ) -> tuple[tuple[Tensor, ...], int]:
+        """The arguments of the metrics' ``update`` for a batch of ``split``, and the batch
+        size they are logged with: ``(preds, target)`` and the number of targets."""
+        return (preds, target), target.numel()
+
+    def eval_logits(self, batch: Any) -> Tensor:
+        """The logits validation, test and predict use: the network's."""
+        return self(batch)
+
+    def predict_output(self, batch: Any) -> Tensor:
+        """What ``predict`` returns for a batch: the :meth:`predictions` of its
+        :meth:`eval_logits`."""
+        return self.predictions(self.eval_logits(batch), batch)
+
+    # --- Lightning hooks ------------------------------------------------------------------
     @override
     def setup(self, stage: str) -> None:
         """Warn (once, on rank zero) when the trainer's precision is one that this CPU
@@ -175,222 +245,84 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
             return
         warn_if_slow_precision(trainer.precision, trainer.strategy.root_device.type)
 
-    # --- non-finite guard ---------------------------------------------------------------
-    def _split_dataset(self, split: str) -> Any:
-        """The dataset behind the trainer's ``split`` loader (``None`` when unknown)."""
-        trainer = self._trainer
-        if trainer is None:
-            return None
-        name = {
-            "train": "train_dataloader",
-            "val": "val_dataloaders",
-            "test": "test_dataloaders",
-            "predict": "predict_dataloaders",
-        }[split]
-        try:
-            loader = getattr(trainer, name, None)
-        except Exception:  # noqa: BLE001 (a loader that cannot be inspected names nothing)
-            return None
-        if isinstance(loader, list | tuple):
-            loader = loader[0] if loader else None
-        return getattr(loader, "dataset", None)
-
-    def _any_rank(self, flag: bool) -> bool:
-        """Whether ``flag`` holds on any rank (a collective under DDP: call it on every rank)."""
-        trainer = self._trainer
-        if trainer is None or trainer.world_size <= 1:
-            return flag
-        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        return bool(trainer.strategy.reduce(value, reduce_op="sum").item() > 0)
-
-    def _nonfinite_message(self, what: str, split: str, batch_idx: int, detail: str) -> str:
-        where = f"{split} batch {batch_idx}"
-        if self._trainer is not None:
-            where += f" (epoch {self.current_epoch}, global step {self.global_step})"
-        return (
-            f"{what} in {where}, from:\n{detail}\n"
-            "Fix or remove the file, or check the transforms (an augmentation can turn a "
-            "degenerate cloud into NaN)."
-        )
-
-    def check_inputs(self, batch: Any, split: str, batch_idx: int) -> bool:
-        """Whether the batch's ``pos`` (and ``x``, if the network reads it) are finite.
-
-        A non-finite batch raises :class:`~lightning_pc.tasks.guards.NonFiniteError`
-        naming the clouds' sources, except a training batch with ``nonfinite="skip"``:
-        then a warning names them and this returns ``False`` (skip the batch). Under DDP
-        a training batch is skipped (or raises) on every rank when it is bad on any.
-
-        Args:
-            batch: the packed batch.
-            split: ``"train"``, ``"val"``, ``"test"`` or ``"predict"``.
-            batch_idx: index of the batch in the epoch.
-        """
-        fields = {"pos": batch.pos}
-        x = getattr(batch, "x", None)
-        if x is not None and self.hparams.get("in_channels", 0):
-            fields["x"] = x
-        bad = {name: nonfinite_clouds(value, batch) for name, value in fields.items()}
-        bad = {name: clouds for name, clouds in bad.items() if clouds}
-        local = bool(bad)
-        found = self._any_rank(local) if split == "train" else local
-        if not found:
-            return True
-        skip = split == "train" and self.hparams.get("nonfinite", "raise") == "skip"
-        if local:
-            clouds = sorted({c for cs in bad.values() for c in cs})
-            detail = describe_clouds(
-                batch, clouds, self._split_dataset(split), self._datamodule_attr("root")
-            )
-            fields_named = " and ".join(f"batch.{name}" for name in bad)
-            message = self._nonfinite_message(
-                f"non-finite values (NaN or inf) in {fields_named}", split, batch_idx, detail
-            )
-        else:
-            message = (
-                f"another rank found non-finite values in its part of {split} batch "
-                f"{batch_idx}; its message names the files"
-            )
-        if skip:
-            if local:
-                warnings.warn(f"skipped: {message}", UserWarning, stacklevel=2)
-                # the forward pass still runs (DDP needs every rank's backward), on zeros
-                for name in bad:
-                    batch[name] = torch.nan_to_num(batch[name], nan=0.0, posinf=0.0, neginf=0.0)
-            return False
-        raise NonFiniteError(
-            message + "\nTo skip such training batches instead, set the task's `nonfinite: skip`."
-        )
-
-    def check_loss(self, loss: Tensor, outputs: Tensor, batch: Any, batch_idx: int) -> bool:
-        """Whether a training loss is finite (on every rank, under DDP).
-
-        A non-finite loss raises :class:`~lightning_pc.tasks.guards.NonFiniteError` naming
-        the clouds whose outputs are non-finite (all of the batch's if none is); with
-        ``nonfinite="skip"`` it warns and returns ``False``. Either way the network's
-        buffers (batch-norm running statistics) get back their values from before the
-        batch.
-
-        Args:
-            loss: the training loss.
-            outputs: the network's output (per cloud ``[B, C]`` or per point ``[N, C]``).
-            batch: the packed batch.
-            batch_idx: index of the batch in the epoch.
-        """
-        local = not bool(torch.isfinite(loss.detach()).all())
-        if not self._any_rank(local):
-            return True
-        if local:
-            clouds = nonfinite_clouds(outputs, batch) or list(range(batch.num_graphs))
-            detail = describe_clouds(
-                batch, clouds, self._split_dataset("train"), self._datamodule_attr("root")
-            )
-            message = self._nonfinite_message(
-                f"non-finite training loss ({float(loss.detach())})", "train", batch_idx, detail
-            )
-        else:
-            message = (
-                f"another rank got a non-finite loss on its part of train batch {batch_idx}; "
-                "its message names the files"
-            )
-        if self.hparams.get("nonfinite", "raise") == "skip":
-            if local:
-                warnings.warn(f"skipped: {message}", UserWarning, stacklevel=2)
-            return False
-        self._put_back_buffers()  # the model in memory stays as before the batch
-        raise NonFiniteError(
-            message + "\nTo skip such training batches instead, set the task's `nonfinite: skip`."
-        )
-
-    def _snapshot_buffers(self) -> None:
-        """Keep the network's buffers (batch-norm statistics: a few kB), to undo the update
-        of a batch with a non-finite loss."""
-        self._saved_buffers = [b.detach().clone() for b in self.model.buffers()]
-
-    def _put_back_buffers(self) -> None:
-        saved = getattr(self, "_saved_buffers", None)
-        if saved is not None:
-            with torch.no_grad():
-                for buffer, value in zip(self.model.buffers(), saved):
-                    buffer.copy_(value)
-
-    def skip_step(self, loss: Tensor) -> Tensor:
-        """What ``training_step`` returns for a skipped batch: ``loss * 0``.
-
-        Lightning refuses a ``None`` step under DDP, and every rank must run its backward
-        pass (the gradient all-reduce) anyway; the step is skipped after it instead:
-        :meth:`on_before_optimizer_step` drops every gradient, and torch's optimisers leave
-        parameters without a gradient untouched (no update, no momentum, no weight decay).
-        The network's buffers get back their values from before the batch. With
-        ``accumulate_grad_batches > 1`` the whole accumulation window is skipped.
-        """
-        self._skip_optimizer_step = True
-        self._restore_buffers = True
-        return loss * 0.0
+    @override
+    def forward(self, batch: Any) -> Tensor:
+        """Logits of the network for a packed batch."""
+        return self.model(batch)
 
     @override
-    def on_after_backward(self) -> None:
-        """Gives the network's buffers back their values from before a skipped batch (after
-        the backward pass, which may still read them); subclasses overriding this hook
-        call ``super()``."""
-        if getattr(self, "_restore_buffers", False):
-            self._put_back_buffers()
-        self._restore_buffers = False
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        guard = self.nonfinite_guard
+        skip = not guard.check_inputs(self, batch, "train", batch_idx)  # nonfinite="skip"
+        guard.snapshot(self.model)
+        logits = self(batch)
+        target = self.target(batch)
+        loss = self.criterion(logits, target)
+        if skip or not guard.check_loss(self, loss, logits, batch, batch_idx):
+            return guard.skip(loss)
+        self.log("train/loss", loss, batch_size=target.numel(), prog_bar=True)
+        preds = self.predictions(logits.detach(), batch)
+        inputs, size = self.metric_inputs(preds, target, batch, "train")
+        self.train_metrics(*inputs)
+        self.log_dict(self.train_metrics, batch_size=size, on_step=False, on_epoch=True)
+        return loss
+
+    # validation and test share one step and one epoch end, told apart by `split`
+    @override
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
 
     @override
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Drops the gradients of a skipped batch (see :meth:`skip_step`); subclasses
-        overriding this hook call ``super()``."""
-        if getattr(self, "_skip_optimizer_step", False):
-            for group in optimizer.param_groups:
-                for param in group["params"]:
-                    param.grad = None
-            self._skip_optimizer_step = False
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
 
-    # --- reproducible resumption ----------------------------------------------------------
-    def _run_seed(self) -> int:
-        """``seed_everything``'s seed, else one drawn once per run (kept in checkpoints)."""
-        if os.environ.get("PL_GLOBAL_SEED") is not None:
-            return global_seed()
-        if getattr(self, "_drawn_seed", None) is None:
-            self._drawn_seed = random.SystemRandom().getrandbits(62)
-        return int(self._drawn_seed)
+    @override
+    def on_validation_epoch_end(self) -> None:
+        self._log_per_class("val")
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self._log_per_class("test")
+
+    @override
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        self.nonfinite_guard.check_inputs(self, batch, "predict", batch_idx)
+        return self.predict_output(batch)
 
     @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Re-seed the global generators at the first batch of each epoch (see the class
-        docstring) and keep the batch-norm statistics still warming up; subclasses
+        """Keeps the batch-norm statistics still warming up and, at the first batch of each
+        epoch, re-seeds the global generators (see the class docstring); subclasses
         overriding this hook call ``super()``."""
-        self._norm_warmup.before_step(self.model)
+        self.norm_warmup.before_step(self.model)
         if batch_idx == 0:
-            salted = self._run_seed() ^ _RNG_SALT  # apart from the samplers' seeds
-            seed = epoch_sample_seed(salted, self.current_epoch, self.global_rank)
-            torch.manual_seed(seed)
-            np.random.seed(seed % (1 << 32))
-            random.seed(seed)
+            self.epoch_seeding.seed_epoch(self.current_epoch, self.global_rank)
+
+    @override
+    def on_after_backward(self) -> None:
+        """Gives the network's buffers back their values from before a skipped batch;
+        subclasses overriding this hook call ``super()``."""
+        self.nonfinite_guard.after_backward()
+
+    @override
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drops the gradients of a skipped batch; subclasses overriding this hook call
+        ``super()``."""
+        self.nonfinite_guard.before_optimizer_step(optimizer)
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Batch-norm warm-up (see the class docstring); subclasses overriding this hook
         call ``super()``."""
-        self._norm_warmup.after_step()
+        self.norm_warmup.after_step()
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drawn = getattr(self, "_drawn_seed", None)
-        checkpoint[CHECKPOINT_KEY] = {"run_seed": None if drawn is None else int(drawn)}
+        checkpoint[CHECKPOINT_KEY] = self.epoch_seeding.state_dict()
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        drawn = (checkpoint.get(CHECKPOINT_KEY) or {}).get("run_seed")
-        if drawn is not None:
-            self._drawn_seed = int(drawn)
-
-    # --- forward / optimisation ---------------------------------------------------------
-    @override
-    def forward(self, batch: Any) -> Tensor:
-        """Logits of the network for a packed batch."""
-        return self.model(batch)
+        self.epoch_seeding.load_state_dict(checkpoint.get(CHECKPOINT_KEY) or {})
 
     @override
     def configure_optimizers(self) -> Any:
@@ -423,50 +355,43 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
             "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
 
-    # --- evaluation -----------------------------------------------------------------------
-    # validation and test share one step and one epoch end per task, told apart by `split`
-    @abstractmethod
-    def _eval_step(self, batch: Any, split: str) -> None:
+    # --- the shared steps' parts ------------------------------------------------------------
+    def _eval_step(self, batch: Any, batch_idx: int, split: str) -> None:
         """Loss and metrics of one ``"val"`` or ``"test"`` batch."""
+        self.nonfinite_guard.check_inputs(self, batch, split, batch_idx)
+        logits = self.eval_logits(batch)
+        target = self.target(batch)
+        loss = self.criterion(logits, target)
+        # the epoch's mean over samples (clouds or points)
+        mean_loss: MeanMetric = getattr(self, f"{split}_loss")
+        mean_loss.update(loss.detach(), target.numel())
+        self.log(f"{split}/loss", mean_loss, batch_size=target.numel())
+        inputs, size = self.metric_inputs(self.predictions(logits, batch), target, batch, split)
+        metrics: MetricCollection = getattr(self, f"{split}_metrics")
+        metrics.update(*inputs)
+        self.log_dict(metrics, batch_size=size, prog_bar=split == "val")
+        per_class: Metric | None = getattr(self, f"{split}_per_class", None)
+        if per_class is not None:
+            per_class.update(*inputs)
 
-    def _eval_epoch_end(self, split: str) -> None:
-        """Per-class values of the ``"val"`` or ``"test"`` epoch (none by default)."""
-
-    @override
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.check_inputs(batch, "val", batch_idx)
-        self._eval_step(batch, "val")
-
-    @override
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self.check_inputs(batch, "test", batch_idx)
-        self._eval_step(batch, "test")
-
-    @override
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    @override
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
-
-    # --- helpers ------------------------------------------------------------------------
-    def _log_eval_loss(self, split: str, loss: Tensor, size: int) -> None:
-        """Log ``{split}/loss``, the epoch's mean over samples (clouds or points)."""
-        metric = self.val_loss if split == "val" else self.test_loss
-        metric.update(loss.detach(), size)
-        self.log(f"{split}/loss", metric, batch_size=size)
+    def _log_per_class(self, split: str) -> None:
+        """Log the ``split``'s per-class values, one scalar per class (none for a class
+        without samples: a ``nan`` value)."""
+        metric: Metric | None = getattr(self, f"{split}_per_class", None)
+        if metric is None:
+            return
+        values = metric.compute()
+        metric.reset()
+        names = self.per_class_names()
+        if names is None or len(names) != values.numel():
+            names = [str(i) for i in range(values.numel())]
+        for name, value in zip(names, values):
+            if not torch.isnan(value):
+                # identical on every rank (compute() synced): sync_dist only averages equals
+                self.log(f"{split}/{self.per_class_name}_{name}", value, sync_dist=True)
 
     def _datamodule_attr(self, name: str) -> Any:
         """An attribute of the attached datamodule (``None`` without one)."""
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         return getattr(datamodule, name, None)
-
-    def _log_vector(self, prefix: str, values: Tensor, names: list[str] | None) -> None:
-        """Log a per-class vector as one scalar per class (``{prefix}_{name}``)."""
-        if names is None or len(names) != values.numel():
-            names = [str(i) for i in range(values.numel())]
-        for name, value in zip(names, values):
-            # identical on every rank (metric.compute() synced): sync_dist only averages equals
-            self.log(f"{prefix}_{name}", value, sync_dist=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
@@ -38,15 +38,17 @@ class ClassificationTask(BaseTask):
 
     Logs ``{split}/loss``, ``{split}/acc`` (overall accuracy) and ``{split}/macc`` (mean
     class accuracy) as torchmetrics objects, and per-class accuracy ``{split}/acc_<class>``
-    for validation and test at epoch end. ``predict_step`` returns the predicted label of
-    each cloud (``[B]``). Validation, test and predict average the logits of ``tta_votes``
-    augmented copies of each cloud (test-time augmentation voting; off by default).
+    for validation and test at epoch end. ``predict_step`` returns the class probabilities
+    of each cloud (``[B, num_classes]``). Validation, test and predict average the logits
+    of ``tta_votes`` augmented copies of each cloud (test-time augmentation voting; off by
+    default).
 
     Args:
-        model: registered network name (see :func:`~lightning_pc.models.list_models`) or an
-            ``nn.Module`` instance (then not saved in the hyperparameters).
+        model: registered classification network (e.g. ``"pointnet2_ssg"``, ``"dgcnn"``; see
+            :func:`~lightning_pc.models.list_models`) or an ``nn.Module`` instance (then
+            not saved in the hyperparameters).
         model_kwargs: keyword arguments of the network's builder (plain YAML types).
-        num_classes: number of classes (linked from ``data.num_classes`` by the CLI).
+        num_classes: number of shape classes (linked from ``data.num_classes`` by the CLI).
         in_channels: per-point input features in ``batch.x`` (0: coordinates only).
         tta_votes: test-time augmentation in validation, test and predict: the logits are
             the mean of the network's logits on ``tta_votes`` augmented copies of each
@@ -76,15 +78,11 @@ class ClassificationTask(BaseTask):
     ) -> None:
         if tta_votes < 1:
             raise ValueError(f"tta_votes must be >= 1, got {tta_votes}")
-        super().__init__(
-            model=model,
-            model_kwargs=model_kwargs,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            **kwargs,
-        )
+        super().__init__(model, model_kwargs, num_classes, in_channels, **kwargs)
         specs = DEFAULT_TTA_TRANSFORMS if tta_transforms is None else tta_transforms
-        self.tta_transform: Compose | None = build_transforms(specs, "tta_transforms") if specs else None
+        self.tta_transform: Compose | None = (
+            build_transforms(specs, "tta_transforms") if specs else None
+        )
 
     # --- test-time augmentation -----------------------------------------------------------
     def augmented_copies(self, batch: Any) -> list[Any]:
@@ -116,6 +114,7 @@ class ClassificationTask(BaseTask):
             copies.append(collate(augmented).to(device))
         return copies
 
+    @override
     def eval_logits(self, batch: Any) -> Tensor:
         """Logits ``[B, num_classes]`` for evaluation: the mean over the augmented copies."""
         copies = self.augmented_copies(batch)
@@ -124,55 +123,21 @@ class ClassificationTask(BaseTask):
         return torch.stack([self(copy) for copy in copies]).mean(0)
 
     @override
-    def configure_metrics(self) -> None:
-        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
-        metrics = MetricCollection(
+    def split_metrics(self) -> MetricCollection:
+        classes = self.metric_classes()
+        return MetricCollection(
             {
-                "acc": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
-                "macc": MulticlassAccuracy(n, average="macro", ignore_index=ignore),
+                "acc": MulticlassAccuracy(average="micro", **classes),
+                "macc": MulticlassAccuracy(average="macro", **classes),
             }
         )
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.val_class_acc = MulticlassAccuracy(n, average="none", ignore_index=ignore)
-        self.test_class_acc = MulticlassAccuracy(n, average="none", ignore_index=ignore)
 
     @override
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
-        self._snapshot_buffers()
-        logits = self(batch)  # [B, C]
-        y = batch.y.view(-1)
-        loss = self.criterion(logits, y)
-        if skip or not self.check_loss(loss, logits, batch, batch_idx):
-            return self.skip_step(loss)
-        size = y.numel()
-        self.log("train/loss", loss, batch_size=size, prog_bar=True)
-        self.train_metrics(logits.detach(), y)
-        self.log_dict(self.train_metrics, batch_size=size, on_step=False, on_epoch=True)
-        return loss
+    def per_class_metric(self) -> tuple[str, Metric]:
+        return "acc", MulticlassAccuracy(average="none", **self.metric_classes())
 
     @override
-    def _eval_step(self, batch: Any, split: str) -> None:
-        logits = self.eval_logits(batch)
-        y = batch.y.view(-1)
-        size = y.numel()
-        self._log_eval_loss(split, self.criterion(logits, y), size)
-        metrics = self.val_metrics if split == "val" else self.test_metrics
-        metrics.update(logits, y)
-        self.log_dict(metrics, batch_size=size, prog_bar=split == "val")
-        (self.val_class_acc if split == "val" else self.test_class_acc).update(logits, y)
-
-    @override
-    def _eval_epoch_end(self, split: str) -> None:
-        metric = self.val_class_acc if split == "val" else self.test_class_acc
-        self._log_vector(f"{split}/acc", metric.compute(), self._datamodule_attr("class_names"))
-        metric.reset()
-
-    @override
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def predict_output(self, batch: Any) -> Tensor:
         """Class probabilities of each cloud, ``[B, num_classes]`` (with test-time
         augmentation, if set); ``.argmax(1)`` is the predicted class."""
-        self.check_inputs(batch, "predict", batch_idx)
         return self.eval_logits(batch).float().softmax(1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor, nn
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 from typing_extensions import override
 
@@ -68,61 +68,33 @@ class SemanticSegmentationTask(BaseTask):
         in_channels: int = 3,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            model=model,
-            model_kwargs=model_kwargs,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            **kwargs,
-        )
+        super().__init__(model, model_kwargs, num_classes, in_channels, **kwargs)
 
     @override
-    def configure_metrics(self) -> None:
-        n, ignore = self.hparams["num_classes"], self.hparams["ignore_index"]
-        metrics = MetricCollection(
+    def split_metrics(self) -> MetricCollection:
+        classes = self.metric_classes()
+        return MetricCollection(
             {
-                "miou": MulticlassJaccardIndex(n, average="macro", ignore_index=ignore),
-                "oa": MulticlassAccuracy(n, average="micro", ignore_index=ignore),
+                "miou": MulticlassJaccardIndex(average="macro", **classes),
+                "oa": MulticlassAccuracy(average="micro", **classes),
             }
         )
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.val_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
-        self.test_class_iou = MulticlassJaccardIndex(n, average="none", ignore_index=ignore)
 
     @override
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        skip = not self.check_inputs(batch, "train", batch_idx)  # nonfinite="skip"
-        self._snapshot_buffers()
-        logits = self(batch)  # [N, C]
-        y = batch.y.view(-1)
-        loss = self.criterion(logits, y)
-        if skip or not self.check_loss(loss, logits, batch, batch_idx):
-            return self.skip_step(loss)
-        self.log("train/loss", loss, batch_size=y.numel(), prog_bar=True)
-        self.train_metrics(logits.detach().argmax(1), y)
-        self.log_dict(self.train_metrics, batch_size=y.numel(), on_step=False, on_epoch=True)
-        return loss
+    def per_class_metric(self) -> tuple[str, Metric]:
+        return "iou", MulticlassJaccardIndex(average="none", **self.metric_classes())
 
     @override
-    def _eval_step(self, batch: Any, split: str) -> None:
-        logits = self(batch)
-        y = batch.y.view(-1)
-        self._log_eval_loss(split, self.criterion(logits, y), y.numel())
-        pred, target = full_resolution(logits.argmax(1), batch)
-        if target is None:  # inverse_index without y_full: score the kept points
-            pred, target = logits.argmax(1), y
-        metrics = self.val_metrics if split == "val" else self.test_metrics
-        metrics.update(pred, target)
-        self.log_dict(metrics, batch_size=target.numel(), prog_bar=split == "val")
-        (self.val_class_iou if split == "val" else self.test_class_iou).update(pred, target)
-
-    @override
-    def _eval_epoch_end(self, split: str) -> None:
-        metric = self.val_class_iou if split == "val" else self.test_class_iou
-        self._log_vector(f"{split}/iou", metric.compute(), self._datamodule_attr("class_names"))
-        metric.reset()
+    def metric_inputs(
+        self, preds: Tensor, target: Tensor, batch: Any, split: str
+    ) -> tuple[tuple[Tensor, ...], int]:
+        """Training scores the points the network sees; validation and test every original
+        point where the batch carries ``inverse_index`` and ``y_full``."""
+        if split != "train":
+            full, full_target = full_resolution(preds, batch)
+            if full_target is not None:  # inverse_index without y_full: the kept points
+                preds, target = full, full_target
+        return (preds, target), target.numel()
 
     def class_probabilities(self, batch: Any) -> Tensor:
         """Class probabilities ``[N, num_classes]`` (float32 softmax of the logits) of the
@@ -132,7 +104,7 @@ class SemanticSegmentationTask(BaseTask):
         return self(batch).float().softmax(1)
 
     @override
-    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def predict_output(self, batch: Any) -> Tensor:
         """Predicted label of every point (of every original point where possible).
 
         Fragments of whole scans (batches with ``source_rows``, from
@@ -141,9 +113,8 @@ class SemanticSegmentationTask(BaseTask):
         cover, which :class:`~lightning_pc.callbacks.prediction_writer.ScenePredictionWriter`
         votes onto the scans' points. Labels are never needed.
         """
-        self.check_inputs(batch, "predict", batch_idx)
         if getattr(batch, "source_rows", None) is not None:
             probs, _ = full_resolution(self.class_probabilities(batch), batch)
             return probs.half()
-        pred, _ = full_resolution(self(batch).argmax(1), batch)
+        pred, _ = full_resolution(self.predictions(self.eval_logits(batch), batch), batch)
         return pred

@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_pc.ops._backend import Call, choose, requested
 from lightning_pc.viz.camera import Projection, UpAxis, frame_camera
 from lightning_pc.viz.shading import Shading, estimate_normals, shade
 from lightning_pc.viz.splat import splat
 
-Backend = Literal["auto", "open3d", "torch"]
+Backend = Literal["auto", "open3d", "torch"]  # the ``render`` kind of the implementation registry
 
 _OPEN3D_FAILED: str | None = None  # why Open3D could not render in this process
+_CALL = Call(torch.device("cpu"))  # both renderers take CPU tensors
 
 
 def _as_tensor(a: Any) -> Tensor:
@@ -49,7 +51,7 @@ def render(
     fov: float = 40.0,
     projection: Projection = "perspective",
     up_axis: UpAxis = "z",
-    backend: Backend = "auto",
+    backend: Backend | None = None,
     shading: Shading = "normals",
     normals: Tensor | np.ndarray | None = None,
 ) -> np.ndarray:
@@ -58,9 +60,10 @@ def render(
     The camera of each view is framed so that the cloud fills the image
     (:func:`~lightning_pc.viz.camera.frame_camera`), and the colours are shaded for that
     view (:func:`~lightning_pc.viz.shading.shade`: lighting from the normals, given or
-    estimated once, plus a depth cue), identically for both backends. ``backend="auto"``
-    uses Open3D's offscreen renderer (created once per process) and, if Open3D cannot open
-    one, warns once and uses the torch splatting rasteriser
+    estimated once, plus a depth cue), identically for both backends. The backend is the
+    ``render`` kind of the implementation registry (:mod:`lightning_pc.ops._backend`):
+    ``"auto"`` uses Open3D's offscreen renderer (created once per process) and, if Open3D
+    cannot open one, warns once and uses the torch splatting rasteriser
     (:func:`~lightning_pc.viz.splat.splat`) from then on.
 
     Args:
@@ -77,7 +80,8 @@ def render(
         fov: vertical field of view in degrees.
         projection: ``"perspective"`` or ``"orthographic"``.
         up_axis: the world axis drawn upwards.
-        backend: ``"auto"``, ``"open3d"`` (errors propagate) or ``"torch"``.
+        backend: ``"auto"``, ``"open3d"`` (errors propagate) or ``"torch"``; ``None``:
+            ``LIGHTNING_PC_IMPL_RENDER`` where set, else ``"auto"``.
         shading: ``"normals"`` (lighting and a mild depth cue), ``"depth"`` (depth cue
             only) or ``"none"`` (flat colours).
         normals: ``[N, 3]`` normals for ``shading="normals"`` (``None``: estimated).
@@ -111,7 +115,8 @@ def render(
         )
         view_cols = shade(cols, pts, camera, shading, normal_t)
         image: np.ndarray | None = None
-        if backend == "open3d" or (backend == "auto" and _OPEN3D_FAILED is None):
+        chosen = choose("render", _CALL, backend)
+        if chosen == "open3d":
             try:
                 from lightning_pc.viz.open3d_backend import render_open3d
 
@@ -119,7 +124,7 @@ def render(
                     pts.numpy(), view_cols.numpy(), camera, point_size=point_size, background=background
                 )
             except Exception as err:  # noqa: BLE001 - any failure means "no Open3D here"
-                if backend == "open3d":
+                if requested("render", backend) == "open3d":  # named: errors propagate
                     raise
                 _OPEN3D_FAILED = f"{type(err).__name__}: {err}"
                 warnings.warn(

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import lightning_pc.data.formats as formats
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.io import (
     Mesh,
@@ -218,12 +219,12 @@ def test_scan_chunks_stream_text_scans_as_read_scan_reads_them(
     path = tmp_path / name
     path.write_bytes(TEXT_SCANS[name].encode())
     whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)  # blocks end inside and at rows
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", block)  # blocks end inside and at rows
 
     def no_whole_read(*args: object, **kwargs: object) -> None:
         raise AssertionError("the text scan was read whole")
 
-    monkeypatch.setattr(io_module, "read_point_file", no_whole_read)
+    monkeypatch.setattr(formats, "read_scan", no_whole_read)
     got, sizes, reader = _read_chunks(path, chunk)
     assert reader._kind == "text"  # type: ignore[attr-defined]
     assert reader.num_points == len(whole["pos"]) == len(ROWS)  # type: ignore[attr-defined]
@@ -242,13 +243,12 @@ def test_scan_chunks_stream_text_scans_as_read_scan_reads_them(
 def test_scan_chunks_text_block_boundary_exactly_at_a_row_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_pc.data.io as io_module
 
     rows = [f"{i:04d} 1.50 2.5" for i in range(30)]  # 14 bytes a row with its newline
     path = tmp_path / "fixed.txt"
     path.write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", 14 * 4)
-    blocks = list(io_module._line_blocks(path))
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", 14 * 4)
+    blocks = list(formats._common._line_blocks(path))
     assert [len(b) for b, _ in blocks][:-1] == [56] * (len(blocks) - 1)  # whole rows per block
     assert [line0 for _, line0 in blocks] == list(range(0, 30, 4))
     got, sizes, _ = _read_chunks(path, 4)
@@ -259,11 +259,10 @@ def test_scan_chunks_text_block_boundary_exactly_at_a_row_end(
 def test_scan_chunks_name_the_line_of_a_bad_value_far_into_a_text_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_pc.data.io as io_module
     from lightning_pc.data.io import ScanChunks, read_scan
 
     lines = ["# header comment", ""] + [f"{i} {i + 1}.5 {i % 3} 0.25" for i in range(5000)]
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", 4096)
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", 4096)
     for bad, message in [
         ("12 oops 3 4", r"non-numeric field 'oops'"),
         ("12 nan 3 4", r"non-finite value 'nan'"),
@@ -394,8 +393,8 @@ def test_scan_chunks_stream_ascii_ply_as_read_scan_reads_it(
     path = tmp_path / name
     path.write_bytes(ASCII_PLYS[name].encode())
     whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
-    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", block)
+    monkeypatch.setattr(formats, "read_scan", None)  # never read whole
     got, sizes, reader = _read_chunks(path, chunk)
     assert reader._kind == "ascii_ply"  # type: ignore[attr-defined]
     assert sizes[:-1] == [chunk] * (len(sizes) - 1) and sum(sizes) == len(PLY_ROWS)
@@ -410,10 +409,9 @@ def test_scan_chunks_stream_ascii_ply_as_read_scan_reads_it(
 def test_scan_chunks_ascii_ply_errors_name_the_line_read_scan_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import lightning_pc.data.io as io_module
     from lightning_pc.data.io import ScanChunks, read_scan
 
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", 512)
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", 512)
     rows = [f"{i}.5 {i % 7} 2.25" for i in range(3000)]
     # header: ply, format, comment, element, 3 properties, end_header; rows from line 9
     cases = {
@@ -551,8 +549,8 @@ def test_scan_chunks_stream_binary_pcd_as_read_scan_reads_it(
     with warnings.catch_warnings(record=True) as whole_warned:
         warnings.simplefilter("always")
         whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "PCD_BLOCK", block)  # record blocks end at NaN rows too
-    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    monkeypatch.setattr(formats.pcd, "PCD_BLOCK", block)  # record blocks end at NaN rows too
+    monkeypatch.setattr(formats, "read_scan", None)  # never read whole
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         got, sizes, reader = _read_chunks(path, chunk)
@@ -604,8 +602,7 @@ def test_scan_chunks_binary_pcd_errors_are_read_scans(tmp_path: Path) -> None:
     half = body.replace(b"normal_x", b"nx", 1)  # Open3D 0.20 would write unallocated normals
     cases = {
         "half_normals.pcd": (half, "FIELDS has normal_y normal_z without normal_x"),
-        "truncated.pcd": (body[:-50], "Open3D read no points"),
-        "extra.pcd": (body + b"\x01\x02", "holds 2 more bytes after them"),
+        "truncated.pcd": (body[:-50], r"truncated: header declares 20 points \(\d+ bytes\), "),
         "nan_normal.pcd": (None, "normal of point 6 is NaN or infinite \\(1 points in all\\)"),
         "all_nan.pcd": (None, "point coordinates contain NaN or infinity"),
     }
@@ -622,6 +619,13 @@ def test_scan_chunks_binary_pcd_errors_are_read_scans(tmp_path: Path) -> None:
             with pytest.raises(DataFormatError, match=message) as opened:
                 ScanChunks(path)
         assert str(opened.value) == str(whole.value) and name in str(opened.value)
+    # bytes after the declared points: read, with one warning, by both
+    path = tmp_path / "extra.pcd"
+    path.write_bytes(body + b"\x01\x02")
+    for read in (read_scan, lambda p: np.concatenate([c["pos"] for c in ScanChunks(p)])):
+        with pytest.warns(UserWarning, match="2 bytes after them are ignored") as said:
+            read(path)
+        assert len([w for w in said if "ignored" in str(w.message)]) == 1
     # trailing whitespace after the records is accepted by both
     path = tmp_path / "newline.pcd"
     path.write_bytes(body + b"\n")
@@ -763,8 +767,8 @@ def test_scan_chunks_stream_ascii_pcd_as_read_scan_reads_it(
     with warnings.catch_warnings(record=True) as whole_warned:
         warnings.simplefilter("always")
         whole = io_module.read_scan(path)
-    monkeypatch.setattr(io_module, "TEXT_BLOCK", block)
-    monkeypatch.setattr(io_module, "read_point_file", None)  # never read whole
+    monkeypatch.setattr(formats._common, "TEXT_BLOCK", block)
+    monkeypatch.setattr(formats, "read_scan", None)  # never read whole
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         got, sizes, reader = _read_chunks(path, chunk)
@@ -803,7 +807,8 @@ def test_scan_chunks_ascii_pcd_errors_and_odd_files_are_read_scans(tmp_path: Pat
         "fraction.pcd": (_ascii_pcd(tmp_path / "fraction.pcd", rows[:7] + ["1 2 3 7.5"], spec), "whole"),
         "exponent.pcd": (_ascii_pcd(tmp_path / "exponent.pcd", rows[:7] + ["1 2 3 1e3"], spec), "whole"),
         "short_row.pcd": (_ascii_pcd(tmp_path / "short_row.pcd", rows[:9] + ["1 2 3"] + rows[9:], spec, 30, points=30), "line 42: header declares 30 points"),
-        "fewer.pcd": (_ascii_pcd(tmp_path / "fewer.pcd", rows, spec, points=31), "whole"),
+        # Open3D returns 31 points, the last one uninitialised memory: refused beforehand
+        "fewer.pcd": (_ascii_pcd(tmp_path / "fewer.pcd", rows, spec, points=31), "truncated: header declares 31 points, the file holds 30 lines"),
         "hex_float.pcd": (_ascii_pcd(tmp_path / "hex_float.pcd", ["0x1p3 1 2 5"] + rows[1:], spec), "whole"),
     }  # fmt: skip
     for name, (path, expect) in files.items():

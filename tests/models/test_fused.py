@@ -117,6 +117,27 @@ def test_falls_back_where_the_kernels_do_not_apply(monkeypatch: pytest.MonkeyPat
     torch.testing.assert_close(out, F.relu(norm(h)))
 
 
+def test_one_variable_chooses_the_implementation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LIGHTNING_PC_IMPL_BATCH_NORM`` names the implementation and wins over the older
+    ``LIGHTNING_PC_FUSED``; ``fused`` runs at any size (as ``always``) where it applies."""
+    h = torch.randn(100, 8)
+    norm = _norm(8, torch.float32)
+    monkeypatch.setattr(fused, "FUSE_MIN_NUMEL", 10_000)  # 800 elements: auto says torch
+    assert not fused.fusable(norm, h)
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", "always")
+    assert fused.fusable(norm, h)
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_BATCH_NORM", "torch")
+    assert not fused.fusable(norm, h)
+    monkeypatch.setenv("LIGHTNING_PC_FUSED", "off")
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_BATCH_NORM", "fused")
+    assert fused.fusable(norm, h)
+    assert not fused.fusable(norm.eval(), h)  # does not apply: torch's op, no error
+    assert not fused.fusable(norm.train(), h.to(torch.bfloat16))
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_BATCH_NORM", "triton")
+    with pytest.raises(ValueError, match="LIGHTNING_PC_IMPL_BATCH_NORM"):
+        fused.fusable(norm, h)
+
+
 def _assert_same_training_state(module: nn.Module, ref: nn.Module) -> None:
     """Every parameter has a gradient equal to ``ref``'s; every buffer (running statistics,
     batch counts) equals ``ref``'s."""

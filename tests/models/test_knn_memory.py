@@ -128,3 +128,35 @@ def test_large_cloud_peak_memory_is_bounded() -> None:
     # one 256 MiB block + the [N, k] table (measured 262 MiB); unblocked it was 1536 MiB,
     # and 517 MiB when a block was allocated before the previous one was freed
     assert out["rise_mib"] < 400, out
+
+
+def test_the_path_is_the_registrys_knn_table_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mode=None`` takes ``LIGHTNING_PC_IMPL_KNN_TABLE`` (else padded); a named mode wins;
+    an unknown one raises before any work."""
+    taken: list[str] = []
+    real_padded, real_packed = knn_graph.knn_table_padded, knn_graph.knn_table_packed
+
+    def padded(*args: object) -> torch.Tensor:
+        taken.append("padded")
+        return real_padded(*args)  # type: ignore[arg-type]
+
+    def packed(*args: object) -> torch.Tensor:
+        taken.append("packed")
+        return real_packed(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(knn_graph, "knn_table_padded", padded)
+    monkeypatch.setattr(knn_graph, "knn_table_packed", packed)
+    x = torch.randn(40, 4)
+    batch = torch.repeat_interleave(torch.arange(2), torch.tensor([25, 15]))
+    ptr = torch.tensor([0, 25, 40])
+    auto = knn_table(x, batch, ptr, 5)
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_KNN_TABLE", "packed")
+    env = knn_table(x, batch, ptr, 5)
+    named = knn_table(x, batch, ptr, 5, "padded")
+    assert taken == ["padded", "packed", "padded"]
+    assert torch.equal(auto, env) and torch.equal(auto, named)
+    with pytest.raises(ValueError, match="unknown kNN mode 'dense'"):
+        knn_table(x, batch, ptr, 5, "dense")  # type: ignore[arg-type]
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_KNN_TABLE", "dense")
+    with pytest.raises(ValueError, match="LIGHTNING_PC_IMPL_KNN_TABLE"):
+        knn_table(x, batch, ptr, 5)

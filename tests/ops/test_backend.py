@@ -59,13 +59,11 @@ def test_environment_variable_forces_backend(ops_backend_env):
     assert _backend.choose("knn", torch.device("cpu"), "torch_cluster") == "torch_cluster"
 
 
-def test_environment_variable_is_read_once(monkeypatch, ops_backend_env):
+def test_environment_variable_is_read_at_each_choice(monkeypatch, ops_backend_env):
     cpu = torch.device("cpu")
     ops_backend_env("torch")
     assert _backend.choose("fps", cpu, None) == "torch"
-    monkeypatch.setenv(_backend.ENV_VAR, "auto")  # too late: already read
-    assert _backend.choose("fps", cpu, None) == "torch"
-    _backend.reload_environment()
+    monkeypatch.setenv(_backend.ENV_VAR, "auto")  # the next choice reads it
     assert _backend.choose("fps", cpu, None) == _backend.choose("fps", cpu, "auto") != "torch"
 
 
@@ -97,3 +95,97 @@ def test_cuda_inputs_never_route_to_cpu_only_backends():
     assert auto in ("torch_cluster", "torch")
     if not _backend.torch_cluster_has_cuda():
         assert auto == "torch"
+
+
+# ---------------------------------------------------------------- the registry's one rule
+
+
+def _sorted(pos: torch.Tensor):
+    from lightning_pc.ops._checks import sort_clouds
+
+    return sort_clouds("x", pos, None, 1)
+
+
+def test_a_backend_that_lacks_a_case_declares_it_and_choose_hands_it_on(monkeypatch):
+    """No kernel calls another backend's: the cosine distance (kd-trees prune by Euclidean
+    distance only) and points the cell grid cannot key go elsewhere by :func:`choose`."""
+    cpu = torch.device("cpu")
+    cosine = _backend.Call(cpu, facts={"cosine": True})
+    assert _backend.choose("knn", cosine, "numba") == "torch"
+    assert _backend.choose("knn", cosine, "scipy") == "torch"
+    if _backend.available("torch_cluster"):
+        assert _backend.choose("knn", cosine, "torch_cluster") == "torch_cluster"
+    four = _backend.Call(cpu, facts={"x": _sorted(torch.rand(10, 4)), "r": 0.5})
+    assert _backend.choose("radius", four, "numba") == "scipy"
+    assert _backend.choose("radius", four, None) == "scipy"
+    monkeypatch.setattr(_backend, "has_module", lambda name: name != "scipy")
+    assert _backend.choose("radius", four, "numba") == "torch"  # main: ImportError
+    three = _backend.Call(cpu, facts={"x": _sorted(torch.rand(10, 3)), "r": 0.5})
+    assert _backend.choose("radius", three, "numba") == "numba"
+
+
+def test_kernels_refuse_the_cases_they_declare_unsupported():
+    from lightning_pc.ops import _numba, _scipy
+
+    x = _sorted(torch.rand(20, 3))
+    for module in (_numba, _scipy):
+        with pytest.raises(ValueError, match="cosine"):
+            module.knn(x, x, 3, True, False)
+    x4 = _sorted(torch.rand(20, 4))
+    with pytest.raises(ValueError, match="more than 3 coordinates"):
+        _numba.radius(x4, x4, 0.5, 8)
+    for name in ("_numba", "_scipy", "_torch_cluster", "_reference"):
+        source = inspect.getsource(importlib.import_module(f"lightning_pc.ops.{name}"))
+        others = {"_numba", "_scipy", "_torch_cluster", "_reference"} - {name}
+        assert not [o for o in others if f"import {o}" in source or f"{o}." in source], name
+
+
+def test_registry_declarations_are_consistent():
+    """Every kind's reference supports every call on every device; fallbacks and rankings
+    name implementations of the kind; the ops' backend lists are derived from the kinds."""
+    for kind in _backend.KINDS.values():
+        ref = kind[kind.reference]
+        assert ref.devices is None and ref.dtypes is None and ref.accepts is None, kind.name
+        assert ref.installed() and ref.traceable and ref.device_check is None, kind.name
+        for impl in kind.implementations:
+            assert impl.fallback is None or impl.fallback in kind.names, (kind.name, impl.name)
+        for device, order in kind.ranking.items():
+            assert set(order) <= set(kind.names) and kind.reference in order, (kind.name, device)
+        assert "*" in kind.ranking, kind.name
+    ops_names = [n for op in _backend.OPS for n in _backend.names(op)]
+    assert _backend.BACKENDS == ("auto", *dict.fromkeys(ops_names))
+    assert _backend.kinds("ops") == _backend.OPS
+    assert {op: _backend.names(op) for op in _backend.OPS} == _backend.SUPPORTED
+    for name, spec in _backend.REGISTRY.items():
+        assert spec.ops == tuple(op for op in _backend.OPS if name in _backend.names(op))
+
+
+def test_one_variable_per_kind_wins_over_the_alias(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_KNN", "scipy")
+    assert _backend.choose("knn", cpu) == "scipy"
+    assert _backend.choose("radius", cpu) == "numba"  # other kinds: automatic
+    assert _backend.choose("knn", cpu, "torch") == "torch"  # an argument wins
+    monkeypatch.setenv(_backend.ENV_VAR, "torch")
+    assert _backend.choose("knn", cpu) == "scipy"
+    assert _backend.choose("radius", cpu) == "torch"
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_KNN", "auto")
+    assert _backend.choose("knn", cpu) == "numba"  # "auto" named: the alias does not apply
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_FPS", "scipy")  # a kind's own variable is strict
+    with pytest.raises(ValueError, match=r"fps has no 'scipy' backend.*LIGHTNING_PC_IMPL_FPS"):
+        _backend.choose("fps", cpu)
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_GRID", "faiss")
+    with pytest.raises(ValueError, match=r"unknown ops backend 'faiss'.*LIGHTNING_PC_IMPL_GRID"):
+        _backend.choose("grid", cpu)
+
+
+def test_describe_lists_every_kind_from_the_registry():
+    chosen = _backend.describe("cpu")
+    assert tuple(chosen) == tuple(_backend.KINDS)
+    assert _backend.describe("cpu", "ops") == {op: "numba" for op in _backend.OPS}
+    assert chosen["batch_norm"] == "fused" and chosen["knn_table"] == "padded"
+    assert _backend.describe("meta")["batch_norm"] == "torch"
+    table = _backend.table()
+    for kind in _backend.KINDS.values():
+        assert kind.env_var() in table
+        assert all(f"  {name}:" in table for name in kind.names)

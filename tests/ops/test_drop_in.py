@@ -19,8 +19,8 @@ from lightning_pc import ops
 from lightning_pc.ops import _backend
 from tests.ops.shapes import batch_of_clouds, edge_set
 
-ALL = ["torch", "torch_cluster", "scipy", "numba", None]
-FPS_GRID = ["torch", "torch_cluster", "numba", None]
+ALL = [*_backend.names("knn"), None]  # None: automatic choice (knn and radius: the same)
+FPS_GRID = [*_backend.names("fps"), None]
 HALF = [torch.float16, torch.bfloat16]
 FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -334,7 +334,7 @@ def test_nearest_value_errors():
 # ---------------------------------------------------------------- process-wide backend
 
 
-@pytest.mark.parametrize("choice", ["scipy", "torch_cluster", "torch"])
+@pytest.mark.parametrize("choice", [b for b in _backend.BACKENDS if b != "auto"])
 def test_environment_backend_applies_where_the_op_exists(ops_backend_env, choice):
     ops_backend_env(choice)
     cpu = torch.device("cpu")

@@ -8,6 +8,7 @@ import torch
 import torch_cluster
 
 from lightning_pc import ops
+from lightning_pc.ops import _backend
 from tests.ops.shapes import batch_of_clouds
 
 
@@ -20,7 +21,7 @@ from tests.ops.shapes import batch_of_clouds
         (0.07, [-1.0, -1.0, -1.0], None),
     ],
 )
-@pytest.mark.parametrize("backend", ["torch", "torch_cluster", "numba", None])
+@pytest.mark.parametrize("backend", [*_backend.names("grid"), None])
 def test_grid_cluster_equals_torch_cluster(size, start, end, backend):
     x, _ = batch_of_clouds([3000], seed=40)
     def t(v):
@@ -49,7 +50,7 @@ def dense_interpolate(x, pos_x, pos_y, bx, by, k):
     return ((x.double()[ik] * w[..., None]).sum(1) / w.sum(1, keepdim=True)).float()
 
 
-@pytest.mark.parametrize("backend", ["torch", "torch_cluster", "scipy", None])
+@pytest.mark.parametrize("backend", [*_backend.names("knn"), None])
 def test_knn_interpolate_matches_dense(backend):
     pos_x, bx = batch_of_clouds([64, 40], seed=41)
     pos_y, by = batch_of_clouds([200, 150], seed=42)

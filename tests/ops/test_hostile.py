@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lightning_pc import ops
-from lightning_pc.ops._backend import SUPPORTED, available
+from lightning_pc.ops._backend import available, names
 from tests.ops.hostile import KINDS, SCALES, cloud, layout
 
-BACKENDS = ["torch_cluster", "scipy", "numba", None]  # None: automatic choice
+ORACLE = "torch"  # what every backend is compared against
 PROPERTY = settings(
     max_examples=20,
     deadline=None,
@@ -30,7 +30,8 @@ PROPERTY = settings(
 
 
 def backends_for(op: str) -> list[str | None]:
-    return [b for b in BACKENDS if b is None or (b in SUPPORTED[op] and available(b))]
+    """The installed backends of ``op`` but the oracle, and ``None``: the automatic choice."""
+    return [b for b in names(op) if b != ORACLE and available(b, op)] + [None]
 
 
 @st.composite

@@ -8,10 +8,11 @@ import torch
 import torch_cluster
 
 from lightning_pc import ops
+from lightning_pc.ops import _backend
 from tests.ops.shapes import batch_of_clouds, edge_set
 
-KNN_BACKENDS = ["torch", "torch_cluster", "scipy", "numba", None]
-RADIUS_BACKENDS = ["torch", "torch_cluster", "scipy", "numba", None]
+KNN_BACKENDS = [*_backend.names("knn"), None]  # None: automatic choice
+RADIUS_BACKENDS = [*_backend.names("radius"), None]
 
 
 def sq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

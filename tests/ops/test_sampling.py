@@ -10,9 +10,10 @@ import torch
 import torch_cluster
 
 from lightning_pc import ops
+from lightning_pc.ops import _backend
 from tests.ops.shapes import batch_of_clouds
 
-CPU_BACKENDS = ["torch", "torch_cluster", "numba", None]
+CPU_BACKENDS = [*_backend.names("fps"), None]  # None: automatic choice
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -13,6 +13,7 @@ from torch import nn
 from torch_geometric.data import Data
 
 from lightning_pc.data import SyntheticShapesDataModule, collate
+from lightning_pc.data.datasets.shapenetpart import PART_OFFSETS as SHAPENETPART_OFFSETS
 from lightning_pc.data.transforms import GridSubsample
 from lightning_pc.tasks import (
     ClassificationTask,
@@ -25,6 +26,14 @@ from tests.data import load_fixture
 
 TINY_CLS = TINY_MODELS["pointnet2_ssg"]
 TINY_PART = TINY_MODELS["pointnet2_ssg_part_seg"]
+TINY_SEM = dict(
+    ratios=[0.5, 0.5],
+    radii=[[0.5], [1.0]],
+    num_samples=[[4], [4]],
+    sa_mlps=[[[8]], [[8]]],
+    fp_mlps=[[8], [8]],
+    head=[8],
+)
 
 
 def _trainer(tmp_path: Path) -> L.Trainer:
@@ -59,8 +68,46 @@ def test_class_weights_must_match_classes() -> None:
 
 
 def test_part_offsets_must_match_classes() -> None:
-    with pytest.raises(ValueError, match="part_offsets"):
-        PartSegmentationTask(num_classes=27)  # ShapeNetPart's offsets end at 50
+    with pytest.raises(ValueError, match="part_offsets end at 20 parts but num_classes is 27"):
+        PartSegmentationTask(num_classes=27, part_offsets=[0, 10, 20])
+
+
+def test_part_task_without_a_data_module_is_shapenetpart() -> None:
+    task = PartSegmentationTask(model_kwargs=TINY_PART)
+    assert task.part_offsets == list(SHAPENETPART_OFFSETS)
+    assert task.model.backbone.num_categories == 16 and task.hparams["part_offsets"] is None
+    batch = collate([Data(pos=torch.rand(40, 3), category=torch.tensor([k])) for k in (0, 15)])
+    task.eval()
+    with torch.no_grad():
+        pred = task.predict_step(batch, 0)
+    offsets = torch.tensor(SHAPENETPART_OFFSETS)
+    cat = batch.category[batch.batch]
+    assert bool(((pred >= offsets[cat]) & (pred < offsets[cat + 1])).all())
+
+
+def test_part_task_needs_a_layout_for_other_part_counts(tmp_path: Path) -> None:
+    """Neither the task nor the data module gives the layout of 27 parts: a clear error."""
+    task = PartSegmentationTask(model_kwargs=TINY_PART, num_classes=27)
+    assert task.part_offsets is None and not hasattr(task, "model")
+    with pytest.raises(RuntimeError, match="no\\s+part_offsets has no network yet"):
+        task(collate([Data(pos=torch.rand(8, 3), category=torch.tensor([0]))]))
+    data = SyntheticShapesDataModule(num_train=4, num_points=64, task="part_segmentation")
+    data.setup("fit")
+    with pytest.raises(ValueError, match="the data module has no part_offsets"):
+        _trainer(tmp_path).fit(task, data.train_dataloader())  # loaders alone: no layout
+
+
+def test_part_layout_must_be_the_data_module_s(tmp_path: Path) -> None:
+    data = SyntheticShapesDataModule(num_points=64, task="part_segmentation", num_train=4)
+    parts = data.num_classes
+    task = PartSegmentationTask(
+        model_kwargs=TINY_PART, num_classes=parts, part_offsets=[0, parts // 2, parts]
+    )
+    with pytest.raises(ValueError, match="differ from the task's"):
+        _trainer(tmp_path).fit(task, data)
+    # ShapeNetPart's default layout against the synthetic shapes' parts
+    with pytest.raises(ValueError, match="data module's part_offsets end at"):
+        _trainer(tmp_path).fit(PartSegmentationTask(model_kwargs=TINY_PART), data)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
@@ -85,12 +132,12 @@ def test_part_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -> No
     data = SyntheticShapesDataModule(
         num_train=4, num_val=4, num_test=4, num_points=64, task="part_segmentation", batch_size=4
     )
-    task = PartSegmentationTask(
-        model_kwargs=TINY_PART, num_classes=data.num_classes, part_offsets=data.part_offsets
-    )
-    assert task.model.num_categories == 12  # taken from part_offsets
+    # no part_offsets: the layout comes from the data module when the trainer sets up
+    task = PartSegmentationTask(model_kwargs=TINY_PART, num_classes=data.num_classes)
     trainer = _trainer(tmp_path)
     trainer.fit(task, data)
+    assert task.part_offsets == data.part_offsets == task.hparams["part_offsets"]
+    assert task.model.backbone.num_categories == 12  # taken from part_offsets
     metrics = trainer.callback_metrics
     assert 0.0 <= float(metrics["val/instance_miou"]) <= 1.0
     assert "val/miou_cube" in metrics  # per-category mIoU named by the data module
@@ -125,14 +172,7 @@ def test_full_resolution_projects_voxel_predictions() -> None:
 
 def test_semantic_segmentation_scores_every_original_point() -> None:
     task = SemanticSegmentationTask(
-        model_kwargs=dict(
-            ratios=[0.5, 0.5],
-            radii=[[0.5], [1.0]],
-            num_samples=[[4], [4]],
-            sa_mlps=[[[8]], [[8]]],
-            fp_mlps=[[8], [8]],
-            head=[8],
-        ),
+        model_kwargs=TINY_SEM,
         num_classes=3,
         in_channels=0,
     )
@@ -163,14 +203,7 @@ def test_semantic_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -
     )
     weights = [1.0 + i / 10 for i in range(data.num_classes)]
     task = SemanticSegmentationTask(
-        model_kwargs=dict(
-            ratios=[0.5, 0.5],
-            radii=[[0.5], [1.0]],
-            num_samples=[[4], [4]],
-            sa_mlps=[[[8]], [[8]]],
-            fp_mlps=[[8], [8]],
-            head=[8],
-        ),
+        model_kwargs=TINY_SEM,
         num_classes=data.num_classes,
         in_channels=3,
         class_weights=weights,
@@ -195,3 +228,59 @@ def test_semantic_segmentation_fit_and_weights_only_checkpoint(tmp_path: Path) -
         pred = loaded.predict_step(batch, 0)
     torch.testing.assert_close(pred, task.predict_step(batch, 0))
     assert bool(((pred >= 0) & (pred < data.num_classes)).all())
+
+
+def test_cli_part_segmentation_takes_the_layout_from_the_data_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ``lightning-pc``: no ``part_offsets`` in the config; the synthetic shapes'
+    layout is taken at setup, saved in the checkpoint, and a resumed fit and a test from
+    the checkpoint rebuild the same network."""
+    from lightning_pc.cli import main
+    from lightning_pc.data.datasets.synthetic import PART_OFFSETS as SYNTHETIC_OFFSETS
+
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 1,
+            "limit_val_batches": 1,
+            "limit_test_batches": 1,
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "callbacks": [
+                {
+                    "class_path": "lightning_pc.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": "checkpoints", "save_last": True},
+                }
+            ],
+        },
+        "model": {
+            "class_path": "lightning_pc.tasks.PartSegmentationTask",
+            "init_args": {"model_kwargs": TINY_PART},
+        },
+        "data": {
+            "class_path": "lightning_pc.data.SyntheticShapesDataModule",
+            "init_args": {
+                "task": "part_segmentation",
+                "num_train": 4,
+                "num_val": 2,
+                "num_test": 2,
+                "num_points": 48,
+                "batch_size": 2,
+            },
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main(["fit", "--config", str(path)])
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["hyper_parameters"]["part_offsets"] == list(SYNTHETIC_OFFSETS)
+    main(["fit", "--config", str(path), "--trainer.max_epochs=2", "--ckpt_path=last"])
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    main(["test", "--config", str(path), f"--ckpt_path={last}"])

@@ -51,6 +51,31 @@ def test_render_falls_back_to_torch_with_one_warning(monkeypatch: pytest.MonkeyP
         render(pts, width=48, height=48, backend="open3d")
 
 
+def test_render_variable_names_the_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LIGHTNING_PC_IMPL_RENDER=torch`` draws with the splatting renderer without trying
+    Open3D (whose failure would warn); a named backend wins over the variable."""
+    import lightning_pc.viz.open3d_backend as o3d_backend
+
+    tried: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> np.ndarray:
+        tried.append(1)
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(o3d_backend, "render_open3d", counted)
+    monkeypatch.setattr(render_mod, "_OPEN3D_FAILED", None)
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_RENDER", "torch")
+    pts = torch.randn(100, 3)
+    img = render(pts, width=32, height=32)
+    assert not tried and render_mod.open3d_available()
+    assert np.array_equal(img, render(pts, width=32, height=32, backend="torch"))
+    with pytest.raises(RuntimeError, match="no display"):
+        render(pts, width=32, height=32, backend="open3d")
+    monkeypatch.setenv("LIGHTNING_PC_IMPL_RENDER", "vulkan")
+    with pytest.raises(ValueError, match="unknown render backend 'vulkan'"):
+        render(pts, width=32, height=32)
+
+
 @pytest.mark.parametrize("n", [13, 20, 40, 50])
 def test_palette_distinguishable(n: int) -> None:
     pal = class_palette(n)

@@ -23,7 +23,9 @@ class PointDataset(Dataset):
 
     Every sample also carries ``idx`` (``[1]``, its index in the dataset). A dataset that
     knows its source files exposes ``names``, indexed like the dataset: ``names[i]`` is the
-    source of sample ``i`` (guards, prediction writers and evaluations name clouds by it).
+    source of sample ``i``, and each sample carries it as ``source`` (a string; a list in a
+    batch, see the batch schema in :mod:`lightning_pc.data.collate`): guards, prediction
+    writers and evaluations name clouds by it.
 
     Args:
         transform: per-sample transform called as ``transform(data, generator)``.
@@ -46,6 +48,11 @@ class PointDataset(Dataset):
         """The untransformed sample ``index``."""
         raise NotImplementedError
 
+    def source(self, index: int) -> str | None:
+        """``names[index]``: the sample's ``source`` (``None``: the dataset has no names)."""
+        names = getattr(self, "names", None)
+        return None if names is None else str(names[index])
+
     def __getitem__(self, index: int | tuple[int, int]) -> Data:
         sample_seed = None
         if isinstance(index, tuple):  # (index, seed) from EpochSampler
@@ -65,6 +72,9 @@ class PointDataset(Dataset):
         # the sample's index, [1] per cloud ([B] in a batch): lets the tasks name the source
         # file of a cloud with non-finite values (not named *index*, which collate offsets)
         data.idx = torch.tensor([index])
+        source = self.source(index)
+        if source is not None:
+            data.source = source
         return data
 
 
@@ -122,15 +132,18 @@ class PackedDataset(PointDataset):
             return np.arange(k)
         return (np.arange(k) * n) // k
 
+    def point_field(self, index: int, field: str, rows: np.ndarray | None) -> np.ndarray:
+        """Point array ``field`` of cache row ``index``: a memory-mapped view of every point
+        (``rows`` is ``None``), else a copy of ``rows``."""
+        if rows is None:
+            return self.store.view(index, field)
+        return self.store.points(index, field, rows)
+
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
         rows = self.rows(index, generator)
         data = Data()
         for field, attr in self.point_keys.items():
-            arr = (
-                self.store.view(index, field)
-                if rows is None
-                else self.store.points(index, field, rows)
-            )
+            arr = self.point_field(index, field, rows)
             data[attr] = torch.from_numpy(torch_friendly(arr))
         for field, attr in self.sample_keys.items():
             data[attr] = torch.tensor([self.samples[field][index]])

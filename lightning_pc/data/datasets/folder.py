@@ -20,20 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from lightning_pc.data import formats
 from lightning_pc.data.cache import CacheRecipe, parallel_map
 from lightning_pc.data.errors import DataFormatError, MissingDataError
-from lightning_pc.data.io import (
-    normalize_vertices,
-    ply_has_faces,
-    read_mesh,
-    read_point_file,
-    sample_mesh,
-)
+from lightning_pc.data.formats.las import classification_codes
+from lightning_pc.data.formats.mesh import normalize_vertices, sample_mesh
 from lightning_pc.data.packed import PackedWriter
 
-SUFFIXES = (
-    ".ply", ".pcd", ".xyz", ".pts", ".txt", ".npy", ".las", ".laz", ".off", ".obj", ".stl"
-)
+
+def readable_suffixes() -> tuple[str, ...]:
+    """The suffixes of the files read (point files and meshes), from the format table."""
+    return formats.suffixes(points=True, meshes=True)
+
+
+SUFFIXES = readable_suffixes()  # when this module was imported (formats registered later count)
 SPLITS = ("train", "val", "test")
 LAYOUT_HELP = (
     "  <root>/train/<class>/<file>   (required; also val/ and test/ with the same classes)\n"
@@ -88,8 +88,6 @@ def las_codes_present(files: list[Path]) -> list[int]:
         MissingDataError: no LAS/LAZ file among ``files``.
         DataFormatError: an unreadable file.
     """
-    import laspy
-
     las = [f for f in files if f.suffix.lower() in LAS_SUFFIXES]
     if not las:
         raise MissingDataError(
@@ -98,12 +96,7 @@ def las_codes_present(files: list[Path]) -> list[int]:
         )  # fmt: skip
     seen = np.zeros(256, dtype=bool)
     for path in las:
-        try:
-            with laspy.open(path) as reader:
-                for points in reader.chunk_iterator(1 << 20):
-                    seen[np.unique(np.asarray(points.classification))] = True
-        except Exception as err:  # noqa: BLE001 (laspy raises several types; all mean unreadable)
-            raise DataFormatError(path, f"not a readable LAS/LAZ file ({err})") from err
+        seen |= classification_codes(path)
     return np.flatnonzero(seen).tolist()
 
 
@@ -131,7 +124,7 @@ def _read_any(
             raise DataFormatError(
                 p, "point_labels=True reads labels from LAS/LAZ classification codes only"
             )
-        arrays = read_point_file(p)
+        arrays = formats.read_point_file(p)
         if "classification" not in arrays:
             raise DataFormatError(
                 p, "has no classification codes (every point is 0, never classified)"
@@ -139,14 +132,14 @@ def _read_any(
         lut = np.full(256, IGNORE_INDEX, dtype=np.int16)
         lut[list(label_codes)] = np.arange(len(label_codes), dtype=np.int16)
         arrays["seg"] = lut[arrays.pop("classification")]
-    elif suffix in (".off", ".obj", ".stl") or (suffix == ".ply" and ply_has_faces(p)):
-        mesh = read_mesh(p)
+    elif (fmt := formats.lookup(p)) is not None and fmt.is_mesh(p):
+        mesh = formats.read_mesh(p)
         mesh.vertices = normalize_vertices(mesh.vertices)
         rng = np.random.default_rng([seed, zlib.crc32(rel.encode())])
         pos, normal = sample_mesh(mesh, points_per_mesh, rng, p)
         arrays = {"pos": pos, "normal": normal}
     else:
-        arrays = read_point_file(p)
+        arrays = formats.read_point_file(p)
     out = {"pos": arrays["pos"]}
     if "seg" in arrays:
         out["seg"] = arrays["seg"]
@@ -242,6 +235,7 @@ class PointCloudFolderRecipe(CacheRecipe):
         if self._items is None:
             out: dict[str, list[tuple[str, str, int]]] = {}
             ignored: Counter[str] = Counter()
+            readable = readable_suffixes()
             for split in SPLITS:
                 folder = self._root / split
                 if not folder.is_dir():
@@ -257,7 +251,7 @@ class PointCloudFolderRecipe(CacheRecipe):
                     for f in sorted(d.rglob("*")):
                         if not f.is_file() or f.name.startswith("."):
                             continue
-                        if f.suffix.lower() in SUFFIXES:
+                        if f.suffix.lower() in readable:
                             rows.append((str(f), f.relative_to(self._root).as_posix(), label))
                         else:
                             ignored[f.suffix.lower() or f.name] += 1
@@ -282,7 +276,7 @@ class PointCloudFolderRecipe(CacheRecipe):
                 kinds = ", ".join(f"{n} {s}" for s, n in sorted(ignored.items()))
                 warnings.warn(
                     f"PointCloudFolder: {self._root}: skipped files of unsupported types "
-                    f"({kinds}); readable: {' '.join(SUFFIXES)}",
+                    f"({kinds}); readable: {' '.join(readable)}",
                     stacklevel=2,
                 )
             self._items = out

@@ -253,16 +253,15 @@ class S3DISRooms(PackedDataset):
         every area's rooms)."""
         return [self.store.names[room] for room in self.indices]
 
+    def source(self, index: int) -> str:
+        return self.store.names[self.indices[index]]
+
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
         room = self.indices[index]
         rows = self.rows(room, generator)
         data = Data()
         for field, attr in self.point_keys.items():
-            src = (
-                self.store.view(room, field)
-                if rows is None
-                else self.store.points(room, field, rows)
-            )
+            src = self.point_field(room, field, rows)
             if field == "pos":  # centre while copying out of the memory map: one pass
                 data[attr] = torch.from_numpy(np.subtract(src, self.shifts[room], dtype=np.float32))
             else:
@@ -306,6 +305,9 @@ class S3DISCrops(S3DISRooms):
         """The source room of each crop, indexed like the dataset (``crops_per_room``
         consecutive crops share a room)."""
         return [self.store.names[room] for room in self.indices for _ in range(self.crops_per_room)]
+
+    def source(self, index: int) -> str:
+        return self.store.names[self.indices[index // self.crops_per_room]]
 
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
         room = self.indices[index // self.crops_per_room]

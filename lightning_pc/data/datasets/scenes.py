@@ -38,6 +38,7 @@ from torch_geometric.data import Data
 
 from lightning_pc.data.collate import PackedBatch
 from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.grid import voxel_sort
 from lightning_pc.data.io import SCAN_CHUNK, ScanChunks
 
 SCAN_SUFFIXES = (".ply", ".pcd", ".las", ".laz", ".npy", ".txt", ".xyz", ".pts", ".bin")
@@ -304,17 +305,9 @@ def voxel_keep(pos: np.ndarray, voxel_size: float | None) -> tuple[np.ndarray, n
     n = len(pos)
     if not voxel_size:
         return np.arange(n), np.arange(n)
-    cells = np.floor((pos - pos.min(0)) / voxel_size).astype(np.int64)
-    dims = cells.max(0) + 1
-    key = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]  # one int per voxel
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    first = np.ones(n, dtype=bool)
-    first[1:] = sorted_key[1:] != sorted_key[:-1]
-    kept = order[first]  # the first point (in scan order) of each voxel
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    return kept, inverse
+    grid = voxel_sort(pos, voxel_size)
+    kept = grid.order[grid.first]  # the first point (in scan order) of each voxel
+    return kept, grid.voxel
 
 
 def load_scan(
@@ -552,6 +545,7 @@ class SceneFragments(IterableDataset):
         data.source_rows = torch.from_numpy(rows.astype(np.int64))
         for key, value in header.items():
             data[key] = value.clone()
+        data.source = str(self.files[int(header["idx"])])  # the scan (batch schema: source)
         return data
 
 
@@ -628,7 +622,8 @@ def pack_fragments(
     centres: np.ndarray,
     header: tuple[int, int, int],
     voxel_size: float | None,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    source: str | None = None,
+) -> tuple[dict[str, torch.Tensor | list[str]], dict[str, torch.Tensor]]:
     """Several fragments of one scan cut and collated at once, with no loop over them.
 
     Fragment ``f`` holds the scan rows ``rows[s_f : s_f + lengths[f]]`` (sorted; ``s_f`` the
@@ -640,6 +635,7 @@ def pack_fragments(
 
     Args:
         header: ``(scan index, fragments of the scan, points of the scan)``.
+        source: the scan file (the batch's ``source``, one per fragment; ``None``: none).
     """
     num, m = len(lengths), len(rows)
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -672,7 +668,9 @@ def pack_fragments(
     nodes = torch.from_numpy(kept_counts)
     covered = torch.from_numpy(lengths)
     ones = torch.ones(num, dtype=torch.long)
-    values = {"pos": torch.from_numpy(local[kept].astype(np.float32))}
+    values: dict[str, torch.Tensor | list[str]] = {
+        "pos": torch.from_numpy(local[kept].astype(np.float32))
+    }
     sizes = {"__nodes__": nodes, "pos": nodes}
     if feats.shape[1]:
         values["x"] = torch.from_numpy(np.ascontiguousarray(feats[rows[kept]]))
@@ -683,6 +681,8 @@ def pack_fragments(
     for key, value in zip(("idx", "num_fragments", "scan_points"), header):
         values[key] = torch.full((num,), value, dtype=torch.long)
         sizes[key] = ones
+    if source is not None:
+        values["source"] = [source] * num
     return values, sizes
 
 
@@ -834,8 +834,9 @@ class FragmentBatches(Dataset):
             )
         rows, lengths, centres = scan.cut(start, stop)
         header = (k, scan.num_fragments, len(scan.pos))
+        source = str(self.fragments.files[k])
         values, sizes = pack_fragments(
-            scan.pos, scan.feats, rows, lengths, centres, header, self.fragments.voxel_size
+            scan.pos, scan.feats, rows, lengths, centres, header, self.fragments.voxel_size, source
         )
         packed = PackedBatch(values, sizes)
         return packed if get_worker_info() is not None else packed.to_batch()

@@ -17,6 +17,7 @@ import numpy as np
 
 from lightning_pc.data.cache import CacheRecipe, parallel_map
 from lightning_pc.data.errors import DataFormatError, MissingDataError
+from lightning_pc.data.formats.kitti import read_velodyne
 from lightning_pc.data.packed import PackedWriter
 
 CLASS_NAMES = (
@@ -52,26 +53,6 @@ def _lookup() -> np.ndarray:
 
 
 LOOKUP = _lookup()
-
-
-def read_velodyne(path: str | Path) -> np.ndarray:
-    """``[N, 4]`` float32 ``x y z intensity`` of a ``.bin`` scan.
-
-    Raises:
-        DataFormatError: a size that is not a whole number of 16-byte points, an empty
-            file, or non-finite values.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    if size == 0 or size % 16:
-        raise DataFormatError(
-            path, f"{size} bytes is not a whole number of points (16 bytes: float32 x y z i)"
-        )
-    scan = np.fromfile(path, dtype="<f4").reshape(-1, 4)
-    if not np.isfinite(scan).all():
-        row = int(np.flatnonzero(~np.isfinite(scan).all(1))[0])
-        raise DataFormatError(path, f"point {row} has a NaN or infinite value")
-    return scan
 
 
 def read_labels(path: str | Path, num_points: int) -> np.ndarray:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import lightning as L
 import torch
@@ -17,7 +21,7 @@ from lightning_pc.data.cache import (
     locate_cache,
 )
 from lightning_pc.data.collate import collate
-from lightning_pc.data.datasets.base import PointDataset
+from lightning_pc.data.datasets.base import PackedDataset, PointDataset
 from lightning_pc.data.palettes import class_palette
 from lightning_pc.data.sampler import EpochSampler, eval_sampler
 from lightning_pc.data.seeding import current_rank
@@ -62,7 +66,14 @@ def scene_eval_transforms(voxel_size: float | None) -> list[TransformSpec]:
 
 
 class PointCloudDataModule(L.LightningDataModule):
-    """Base data module. Subclasses set the class metadata and build the datasets.
+    """Base data module: owns the four loaders, ``eval_batch_size``, transforms, the cache.
+
+    Subclasses set the class metadata (``class_names``, the default transform specs) and
+    build the datasets (:meth:`build_datasets`); a module over a packed cache declares its
+    fields instead (:class:`PackedDataModule`). The loaders read ``datasets["train"]``,
+    ``["val"]`` (no validation loop when a set-up module has none), ``["test"]`` and
+    ``["predict"]`` (else ``["test"]``); evaluation and prediction batches hold
+    ``eval_batch_size`` clouds.
 
     A subclass declares its own arguments (and ``batch_size`` / ``num_workers`` when its
     defaults differ) and passes the rest on with ``**kwargs``; LightningCLI follows the
@@ -79,6 +90,7 @@ class PointCloudDataModule(L.LightningDataModule):
         train_transforms: YAML-able transform specs for training (``None``: the dataset's
             default recipe, ``[]``: none).
         eval_transforms: the same for validation/test/predict.
+        eval_batch_size: clouds per validation/test/predict batch (``None``: ``batch_size``).
         cache_dir: cache root (``None``: the per-user cache folder).
         prepare_data_per_node: build the cache on every node (``False`` on a shared
             filesystem: built once, by global rank 0).
@@ -103,6 +115,7 @@ class PointCloudDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         cache_verify: VerifyLevel = "quick",
         cache_fingerprint: FingerprintMode = "stat",
+        eval_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         # every argument, this class's and the subclass's (checkpoints keep the data module's
@@ -120,6 +133,7 @@ class PointCloudDataModule(L.LightningDataModule):
         self.cache_verify: VerifyLevel = cache_verify
         self.cache_fingerprint: FingerprintMode = cache_fingerprint
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.cache_dir = cache_dir
         self.prepare_data_per_node = prepare_data_per_node
@@ -143,13 +157,18 @@ class PointCloudDataModule(L.LightningDataModule):
         return class_palette(self.num_classes)
 
     # --- transforms -----------------------------------------------------------------------
+    #: the training transforms used when ``train_transforms`` is ``None``
+    train_transform_specs: ClassVar[list[TransformSpec]] = []
+    #: the evaluation transforms used when ``eval_transforms`` is ``None``
+    eval_transform_specs: ClassVar[list[TransformSpec]] = []
+
     def default_train_transforms(self) -> list[TransformSpec]:
         """The training recipe used when ``train_transforms`` is ``None``."""
-        return []
+        return copy.deepcopy(self.train_transform_specs)  # callers may edit what they get
 
     def default_eval_transforms(self) -> list[TransformSpec]:
         """The evaluation recipe used when ``eval_transforms`` is ``None``."""
-        return []
+        return copy.deepcopy(self.eval_transform_specs)
 
     def train_transform(self) -> Compose | None:
         specs = (
@@ -160,6 +179,11 @@ class PointCloudDataModule(L.LightningDataModule):
     def eval_transform(self) -> Compose | None:
         specs = self._eval_specs if self._eval_specs is not None else self.default_eval_transforms()
         return build_transforms(specs, "eval_transforms") if specs else None
+
+    def split_transform(self, split: str) -> Compose | None:
+        """The transform of a loader split: the training one for ``"train"``, else the
+        evaluation one."""
+        return self.train_transform() if split == "train" else self.eval_transform()
 
     # --- cache ----------------------------------------------------------------------------
     def recipe(self) -> CacheRecipe | None:
@@ -201,7 +225,10 @@ class PointCloudDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         if split not in self.datasets:
-            raise RuntimeError(f"no {split!r} dataset: call setup() with the right stage first")
+            raise RuntimeError(
+                f"no {split!r} dataset: call setup() with the right stage first "
+                f"({type(self).__name__} has {sorted(self.datasets) or 'none yet'})"
+            )
         workers = self.num_workers
         dataset = self.datasets[split]
         # Training order and augmentation from (seed, epoch): exact on resume, sharded under DDP.
@@ -231,14 +258,126 @@ class PointCloudDataModule(L.LightningDataModule):
             prefetch_factor=4 if workers > 0 else None,
         )
 
+    def _eval_loader(self, split: str) -> DataLoader:
+        return self._loader(split, False, self.eval_batch_size)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False)
+        if "val" not in self.datasets and "train" in self.datasets:
+            return []  # set up, without validation data: Lightning runs no validation loop
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("predict" if "predict" in self.datasets else "test")
+
+
+class SceneTransforms:
+    """Default transforms of a scene data module (a mixin placed before the base class):
+    :func:`scene_train_transforms` with the class's ``augmentations`` and
+    :func:`scene_eval_transforms`, from the module's ``voxel_size`` and ``num_points``."""
+
+    #: augmentations between the voxel grid and the subsample of training scenes
+    augmentations: ClassVar[list[TransformSpec]] = INDOOR_SCENE_AUGMENTATIONS
+    voxel_size: float | None
+    num_points: int | None
+
+    def default_train_transforms(self) -> list[TransformSpec]:
+        return scene_train_transforms(self.voxel_size, self.num_points, self.augmentations)
+
+    def default_eval_transforms(self) -> list[TransformSpec]:
+        return scene_eval_transforms(self.voxel_size)
+
+
+Sampling = Literal["random", "first", "strided"]
+
+
+@dataclass(frozen=True)
+class PackedFields:
+    """What the samples of one packed cache split hold (see :class:`PackedDataModule`).
+
+    Args:
+        points: per-point cache field -> ``Data`` attribute (``{"pos": "pos", "rgb": "x"}``);
+            the order is the attributes' order in a sample.
+        sample: per-sample cache field -> attribute, a ``[1]`` tensor (``{"label": "y"}``).
+        features: attributes appended to ``x`` after the transform, then removed
+            (``("normal",)``: normals rotate with the points, then become input channels).
+    """
+
+    points: Mapping[str, str]
+    sample: Mapping[str, str] = field(default_factory=dict)
+    features: tuple[str, ...] = ()
+
+
+class PackedDataModule(PointCloudDataModule, metaclass=ABCMeta):
+    """A data module over a packed cache (:mod:`lightning_pc.data.packed`), by declaration.
+
+    A subclass declares, besides its arguments (``__init__``) and ``class_names``:
+
+    - :meth:`recipe`: the cache recipe (how the raw release becomes the cache);
+    - :meth:`fields`: a :class:`PackedFields` per cache split folder (what a sample holds);
+    - ``splits``: loader split -> the cache split folders it may read, the first present
+      one wins (``"val": ("val", "test")``: validate on ``test/`` when there is no
+      ``val/``); a loader none of whose folders exists has no data (``val``: no validation
+      loop);
+    - ``sampling``: how ``num_points`` points are read per sample in training and in
+      evaluation (``"random"``, ``"first"``, ``"strided"``), or ``None`` to read every point
+      (scenes: their transforms voxelise and subsample);
+    - the default transforms (``train_transform_specs`` / ``eval_transform_specs``, or
+      :class:`SceneTransforms`).
+
+    Loaders reading the same folder in the same mode share one dataset (ModelNet validates
+    and tests on one ``test`` dataset).
+    """
+
+    #: loader split -> cache split folders, the first present one is read
+    splits: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "train": ("train",),
+        "val": ("val",),
+        "test": ("test",),
+    }
+    #: how ``num_points`` points are read per sample: ``{"train": ..., "eval": ...}``
+    #: (``None``: every point)
+    sampling: ClassVar[Mapping[str, Sampling] | None] = {"train": "random", "eval": "strided"}
+    #: points read per sample when ``sampling`` is set (``None``: all)
+    num_points: int | None = None
+
+    @abstractmethod
+    def recipe(self) -> CacheRecipe:
+        """The cache recipe."""
+
+    @abstractmethod
+    def fields(self, split: str) -> PackedFields:
+        """What the samples of cache split folder ``split`` hold."""
+
+    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
+        folder = Path(self.cache_folder())
+        shared: dict[tuple[str, bool], Dataset] = {}
+        out: dict[str, Dataset] = {}
+        for split, candidates in self.splits.items():
+            found = next((name for name in candidates if (folder / name).is_dir()), None)
+            if found is None:
+                continue
+            train = split == "train"
+            if (found, train) not in shared:
+                shared[found, train] = self.packed_dataset(folder / found, found, train)
+            out[split] = shared[found, train]
+        return out
+
+    def packed_dataset(self, folder: Path, split: str, train: bool) -> PackedDataset:
+        """The dataset over cache split ``folder`` (named ``split``), for training or not."""
+        fields = self.fields(split)
+        sampling = self.sampling
+        return PackedDataset(
+            folder,
+            dict(fields.points),
+            dict(fields.sample),
+            self.num_points if sampling is not None else None,
+            sampling["train" if train else "eval"] if sampling is not None else "random",
+            self.split_transform("train" if train else "eval"),
+            fields.features,
+        )

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset
-
-from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.folder import (
     IGNORE_INDEX,
     PointCloudFolderRecipe,
     check_features,
 )
-from lightning_pc.data.modules.base import PointCloudDataModule
-from lightning_pc.data.transforms import TransformSpec
+from lightning_pc.data.modules.base import PackedDataModule, PackedFields
 
 
-class PointCloudFolderDataModule(PointCloudDataModule):
+class PointCloudFolderDataModule(PackedDataModule):
     """Shape classification on ``root/{train,val,test}/<class>/<file>``.
 
     With ``features``, ``x`` holds RGB in 0-1 (first, so colour transforms apply) and/or unit
@@ -49,10 +45,20 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: normalise,
             rotate about z, scale, jitter), ``eval_transforms`` (``None``: normalise),
             ``cache_dir``, ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``,
-            ``cache_fingerprint``; see :class:`~lightning_pc.data.PointCloudDataModule`.
+            ``cache_fingerprint``, ``eval_batch_size`` (``None``: ``batch_size``); see
+            :class:`~lightning_pc.data.PointCloudDataModule`.
     """
 
     ignore_index = IGNORE_INDEX
+    splits = {"train": ("train",), "val": ("val", "test"), "test": ("test",)}
+    sampling = {"train": "random", "eval": "strided"}
+    train_transform_specs = [
+        "NormalizeScale",
+        {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+        {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
+        {"class_path": "RandomJitter", "init_args": {"sigma": 0.01, "clip": 0.05}},
+    ]
+    eval_transform_specs = ["NormalizeScale"]
 
     def __init__(
         self,
@@ -77,47 +83,14 @@ class PointCloudFolderDataModule(PointCloudDataModule):
         self.point_labels = point_labels
         self.class_names = self._recipe.class_names
 
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return [
-            "NormalizeScale",
-            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
-            {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
-            {"class_path": "RandomJitter", "init_args": {"sigma": 0.01, "clip": 0.05}},
-        ]
-
-    def default_eval_transforms(self) -> list[TransformSpec]:
-        return ["NormalizeScale"]
-
     def recipe(self) -> PointCloudFolderRecipe:
         return self._recipe
 
-    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
-        folder = self.cache_folder()
-        keys = {"pos": "pos"}
-        sample_keys = {"label": "y"}
-        if self.point_labels:
-            keys["seg"], sample_keys = "y", {}
+    def fields(self, split: str) -> PackedFields:
+        points = {"pos": "pos", "seg": "y"} if self.point_labels else {"pos": "pos"}
         if "rgb" in self.features:
-            keys["rgb"] = "x"  # x from the start: colour transforms see it
+            points["rgb"] = "x"  # x from the start: colour transforms see it
         if "normal" in self.features:
-            keys["normal"] = "normal"  # transformed with the points, appended to x after
-        feats = ("normal",) if "normal" in self.features else ()
-        out: dict[str, Dataset] = {}
-        for split in ("train", "val", "test"):
-            if (folder / split).is_dir():
-                train = split == "train"
-                out[split] = PackedDataset(
-                    folder / split,
-                    keys,
-                    sample_keys,
-                    self.num_points,
-                    "random" if train else "strided",
-                    self.train_transform() if train else self.eval_transform(),
-                    feats,
-                )
-        if "val" not in out and "test" in out:
-            out["val"] = out["test"]
-        return out
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val", shuffle=False) if "val" in self.datasets else []
+            points["normal"] = "normal"  # transformed with the points, appended to x after
+        sample = {} if self.point_labels else {"label": "y"}
+        return PackedFields(points, sample, ("normal",) if "normal" in self.features else ())

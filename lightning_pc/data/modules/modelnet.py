@@ -6,13 +6,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.modelnet import ModelNetRecipe, class_names_for
-from lightning_pc.data.modules.base import PointCloudDataModule
-from lightning_pc.data.transforms import TransformSpec
+from lightning_pc.data.modules.base import PackedDataModule, PackedFields
 
 
-class ModelNetDataModule(PointCloudDataModule):
+class ModelNetDataModule(PackedDataModule):
     """ModelNet10/40 shape classification.
 
     The layout (raw OFF meshes, ``modelnet40_normal_resampled``, or the 2048-point hdf5
@@ -32,9 +30,17 @@ class ModelNetDataModule(PointCloudDataModule):
         num_workers: DataLoader workers.
         **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: DGCNN's
             scale + shift), ``eval_transforms`` (``None``: none), ``cache_dir``,
-            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            ``prepare_data_per_node``, ``pin_memory``, ``cache_verify``, ``cache_fingerprint``,
+            ``eval_batch_size`` (``None``: ``batch_size``); see
             :class:`~lightning_pc.data.PointCloudDataModule`.
     """
+
+    splits = {"train": ("train",), "val": ("test",), "test": ("test",)}
+    sampling = {"train": "random", "eval": "first"}
+    train_transform_specs = [  # DGCNN's
+        {"class_path": "RandomScale", "init_args": {"low": 2 / 3, "high": 1.5}},
+        {"class_path": "RandomTranslate", "init_args": {"max_shift": 0.2}},
+    ]
 
     def __init__(
         self,
@@ -54,35 +60,16 @@ class ModelNetDataModule(PointCloudDataModule):
         self.points_per_shape, self.sampling_seed = points_per_shape, sampling_seed
         self._num_classes = num_classes
 
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return [
-            {"class_path": "RandomScale", "init_args": {"low": 2 / 3, "high": 1.5}},
-            {"class_path": "RandomTranslate", "init_args": {"max_shift": 0.2}},
-        ]
-
     def recipe(self) -> ModelNetRecipe:
         return ModelNetRecipe(
             self.root, self._num_classes, self.points_per_shape, self.sampling_seed
         )
 
+    def fields(self, split: str) -> PackedFields:
+        normal = {"normal": "normal"} if self.use_normals else {}
+        return PackedFields({"pos": "pos", **normal}, {"label": "y"}, tuple(normal))
+
     def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
-        recipe = self.recipe()
-        if self.use_normals and recipe.layout == "hdf5":
+        if self.use_normals and self.recipe().layout == "hdf5":
             raise ValueError("use_normals=True: the hdf5 ModelNet layout has no normals")
-        folder = self.cache_folder()
-        keys = {"pos": "pos", "normal": "normal"} if self.use_normals else {"pos": "pos"}
-        feats = ("normal",) if self.use_normals else ()
-
-        def make(split: str, train: bool) -> PackedDataset:
-            return PackedDataset(
-                folder / split,
-                keys,
-                {"label": "y"},
-                self.num_points,
-                "random" if train else "first",
-                self.train_transform() if train else self.eval_transform(),
-                feats,
-            )
-
-        test = make("test", False)
-        return {"train": make("train", True), "val": test, "test": test}
+        return super().build_datasets(stage)

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
 from lightning_pc.data.datasets.s3dis import CLASS_NAMES, S3DISCrops, S3DISRecipe, S3DISRooms
-from lightning_pc.data.modules.base import (
-    INDOOR_SCENE_AUGMENTATIONS,
-    PointCloudDataModule,
-    scene_eval_transforms,
-    scene_train_transforms,
-)
+from lightning_pc.data.modules.base import PointCloudDataModule, SceneTransforms
 from lightning_pc.data.packed import PackedArrays
 from lightning_pc.data.palettes import S3DIS_PALETTE
-from lightning_pc.data.transforms import TransformSpec
 
 
-class S3DISDataModule(PointCloudDataModule):
+class S3DISDataModule(SceneTransforms, PointCloudDataModule):
     """S3DIS (13 classes), from the raw aligned release or PointNet's hdf5 blocks.
 
     Raw release: ``prepare_data`` parses every room once (in parallel); training draws
@@ -59,7 +52,12 @@ class S3DISDataModule(PointCloudDataModule):
         num_workers: int = 4,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            eval_batch_size=eval_batch_size,
+            **kwargs,
+        )
         if test_area not in range(1, 7):
             raise ValueError(f"test_area must be 1-6, got {test_area}")
         self.root, self.test_area, self.num_points = root, test_area, num_points
@@ -68,18 +66,11 @@ class S3DISDataModule(PointCloudDataModule):
             voxel_size,
             crops_per_room,
         )
-        self.eval_batch_size = eval_batch_size
         self.class_names = list(CLASS_NAMES)
 
     @property
     def palette(self) -> list[list[int]]:
         return [list(c) for c in S3DIS_PALETTE]
-
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return scene_train_transforms(self.voxel_size, self.num_points, INDOOR_SCENE_AUGMENTATIONS)
-
-    def default_eval_transforms(self) -> list[TransformSpec]:
-        return scene_eval_transforms(self.voxel_size)
 
     def recipe(self) -> S3DISRecipe:
         return S3DISRecipe(self.root)
@@ -101,12 +92,3 @@ class S3DISDataModule(PointCloudDataModule):
             )
         test = S3DISRooms(folder, test_idx, self.eval_transform(), hdf5)
         return {"train": train, "val": test, "test": test}
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
-
-    def predict_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("test", False, self.eval_batch_size)

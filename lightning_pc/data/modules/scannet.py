@@ -5,26 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-from torch.utils.data import Dataset
-
-from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.scannet import (
     CLASS_NAMES_20,
     IGNORE_INDEX,
     ScanNetRecipe,
     class_names_200,
 )
-from lightning_pc.data.modules.base import (
-    INDOOR_SCENE_AUGMENTATIONS,
-    PointCloudDataModule,
-    scene_eval_transforms,
-    scene_train_transforms,
-)
-from lightning_pc.data.transforms import TransformSpec
+from lightning_pc.data.modules.base import PackedDataModule, PackedFields, SceneTransforms
 
 
-class ScanNetDataModule(PointCloudDataModule):
+class ScanNetDataModule(SceneTransforms, PackedDataModule):
     """ScanNet v2 (``benchmark``: 20 classes or ScanNet200; ``ignore_index = -1``).
 
     Reads the raw release or Pointcept's preprocessed layout (see
@@ -50,6 +40,9 @@ class ScanNetDataModule(PointCloudDataModule):
     """
 
     ignore_index = IGNORE_INDEX
+    # test/ (unlabelled) only for predict, which falls back to val
+    splits = {"train": ("train",), "val": ("val",), "test": ("val",), "predict": ("test", "val")}
+    sampling = None  # whole scenes: the transforms voxelise and subsample
 
     def __init__(
         self,
@@ -62,49 +55,27 @@ class ScanNetDataModule(PointCloudDataModule):
         num_workers: int = 4,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            eval_batch_size=eval_batch_size,
+            **kwargs,
+        )
         if benchmark not in ("scannet20", "scannet200"):
             raise ValueError(f"benchmark must be 'scannet20' or 'scannet200', got {benchmark!r}")
         self.root, self.benchmark = root, benchmark
         self.voxel_size, self.num_points = voxel_size, num_points
-        self.eval_batch_size = eval_batch_size
         self.class_names = (
             list(CLASS_NAMES_20)
             if benchmark == "scannet20"
             else class_names_200(Path(root).expanduser())
         )
 
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return scene_train_transforms(self.voxel_size, self.num_points, INDOOR_SCENE_AUGMENTATIONS)
-
-    def default_eval_transforms(self) -> list[TransformSpec]:
-        return scene_eval_transforms(self.voxel_size)
-
     def recipe(self) -> ScanNetRecipe:
         return ScanNetRecipe(self.root)
 
-    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
-        folder = self.cache_folder()
-        field = "segment20" if self.benchmark == "scannet20" else "segment200"
-        labelled = {"pos": "pos", "rgb": "x", field: "y"}
-        out: dict[str, Dataset] = {
-            "train": PackedDataset(folder / "train", labelled, transform=self.train_transform()),
-            "val": PackedDataset(folder / "val", labelled, transform=self.eval_transform()),
-        }
-        out["test"] = out["val"]
-        if (folder / "test").is_dir():
-            out["predict"] = PackedDataset(
-                folder / "test", {"pos": "pos", "rgb": "x"}, transform=self.eval_transform()
-            )
-        else:
-            out["predict"] = out["val"]
-        return out
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
-
-    def predict_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("predict", False, self.eval_batch_size)
+    def fields(self, split: str) -> PackedFields:
+        if split == "test":  # no labels
+            return PackedFields({"pos": "pos", "rgb": "x"})
+        label = "segment20" if self.benchmark == "scannet20" else "segment200"
+        return PackedFields({"pos": "pos", "rgb": "x", label: "y"})

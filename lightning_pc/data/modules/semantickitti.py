@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch.utils.data import Dataset
-
-from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.semantickitti import (
     CLASS_NAMES,
     IGNORE_INDEX,
     SemanticKITTIRecipe,
 )
-from lightning_pc.data.modules.base import (
-    PointCloudDataModule,
-    scene_eval_transforms,
-    scene_train_transforms,
-)
+from lightning_pc.data.modules.base import PackedDataModule, PackedFields, SceneTransforms
 from lightning_pc.data.transforms import TransformSpec
 
 #: Augmentations of LiDAR sweeps: rotation about the vertical, scale, jitter (no colour).
@@ -28,7 +20,7 @@ _LIDAR_AUGMENTATIONS: list[TransformSpec] = [
 ]
 
 
-class SemanticKITTIDataModule(PointCloudDataModule):
+class SemanticKITTIDataModule(SceneTransforms, PackedDataModule):
     """SemanticKITTI (19 classes, ``ignore_index = -1``), from the official release layout.
 
     ``prepare_data`` reads every scan once into the cache (labels through the official
@@ -52,6 +44,10 @@ class SemanticKITTIDataModule(PointCloudDataModule):
     """
 
     ignore_index = IGNORE_INDEX
+    # test/ (unlabelled) only for predict, which falls back to val
+    splits = {"train": ("train",), "val": ("val",), "test": ("val",), "predict": ("test", "val")}
+    sampling = None  # whole scenes: the transforms voxelise and subsample
+    augmentations = _LIDAR_AUGMENTATIONS
 
     def __init__(
         self,
@@ -63,41 +59,19 @@ class SemanticKITTIDataModule(PointCloudDataModule):
         num_workers: int = 4,
         **kwargs: Any,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers, **kwargs)
+        super().__init__(
+            batch_size=batch_size,
+            num_workers=num_workers,
+            eval_batch_size=eval_batch_size,
+            **kwargs,
+        )
         self.root, self.voxel_size, self.num_points = root, voxel_size, num_points
-        self.eval_batch_size = eval_batch_size
         self.class_names = list(CLASS_NAMES)
-
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return scene_train_transforms(self.voxel_size, self.num_points, _LIDAR_AUGMENTATIONS)
-
-    def default_eval_transforms(self) -> list[TransformSpec]:
-        return scene_eval_transforms(self.voxel_size)
 
     def recipe(self) -> SemanticKITTIRecipe:
         return SemanticKITTIRecipe(self.root)
 
-    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
-        folder = self.cache_folder()
-        labelled = {"pos": "pos", "intensity": "x", "label": "y"}
-        out: dict[str, Dataset] = {
-            "train": PackedDataset(folder / "train", labelled, transform=self.train_transform()),
-            "val": PackedDataset(folder / "val", labelled, transform=self.eval_transform()),
-        }
-        out["test"] = out["val"]
-        if (folder / "test").is_dir():
-            out["predict"] = PackedDataset(
-                folder / "test", {"pos": "pos", "intensity": "x"}, transform=self.eval_transform()
-            )
-        else:
-            out["predict"] = out["val"]
-        return out
-
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
-
-    def test_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("test", False, self.eval_batch_size)
-
-    def predict_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader("predict", False, self.eval_batch_size)
+    def fields(self, split: str) -> PackedFields:
+        if split == "test":  # sequences 11-21: no labels
+            return PackedFields({"pos": "pos", "intensity": "x"})
+        return PackedFields({"pos": "pos", "intensity": "x", "label": "y"})

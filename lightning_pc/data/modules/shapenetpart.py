@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import Dataset
-
-from lightning_pc.data.datasets.base import PackedDataset
 from lightning_pc.data.datasets.shapenetpart import (
     CATEGORY_NAMES,
     PART_NAMES,
@@ -14,11 +11,10 @@ from lightning_pc.data.datasets.shapenetpart import (
     ShapeNetPartRecipe,
     check_categories,
 )
-from lightning_pc.data.modules.base import PointCloudDataModule
-from lightning_pc.data.transforms import TransformSpec
+from lightning_pc.data.modules.base import PackedDataModule, PackedFields
 
 
-class ShapeNetPartDataModule(PointCloudDataModule):
+class ShapeNetPartDataModule(PackedDataModule):
     """ShapeNetPart part segmentation (16 categories, 50 parts).
 
     Batches carry ``y [N]`` (global part ids), ``category [B]`` (global category index, also
@@ -35,9 +31,16 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         num_workers: DataLoader workers.
         **kwargs: the arguments every data module shares: ``train_transforms`` (``None``: scale +
             shift), ``eval_transforms`` (``None``: none), ``cache_dir``, ``prepare_data_per_node``,
-            ``pin_memory``, ``cache_verify``, ``cache_fingerprint``; see
+            ``pin_memory``, ``cache_verify``, ``cache_fingerprint``, ``eval_batch_size``
+            (``None``: ``batch_size``); see
             :class:`~lightning_pc.data.PointCloudDataModule`.
     """
+
+    sampling = {"train": "random", "eval": "strided"}
+    train_transform_specs = [
+        {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
+        {"class_path": "RandomTranslate", "init_args": {"max_shift": 0.1}},
+    ]
 
     def __init__(
         self,
@@ -57,31 +60,11 @@ class ShapeNetPartDataModule(PointCloudDataModule):
         self.num_categories = len(CATEGORY_NAMES)
         self.part_offsets = list(PART_OFFSETS)
 
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return [
-            {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
-            {"class_path": "RandomTranslate", "init_args": {"max_shift": 0.1}},
-        ]
-
     def recipe(self) -> ShapeNetPartRecipe:
         return ShapeNetPartRecipe(self.root, self.categories)
 
-    def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
-        folder = self.cache_folder()
-        keys = {"pos": "pos", "part": "y"}
-        if self.use_normals:
-            keys["normal"] = "normal"
-        feats = ("normal",) if self.use_normals else ()
-        out: dict[str, Dataset] = {}
-        for split in ("train", "val", "test"):
-            train = split == "train"
-            out[split] = PackedDataset(
-                folder / split,
-                keys,
-                {"category": "category"},
-                self.num_points,
-                "random" if train else "strided",
-                self.train_transform() if train else self.eval_transform(),
-                feats,
-            )
-        return out
+    def fields(self, split: str) -> PackedFields:
+        normal = {"normal": "normal"} if self.use_normals else {}
+        return PackedFields(
+            {"pos": "pos", "part": "y", **normal}, {"category": "category"}, tuple(normal)
+        )

@@ -37,6 +37,12 @@ class SyntheticShapesDataModule(PointCloudDataModule):
         eval_transforms: evaluation transform specs (``None``: none).
     """
 
+    train_transform_specs = [
+        {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
+        {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
+        {"class_path": "RandomJitter", "init_args": {"sigma": 0.01, "clip": 0.05}},
+    ]
+
     def __init__(
         self,
         num_train: int = 480,
@@ -68,13 +74,6 @@ class SyntheticShapesDataModule(PointCloudDataModule):
         self.num_parts = NUM_PARTS
         self.part_offsets = list(PART_OFFSETS)
 
-    def default_train_transforms(self) -> list[TransformSpec]:
-        return [
-            {"class_path": "RandomScale", "init_args": {"low": 0.8, "high": 1.25}},
-            {"class_path": "RandomRotate", "init_args": {"axis": "z"}},
-            {"class_path": "RandomJitter", "init_args": {"sigma": 0.01, "clip": 0.05}},
-        ]
-
     def build_datasets(self, stage: str | None) -> dict[str, Dataset]:
         out: dict[str, Dataset] = {}
         split: Literal["train", "val", "test"]
@@ -83,7 +82,6 @@ class SyntheticShapesDataModule(PointCloudDataModule):
             ("val", self.sizes["val"]),
             ("test", self.sizes["test"]),
         ):
-            transform = self.train_transform() if split == "train" else self.eval_transform()
             out[split] = SyntheticShapes(
                 n,
                 self.num_points,
@@ -91,6 +89,6 @@ class SyntheticShapesDataModule(PointCloudDataModule):
                 self.seed,
                 self.task,
                 self.noise,
-                transform,  # type: ignore[arg-type]
+                self.split_transform(split),  # type: ignore[arg-type]
             )
         return out
