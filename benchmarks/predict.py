@@ -4,9 +4,14 @@
     python benchmarks/predict.py --points 1000000 20000000 --models pointwise --workers 0
     python benchmarks/predict.py --full                  # the registry's default widths
 
-The synthetic scan (``.npy`` float32: x y z r g b; rooms of 500k surface points laid side
-by side, so density stays fixed and the area grows with the point count) is written once
-per size, outside the measured processes. Each row then runs in a fresh subprocess:
+The synthetic scan (``.npy`` float32: x y z r g b) is written once per size, outside the
+measured processes: ``--layout dense`` (the default), rooms of 500k surface points laid
+side by side, so density stays fixed and the area grows with the point count; ``--layout
+sparse``, an aerial-like scan, points spread uniformly over 1200 x 560 units at 110,000
+points (the extent grows with the square root of the point count, so density stays fixed:
+with ``--block 1`` most fragments hold one or two points).
+
+    python benchmarks/predict.py --layout sparse --points 110000 --block 1 --models pointwise --workers 0 Each row then runs in a fresh subprocess:
 ``Trainer.predict`` with :class:`~lightning_pc.data.PredictScenesDataModule` and
 :class:`~lightning_pc.callbacks.ScenePredictionWriter` (fragments of ``--block`` m every
 ``--stride`` m, voxelised at ``--voxel``; results written as PLY and counts). Networks have
@@ -49,11 +54,20 @@ SMALL: dict[str, dict[str, Any]] = {
         fp_mlps=[[32], [32]],
         head=[32],
     ),
-    "sparse_unet": dict(voxel_size=0.04, stem_channels=16, channels=[16, 32, 32, 32], layers=[1] * 4),
+    "sparse_unet": dict(
+        voxel_size=0.04, stem_channels=16, channels=[16, 32, 32, 32], layers=[1] * 4
+    ),
     "ptv3": dict(
-        grid_size=0.04, stride=[2, 2], enc_depths=[1, 1, 1], enc_channels=[16, 32, 64],
-        enc_num_head=[1, 2, 4], enc_patch_size=[128] * 3, dec_depths=[1, 1],
-        dec_channels=[16, 32], dec_num_head=[1, 2], dec_patch_size=[128] * 2,
+        grid_size=0.04,
+        stride=[2, 2],
+        enc_depths=[1, 1, 1],
+        enc_channels=[16, 32, 64],
+        enc_num_head=[1, 2, 4],
+        enc_patch_size=[128] * 3,
+        dec_depths=[1, 1],
+        dec_channels=[16, 32],
+        dec_num_head=[1, 2],
+        dec_patch_size=[128] * 2,
     ),  # fmt: skip
     "pointwise": {},
 }
@@ -88,6 +102,19 @@ def write_scene(path: Path, n: int, seed: int = 0) -> None:
         out[rows, 3:] = rng.integers(0, 256, (m, 3))
     out.flush()
     del out
+
+
+def write_sparse(path: Path, n: int, seed: int = 0) -> None:
+    """An aerial-like scan of ``n`` points: 110,000 points per 1200 x 560 units, uniform."""
+    import numpy as np
+
+    scale = math.sqrt(n / 110_000)
+    rng = np.random.default_rng(seed)
+    pos = np.c_[
+        rng.uniform(0, 1200 * scale, n), rng.uniform(0, 560 * scale, n), rng.uniform(0, 30, n)
+    ]
+    rgb = rng.integers(0, 256, (n, 3))
+    np.save(path, np.c_[pos, rgb].astype(np.float32))
 
 
 def pss_kib(pid: int) -> tuple[int, int]:
@@ -154,9 +181,13 @@ def child(args: argparse.Namespace) -> None:
     ).eval()
     extra = {"crop": args.crop} if args.crop != "block" else {}
     with tempfile.TemporaryDirectory(dir=args.tmp) as out:
+        if args.stride is not None:  # else the data module's default (block / 2)
+            extra["stride"] = args.stride
+        if args.batch_points is not None:
+            extra["batch_points"] = args.batch_points
         dm = PredictScenesDataModule(
             args.scan, num_classes=13, features=["rgb"], block_size=args.block,
-            stride=args.stride, voxel_size=args.voxel, output_dir=out,
+            voxel_size=args.voxel, output_dir=out,
             batch_size=args.batch_size, num_workers=args.workers, **extra,
         )  # fmt: skip
         trainer = L.Trainer(
@@ -175,7 +206,9 @@ def child(args: argparse.Namespace) -> None:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if args.workers else 0
     n = args.points[0]
+    batches = trainer.predict_loop.batch_progress.total.completed
     print(json.dumps({
+        "batches": batches,
         "points_per_s": n / seconds, "seconds": seconds,
         "peak_pss_mib": sampler.peak / 1024, "peak_anon_mib": sampler.peak_anon / 1024,
         "bytes_per_point": (sampler.peak - base) * 1024 / n,
@@ -191,7 +224,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--crop", default="block", choices=["block", "sphere"])
     parser.add_argument("--block", type=float, default=3.0)
-    parser.add_argument("--stride", type=float, default=1.5)
+    parser.add_argument("--stride", type=float, default=None, help="default: block / 2")
+    parser.add_argument("--layout", default="dense", choices=["dense", "sparse"])
+    parser.add_argument("--batch_points", type=int, default=None, help="default: the data module's")
     parser.add_argument("--voxel", type=float, default=0.04)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
@@ -206,34 +241,42 @@ def main() -> None:
         child(args)
         return
     print(
-        "| model | points | workers | points/s | vs first | seconds | peak PSS (MiB) "
-        "| peak anon (MiB) | bytes/point | anon bytes/point | RSS main (MiB) "
+        "| layout | model | points | workers | batches | points/s | vs first | seconds "
+        "| peak PSS (MiB) | peak anon (MiB) | bytes/point | anon bytes/point | RSS main (MiB) "
         "| RSS worker (MiB) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     first = None
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         for n in args.points:
             scan = Path(tmp) / "scene.npy"
-            write_scene(scan, n)
+            (write_sparse if args.layout == "sparse" else write_scene)(scan, n)
             for model in args.models:
                 for workers in args.workers:
                     cmd = [
                         sys.executable, __file__, "--child", "--model", model, "--scan", str(scan),
                         "--points", str(n), "--workers", str(workers), "--crop", args.crop,
-                        "--block", str(args.block), "--stride", str(args.stride),
+                        "--block", str(args.block),
                         "--voxel", str(args.voxel), "--batch_size", str(args.batch_size),
                         "--threads", str(args.threads),
                     ] + (["--full"] if args.full else []) + (["--tmp", tmp])  # fmt: skip
+                    if args.stride is not None:
+                        cmd += ["--stride", str(args.stride)]
+                    if args.batch_points is not None:
+                        cmd += ["--batch_points", str(args.batch_points)]
                     out = subprocess.run(cmd, capture_output=True, text=True)
                     if out.returncode:
                         tail = out.stderr.strip()[-300:].replace("\n", " ")
-                        print(f"| {model} | {n:,} | {workers} | failed: {tail} |", flush=True)
+                        print(
+                            f"| {args.layout} | {model} | {n:,} | {workers} | failed: {tail} |",
+                            flush=True,
+                        )
                         continue
                     r = json.loads(out.stdout.strip().splitlines()[-1])
                     first = first or r["points_per_s"]
                     print(
-                        f"| {model} | {n:,} | {workers} | {r['points_per_s']:,.0f} | "
+                        f"| {args.layout} | {model} | {n:,} | {workers} | {r['batches']:,} | "
+                        f"{r['points_per_s']:,.0f} | "
                         f"{r['points_per_s'] / first:.2f} | {r['seconds']:.0f} | "
                         f"{r['peak_pss_mib']:,.0f} | {r['peak_anon_mib']:,.0f} | "
                         f"{r['bytes_per_point']:.0f} | {r['anon_bytes_per_point']:.0f} | "

@@ -454,7 +454,7 @@ def test_votes_of_large_scans_go_to_a_memory_mapped_file_removed_afterwards(
         out = tmp_path / f"out{limit}"
         dm = PredictScenesDataModule(
             str(path), num_classes=3, features=["rgb"], block_size=3.0, stride=1.5,
-            voxel_size=0.1, output_dir=str(out), batch_size=2,
+            voxel_size=0.1, output_dir=str(out), batch_size=2, batch_points=1,
         )  # fmt: skip
         spy = _TempFileSpy(out)
         writer = ScenePredictionWriter(max_vote_memory=limit)
@@ -486,7 +486,7 @@ def test_a_failed_predict_leaves_no_vote_file_and_no_output(tmp_path: Path) -> N
     out = tmp_path / "out"
     dm = PredictScenesDataModule(
         str(path), num_classes=3, features=["rgb"], block_size=3.0, stride=1.5,
-        voxel_size=0.1, output_dir=str(out), batch_size=2,
+        voxel_size=0.1, output_dir=str(out), batch_size=2, batch_points=1,
     )  # fmt: skip
     torch.manual_seed(0)
     task = _FailingTask(

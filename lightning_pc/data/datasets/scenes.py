@@ -10,10 +10,15 @@ the scan's points it covers (``source_rows``) and, for each, the kept point it m
 (``inverse_index``), so the network's class probabilities can be voted back onto every
 original point (:class:`~lightning_pc.callbacks.prediction_writer.ScenePredictionWriter`).
 
-Fragments are produced one at a time, inside the loader's worker processes: memory holds
-one scan's points (float32 coordinates, the requested features and one int32 sort order:
+Fragments are produced lazily, inside the loader's worker processes: memory holds one
+scan's points (float32 coordinates, the requested features and one int32 sort order:
 about 20 bytes a point plus 4 per feature channel) per worker plus the fragments in flight,
-never the list of all fragments. Scans are read in chunks
+never the list of all fragments. For prediction, :class:`FragmentBatches` packs them into
+batches by point count: the points of every fragment are counted first (a grid pass over
+each scan's coordinates; 3 int64 per batch are kept), then a batch's fragments are cut and
+collated together with a few array operations (:func:`pack_fragments`), so a scan of many
+tiny fragments (a block size too small for its density or units) costs about what its
+points cost. Scans are read in chunks
 (:class:`~lightning_pc.data.io.ScanChunks`: NPY, KITTI ``.bin`` and binary PLY
 memory-mapped, LAS/LAZ through laspy's chunk iterator, text scans parsed a block at a
 time), so reading costs no more.
@@ -24,12 +29,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from torch_geometric.data import Data
 
+from lightning_pc.data.collate import PackedBatch
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.grid import voxel_sort
 from lightning_pc.data.io import SCAN_CHUNK, ScanChunks
@@ -107,6 +114,13 @@ def nonempty_blocks(
     Point ``p`` lies in block ``(i, j)`` when :func:`in_blocks` says so in x (for ``i``)
     and in y (for ``j``); the fragments use the same test, so the count is exact.
     """
+    return block_counts(rel, last, ny, block_size, stride)[0]
+
+
+def block_counts(
+    rel: np.ndarray, last: np.ndarray, ny: int, block_size: float, stride: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nonempty_blocks` and, for each, how many of the points it holds (``int64``)."""
     reach = int(math.ceil(block_size / stride))  # a point falls in at most this many + 1
     found: list[np.ndarray] = []
     for di in range(reach + 1):
@@ -115,8 +129,15 @@ def nonempty_blocks(
             ok = (i >= 0) & (j >= 0)
             ok &= in_blocks(rel[:, 0], last[:, 0], i, block_size, stride)
             ok &= in_blocks(rel[:, 1], last[:, 1], j, block_size, stride)
-            found.append(np.unique(i[ok] * ny + j[ok]))
-    return np.unique(np.concatenate(found))
+            found.append(i[ok] * ny + j[ok])  # distinct blocks for each point over (di, dj)
+    every = np.concatenate(found)
+    top = (int(last[:, 0].max()) + 1) * ny if len(last) else 0
+    if top <= 4 * len(every) + (1 << 16):  # a small grid: count in an array over it
+        counts = np.bincount(every, minlength=top)
+        ids = np.flatnonzero(counts)
+        return ids.astype(np.int64), counts[ids].astype(np.int64)
+    ids, counts = np.unique(every, return_counts=True)
+    return ids, counts.astype(np.int64)
 
 
 class ScanBlocks:
@@ -151,23 +172,97 @@ class ScanBlocks:
         if not np.issubdtype(xy.dtype, np.floating):
             xy = xy.astype(np.float64)
         self.xy, self.block_size, self.stride = xy, block_size, stride
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
         n = len(xy)
         if n == 0:
             self.low, self.nx, self.ny = np.zeros(2, dtype=xy.dtype), 0, 0
             self.ids = np.zeros(0, dtype=np.int64)
+            self.counts = np.zeros(0, dtype=np.int64)
             return
         self.low, self.nx, self.ny = block_origins(xy, block_size, stride)
         step = chunk or SCAN_CHUNK
-        found = []
+        found, counted = [], []
         for s in range(0, n, step):
             rel = xy[s : s + step] - self.low
             last = last_blocks(rel, self.nx, self.ny, stride)
-            found.append(nonempty_blocks(rel, last, self.ny, block_size, stride))
+            ids, counts = block_counts(rel, last, self.ny, block_size, stride)
+            found.append(ids)
+            counted.append(counts)
         #: ids ``i * ny + j`` of the non-empty blocks, sorted
-        self.ids = np.unique(np.concatenate(found))
+        self.ids, where = np.unique(np.concatenate(found), return_inverse=True)
+        #: points of each block of :attr:`ids`
+        self.counts = np.bincount(where, np.concatenate(counted), len(self.ids)).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def sweep_axis(self) -> int:
+        """The axis along which blocks are visited (the grid's longer side; x on a tie)."""
+        return 0 if self.nx >= self.ny else 1
+
+    def order(self) -> np.ndarray:
+        """Positions in :attr:`ids` of the blocks in the order iteration yields them."""
+        if self.sweep_axis == 0:
+            return np.arange(len(self.ids))
+        return np.lexsort((self.ids // self.ny, self.ids % self.ny))
+
+    def columns(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All blocks of sweep columns ``first`` to ``last`` at once: ``(keys, ptr, rows)``.
+
+        ``keys`` are ``column * n + other`` (``other`` the block's index across the sweep
+        axis, ``n`` the grid's size across it), sorted: the blocks in the order iteration
+        yields them; block ``q``'s rows are ``rows[ptr[q]:ptr[q + 1]]`` (sorted int64), what
+        iteration yields for it, found without a loop over blocks or columns.
+        """
+        xy, low, size, stride = self.xy, self.low, self.block_size, self.stride
+        n, a = len(xy), self.sweep_axis
+        b = 1 - a
+        across = (self.nx, self.ny)[b]
+        if self._sorted is None:
+            order = compact_index(np.argsort(xy[:, a], kind="stable"), n)
+            self._sorted = (order, xy[order, a] - low[a])
+        order, sweep = self._sorted
+        lo, hi = self._slab(first, sweep)[0], self._slab(last, sweep)[1]
+        slab = order[lo:hi].astype(np.int64)
+        rel = xy[slab] - low
+        home = last_blocks(rel, self.nx, self.ny, stride)
+        reach = int(math.ceil(size / stride))
+        keys, rows = [], []
+        for da in range(reach + 1):
+            column = home[:, a] - da
+            in_a = (column >= first) & (column <= last)
+            in_a &= in_blocks(rel[:, a], home[:, a], column, size, stride)
+            sel = np.flatnonzero(in_a)  # the points in their column: the rest is skipped
+            column, rel_b, home_b, rows_a = column[sel], rel[sel, b], home[sel, b], slab[sel]
+            for db in range(reach + 1):
+                other = home_b - db
+                ok = (other >= 0) & in_blocks(rel_b, home_b, other, size, stride)
+                keys.append(column[ok] * across + other[ok])
+                rows.append(rows_a[ok])
+        key_all, rows_all = np.concatenate(keys), np.concatenate(rows)
+        if len(key_all) and int(key_all.max()) < (1 << 62) // max(n, 1):
+            pairs = np.sort(key_all * n + rows_all)  # (block, row) pairs are distinct
+            key_all, rows_all = np.divmod(pairs, n)
+        else:
+            sort = np.lexsort((rows_all, key_all))
+            key_all, rows_all = key_all[sort], rows_all[sort]
+        found, starts = np.unique(key_all, return_index=True)
+        return found, np.append(starts, len(rows_all)).astype(np.int64), rows_all
+
+    def _slab(self, column: int, sweep: np.ndarray) -> tuple[int, int]:
+        """The sorted positions ``[lo, hi)`` of the points that may lie in ``column``: a
+        margin each side (the exact test follows): below, a stride; above, what rounding
+        can add to the points of home column c (rel / stride rounded under c + 1 in xy's
+        dtype: rel < (c + 1) * stride * (1 + eps)); the last column takes every point past
+        its lower edge (its home block)."""
+        stride, n = self.stride, len(sweep)
+        columns = (self.nx, self.ny)[self.sweep_axis]
+        eps = float(np.finfo(self.xy.dtype).eps)
+        lo = int(np.searchsorted(sweep, (column - 1) * stride, side="left"))
+        bound = column * stride + self.block_size + 4 * eps * (column + 1) * stride
+        hi = n if column == columns - 1 else int(np.searchsorted(sweep, bound, side="right"))
+        return lo, hi
 
     def corner(self, i: int, j: int) -> tuple[float, float]:
         """Lower-left corner of block ``(i, j)`` (float64, in ``xy``'s frame)."""
@@ -385,30 +480,50 @@ class SceneFragments(IterableDataset):
 
     def _spheres(self, k: int, pos: np.ndarray, feats: np.ndarray) -> Iterator[Data]:
         """Balls of diameter ``block_size`` around the centres of the non-empty cells."""
+        grid, plan, _ = self.sphere_plan(pos)
+        header = self._header(k, len(plan), len(pos))
+        radius = self.block_size / 2
+        for c, first in plan:
+            rows = grid.query(c, radius, self.sphere_points, first=first)
+            yield self._fragment(pos, feats, rows, (c[0], c[1]), header)
+
+    def sphere_plan(
+        self, pos: np.ndarray
+    ) -> tuple[SphereGrid, list[tuple[np.ndarray, int]], np.ndarray]:
+        """The spheres of a scan: ``(grid, plan, counts)``, ``plan`` the ``(centre, first)``
+        of each sphere in order (``first``: the row put first among equally near points,
+        ``-1`` for none) and ``counts`` the points each holds."""
         n = len(pos)
         grid = SphereGrid(pos, self.stride)
         radius = self.block_size / 2
-        centres = grid.cell_centres()
         # plan: the centres that hold points, then a sphere on each point none kept (its
         # own point first among equally near ones, duplicates included)
         covered = np.zeros(n, dtype=bool)
         plan: list[tuple[np.ndarray, int]] = []
-        for c in centres:
+        counts: list[int] = []
+        for c in grid.cell_centres():
             rows = grid.query(c, radius, self.sphere_points)
             if len(rows):
                 covered[rows] = True
                 plan.append((c, -1))
+                counts.append(len(rows))
         for missed in np.flatnonzero(~covered):
             row = int(missed)
             if not covered[row]:
                 c = pos[row].astype(np.float64)
-                covered[grid.query(c, radius, self.sphere_points, first=row)] = True
+                rows = grid.query(c, radius, self.sphere_points, first=row)
+                covered[rows] = True
                 plan.append((c, row))
-        del covered
-        header = self._header(k, len(plan), n)
-        for c, first in plan:
-            rows = grid.query(c, radius, self.sphere_points, first=first)
-            yield self._fragment(pos, feats, rows, (c[0], c[1]), header)
+                counts.append(len(rows))
+        return grid, plan, np.asarray(counts, dtype=np.int64)
+
+    def fragment_points(self, pos: np.ndarray) -> np.ndarray:
+        """The points of each fragment of a scan (before voxelising), in the fragments'
+        order: a grid pass over the coordinates (spheres: the plan's queries)."""
+        if self.crop == "sphere":
+            return self.sphere_plan(pos)[2]
+        blocks = ScanBlocks(pos[:, :2], self.block_size, self.stride)
+        return blocks.counts[blocks.order()]
 
     def _fragment(
         self,
@@ -497,3 +612,231 @@ class SphereGrid:
         if limit is not None and len(rows) > limit:
             rows = rows[np.lexsort((rows, rows != first, d2))[:limit]]
         return np.sort(rows)
+
+
+def pack_fragments(
+    pos: np.ndarray,
+    feats: np.ndarray,
+    rows: np.ndarray,
+    lengths: np.ndarray,
+    centres: np.ndarray,
+    header: tuple[int, int, int],
+    voxel_size: float | None,
+    source: str | None = None,
+) -> tuple[dict[str, torch.Tensor | list[str]], dict[str, torch.Tensor]]:
+    """Several fragments of one scan cut and collated at once, with no loop over them.
+
+    Fragment ``f`` holds the scan rows ``rows[s_f : s_f + lengths[f]]`` (sorted; ``s_f`` the
+    sum of the lengths before) and is centred on ``centres[f]`` (x-y, float64). The result
+    is what :func:`~lightning_pc.data.collate.collate` makes of the fragments
+    :class:`SceneFragments` yields one by one (the same tensors, bit for bit: each
+    fragment's kept points in the order :func:`voxel_keep` gives them), as the
+    ``(values, sizes)`` that :class:`~lightning_pc.data.collate.PackedBatch` takes.
+
+    Args:
+        header: ``(scan index, fragments of the scan, points of the scan)``.
+        source: the scan file (the batch's ``source``, one per fragment; ``None``: none).
+    """
+    num, m = len(lengths), len(rows)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    seg = np.repeat(np.arange(num), lengths)
+    starts = np.zeros(num, dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    local = pos[rows].astype(np.float64)
+    local[:, 0] -= centres[seg, 0]
+    local[:, 1] -= centres[seg, 1]
+    local[:, 2] -= np.minimum.reduceat(local[:, 2], starts)[seg]
+    if voxel_size:
+        cells = np.floor(
+            (local - np.minimum.reduceat(local, starts, axis=0)[seg]) / voxel_size
+        ).astype(np.int64)
+        dims = (np.maximum.reduceat(cells, starts, axis=0) + 1)[seg]
+        key = (cells[:, 0] * dims[:, 1] + cells[:, 1]) * dims[:, 2] + cells[:, 2]
+        top = int(key.max()) + 1
+        if top < (1 << 62) // max(num * m, 1):  # one int64: by fragment, voxel, position
+            order = np.sort((seg * top + key) * m + np.arange(m)) % m
+        else:
+            order = np.lexsort((key, seg))
+        first = np.ones(m, dtype=bool)
+        first[1:] = (key[order][1:] != key[order][:-1]) | (seg[order][1:] != seg[order][:-1])
+        kept = order[first]
+        inverse = np.empty(m, dtype=np.int64)
+        inverse[order] = np.cumsum(first) - 1
+        kept_counts = np.bincount(seg[kept], minlength=num).astype(np.int64)
+    else:
+        kept, inverse, kept_counts = np.arange(m), np.arange(m), lengths
+    nodes = torch.from_numpy(kept_counts)
+    covered = torch.from_numpy(lengths)
+    ones = torch.ones(num, dtype=torch.long)
+    values: dict[str, torch.Tensor | list[str]] = {
+        "pos": torch.from_numpy(local[kept].astype(np.float32))
+    }
+    sizes = {"__nodes__": nodes, "pos": nodes}
+    if feats.shape[1]:
+        values["x"] = torch.from_numpy(np.ascontiguousarray(feats[rows[kept]]))
+        sizes["x"] = nodes
+    values["inverse_index"] = torch.from_numpy(inverse)
+    values["source_rows"] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    sizes["inverse_index"] = sizes["source_rows"] = covered
+    for key, value in zip(("idx", "num_fragments", "scan_points"), header):
+        values[key] = torch.full((num,), value, dtype=torch.long)
+        sizes[key] = ones
+    if source is not None:
+        values["source"] = [source] * num
+    return values, sizes
+
+
+def pack_bounds(counts: np.ndarray, batch_size: int, batch_points: int) -> np.ndarray:
+    """Batch boundaries ``[0, ..., len(counts)]`` over fragments of ``counts`` points, in
+    order: a batch takes at least ``batch_size`` fragments (the scan's last may take
+    fewer), and more while its points stay within ``batch_points``."""
+    bounds = [0]
+    taken, points = 0, 0
+    for f, c in enumerate(np.asarray(counts).tolist()):
+        if taken >= batch_size and points + c > batch_points:
+            bounds.append(f)
+            taken, points = 0, 0
+        taken += 1
+        points += c
+    if len(counts):
+        bounds.append(len(counts))
+    return np.asarray(bounds, dtype=np.int64)
+
+
+class _CutScan:
+    """One scan loaded for cutting its fragments by their position in the scan's order."""
+
+    def __init__(self, owner: SceneFragments, k: int) -> None:
+        self.owner, self.k = owner, k
+        self.pos, self.feats, _ = load_scan(owner.files[k], owner.features)
+        self._columns: tuple[int, int, np.ndarray, np.ndarray, np.ndarray] | None = None
+        if owner.crop == "sphere":
+            self.grid, self.plan, counts = owner.sphere_plan(self.pos)
+        else:
+            self.blocks = ScanBlocks(self.pos[:, :2], owner.block_size, owner.stride)
+            order = self.blocks.order()
+            ids = self.blocks.ids[order]
+            i, j = ids // max(self.blocks.ny, 1), ids % max(self.blocks.ny, 1)
+            self.i, self.j = i, j
+            a = self.blocks.sweep_axis
+            self.col = (i, j)[a]
+            self.key = self.col * (self.blocks.nx, self.blocks.ny)[1 - a] + (j, i)[a]
+            counts = self.blocks.counts[order]
+        self.num_fragments = len(counts)
+
+    def cut(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fragments ``[start, stop)``: ``(rows, lengths, centres)`` for :func:`pack_fragments`."""
+        if self.owner.crop == "sphere":
+            radius, limit = self.owner.block_size / 2, self.owner.sphere_points
+            parts = [self.grid.query(c, radius, limit, first=f) for c, f in self.plan[start:stop]]
+            centres = np.array([c[:2] for c, _ in self.plan[start:stop]], dtype=np.float64)
+            lengths = np.array([len(p) for p in parts], dtype=np.int64)
+            return np.concatenate(parts), lengths, centres.reshape(-1, 2)
+        columns = self.col[start:stop]
+        first, last = int(columns[0]), int(columns[-1])
+        cached = self._columns
+        if cached is None or not cached[0] <= first <= last <= cached[1]:
+            cached = self._columns = (first, last, *self.blocks.columns(first, last))
+        _, _, keys, ptr, column_rows = cached
+        want = self.key[start:stop]
+        q0, q1 = np.searchsorted(keys, [want[0], want[-1] + 1])
+        if not np.array_equal(keys[q0:q1], want):
+            raise RuntimeError(f"blocks {start}-{stop}: other blocks found than counted")
+        rows, sizes = column_rows[ptr[q0] : ptr[q1]], np.diff(ptr[q0 : q1 + 1])
+        half, low, stride = self.owner.block_size / 2, self.blocks.low, self.blocks.stride
+        x0 = float(low[0]) + self.i[start:stop].astype(np.float64) * stride
+        y0 = float(low[1]) + self.j[start:stop].astype(np.float64) * stride
+        return rows, sizes, np.c_[x0 + half, y0 + half]
+
+
+class FragmentBatches(Dataset):
+    """The fragments of :class:`SceneFragments`, packed into batches by point count: item
+    ``b`` is batch ``b``, collated (a map-style dataset: its length, the number of batches,
+    is known before the first one).
+
+    Before the first batch, each scan of this rank (scan ``k`` when ``k mod world_size ==
+    rank``) is read once for its coordinates and the points of each fragment counted (a
+    grid pass; spheres: the sphere plan). The fragments of a scan, in
+    :class:`SceneFragments`' order, are then cut into batches of at least ``batch_size``
+    fragments and more while their points (before voxelising) stay within ``batch_points``,
+    so a scan of many small fragments costs about what its points cost. A batch holds
+    fragments of one scan. Loader workers each keep the scan they are cutting (one at a
+    time) and cut a batch's fragments with a few array operations
+    (:func:`pack_fragments`), bit for bit the batch :func:`~lightning_pc.data.collate`
+    makes of the same fragments.
+
+    Attributes:
+        stats: per planned scan, ``(scan index, fragments, points covered by them in all,
+            points of the scan)``, set by :meth:`plan`.
+    """
+
+    def __init__(self, fragments: SceneFragments, batch_size: int, batch_points: int) -> None:
+        if batch_size < 1 or batch_points < 1:
+            raise ValueError(
+                f"need batch_size >= 1 and batch_points >= 1, got {batch_size}, {batch_points}"
+            )
+        self.fragments, self.batch_size, self.batch_points = fragments, batch_size, batch_points
+        self._planned: tuple[int, int] | None = None
+        self._batches = np.zeros((0, 3), dtype=np.int64)  # (scan, first, stop) per batch
+        self._totals: dict[int, int] = {}
+        self.stats: list[tuple[int, int, int, int]] = []
+        self._scan: _CutScan | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """The scan files (absolute paths), indexed by a fragment's ``idx``."""
+        return self.fragments.names
+
+    def scans(self) -> list[int]:
+        """The scans of this rank."""
+        f = self.fragments
+        return list(range(f.rank, len(f.files), f.world_size))
+
+    def plan(self) -> None:
+        """Count every fragment of this rank's scans and cut them into batches (once per
+        rank and world size)."""
+        key = (self.fragments.rank, self.fragments.world_size)
+        if self._planned == key:
+            return
+        batches: list[np.ndarray] = []
+        self.stats, self._totals = [], {}
+        for k in self.scans():
+            pos, _, _ = load_scan(self.fragments.files[k], ())
+            counts = self.fragments.fragment_points(pos)
+            self.stats.append((k, len(counts), int(counts.sum()), len(pos)))
+            self._totals[k] = len(counts)
+            del pos
+            bounds = pack_bounds(counts, self.batch_size, self.batch_points)
+            batches.append(np.c_[np.full(len(bounds) - 1, k), bounds[:-1], bounds[1:]])
+        self._batches = np.concatenate(batches).astype(np.int64) if batches else self._batches
+        self._planned = key
+
+    def __len__(self) -> int:
+        self.plan()
+        return len(self._batches)
+
+    def scan_of_batches(self) -> np.ndarray:
+        """The scan index of each batch."""
+        self.plan()
+        return self._batches[:, 0].copy()
+
+    def __getitem__(self, b: int) -> Any:
+        self.plan()
+        k, start, stop = (int(v) for v in self._batches[b])
+        if self._scan is None or self._scan.k != k:
+            self._scan = None  # the previous scan goes before the next is read
+            self._scan = _CutScan(self.fragments, k)
+        scan = self._scan
+        if scan.num_fragments != self._totals[k]:
+            raise RuntimeError(
+                f"{self.fragments.files[k]}: {scan.num_fragments} fragments now, "
+                f"{self._totals[k]} when counted (did the file change?)"
+            )
+        rows, lengths, centres = scan.cut(start, stop)
+        header = (k, scan.num_fragments, len(scan.pos))
+        source = str(self.fragments.files[k])
+        values, sizes = pack_fragments(
+            scan.pos, scan.feats, rows, lengths, centres, header, self.fragments.voxel_size, source
+        )
+        packed = PackedBatch(values, sizes)
+        return packed if get_worker_info() is not None else packed.to_batch()
