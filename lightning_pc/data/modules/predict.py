@@ -9,7 +9,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lightning_pc.data.datasets.scenes import FragmentBatches, SceneFragments, list_scans
+from lightning_pc.data.datasets.fragment_batches import FragmentBatches
+from lightning_pc.data.datasets.scenes import SceneFragments, list_scans
 from lightning_pc.data.modules.base import PointCloudDataModule
 from lightning_pc.data.palettes import make_palette
 
@@ -24,7 +25,7 @@ class PredictScenesDataModule(PointCloudDataModule):
     voxelised at ``voxel_size`` (see
     :class:`~lightning_pc.data.datasets.scenes.SceneFragments`), and the fragments are
     packed into batches by point count
-    (:class:`~lightning_pc.data.datasets.scenes.FragmentBatches`): at least ``batch_size``
+    (:class:`~lightning_pc.data.datasets.fragment_batches.FragmentBatches`): at least ``batch_size``
     fragments a batch, and more while their points stay within ``batch_points``, so a
     sparse scan (many fragments of a few points) costs about what its points cost. Before
     the first batch each scan's coordinates are read once and the points of every fragment

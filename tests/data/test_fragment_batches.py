@@ -16,11 +16,8 @@ from torch import nn
 from lightning_pc.callbacks.prediction_writer import ScenePredictionWriter
 from lightning_pc.data import PredictScenesDataModule
 from lightning_pc.data.collate import collate
-from lightning_pc.data.datasets.scenes import (
-    FragmentBatches,
-    SceneFragments,
-    pack_bounds,
-)
+from lightning_pc.data.datasets.fragment_batches import FragmentBatches, pack_bounds
+from lightning_pc.data.datasets.scenes import SceneFragments
 from lightning_pc.models.registry import list_models, register_model
 from lightning_pc.tasks import SemanticSegmentationTask
 
