@@ -88,7 +88,9 @@ def _collate_tensors(samples: Sequence[Data]) -> tuple[Values, dict[str, torch.T
     counts = torch.tensor([d.pos.size(0) for d in samples])
     values: Values = {}
     sizes: dict[str, torch.Tensor] = {"__nodes__": counts}
-    for key in samples[0].keys():
+    # the store's own (insertion) order, as PyG's collate takes it: ``Data.keys()`` comes out
+    # of a set, in an order that changes with the interpreter's string hash seed
+    for key in samples[0].stores[0].keys():
         if isinstance(samples[0][key], str):
             values[key] = [d[key] for d in samples]
             continue

@@ -5,6 +5,7 @@ the votes do not change, and a block size that does not fit the scan is reported
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +19,7 @@ from lightning_pc.data import PredictScenesDataModule
 from lightning_pc.data.collate import collate
 from lightning_pc.data.datasets.fragment_batches import FragmentBatches, pack_bounds
 from lightning_pc.data.datasets.scenes import SceneFragments
-from lightning_pc.models.registry import list_models, register_model
+from lightning_pc.models.registry import _REGISTRY, list_models, register_model
 from lightning_pc.tasks import SemanticSegmentationTask
 
 
@@ -33,8 +34,16 @@ class Pointwise(nn.Module):
         return self.linear(torch.cat([data.pos, data.x], 1))
 
 
-if "packing_pointwise" not in list_models():
-    register_model("packing_pointwise")(Pointwise)
+@pytest.fixture(autouse=True)
+def packing_pointwise() -> Iterator[None]:
+    """``packing_pointwise`` in the model registry for this module's tests only (the
+    registry's contract tests walk every registered name)."""
+    registered = "packing_pointwise" not in list_models()
+    if registered:
+        register_model("packing_pointwise")(Pointwise)
+    yield
+    if registered:
+        _REGISTRY.pop("packing_pointwise", None)
 
 
 def sparse_scan(

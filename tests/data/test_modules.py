@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI
 import lightning_pc.data.modules
 from lightning_pc import data as D
 from lightning_pc.data.cache import CacheRecipe
+from lightning_pc.data.datasets.fragment_batches import FragmentBatches
 from lightning_pc.data.modules.base import PackedDataModule, PackedFields, PointCloudDataModule
 from lightning_pc.data.packed import PackedWriter
 from tests.data import load_fixture
@@ -283,7 +284,11 @@ def test_loaders_and_batch_schema(cls: type, tmp_path: Path) -> None:
             assert split == "val" and loader == []
             continue
         served += 1
-        assert loader.batch_size == (dm.batch_size if split == "train" else eval_size)
+        wanted = dm.batch_size if split == "train" else eval_size
+        if isinstance(loader.dataset, FragmentBatches):  # its items are packed batches
+            assert loader.batch_size == 1 and loader.dataset.batch_size == wanted
+        else:
+            assert loader.batch_size == wanted
         batch = next(iter(loader))
         check_batch(dm, batch, loader.dataset, split)
         if split == "train":  # order and augmentation from the seed: the same batch again
