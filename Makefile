@@ -62,8 +62,12 @@ install: sysdeps $(VENV)/.package
 
 # --- the two commands ------------------------------------------------------------------
 
+# The suite runs in one process per core (pytest-xdist; a file's tests stay in one process,
+# so its module fixtures are built once): most of its time is subprocesses (the CLI, DDP
+# ranks) waiting on each other, which two processes overlap. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 demo: install
 	$(VENV)/bin/lightning-pc fit --config configs/quickstart.yaml
