@@ -521,7 +521,9 @@ def main(args: list[str] | None = None) -> None:
     ``LIGHTNING_PC_TRACEBACK=1`` to get the exception and its traceback instead.
 
     ``lightning-pc cache ...`` manages the preprocessing caches
-    (:mod:`lightning_pc.data.cache_admin`); everything else goes to :class:`PointCloudCLI`.
+    (:mod:`lightning_pc.data.cache_admin`), ``lightning-pc embed ...`` writes per-point
+    features of scans (:mod:`lightning_pc.embed`); everything else goes to
+    :class:`PointCloudCLI`.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv[1:]``).
@@ -533,6 +535,10 @@ def main(args: list[str] | None = None) -> None:
         from lightning_pc.data.cache_admin import main as cache_main
 
         sys.exit(cache_main(argv[1:]))
+    if argv[:1] == ["embed"]:  # per-point features of scans (lightning_pc.embed)
+        from lightning_pc.embed import main as embed_main
+
+        sys.exit(embed_main(argv[1:]))
     try:
         PointCloudCLI(args=args)
     except Exception as error:
@@ -601,7 +607,8 @@ def cli_description() -> str:
     """The text ``lightning-pc --help`` opens with: what it does, and the names it knows."""
     return (
         "Train and evaluate point-cloud models (lightning_pc). Subcommands: fit, validate, "
-        "test, predict; `lightning-pc cache --help` manages preprocessing caches.\n"
+        "test, predict; `lightning-pc cache --help` manages preprocessing caches; "
+        "`lightning-pc embed --help` writes per-point features of scans.\n"
         "Example: lightning-pc fit --config configs/quickstart.yaml\n\n" + catalogue()
     )
 
