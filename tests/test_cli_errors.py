@@ -57,7 +57,8 @@ def test_config_error_shows_our_message_first(
                 "[{class_path: RandomRotate, init_args: {angle: 3}}]",
             ],
             "error: data.init_args.eval_transforms[0]: RandomRotate has no argument 'angle' "
-            "(RandomRotate accepts: axis='z', max_degrees=180)",
+            "(RandomRotate accepts: axis='z', max_degrees=180, degrees=None, p=1, "
+            "center='origin')",
         ),
         (
             [

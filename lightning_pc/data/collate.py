@@ -217,3 +217,85 @@ def collate(samples: Sequence[Data]) -> Batch:
     if get_worker_info() is not None:
         return packed  # type: ignore[return-value]
     return packed.to_batch()
+
+
+def merge_clouds(first: Data, second: Data) -> Data:
+    """One cloud made of two: every per-point attribute of ``first`` followed by that of
+    ``second``; the per-cloud attributes (``idx``, ``source``, ``category`` ...) are
+    ``first``'s. Both clouds must have the same attributes."""
+    if set(first.keys()) != set(second.keys()):
+        raise ValueError(
+            f"cannot merge clouds with different attributes: {sorted(first.keys())} and "
+            f"{sorted(second.keys())}"
+        )
+    n1, n2 = first.pos.size(0), second.pos.size(0)
+    out = Data()
+    for key in first.stores[0].keys():
+        a, b = first[key], second[key]
+        per_point = (
+            torch.is_tensor(a)
+            and torch.is_tensor(b)
+            and a.dim() >= 1
+            and b.dim() >= 1
+            and a.size(0) == n1
+            and b.size(0) == n2
+            and key not in _PER_CLOUD
+        )
+        if per_point and _increments(key):
+            raise ValueError(
+                f"cannot merge clouds holding {key!r} (an index into the cloud's points): "
+                "Mix3D mixes training clouds, before any inverse map is made"
+            )
+        out[key] = torch.cat([a, b], 0) if per_point else a
+    return out
+
+
+#: per-cloud attributes of the batch schema, kept from the first cloud by merge_clouds (a
+#: cloud of one point would otherwise look per-point)
+_PER_CLOUD = frozenset({"idx", "category", "room", "num_fragments", "scan_points"})
+
+
+class Mix3DCollate:
+    """:func:`collate` with Mix3D (Nekrasov et al. 2021): with probability ``mix_prob``, the
+    clouds of a batch are merged in consecutive pairs (0 with 1, 2 with 3, ...; an odd last
+    cloud stays alone) before collation, as Pointcept's ``point_collate_fn(batch, mix_prob)``
+    concatenates pairs of scenes, so a batch of ``B`` clouds holds ``ceil(B / 2)`` mixed
+    scenes. The scenes keep their own coordinates: centre them in the transforms (e.g.
+    ``CenterShift(apply_z=False)`` last, as Pointcept's recipes) so that they overlap.
+
+    The draw is made from the run's seed (``seed_everything``) and the batch's sample
+    indices (``idx``), so it is the same in a resumed run as in an uninterrupted one;
+    batches without ``idx`` draw from the process's torch generator.
+
+    Args:
+        mix_prob: probability of mixing a batch.
+    """
+
+    def __init__(self, mix_prob: float) -> None:
+        if not 0 <= mix_prob <= 1:
+            raise ValueError(f"mix_prob must be a probability in [0, 1], got {mix_prob}")
+        self.mix_prob = mix_prob
+
+    def _draw(self, samples: Sequence[Data]) -> float:
+        from lightning_pc.data.seeding import _mix, current_rank, global_seed
+
+        idx = [getattr(d, "idx", None) for d in samples]
+        if not all(torch.is_tensor(i) for i in idx):
+            return float(torch.rand(1).item())
+        seed = _mix(global_seed(), current_rank())
+        for i in idx:
+            assert isinstance(i, torch.Tensor)
+            for v in i.reshape(-1).tolist():
+                seed = _mix(seed, int(v))
+        return float(torch.rand(1, generator=torch.Generator().manual_seed(seed)).item())
+
+    def __call__(self, samples: Sequence[Data]) -> Batch:
+        if len(samples) > 1 and self.mix_prob > 0 and self._draw(samples) < self.mix_prob:
+            pairs = [
+                merge_clouds(samples[i], samples[i + 1]) for i in range(0, len(samples) - 1, 2)
+            ]
+            samples = pairs + ([samples[-1]] if len(samples) % 2 else [])
+        return collate(samples)
+
+    def __repr__(self) -> str:
+        return f"Mix3DCollate(mix_prob={self.mix_prob})"

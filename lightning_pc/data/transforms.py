@@ -18,6 +18,7 @@ import types
 from collections.abc import Sequence
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
 import torch
 from torch_geometric.data import Data
 
@@ -27,6 +28,7 @@ __all__ = [
     "NormalizeScale",
     "RandomRotate",
     "RandomScale",
+    "RandomFlip",
     "RandomShear",
     "RandomTranslate",
     "RandomJitter",
@@ -37,7 +39,13 @@ __all__ = [
     "ShufflePoints",
     "ChromaticJitter",
     "ChromaticAutoContrast",
+    "ChromaticTranslation",
     "RandomColorDrop",
+    "NormalizeColor",
+    "CenterShift",
+    "PointClip",
+    "ElasticDistortion",
+    "SphereCrop",
     "build_transforms",
     "TransformSpecError",
 ]
@@ -117,29 +125,77 @@ class NormalizeScale(Transform):
 
 
 def _axis_rotation(axis: int, angle: float) -> torch.Tensor:
+    """The right-handed rotation by ``angle`` radians about ``axis`` (0, 1, 2: x, y, z): a
+    positive angle turns y to z about x, z to x about y, x to y about z."""
     c, s = math.cos(angle), math.sin(angle)
-    i, j = [a for a in range(3) if a != axis]
+    i, j = ((1, 2), (2, 0), (0, 1))[axis]
     m = torch.eye(3)
     m[i, i], m[i, j], m[j, i], m[j, j] = c, -s, s, c
     return m
 
 
+def _check_probability(name: str, p: float) -> None:
+    if not 0 <= p <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+
+
+def _happens(p: float, generator: torch.Generator | None) -> bool:
+    """One Bernoulli(``p``) draw; none at all when ``p`` is 1 (the stream is left as it was)."""
+    return p >= 1 or torch.rand(1, generator=generator).item() < p
+
+
 class RandomRotate(Transform):
     """Random rotation about one axis (the up axis), or uniformly over SO(3).
 
+    Pointcept's ``RandomRotate(angle=[a, b], axis, center, p)`` (angles in multiples of pi)
+    is ``RandomRotate(axis, degrees=[180 a, 180 b], center, p)``: its ``center=[0, 0, 0]`` is
+    ``"origin"``, its default ``center=None`` is ``"bbox"``.
+
     Args:
-        axis: ``"x"``, ``"y"``, ``"z"`` for a rotation about that axis, ``"so3"`` for a
-            uniformly random rotation.
+        axis: ``"x"``, ``"y"``, ``"z"`` for a rotation about that axis (right-handed), ``"so3"``
+            for a uniformly random rotation.
         max_degrees: angle drawn from ``U(-max_degrees, max_degrees)`` (axis mode only).
+        degrees: ``[low, high]``: the angle drawn from ``U(low, high)`` degrees instead.
+        p: probability of rotating at all (one draw before the angle when below 1).
+        center: the fixed point: ``"origin"``, ``"bbox"`` (the centre of the cloud's bounding
+            box) or ``[x, y, z]``.
     """
 
-    def __init__(self, axis: Literal["x", "y", "z", "so3"] = "z", max_degrees: float = 180.0):
+    def __init__(
+        self,
+        axis: Literal["x", "y", "z", "so3"] = "z",
+        max_degrees: float = 180.0,
+        degrees: Sequence[float] | None = None,
+        p: float = 1.0,
+        center: Literal["origin", "bbox"] | Sequence[float] = "origin",
+    ):
         if axis not in ("x", "y", "z", "so3"):
             raise ValueError(f"axis must be x, y, z or so3, got {axis!r}")
+        if degrees is not None:
+            if axis == "so3":
+                raise ValueError("degrees applies to a rotation about x, y or z, not so3")
+            if max_degrees != 180.0:
+                raise ValueError("give max_degrees or degrees, not both")
+            if len(degrees) != 2 or not degrees[0] <= degrees[1]:
+                raise ValueError(f"degrees must be [low, high] with low <= high, got {degrees}")
+            degrees = [float(d) for d in degrees]
+        _check_probability("p", p)
+        if isinstance(center, str):
+            if center not in ("origin", "bbox"):
+                raise ValueError(f"center must be 'origin', 'bbox' or [x, y, z], got {center!r}")
+        elif len(center) != 3:
+            raise ValueError(f"center must be 'origin', 'bbox' or [x, y, z], got {center!r}")
+        else:
+            center = [float(c) for c in center]
         self.axis = axis
         self.max_degrees = max_degrees
+        self.degrees = degrees
+        self.p = p
+        self.center = center
 
     def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        if not _happens(self.p, generator):
+            return data
         if self.axis == "so3":
             q = torch.randn(4, generator=generator, dtype=torch.float64)
             w, x, y, z = (q / q.norm()).tolist()
@@ -151,9 +207,24 @@ class RandomRotate(Transform):
                 ]
             )
         else:
-            u = torch.rand(1, generator=generator).item() * 2 - 1
-            m = _axis_rotation("xyz".index(self.axis), math.radians(self.max_degrees) * u)
-        return _apply_linear(data, m.to(data.pos.dtype))
+            u = torch.rand(1, generator=generator).item()
+            if self.degrees is None:
+                angle = math.radians(self.max_degrees) * (u * 2 - 1)
+            else:
+                low, high = self.degrees
+                angle = math.radians(low + (high - low) * u)
+            m = _axis_rotation("xyz".index(self.axis), angle)
+        m = m.to(data.pos.dtype)
+        if self.center == "origin":
+            return _apply_linear(data, m)
+        if self.center == "bbox":
+            c = (data.pos.min(0).values + data.pos.max(0).values) / 2
+        else:
+            c = torch.tensor(self.center, dtype=data.pos.dtype)
+        data.pos = data.pos - c
+        data = _apply_linear(data, m)
+        data.pos = data.pos + c
+        return data
 
 
 class RandomScale(Transform):
@@ -174,6 +245,31 @@ class RandomScale(Transform):
         u = torch.rand(3 if self.anisotropic else 1, generator=generator)
         s = (self.low + (self.high - self.low) * u).expand(3)
         return _apply_scale(data, s.to(data.pos.dtype))
+
+
+class RandomFlip(Transform):
+    """Mirror each listed axis (``x <- -x``) independently with probability ``p``; normals
+    follow. Pointcept's ``RandomFlip(p)`` is ``RandomFlip(p, axes="xy")`` (x drawn first).
+
+    Args:
+        p: probability of mirroring each axis.
+        axes: the axes that may be mirrored, e.g. ``"xy"`` (the horizontal ones).
+    """
+
+    def __init__(self, p: float = 0.5, axes: str = "xy") -> None:
+        _check_probability("p", p)
+        if not axes or any(a not in "xyz" for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"axes must be distinct letters of 'xyz', got {axes!r}")
+        self.p, self.axes = p, axes
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        sign = torch.ones(3, dtype=data.pos.dtype)
+        for a in self.axes:
+            if torch.rand(1, generator=generator).item() < self.p:
+                sign["xyz".index(a)] = -1
+        if (sign > 0).all():
+            return data
+        return _apply_scale(data, sign)
 
 
 class RandomShear(Transform):
@@ -226,24 +322,46 @@ class RandomJitter(Transform):
 
 
 class RandomDropout(Transform):
-    """Drop a random fraction ``r ~ U(0, max_ratio)`` of the points (at least one stays).
+    """Drop a random fraction ``r ~ U(0, max_ratio)`` of the points (at least one stays), or
+    exactly ``ratio`` of them; with probability ``p``.
+
+    Pointcept's ``RandomDropout(dropout_ratio, dropout_application_ratio)`` is
+    ``RandomDropout(ratio=dropout_ratio, p=dropout_application_ratio)``: it keeps
+    ``int(N * (1 - ratio))`` points drawn without replacement (here in their input order).
 
     Args:
-        max_ratio: largest fraction dropped (PointNet++ uses 0.875).
+        max_ratio: largest fraction dropped (PointNet++ uses 0.875), each point dropped
+            independently.
+        ratio: the exact fraction dropped instead (``max_ratio`` left at its default).
+        p: probability of dropping at all (one draw first when below 1).
     """
 
-    def __init__(self, max_ratio: float = 0.875) -> None:
+    def __init__(
+        self, max_ratio: float = 0.875, ratio: float | None = None, p: float = 1.0
+    ) -> None:
         if not 0 <= max_ratio < 1:
             raise ValueError(f"max_ratio must be in [0, 1), got {max_ratio}")
-        self.max_ratio = max_ratio
+        if ratio is not None:
+            if max_ratio != 0.875:
+                raise ValueError("give max_ratio or ratio, not both")
+            if not 0 <= ratio < 1:
+                raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+        _check_probability("p", p)
+        self.max_ratio, self.ratio, self.p = max_ratio, ratio, p
 
     def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        if not _happens(self.p, generator):
+            return data
         n = data.pos.size(0)
+        if self.ratio is not None:
+            count = max(1, int(n * (1 - self.ratio)))
+            keep = torch.randperm(n, generator=generator)[:count].sort().values
+            return index_points(data, keep)
         ratio = torch.rand(1, generator=generator).item() * self.max_ratio
-        keep = torch.rand(n, generator=generator) >= ratio
-        if not keep.any():
-            keep[0] = True
-        return index_points(data, keep.nonzero().view(-1))
+        mask = torch.rand(n, generator=generator) >= ratio
+        if not mask.any():
+            mask[0] = True
+        return index_points(data, mask.nonzero().view(-1))
 
 
 class RandomSubsample(Transform):
@@ -350,6 +468,9 @@ class _ColorTransform(Transform):
     (clamped to 0-1)."""
 
     def __init__(self, p: float, channels_start: int) -> None:
+        _check_probability("p", p)
+        if channels_start < 0:
+            raise ValueError(f"channels_start must be >= 0, got {channels_start}")
         self.p, self.channels_start = p, channels_start
 
     def forward(self, data: Data, generator: torch.Generator | None) -> Data:
@@ -380,6 +501,9 @@ class _ColorTransform(Transform):
 class ChromaticJitter(_ColorTransform):
     """Add Gaussian noise to RGB (0-1) in ``x[:, start:start+3]`` with probability ``p``.
 
+    Pointcept's ``ChromaticJitter(p, std)`` on 0-255 colours (noise ``std * 255``, clipped
+    to 0-255) is this with the same ``p`` and ``std`` on 0-1 colours.
+
     Args:
         std: noise standard deviation (in 0-1 units).
         p: probability of applying.
@@ -397,21 +521,62 @@ class ChromaticJitter(_ColorTransform):
 class ChromaticAutoContrast(_ColorTransform):
     """Stretch RGB to the full 0-1 range, blended by a random factor, with probability ``p``.
 
+    As Pointcept's ``ChromaticAutoContrast(p, blend_factor)``: each channel is stretched by
+    its own range (a channel without range becomes 0); a cloud with no colour range at all
+    is left as it is (and draws no blend factor).
+
     Args:
         p: probability of applying.
         blend: fixed blend factor; ``None`` draws it from ``U(0, 1)``.
         channels_start: first RGB column of ``x``.
+        blend_factor: Pointcept's name for ``blend`` (give one of the two).
     """
 
-    def __init__(self, p: float = 0.2, blend: float | None = None, channels_start: int = 0):
+    def __init__(
+        self,
+        p: float = 0.2,
+        blend: float | None = None,
+        channels_start: int = 0,
+        blend_factor: float | None = None,
+    ):
         super().__init__(p, channels_start)
-        self.blend = blend
+        if blend is not None and blend_factor is not None:
+            raise ValueError("give blend or blend_factor, not both")
+        self.blend = blend if blend is not None else blend_factor
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        if self._skip(generator):
+            return data
+        rgb = self._rgb(data)
+        lo, hi = rgb.min(0, keepdim=True).values, rgb.max(0, keepdim=True).values
+        diff = hi - lo
+        if not (diff > 0).any():
+            return data
+        stretched = (rgb - lo) / torch.where(diff > 0, diff, torch.ones_like(diff))
+        b = self.blend if self.blend is not None else torch.rand(1, generator=generator).item()
+        return self._set(data, (1 - b) * rgb + b * stretched)
+
+
+class ChromaticTranslation(_ColorTransform):
+    """Shift the three RGB channels (0-1) by ``U(-ratio, ratio)`` each, with probability
+    ``p`` (clipped to 0-1). Pointcept's ``ChromaticTranslation(p, ratio)`` on 0-255 colours
+    (a shift of ``U(-ratio, ratio) * 255``) is this with the same arguments.
+
+    Args:
+        p: probability of applying.
+        ratio: largest shift, as a fraction of the colour range.
+        channels_start: first RGB column of ``x``.
+    """
+
+    def __init__(self, p: float = 0.95, ratio: float = 0.05, channels_start: int = 0) -> None:
+        super().__init__(p, channels_start)
+        if ratio < 0:
+            raise ValueError(f"ratio must be >= 0, got {ratio}")
+        self.ratio = ratio
 
     def _colour(self, rgb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        lo, hi = rgb.min(0, keepdim=True).values, rgb.max(0, keepdim=True).values
-        stretched = (rgb - lo) / (hi - lo).clamp_min(1e-6)
-        b = self.blend if self.blend is not None else torch.rand(1, generator=generator).item()
-        return (1 - b) * rgb + b * stretched
+        shift = (torch.rand(1, 3, generator=generator) - 0.5) * 2 * self.ratio
+        return rgb + shift.to(rgb.dtype)
 
 
 class RandomColorDrop(_ColorTransform):
@@ -427,6 +592,220 @@ class RandomColorDrop(_ColorTransform):
 
     def _colour(self, rgb: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return torch.zeros_like(rgb)
+
+
+class NormalizeColor(Transform):
+    """Divide the RGB columns of ``x`` by ``scale`` (255: 0-255 colours to 0-1), as
+    Pointcept's ``NormalizeColor``. The data modules of this package already give RGB in
+    0-1; this is for data of your own that does not.
+
+    Args:
+        scale: the divisor.
+        channels_start: first RGB column of ``x``.
+    """
+
+    def __init__(self, scale: float = 255.0, channels_start: int = 0) -> None:
+        if scale <= 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        if channels_start < 0:
+            raise ValueError(f"channels_start must be >= 0, got {channels_start}")
+        self.scale, self.channels_start = scale, channels_start
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        x = getattr(data, "x", None)
+        start = self.channels_start
+        if x is None or x.size(-1) < start + 3:
+            raise ValueError("NormalizeColor: data.x has no RGB columns")
+        x = x.clone()
+        x[:, start : start + 3] = x[:, start : start + 3] / self.scale
+        data.x = x
+        return data
+
+
+class CenterShift(Transform):
+    """Move the centre of the bounding box's x-y extent to 0, and with ``apply_z`` its floor
+    (lowest z) to 0, as Pointcept's ``CenterShift(apply_z)``.
+
+    Args:
+        apply_z: also move the floor to ``z = 0`` (else z is left as it is).
+    """
+
+    def __init__(self, apply_z: bool = True) -> None:
+        self.apply_z = apply_z
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        lo, hi = data.pos.min(0).values, data.pos.max(0).values
+        shift = (lo + hi) / 2
+        shift[2] = lo[2] if self.apply_z else 0
+        data.pos = data.pos - shift
+        return data
+
+
+class PointClip(Transform):
+    """Clamp the coordinates into a box, as Pointcept's ``PointClip`` (points are moved onto
+    the box, not dropped).
+
+    Args:
+        point_cloud_range: ``[x_min, y_min, z_min, x_max, y_max, z_max]``.
+    """
+
+    def __init__(
+        self, point_cloud_range: Sequence[float] = (-80.0, -80.0, -3.0, 80.0, 80.0, 1.0)
+    ) -> None:
+        r = [float(v) for v in point_cloud_range]
+        if len(r) != 6 or any(r[i] > r[i + 3] for i in range(3)):
+            raise ValueError(
+                f"point_cloud_range must be [x_min, y_min, z_min, x_max, y_max, z_max] with "
+                f"each min <= max, got {list(point_cloud_range)}"
+            )
+        self.point_cloud_range = r
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        r = torch.tensor(self.point_cloud_range, dtype=data.pos.dtype)
+        data.pos = torch.maximum(torch.minimum(data.pos, r[3:]), r[:3])
+        return data
+
+
+def _box_blur(noise: np.ndarray, axis: int) -> np.ndarray:
+    """Mean of each cell and its two neighbours along ``axis``, zeros beyond the edges."""
+    pad = [(0, 0)] * noise.ndim
+    pad[axis] = (1, 1)
+    p = np.pad(noise, pad)
+    n = noise.shape[axis]
+    take = [np.take(p, range(k, k + n), axis=axis) for k in range(3)]
+    return ((take[0] + take[1] + take[2]) / 3).astype(noise.dtype)
+
+
+def elastic_distortion(
+    pos: np.ndarray, noise: np.ndarray, granularity: float, magnitude: float
+) -> np.ndarray:
+    """One elastic distortion step of Mix3D/MinkowskiEngine (and Pointcept): ``noise``
+    ``[D0, D1, D2, 3]`` on a grid of spacing ``granularity`` starting one cell below the
+    points' minimum (``D = floor(extent / granularity) + 3`` per axis), smoothed twice by a
+    3-cell box filter along each axis, trilinearly interpolated at every point, times
+    ``magnitude``, added to ``pos [N, 3]``."""
+    pos = np.asarray(pos, dtype=np.float64)
+    for _ in range(2):
+        for axis in range(3):
+            noise = _box_blur(noise, axis)
+    origin = pos.min(0) - granularity
+    t = (pos - origin) / granularity
+    dims = np.array(noise.shape[:3])
+    i0 = np.clip(np.floor(t).astype(np.int64), 0, dims - 2)
+    f = t - i0
+    out = np.zeros_like(pos)
+    for dx in (0, 1):
+        wx = f[:, 0] if dx else 1 - f[:, 0]
+        for dy in (0, 1):
+            wy = f[:, 1] if dy else 1 - f[:, 1]
+            for dz in (0, 1):
+                wz = f[:, 2] if dz else 1 - f[:, 2]
+                corner = noise[i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz]
+                out += (wx * wy * wz)[:, None] * corner
+    return pos + out * magnitude
+
+
+def elastic_noise_shape(pos: np.ndarray, granularity: float) -> tuple[int, int, int, int]:
+    """The shape of the noise grid :func:`elastic_distortion` takes for ``pos``."""
+    extent = np.asarray(pos, dtype=np.float64)
+    extent = extent.max(0) - extent.min(0)
+    d = (extent // granularity).astype(np.int64) + 3
+    return int(d[0]), int(d[1]), int(d[2]), 3
+
+
+_MAX_NOISE_CELLS = 1 << 26
+
+
+class ElasticDistortion(Transform):
+    """Smooth random displacement field (Mix3D, MinkowskiEngine; Pointcept's
+    ``ElasticDistortion``): with probability ``p``, for each ``(granularity, magnitude)``
+    pair in turn, Gaussian noise on a grid of ``granularity`` metres, smoothed and
+    interpolated at every point (:func:`elastic_distortion`), scaled by ``magnitude`` and
+    added to ``pos``. Pointcept's default pairs ``[[0.2, 0.4], [0.8, 1.6]]`` and its fixed
+    ``p`` of 0.95 are the defaults. The grid covers the cloud's bounding box: use it on
+    rooms, not on 100 m LiDAR sweeps with a fine granularity.
+
+    Args:
+        distortion_params: ``[[granularity, magnitude], ...]`` in metres.
+        p: probability of applying.
+    """
+
+    def __init__(
+        self,
+        distortion_params: Sequence[Sequence[float]] = ((0.2, 0.4), (0.8, 1.6)),
+        p: float = 0.95,
+    ) -> None:
+        pairs = []
+        for pair in distortion_params:
+            if isinstance(pair, str) or len(pair) != 2 or not float(pair[0]) > 0:
+                raise ValueError(
+                    f"distortion_params must be [[granularity, magnitude], ...] with positive "
+                    f"granularities, got {distortion_params!r}"
+                )
+            pairs.append([float(pair[0]), float(pair[1])])
+        _check_probability("p", p)
+        self.distortion_params, self.p = pairs, p
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        if not self.distortion_params or data.pos.size(0) == 0:
+            return data
+        if not torch.rand(1, generator=generator).item() < self.p:
+            return data
+        pos = data.pos.detach().cpu().numpy().astype(np.float64)
+        for granularity, magnitude in self.distortion_params:
+            shape = elastic_noise_shape(pos, granularity)
+            if math.prod(shape) > _MAX_NOISE_CELLS:
+                extent = (pos.max(0) - pos.min(0)).round(1).tolist()
+                raise ValueError(
+                    f"ElasticDistortion: a noise grid of {shape[:3]} cells for a cloud of "
+                    f"extent {extent} m at granularity {granularity} m is too large; use it "
+                    "on rooms or crops, or a coarser granularity"
+                )
+            noise = torch.randn(shape, generator=generator).numpy()
+            pos = elastic_distortion(pos, noise, granularity, magnitude)
+        data.pos = torch.from_numpy(pos).to(data.pos.dtype)
+        return data
+
+
+class SphereCrop(Transform):
+    """Keep the ``point_max`` points nearest to a centre (all if the cloud has no more), in
+    order of distance, as Pointcept's ``SphereCrop``: the training crop of its indoor
+    recipes, on whole rooms after the voxel grid.
+
+    Args:
+        point_max: points kept.
+        sample_rate: keep ``int(sample_rate * N)`` points instead (Pointcept's S3DIS recipe
+            crops 60% of a room, then to at most 204,800 points).
+        mode: ``"random"``: the centre is a random point; ``"center"``: the point
+            ``N // 2`` (in input order), deterministically.
+    """
+
+    def __init__(
+        self,
+        point_max: int = 80000,
+        sample_rate: float | None = None,
+        mode: Literal["random", "center"] = "random",
+    ) -> None:
+        if point_max < 1:
+            raise ValueError(f"point_max must be >= 1, got {point_max}")
+        if sample_rate is not None and not 0 < sample_rate <= 1:
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
+        if mode not in ("random", "center"):
+            raise ValueError(f"mode must be 'random' or 'center', got {mode!r}")
+        self.point_max, self.sample_rate, self.mode = point_max, sample_rate, mode
+
+    def forward(self, data: Data, generator: torch.Generator | None) -> Data:
+        n = data.pos.size(0)
+        keep = self.point_max if self.sample_rate is None else max(1, int(self.sample_rate * n))
+        if n <= keep:
+            return data
+        if self.mode == "random":
+            centre = data.pos[int(torch.randint(n, (1,), generator=generator))]
+        else:
+            centre = data.pos[n // 2]
+        dist = (data.pos - centre).square().sum(1)
+        order = torch.argsort(dist, stable=True)[:keep]
+        return index_points(data, order)
 
 
 class TransformSpecError(ValueError):
@@ -505,14 +884,17 @@ def _type_name(hint: Any) -> str:
 
 def _accepts(cls: type) -> str:
     params = [
-        p for p in inspect.signature(cls).parameters.values()
+        p
+        for p in inspect.signature(cls).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     if not params:
         return f"{cls.__name__} takes no arguments"
     shown = [
-        p.name if p.default is p.empty
-        else f"{p.name}={p.default:.4g}" if isinstance(p.default, float)
+        p.name
+        if p.default is p.empty
+        else f"{p.name}={p.default:.4g}"
+        if isinstance(p.default, float)
         else f"{p.name}={p.default!r}"
         for p in params
     ]

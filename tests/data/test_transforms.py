@@ -188,18 +188,28 @@ def test_build_from_yaml() -> None:
         ("RandomRotat", "x[1]: unknown transform 'RandomRotat'; did you mean 'RandomRotate'?"),
         ("randomscale", "x[1]: unknown transform 'randomscale'; did you mean 'RandomScale'?"),
         ("Blur", "x[1]: unknown transform 'Blur' (known: NormalizeScale, RandomRotate"),
-        ({"class_path": "RandomRotate", "init_args": {"angle": 30}},
-         "x[1]: RandomRotate has no argument 'angle' (RandomRotate accepts: axis='z', "
-         "max_degrees=180)"),
-        ({"class_path": "GridSubsample", "init_args": {"voxel_size": 0.1, "keep_invers": True}},
-         "x[1]: GridSubsample has no argument 'keep_invers'; did you mean 'keep_inverse'?"),
-        ({"class_path": "RandomRotate", "init_args": {"axis": "w"}},
-         "x[1]: RandomRotate: argument 'axis' must be one of 'x', 'y', 'z', 'so3', got 'w'"),
-        ({"class_path": "RandomJitter", "init_args": {"sigma": "0.01"}},
-         "x[1]: RandomJitter: argument 'sigma' must be float, got '0.01'"),
+        (
+            {"class_path": "RandomRotate", "init_args": {"angle": 30}},
+            "x[1]: RandomRotate has no argument 'angle' (RandomRotate accepts: axis='z', "
+            "max_degrees=180, degrees=None, p=1, center='origin')",
+        ),
+        (
+            {"class_path": "GridSubsample", "init_args": {"voxel_size": 0.1, "keep_invers": True}},
+            "x[1]: GridSubsample has no argument 'keep_invers'; did you mean 'keep_inverse'?",
+        ),
+        (
+            {"class_path": "RandomRotate", "init_args": {"axis": "w"}},
+            "x[1]: RandomRotate: argument 'axis' must be one of 'x', 'y', 'z', 'so3', got 'w'",
+        ),
+        (
+            {"class_path": "RandomJitter", "init_args": {"sigma": "0.01"}},
+            "x[1]: RandomJitter: argument 'sigma' must be float, got '0.01'",
+        ),
         ("RandomSubsample", "x[1]: RandomSubsample: missing a required argument: 'num_points'"),
-        ({"class_path": "RandomScale", "init_args": {"low": 2.0, "high": 1.0}},
-         "x[1]: RandomScale: need 0 < low <= high"),
+        (
+            {"class_path": "RandomScale", "init_args": {"low": 2.0, "high": 1.0}},
+            "x[1]: RandomScale: need 0 < low <= high",
+        ),
         ({"class_path": "no.such.Module"}, "x[1]: cannot import transform 'no.such.Module'"),
         ({"init_args": {}}, "x[1]: a transform spec is a class name or a dict with 'class_path'"),
     ],
@@ -220,8 +230,12 @@ def test_data_module_checks_transforms_when_constructed(monkeypatch: pytest.Monk
     with pytest.raises(T.TransformSpecError, match=r"^train_transforms\[0\]: unknown transform"):
         SyntheticShapesDataModule(train_transforms=["RandomRotat"])
     with pytest.raises(T.TransformSpecError, match=r"^eval_transforms\[1\]: RandomScale has no"):
-        SyntheticShapesDataModule(eval_transforms=["NormalizeScale", {
-            "class_path": "RandomScale", "init_args": {"lo": 0.5}}])
+        SyntheticShapesDataModule(
+            eval_transforms=[
+                "NormalizeScale",
+                {"class_path": "RandomScale", "init_args": {"lo": 0.5}},
+            ]
+        )
     SyntheticShapesDataModule(train_transforms=[], eval_transforms=["NormalizeScale"])  # fine
 
 

@@ -276,12 +276,14 @@ class S3DISRooms(PackedDataset):
 
 class S3DISCrops(S3DISRooms):
     """Training crops: all points whose ``x, y`` lie within ``block_size / 2`` of a random
-    point of a room, ``crops_per_room`` per room per epoch.
+    point of a room, ``crops_per_room`` per room per epoch; with ``block_size=None`` the
+    whole room, ``crops_per_room`` times per epoch (Pointcept's recipes: the transforms
+    crop, e.g. :class:`~lightning_pc.data.transforms.SphereCrop` after the voxel grid).
 
     Args:
         folder: the cache's ``rooms`` folder (raw layout).
         indices: training rooms.
-        block_size: side of the square crop in metres.
+        block_size: side of the square crop in metres (``None``: whole rooms).
         crops_per_room: crops drawn from each room per epoch.
         transform: per-sample transform (voxelise, augment, subsample to a budget).
     """
@@ -290,7 +292,7 @@ class S3DISCrops(S3DISRooms):
         self,
         folder: str | Path,
         indices: list[int],
-        block_size: float = 3.0,
+        block_size: float | None = 3.0,
         crops_per_room: int = 10,
         transform: TransformFn | None = None,
     ) -> None:
@@ -310,6 +312,8 @@ class S3DISCrops(S3DISRooms):
         return self.store.names[self.indices[index // self.crops_per_room]]
 
     def raw_sample(self, index: int, generator: torch.Generator) -> Data:
+        if self.block_size is None:  # the whole room, centred as for evaluation
+            return super().raw_sample(index // self.crops_per_room, generator)
         room = self.indices[index // self.crops_per_room]
         n = self.store.num_points(room)
         centre = self.store.points(

@@ -20,7 +20,7 @@ from lightning_pc.data.cache import (
     ensure_cache,
     locate_cache,
 )
-from lightning_pc.data.collate import collate
+from lightning_pc.data.collate import Mix3DCollate, collate
 from lightning_pc.data.datasets.base import PackedDataset, PointDataset
 from lightning_pc.data.palettes import class_palette
 from lightning_pc.data.sampler import EpochSampler, eval_sampler
@@ -102,6 +102,9 @@ class PointCloudDataModule(L.LightningDataModule):
         cache_fingerprint: what the cache key hashes of each raw file: ``"stat"`` (name,
             size, modification time) or ``"content"`` (name and bytes: catches an edit that
             keeps the size and restores the mtime, at the cost of reading every raw file).
+        mix_prob: Mix3D: probability that a training batch's clouds are merged in pairs
+            (:class:`~lightning_pc.data.collate.Mix3DCollate`; Pointcept's scene recipes use
+            0.8); 0 never mixes.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class PointCloudDataModule(L.LightningDataModule):
         cache_verify: VerifyLevel = "quick",
         cache_fingerprint: FingerprintMode = "stat",
         eval_batch_size: int | None = None,
+        mix_prob: float = 0.0,
     ) -> None:
         super().__init__()
         # every argument, this class's and the subclass's (checkpoints keep the data module's
@@ -130,6 +134,9 @@ class PointCloudDataModule(L.LightningDataModule):
             raise ValueError(
                 f"cache_fingerprint must be 'stat' or 'content', got {cache_fingerprint!r}"
             )
+        if not 0 <= mix_prob <= 1:
+            raise ValueError(f"mix_prob must be a probability in [0, 1], got {mix_prob}")
+        self.mix_prob = mix_prob
         self.cache_verify: VerifyLevel = cache_verify
         self.cache_fingerprint: FingerprintMode = cache_fingerprint
         self.batch_size = batch_size
@@ -252,7 +259,9 @@ class PointCloudDataModule(L.LightningDataModule):
             sampler=sampler,
             shuffle=False if sampler is not None else shuffle,
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=Mix3DCollate(self.mix_prob)
+            if split == "train" and self.mix_prob
+            else collate,
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,

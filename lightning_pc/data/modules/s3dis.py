@@ -16,7 +16,9 @@ class S3DISDataModule(SceneTransforms, PointCloudDataModule):
     """S3DIS (13 classes), from the raw aligned release or PointNet's hdf5 blocks.
 
     Raw release: ``prepare_data`` parses every room once (in parallel); training draws
-    ``crops_per_room`` square crops of ``block_size`` metres per room per epoch, voxelised
+    ``crops_per_room`` square crops of ``block_size`` metres per room per epoch (with
+    ``block_size: null``, the whole room ``crops_per_room`` times, for transforms that crop
+    themselves, as Pointcept's ``SphereCrop``), voxelised
     (a random point per ``voxel_size`` voxel), augmented and cut to ``num_points``;
     validation/test use whole rooms of ``test_area``, voxelised deterministically with
     ``inverse_index`` (every original point -> its voxel) and ``y_full`` (every original
@@ -27,7 +29,7 @@ class S3DISDataModule(SceneTransforms, PointCloudDataModule):
         root: dataset folder (or its parent).
         test_area: held-out area (1-6).
         num_points: points per training crop (``None``: all).
-        block_size: side of a training crop in metres.
+        block_size: side of a training crop in metres (``None``: whole rooms).
         voxel_size: voxel edge for the default transforms (``None``: no voxelisation).
         crops_per_room: training crops per room per epoch.
         batch_size: clouds per batch (evaluation uses ``eval_batch_size``).
@@ -44,7 +46,7 @@ class S3DISDataModule(SceneTransforms, PointCloudDataModule):
         root: str = "data/Stanford3dDataset_v1.2_Aligned_Version",
         test_area: int = 5,
         num_points: int | None = 24000,
-        block_size: float = 3.0,
+        block_size: float | None = 3.0,
         voxel_size: float | None = 0.04,
         crops_per_room: int = 10,
         batch_size: int = 8,
