@@ -61,106 +61,11 @@ from lightning_pc.callbacks.prediction_writer import scan_output_name
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.formats import ScanChunks
 from lightning_pc.data.formats.ply import PLY_CHUNK, write_ply_chunks
+from lightning_pc.data.input_channels import CHANNELS, channel_name, plan_inputs
 from lightning_pc.nn.point import Point, as_point
 
-#: input channels a scan can provide (``coord``: the fragment's coordinates) and widths
-CHANNELS: dict[str, int] = {"coord": 3, "rgb": 3, "normal": 3, "intensity": 1}
-#: other spellings of the channel names (Pointcept's ``color``)
-ALIASES: dict[str, str] = {
-    "color": "rgb",
-    "colour": "rgb",
-    "normals": "normal",
-    "strength": "intensity",
-}
-#: what a zero-filled channel's columns are called in the warning
-_COLUMNS: dict[str, str] = {
-    "rgb": "red green blue",
-    "normal": "nx ny nz",
-    "intensity": "intensity",
-    "coord": "x y z",
-}
 #: version tag of ``index.json``
 INDEX_FORMAT = "lightning_pc embeddings 1"
-
-
-def channel_name(name: str) -> str:
-    """The canonical name of an input channel (``color`` -> ``rgb``).
-
-    Raises:
-        ValueError: an unknown channel.
-    """
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in CHANNELS:
-        raise ValueError(
-            f"unknown input channel {name!r}; known: {', '.join(CHANNELS)} "
-            f"(aliases: {', '.join(ALIASES)})"
-        )
-    return key
-
-
-def scan_channels(path: str | Path) -> set[str]:
-    """The input channels a scan file holds (``coord`` always), from its header or first
-    read (:class:`~lightning_pc.data.formats.ScanChunks`)."""
-    keys = ScanChunks(path).keys
-    found = {"coord"}
-    if "rgb" in keys or keys.get("features", 0) >= 3:
-        found.add("rgb")
-    for name in ("intensity", "normal"):
-        if name in keys:
-            found.add(name)
-    return found
-
-
-def plan_inputs(
-    files: Sequence[str | Path], inputs: Sequence[str], *, warn: bool = True
-) -> tuple[list[str], dict[str, list[str]]]:
-    """Which of a network's input channels the scans provide, and which get zeros.
-
-    A channel is read from the scans when every scan holds it; otherwise it is zero-filled
-    for all of them (one network input for the whole run), and, with ``warn``, one
-    :class:`UserWarning` names each such channel (its columns) and the scans that lack it.
-
-    Args:
-        files: the scan files.
-        inputs: the network's input channels in order (names of :data:`CHANNELS` or
-            :data:`ALIASES`).
-
-    Returns:
-        ``(read, missing)``: the channels read from the scans (in ``inputs`` order, without
-        ``coord``, which comes from the coordinates), and per zero-filled channel the scans
-        lacking it.
-    """
-    wanted = [channel_name(c) for c in inputs]
-    held = {str(f): scan_channels(f) for f in files}
-    missing: dict[str, list[str]] = {}
-    for channel in wanted:
-        lacking = [f for f, found in held.items() if channel not in found]
-        if lacking:
-            missing[channel] = lacking
-    read = [c for c in wanted if c != "coord" and c not in missing]
-    if missing and warn:
-        warnings.warn(zero_fill_message(wanted, missing), UserWarning, stacklevel=2)
-    return read, missing
-
-
-def zero_fill_message(inputs: Sequence[str], missing: Mapping[str, Sequence[str]]) -> str:
-    """The warning of :func:`plan_inputs`: the zero-filled channels and the scans."""
-    lines = [
-        f"the network reads input channels [{', '.join(inputs)}]; these are zero-filled "
-        "because scans lack them:"
-    ]
-    for channel, files in missing.items():
-        names = ", ".join(Path(f).name for f in files[:5])
-        more = f" and {len(files) - 5} more" if len(files) > 5 else ""
-        lines.append(
-            f"  {channel} ({CHANNELS[channel]} channels: {_COLUMNS[channel]}): missing in "
-            f"{len(files)} scan(s): {names}{more}"
-        )
-    lines.append(
-        "Outputs on zero-filled inputs are not those of complete inputs (the network was "
-        "trained with them): fine-tune on such scans, or give scans that hold them."
-    )
-    return "\n".join(lines)
 
 
 class InputAdapter(nn.Module):

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from lightning_pc.cli import main as cli_main
+from lightning_pc.data import input_channels
 from lightning_pc.data.datasets.scenes import load_scan
 from lightning_pc.embed import (
     InputAdapter,
@@ -121,8 +122,9 @@ def test_pca_colours_are_deterministic_in_range_and_follow_the_main_axis() -> No
 
 
 def test_lidar_without_colour_or_normals_warns_once_naming_the_zero_filled_channels(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(input_channels, "_WARNED", set())
     codes = load_fixture("folder", "make_las_fixture.py").make_las_folder(tmp_path / "las")
     assert codes
     tile = tmp_path / "las" / "train" / "north" / "tile_b.laz"  # point format 1: no colours
@@ -144,6 +146,7 @@ def test_lidar_without_colour_or_normals_warns_once_naming_the_zero_filled_chann
 
     # a whole run warns once, and the index records the zero-filled channels
     out = tmp_path / "out"
+    monkeypatch.setattr(input_channels, "_WARNED", set())
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         embed_scans(
@@ -151,6 +154,10 @@ def test_lidar_without_colour_or_normals_warns_once_naming_the_zero_filled_chann
             pca=False, trainer_kwargs=CPU,
         )  # fmt: skip
     assert sum("zero-filled" in str(w.message) for w in seen) == 1
+    with warnings.catch_warnings(record=True) as again:  # the same run again: said already
+        warnings.simplefilter("always")
+        plan_inputs([tile], inputs)
+    assert not [w for w in again if "zero-filled" in str(w.message)]
     index = json.loads((out / "index.json").read_text())
     assert index["zero_filled"] == ["rgb", "normal"]
     assert np.load(out / index["scans"][0]["features"]).shape == (200, 5)
@@ -269,3 +276,30 @@ def test_cli_embed_with_weights_for_a_registered_network(tmp_path: Path) -> None
         np.load(out / "tile.features.npy"), np.load(tmp_path / "api" / "tile.features.npy"),
         atol=1e-5,
     )  # fmt: skip
+
+
+def test_zero_fill_transform_lays_out_x_as_the_network_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch_geometric.data import Data
+
+    from lightning_pc.data.input_channels import ZeroFillChannels
+    from lightning_pc.data.transforms import build_transforms
+
+    monkeypatch.setattr(input_channels, "_WARNED", set())
+    spec = {
+        "class_path": "lightning_pc.data.input_channels.ZeroFillChannels",
+        "init_args": {"inputs": ["color", "normal"], "read": ["rgb"], "source": "ScanNet"},
+    }
+    with pytest.warns(UserWarning, match=r"normal \(3 channels: nx ny nz\).*ScanNet"):
+        transform = build_transforms([spec])
+    assert transform is not None
+    rgb = torch.rand(7, 3)
+    out = transform(Data(pos=torch.rand(7, 3), x=rgb.clone()))
+    assert out.x.shape == (7, 6)
+    assert torch.equal(out.x[:, :3], rgb) and (out.x[:, 3:] == 0).all()
+    # no x at all (LiDAR through the folder data module): zeros of the full width
+    lidar = ZeroFillChannels(["rgb", "normal"], [], source="my tiles")
+    assert lidar(Data(pos=torch.rand(5, 3))).x.shape == (5, 6)
+    with pytest.raises(ValueError, match="expected x with the 3 columns"):
+        transform(Data(pos=torch.rand(4, 3), x=torch.rand(4, 6)))
