@@ -65,7 +65,14 @@ def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Pat
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
         "semantickitti": load_fixture("semantickitti").make_release(root / "semantickitti"),
         "scannet": load_fixture("scannet").make_release(root / "scannet") / "raw",
+        "las_tiles": _las_tiles(root / "las_tiles"),
     }
+
+
+def _las_tiles(root: Path) -> Path:
+    """The LiDAR folder fixture (LAS/LAZ tiles with classification codes) at ``root``."""
+    load_fixture("folder", "make_las_fixture.py").make_las_folder(root)
+    return root
 
 
 @pytest.fixture(scope="module")
