@@ -581,6 +581,14 @@ def networks_help() -> str:
 
     lines = ["Networks (--model.init_args.model NAME; a module of yours with --imports):"]
     lines += [f"  {name}: {describe_model(name) or '(no description)'}" for name in list_models()]
+    from lightning_pc.models.pretrained import get_pretrained, list_pretrained
+
+    lines.append(
+        "Pretrained cards (--model.init_args.model CARD --model.init_args.pretrained true):"
+    )
+    for name in list_pretrained():
+        card = get_pretrained(name)
+        lines.append(f"  {name}: {card.summary} [{card.licence}]")
     return "\n".join(lines)
 
 

@@ -97,6 +97,10 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         min_lr: final learning rate of the cosine schedule.
         nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
             naming its source files, or ``"skip"`` it with a warning naming them.
+        pretrained: weights to start from: ``true`` for the pretrained card named by
+            ``model`` (:func:`~lightning_pc.models.pretrained.list_pretrained`), or a
+            checkpoint path (see :func:`~lightning_pc.models.create_model`). Checkpoints of
+            this task save ``false`` here: they hold the weights themselves.
     """
 
     model: nn.Module
@@ -121,6 +125,7 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         scheduler: Literal["cosine", "none"] = "cosine",
         min_lr: float = 0.0,
         nonfinite: NonFinite = "raise",
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
         given = isinstance(model, nn.Module)
@@ -154,7 +159,10 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         if name is None:  # an nn.Module instance was given to __init__
             return
         self.model = create_model(
-            name, num_classes=self.hparams["num_classes"], **self.model_kwargs()
+            name,
+            num_classes=self.hparams["num_classes"],
+            pretrained=self.hparams.get("pretrained") or False,
+            **self.model_kwargs(),
         )
 
     def configure_losses(self) -> None:
@@ -319,6 +327,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.epoch_seeding.state_dict()
+        if checkpoint.get("hyper_parameters", {}).get("pretrained"):
+            checkpoint["hyper_parameters"]["pretrained"] = False  # the weights are here
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
