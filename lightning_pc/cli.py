@@ -409,7 +409,8 @@ class PointCloudCLI(LightningCLI):
         subcommand = self.subcommand
         if subcommand is None:
             return
-        if self.config[subcommand].get("ckpt_path") is None:
+        pretrained = getattr(self.model, "hparams", {}).get("pretrained")
+        if self.config[subcommand].get("ckpt_path") is None and not pretrained:
             rank_zero_warn(
                 f"`{subcommand}` without --ckpt_path evaluates the model's initial weights; "
                 "pass --ckpt_path path/to/checkpoint.ckpt to evaluate a trained model."

@@ -65,3 +65,35 @@ def test_task_default_is_no_pretrained_weights(official: dict[str, Any], registe
     assert task.hparams["pretrained"] is False
     with torch.no_grad():
         assert task.model.head[0].weight.abs().sum() > 0  # built, initial weights
+
+
+def test_cli_fits_from_a_card_and_its_checkpoint_needs_no_pretrained_file(
+    official: dict[str, Any], tmp_path: Path, register: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``model: <card>`` + ``pretrained: <path>`` in a config: fit starts from the weights
+    (S3DIS has 13 classes, the card 5: new head), and validating the saved checkpoint after
+    the pretrained file is gone rebuilds the card's network without it."""
+    from lightning_pc.cli import main
+    from tests.data import load_fixture
+    from tests.test_cli import LIMITS
+
+    card = register(tiny_card(official))
+    weights = write(official["state_dict"], tmp_path / "model_best.pth", "trainer")
+    root = load_fixture("s3dis").make_raw(tmp_path / "Stanford3dDataset_v1.2_Aligned_Version")
+    monkeypatch.chdir(tmp_path)
+    args = [
+        "--config", str(Path(__file__).resolve().parents[2] / "configs" / "s3dis_ptv3.yaml"),
+        *LIMITS, f"--data.init_args.root={root}", f"--data.init_args.cache_dir={tmp_path}",
+        "--data.init_args.num_workers=0", "--data.init_args.batch_size=2",
+        "--data.init_args.num_points=64", "--data.init_args.crops_per_room=1",
+        f"--model.init_args.model={card.name}", f"--model.init_args.pretrained={weights}",
+        "--model.init_args.model_kwargs={}",
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="head is left at its initialisation"):
+        main(["fit", *args])
+    last = tmp_path / "runs" / "s3dis_ptv3" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["hyper_parameters"]["model"] == card.name
+    assert ckpt["hyper_parameters"]["pretrained"] is False
+    weights.unlink()
+    main(["validate", *args[:-2], f"--ckpt_path={last}"])
