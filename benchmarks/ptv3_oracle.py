@@ -21,7 +21,13 @@ v1.5.1 model file that trained the weights (``legacy=True``; ``legacy=False`` be
 show the switch matters) and against the current file (``legacy=False``). Each row gives the
 parameter counts of both models (head included) and the max abs difference of the logits.
 RPE tables are drawn from U(-1, 1) instead of their 0.02-std initialisation, so that the
-relative position encoding moves the logits.
+relative position encoding moves the logits (a row with our tables zeroed shows it does).
+Last, Pointcept's ``GridSample(mode="test")`` (its ``datasets/transform.py``, loaded alone)
+against :mod:`lightning_pc.nn.grid_sample` on one scan: grid coordinates, fragment count,
+one point of every voxel per fragment, and how often both pick the same point.
+
+The key map from Pointcept's backbone state dict to ours is :func:`map_backbone` (spconv
+kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``, :func:`conv_weight`).
 
 spconv 2.3.8's CPU submanifold convolution is not deterministic with several OpenMP
 threads: now and then one output site is wrong (seen on a 3x3x3 conv of 5,739 sites, once
@@ -370,9 +376,14 @@ def preset_matches_config(name: str, cfg: dict[str, Any]) -> bool:
 
 
 def compare_preset(
-    official: types.ModuleType, name: str, cfg: dict[str, Any], points: int, seed: int,
+    official: types.ModuleType,
+    name: str,
+    cfg: dict[str, Any],
+    points: int,
+    seed: int,
     legacy: bool,
-) -> dict[str, float]:  # fmt: skip
+    zero_rpe: bool = False,
+) -> dict[str, float]:
     """Our preset ``name`` (``legacy`` as given) against ``official`` built from the
     config's backbone, on one cloud (Pointcept tests one fragment at a time)."""
     from lightning_pc.models.ptv3 import ptv3_input, ptv3_preset
@@ -386,6 +397,10 @@ def compare_preset(
     state.update({"head.0." + k: v for k, v in head.state_dict().items()})
     result = ours.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
+    if zero_rpe:  # to show that the encoding moves the logits
+        for key, value in ours.state_dict().items():
+            if key.endswith("rpe_table"):
+                value.zero_()
     data = make_input([points], seed, cfg["in_channels"])
     with torch.no_grad():
         x = ptv3_input(data, cfg["in_channels"], 0.02, "pointcept")
@@ -396,6 +411,68 @@ def compare_preset(
         "params_ours": sum(p.numel() for p in ours.parameters()),
         "maxdiff": float((theirs - mine).abs().max()),
         "maxabs": float(theirs.abs().max()),
+    }
+
+
+def load_grid_sample(src: Path) -> Any:
+    """Pointcept's ``GridSample`` (current ``datasets/transform.py``, loaded alone, with
+    stand-ins for the imports its other transforms use)."""
+    import importlib.util
+
+    tmp = Path(tempfile.mkdtemp(prefix="pointcept-transform-"))
+    (tmp / "transform.py").write_text(_read(src, "pointcept/datasets/transform.py"))
+    registry = types.ModuleType("pointcept.utils.registry")
+
+    class Registry:
+        def __init__(self, name: str) -> None:
+            pass
+
+        def register_module(self, name: Any = None, **kw: Any) -> Any:
+            return lambda cls: cls
+
+    registry.Registry = Registry  # type: ignore[attr-defined]
+    tv = types.ModuleType("torchvision")
+    tv.transforms = None  # type: ignore[attr-defined]
+    stubs = {"pointcept.utils": types.ModuleType("pointcept.utils"), "pointcept.utils.registry": registry,
+             "torchvision": tv}  # fmt: skip
+    for name in ("scipy", "scipy.ndimage", "scipy.interpolate"):
+        stubs[name] = types.ModuleType(name)
+    sys.modules.update(stubs)
+    spec = importlib.util.spec_from_file_location("pointcept_transform", tmp / "transform.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GridSample
+
+
+def check_fragments(grid_sample: Any, points: int, seed: int) -> dict[str, Any]:
+    """Pointcept's ``GridSample(mode="test")`` against ours (``pointcept_grid``,
+    ``grid_fragments``) on one scan of ``points`` points at 0.05."""
+    import numpy as np
+
+    from lightning_pc.nn.grid_sample import grid_fragments, pointcept_grid
+
+    data = make_input([points], seed, 3)
+    pos = data.pos - data.pos.mean(0)  # CenterShift: negative coordinates too
+    parts = grid_sample(grid_size=0.05, hash_type="fnv", mode="test", return_grid_coord=True)(
+        {"coord": pos.numpy(), "color": data.x.numpy()}
+    )
+    grid = pointcept_grid(pos, torch.zeros(points, dtype=torch.long), 1, 0.05)
+    frags = grid_fragments(grid)
+    grid_equal = all(np.array_equal(p["grid_coord"], grid[p["index"]].numpy()) for p in parts)
+    voxel = torch.unique(grid, dim=0, return_inverse=True)[1]
+    same_voxels = len(parts) == len(frags) and all(
+        sorted(voxel[p["index"]].tolist()) == sorted(voxel[f].tolist()) == list(range(int(voxel.max()) + 1))
+        for p, f in zip(parts, frags)
+    )  # fmt: skip
+    theirs = {(i, int(voxel[j])): int(j) for i, p in enumerate(parts) for j in p["index"]}
+    ours = {(i, int(voxel[j])): int(j) for i, f in enumerate(frags) for j in f}
+    return {
+        "fragments": (len(parts), len(frags)),
+        "voxels": int(voxel.max()) + 1,
+        "grid_equal": grid_equal,
+        "one_per_voxel": same_voxels,
+        "same_pick": sum(theirs[k] == ours[k] for k in ours) / len(ours),
     }
 
 
@@ -426,14 +503,24 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, cfg in configs.items():
         same = preset_matches_config(name, cfg)
-        for label, official, legacy in [
-            ("v1.5.1", v151, True), ("v1.5.1", v151, False), ("HEAD", head, False),
-        ]:  # fmt: skip
-            r = compare_preset(official, name, cfg, args.points, 2, legacy)
+        runs = [("v1.5.1", v151, True, False), ("v1.5.1", v151, False, False)]
+        if cfg["enable_rpe"]:
+            runs.append(("v1.5.1", v151, True, True))
+        for label, official, legacy, zero in [*runs, ("HEAD", head, False, False)]:
+            r = compare_preset(official, name, cfg, args.points, 2, legacy, zero)
+            ours = f"legacy={legacy}" + (", RPE tables zeroed" if zero else "")
             print(
-                f"| {name} | {same} | {label} | legacy={legacy} | {r['params_official']:,} / "
+                f"| {name} | {same} | {label} | {ours} | {r['params_official']:,} / "
                 f"{r['params_ours']:,} | {r['maxdiff']:.2e} | {r['maxabs']:.2f} |"
             )
+    r = check_fragments(load_grid_sample(args.pointcept), 20000, 3)
+    print(
+        f"\nGridSample(mode='test') at 0.05 on 20000 points, {r['voxels']} voxels: fragments "
+        f"(Pointcept / ours) {r['fragments'][0]} / {r['fragments'][1]}; grid_coord equal: "
+        f"{r['grid_equal']}; each fragment one point of every voxel, both: {r['one_per_voxel']}; "
+        f"same point picked per (fragment, voxel): {r['same_pick']:.1%} (Pointcept orders a "
+        "voxel's points by numpy's unstable argsort, ours by input order)"
+    )
 
 
 if __name__ == "__main__":

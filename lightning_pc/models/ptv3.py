@@ -19,8 +19,16 @@ minimum, mean of ``[pos, x]`` per voxel: the stem sees ``3 + in_channels`` chann
 ``in_channels=3`` (colours) matches Pointcept's ``in_channels=6``). Segmentation logits are
 given on every input point (its voxel's).
 
+Pointcept's released PT-v3m1 weights (ScanNet, ScanNet200, S3DIS Area 5) need four options,
+set by :data:`PRESETS` / :func:`ptv3_preset`: ``stem_xyz=False`` (the stem reads Pointcept's
+``in_channels`` features alone), ``grid_origin="pointcept"`` (its ``GridSample`` grid),
+``legacy=True`` (the block wiring of Pointcept v1.5.1, which trained them) and, for S3DIS,
+``enable_rpe`` (relative position encoding). They were evaluated on one-point-per-voxel
+fragments: :func:`lightning_pc.nn.grid_sample.predict_fragments`.
+
 Equal to Pointcept's model file on the same weights and input (max abs difference of the
-logits about 2e-6, ``benchmarks/ptv3_oracle.py``), including one of its quirks that trained
+logits about 2e-6, ``benchmarks/ptv3_oracle.py``; the presets to its v1.5.1 file with
+``legacy`` and to the current one without), including one of its quirks that trained
 weights depend on: the first block after each unpooling convolves the projected skip
 features alone in its positional encoding. Differences by design: the serialisations are
 shuffled only in training (Pointcept's pooling layers shuffle them in evaluation too,

@@ -15,6 +15,8 @@ sorted by cloud.
   voxels before them, which attend but whose outputs come from their own patch). A cloud
   with fewer voxels is one patch of its own size (a key mask pads it). No patch ever spans
   two clouds.
+- :class:`RPE`: PT-v3m1's optional relative position encoding, a learned per-head bias on
+  the logits from the clamped grid offsets of each pair of voxels of a patch.
 - :class:`Block`: conditional positional encoding (submanifold 3x3x3 sparse convolution,
   linear, LayerNorm) added to the input; then pre-norm attention and pre-norm MLP, each
   with drop path (per voxel, as timm's ``DropPath`` on ``[N, C]``) and an optional layer
