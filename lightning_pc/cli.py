@@ -409,7 +409,8 @@ class PointCloudCLI(LightningCLI):
         subcommand = self.subcommand
         if subcommand is None:
             return
-        if self.config[subcommand].get("ckpt_path") is None:
+        pretrained = getattr(self.model, "hparams", {}).get("pretrained")
+        if self.config[subcommand].get("ckpt_path") is None and not pretrained:
             rank_zero_warn(
                 f"`{subcommand}` without --ckpt_path evaluates the model's initial weights; "
                 "pass --ckpt_path path/to/checkpoint.ckpt to evaluate a trained model."
@@ -587,6 +588,14 @@ def networks_help() -> str:
 
     lines = ["Networks (--model.init_args.model NAME; a module of yours with --imports):"]
     lines += [f"  {name}: {describe_model(name) or '(no description)'}" for name in list_models()]
+    from lightning_pc.models.pretrained import get_pretrained, list_pretrained
+
+    lines.append(
+        "Pretrained cards (--model.init_args.model CARD --model.init_args.pretrained true):"
+    )
+    for name in list_pretrained():
+        card = get_pretrained(name)
+        lines.append(f"  {name}: {card.summary} [{card.licence}]")
     return "\n".join(lines)
 
 

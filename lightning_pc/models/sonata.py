@@ -214,7 +214,7 @@ class PTv3EncoderBackbone(nn.Module):
         self.out_channels = sum(enc_channels[n - 1 - k :])
 
         self.embedding = LinearEmbedding(3 + in_channels, enc_channels[0], mask_token)
-        rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
+        rates = torch.linspace(0, drop_path, sum(enc_depths), device="cpu").tolist()
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
         for s in range(n):
@@ -420,6 +420,55 @@ def convert_pointcept_state_dict(
         out["backbone." + key] = v
     if mask_token and "backbone.embedding.mask_token" not in out:
         raise KeyError("the state dict holds no embedding.mask_token")
+    return out
+
+
+def _inverse_block_key(p: list[str]) -> str:
+    if p[0] == "cpe":
+        return "cpe." + {"conv": "0", "linear": "1", "norm": "2"}[p[1]] + "." + p[-1]
+    if p[0] in ("norm1", "norm2"):
+        return f"{p[0]}.0.{p[-1]}"
+    if p[0] == "attn":
+        return ".".join(p)
+    if p[0] == "mlp":
+        return f"mlp.0.{p[1]}.{p[-1]}"
+    if p[0] in ("gamma1", "gamma2"):
+        return f"ls{p[0][-1]}.0.gamma"
+    raise KeyError(".".join(p))
+
+
+def to_pointcept_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The inverse of :func:`convert_pointcept_state_dict`: this model's keys (a
+    :class:`PointNetwork`'s, ``backbone.`` / ``head.0.``) in Pointcept's PT-v3m2/m3 names, the
+    positional-convolution kernels in spconv's ``[C_out, 3, 3, 3, C_in]`` layout, the head as
+    ``seg_head.*``. For writing checkpoints in the official layout (tests, export).
+
+    Raises:
+        KeyError: a key of no official place (a head with hidden layers).
+    """
+    out: dict[str, Tensor] = {}
+    for full, v in state_dict.items():
+        if full.startswith("head.0."):
+            out["seg_head." + full[len("head.0.") :]] = v
+            continue
+        if not full.startswith("backbone."):
+            raise KeyError(f"no official place for {full!r}")
+        p = full[len("backbone.") :].split(".")
+        if p[0] == "embedding":
+            key = (
+                "embedding.mask_token" if p[1] == "mask_token" else f"embedding.stem.{p[1]}.{p[-1]}"
+            )
+        elif p[0] == "down":
+            s = int(p[1]) + 1
+            key = f"enc.enc{s}.down." + ("proj." if p[2] == "proj" else "norm.0.") + p[-1]
+        elif p[0] == "enc":
+            key = f"enc.enc{int(p[1])}.block{int(p[2])}." + _inverse_block_key(p[3:])
+            if key.endswith("cpe.0.weight"):
+                k3 = round(v.size(0) ** (1 / 3))
+                v = v.reshape(k3, k3, k3, v.size(1), v.size(2)).permute(4, 0, 1, 2, 3)
+        else:
+            raise KeyError(f"no official place for {full!r}")
+        out[key] = v.contiguous()
     return out
 
 

@@ -146,6 +146,10 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
             not in the optimiser), the head trained.
         head_warmup_epochs: train the head alone for this many epochs, the backbone frozen
             as with ``freeze_backbone``, then everything.
+        pretrained: weights to start from: ``true`` for the pretrained card named by
+            ``model`` (:func:`~lightning_pc.models.pretrained.list_pretrained`), or a
+            checkpoint path (see :func:`~lightning_pc.models.create_model`). Checkpoints of
+            this task save ``false`` here: they hold the weights themselves.
     """
 
     model: nn.Module
@@ -177,6 +181,7 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         layer_decay: float | None = None,
         freeze_backbone: bool = False,
         head_warmup_epochs: int = 0,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
         if head_warmup_epochs < 0:
@@ -220,7 +225,10 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         if name is None:  # an nn.Module instance was given to __init__
             return
         self.model = create_model(
-            name, num_classes=self.hparams["num_classes"], **self.model_kwargs()
+            name,
+            num_classes=self.hparams["num_classes"],
+            pretrained=self.hparams.get("pretrained") or False,
+            **self.model_kwargs(),
         )
 
     def configure_losses(self) -> None:
@@ -441,6 +449,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.epoch_seeding.state_dict()
+        if checkpoint.get("hyper_parameters", {}).get("pretrained"):
+            checkpoint["hyper_parameters"]["pretrained"] = False  # the weights are here
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
