@@ -61,7 +61,13 @@ from lightning_pc.callbacks.prediction_writer import scan_output_name
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.formats import ScanChunks
 from lightning_pc.data.formats.ply import PLY_CHUNK, write_ply_chunks
-from lightning_pc.data.input_channels import CHANNELS, channel_name, plan_inputs
+from lightning_pc.data.input_channels import (
+    CHANNELS,
+    ChannelLayout,
+    channel_name,
+    channels_of_columns,
+    plan_inputs,
+)
 from lightning_pc.nn.point import Point, as_point
 
 #: version tag of ``index.json``
@@ -69,16 +75,14 @@ INDEX_FORMAT = "lightning_pc embeddings 1"
 
 
 class InputAdapter(nn.Module):
-    """Builds the network's ``x`` from a batch: the channels of ``inputs`` in order,
-    ``coord`` from the coordinates, the channels of ``read`` from the batch's ``x`` (in
-    ``read`` order, as the data module loaded them), zeros for the others.
+    """Builds the network's ``x`` from a batch (see
+    :class:`~lightning_pc.data.input_channels.ChannelLayout`, whose arguments it takes).
 
     Args:
         inputs: the network's input channels, in order.
         read: the channels the batch's ``x`` holds, in order (see :func:`plan_inputs`).
-        scales: per channel, ``(scale, shift)`` applied to what is read (``value * scale +
-            shift``), e.g. ``{"rgb": (2.0, -1.0)}`` for colours in -1..1; zero-filled
-            channels stay zero.
+        scales: per channel, ``(scale, shift)`` applied to what is read, e.g.
+            ``{"rgb": (2.0, -1.0)}`` for colours in -1..1; zero-filled channels stay zero.
     """
 
     def __init__(
@@ -88,55 +92,22 @@ class InputAdapter(nn.Module):
         scales: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
-        self.inputs = [channel_name(c) for c in inputs]
-        self.read = [channel_name(c) for c in read]
-        self.scales = {
-            channel_name(k): (float(v[0]), float(v[1])) for k, v in (scales or {}).items()
-        }
-        unknown = set(self.read) - set(self.inputs)
-        if unknown:
-            raise ValueError(
-                f"read channels {sorted(unknown)} are not network inputs {self.inputs}"
-            )
+        self.layout = ChannelLayout(inputs, read, scales)
+        self.inputs, self.read = self.layout.inputs, self.layout.read
 
     @property
     def in_channels(self) -> int:
         """Width of the ``x`` it builds."""
-        return sum(CHANNELS[c] for c in self.inputs)
+        return self.layout.in_channels
 
     @property
     def zero_filled(self) -> list[str]:
         """The input channels given as zeros."""
-        return [c for c in self.inputs if c != "coord" and c not in self.read]
+        return self.layout.zero_filled
 
     def forward(self, data: Any) -> Point:
         point = as_point(data)
-        if not self.inputs:
-            return point.with_features(None)
-        at, columns = 0, {}
-        for c in self.read:
-            columns[c] = (at, at + CHANNELS[c])
-            at += CHANNELS[c]
-        x = point.x
-        if at and (x is None or x.size(1) != at):
-            raise ValueError(
-                f"expected batch.x with the {at} columns of {self.read}, got "
-                f"{None if x is None else tuple(x.shape)}"
-            )
-        parts = []
-        for c in self.inputs:
-            if c == "coord":
-                part = point.pos
-            elif c in columns:
-                assert x is not None
-                part = x[:, columns[c][0] : columns[c][1]]
-                if c in self.scales:
-                    scale, shift = self.scales[c]
-                    part = part * scale + shift
-            else:
-                part = point.pos.new_zeros(point.num_rows, CHANNELS[c])
-            parts.append(part.to(point.pos.dtype))
-        return point.with_features(torch.cat(parts, 1))
+        return point.with_features(self.layout(point.pos, point.x))
 
 
 def backbone_of(network: nn.Module) -> nn.Module:
@@ -549,7 +520,7 @@ def load_task_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             "is not a task checkpoint of lightning-pc (needs hyper_parameters.model, a "
             "registered network name, and a state_dict)",
         )
-    kwargs = {"in_channels": int(hparams.get("in_channels", 0) or 0)}
+    kwargs: dict[str, Any] = {"in_channels": int(hparams.get("in_channels", 0) or 0)}
     kwargs.update(hparams.get("model_kwargs") or {})
     network = create_model(name, num_classes=int(hparams.get("num_classes", 2)), **kwargs)
     weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
@@ -561,8 +532,8 @@ def load_task_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def default_inputs(in_channels: int) -> list[str]:
-    """The input channels of our networks built for ``in_channels`` features: none, or
-    colours (3, as every indoor recipe trains).
+    """The input channels of our networks built for ``in_channels`` features: none,
+    colours (3, as every indoor recipe trains), or colours and normals (6, Sonata's).
 
     Raises:
         ValueError: another width (say which channels with ``inputs``).
@@ -571,6 +542,8 @@ def default_inputs(in_channels: int) -> list[str]:
         return []
     if in_channels == 3:
         return ["rgb"]
+    if in_channels == 6:  # Sonata's and Pointcept's PTv3's colour + normals
+        return ["rgb", "normal"]
     raise ValueError(
         f"the network reads {in_channels} input channels: name them in order with "
         f"--inputs (from {', '.join(CHANNELS)})"
@@ -686,9 +659,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", default="embeddings", help="output folder")
     source = parser.add_argument_group("network")
     source.add_argument("--ckpt_path", help="a task checkpoint of lightning-pc fit (.ckpt)")
-    source.add_argument("--model", help="a registered network name (random weights alone)")
+    source.add_argument(
+        "--model", help="a registered network or a pretrained card (lightning-pc --help lists them)"
+    )
     source.add_argument(
         "--model_kwargs", default="{}", help="JSON keyword arguments of the network's builder"
+    )
+    source.add_argument(
+        "--pretrained",
+        help="with --model CARD: true (the card's published weights, from the Hugging Face "
+        "cache) or a checkpoint path (any layout the card's key map reads)",
     )
     source.add_argument(
         "--weights", help="a state dict (.pth/.pt) for --model's backbone (or whole network)"
@@ -725,8 +705,21 @@ def _split(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def network_from_args(args: argparse.Namespace) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """The network, its input channels and the index entries the command's options give.
+def card_inputs(name: str) -> tuple[list[str], dict[str, tuple[float, float]]] | None:
+    """The input channels and scales of the pretrained card ``name`` (``None``: no card)."""
+    from lightning_pc.models.pretrained import find_pretrained
+
+    card = find_pretrained(name)
+    if card is None:
+        return None
+    return channels_of_columns(card.inputs.x)
+
+
+def network_from_args(
+    args: argparse.Namespace,
+) -> tuple[nn.Module, list[str], dict[str, tuple[float, float]], dict[str, Any]]:
+    """The network, its input channels and their scales, and the index entries, from the
+    command's options.
 
     Raises:
         ValueError: no network, or options that contradict each other.
@@ -734,39 +727,58 @@ def network_from_args(args: argparse.Namespace) -> tuple[nn.Module, list[str], d
     from lightning_pc.models import create_model
 
     inputs = _split(args.inputs)
+    scales: dict[str, tuple[float, float]] = {}
     if args.ckpt_path:
         if args.model:
             raise ValueError("--ckpt_path names its network: leave --model out")
         network, hparams = load_task_checkpoint(args.ckpt_path)
+        name = str(hparams["model"])
         in_channels = int(hparams.get("in_channels", 0) or 0)
-        info = {"network": hparams["model"], "checkpoint": str(Path(args.ckpt_path).resolve())}
+        info = {"network": name, "checkpoint": str(Path(args.ckpt_path).resolve())}
     elif args.model:
+        name = args.model
         try:
             kwargs = json.loads(args.model_kwargs)
         except json.JSONDecodeError as error:
             raise ValueError(f"--model_kwargs is not JSON: {error}") from None
         if not isinstance(kwargs, dict):
             raise ValueError("--model_kwargs must be a JSON object")
-        kwargs.setdefault("in_channels", 3 if inputs is None else _width(inputs, coord=False))
-        num_classes = int(kwargs.pop("num_classes", 2))
-        network = create_model(args.model, num_classes=num_classes, **kwargs)
-        in_channels = int(kwargs["in_channels"])
-        info = {"network": args.model}
+        card = card_inputs(name)
+        pretrained: bool | str = False
+        if args.pretrained:
+            pretrained = True if args.pretrained.lower() == "true" else args.pretrained
+        if card is None:
+            default = 3 if inputs is None else _width(inputs, coord=False)
+            kwargs.setdefault("in_channels", default)
+            num_classes: int | None = int(kwargs.pop("num_classes", 2))
+        else:
+            num_classes = kwargs.pop("num_classes", None)
+        network = create_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+        in_channels = int(kwargs.get("in_channels", getattr(network, "in_channels", 0)) or 0)
+        info = {"network": name}
+        if pretrained:
+            info["pretrained"] = str(pretrained)
         if args.weights:
             _load_weights(network, Path(args.weights))
             info["weights"] = str(Path(args.weights).resolve())
-        else:
+        elif not pretrained:
             warnings.warn(
-                f"--model {args.model} without --weights or --ckpt_path: the features are "
-                "those of random weights",
+                f"--model {name} without --pretrained, --weights or --ckpt_path: the "
+                "features are those of random weights",
                 UserWarning,
                 stacklevel=2,
             )
     else:
-        raise ValueError("name a network: --ckpt_path CHECKPOINT, or --model NAME [--weights]")
-    if inputs is None:
+        raise ValueError(
+            "name a network: --ckpt_path CHECKPOINT, or --model NAME [--pretrained true|PATH] "
+            "[--weights PATH]"
+        )
+    card = card_inputs(name)
+    if inputs is None and card is not None:
+        inputs, scales = card
+    elif inputs is None:
         inputs = default_inputs(in_channels)
-    return network, inputs, info
+    return network, inputs, scales, info
 
 
 def _width(inputs: Sequence[str], coord: bool = True) -> int:
@@ -805,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        network, inputs, info = network_from_args(args)
+        network, inputs, scales, info = network_from_args(args)
         devices: Any = int(args.devices) if args.devices.isdigit() else args.devices
         writer = embed_scans(
             args.scans,
@@ -822,6 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pca=not args.no_pca,
             image_size=args.image_size,
             views=_split(args.views) or ["iso"],
+            scales=scales,
             trainer_kwargs={
                 "accelerator": args.accelerator,
                 "devices": devices,

@@ -53,6 +53,7 @@ def _fit(config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
          f"--data.init_args.root={root}", f"--data.init_args.cache_dir={tmp_path / 'cache'}",
          "--data.init_args.num_workers=0",
          f"--model.init_args.model_kwargs={json.dumps(TINY_MODELS['sonata_base'])}",
+         "--model.init_args.pretrained=false",
          "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
          "--trainer.max_epochs=1", "--trainer.accelerator=cpu", "--trainer.devices=1",
          "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",

@@ -189,3 +189,120 @@ class ZeroFillChannels(Transform):
         ]  # fmt: skip
         data.x = torch.cat(parts, 1) if parts else None
         return data
+
+
+#: a card's column names (:attr:`lightning_pc.models.pretrained.Inputs.x`) -> channel, the
+#: column's place in it, and ``(scale, shift)`` from our value (colours in 0-1)
+_COLUMN_NAMES: dict[str, tuple[str, int, tuple[float, float]]] = {
+    "x": ("coord", 0, (1.0, 0.0)),
+    "y": ("coord", 1, (1.0, 0.0)),
+    "z": ("coord", 2, (1.0, 0.0)),
+    "r/255": ("rgb", 0, (1.0, 0.0)),
+    "g/255": ("rgb", 1, (1.0, 0.0)),
+    "b/255": ("rgb", 2, (1.0, 0.0)),
+    "r/127.5-1": ("rgb", 0, (2.0, -1.0)),
+    "g/127.5-1": ("rgb", 1, (2.0, -1.0)),
+    "b/127.5-1": ("rgb", 2, (2.0, -1.0)),
+    "nx": ("normal", 0, (1.0, 0.0)),
+    "ny": ("normal", 1, (1.0, 0.0)),
+    "nz": ("normal", 2, (1.0, 0.0)),
+    "intensity": ("intensity", 0, (1.0, 0.0)),
+}
+
+
+def channels_of_columns(
+    columns: Sequence[str],
+) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """The channels and their ``(scale, shift)`` of a card's input columns in order, e.g.
+    ``("r/127.5-1", "g/127.5-1", "b/127.5-1", "nx", "ny", "nz")`` ->
+    ``(["rgb", "normal"], {"rgb": (2.0, -1.0)})`` (our colours are in 0-1).
+
+    Raises:
+        ValueError: an unknown column, or a channel's columns not whole and in order.
+    """
+    channels: list[str] = []
+    scales: dict[str, tuple[float, float]] = {}
+    at = 0
+    while at < len(columns):
+        name = columns[at]
+        if name not in _COLUMN_NAMES:
+            raise ValueError(f"unknown input column {name!r}; known: {', '.join(_COLUMN_NAMES)}")
+        channel, place, scale = _COLUMN_NAMES[name]
+        width = CHANNELS[channel]
+        group = list(columns[at : at + width])
+        expected = [
+            k for k, v in _COLUMN_NAMES.items() if v[0] == channel and v[2] == scale
+        ]  # the channel's columns in order, at this scale
+        if place != 0 or group != expected[:width]:
+            raise ValueError(f"input columns {group} are not the {channel} channel in order")
+        channels.append(channel)
+        if scale != (1.0, 0.0):
+            scales[channel] = scale
+        at += width
+    return channels, scales
+
+
+class ChannelLayout:
+    """Builds a network's ``x`` from coordinates and the channels read: the channels of
+    ``inputs`` in order, ``coord`` from the coordinates, the channels of ``read`` from the
+    given ``x`` (in ``read`` order) with their ``scales`` (``value * scale + shift``),
+    zeros for the others (zeros in the network's units: a zero-filled colour in -1..1 is
+    mid-grey).
+
+    Args:
+        inputs: the network's input channels, in order.
+        read: the channels the given ``x`` holds, in order (see :func:`plan_inputs`).
+        scales: per channel, ``(scale, shift)``.
+    """
+
+    def __init__(
+        self,
+        inputs: Sequence[str],
+        read: Sequence[str],
+        scales: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
+        self.inputs = [channel_name(c) for c in inputs]
+        self.read = [channel_name(c) for c in read]
+        self.scales = {
+            channel_name(k): (float(v[0]), float(v[1])) for k, v in (scales or {}).items()
+        }
+        unknown = set(self.read) - set(self.inputs)
+        if unknown:
+            raise ValueError(f"read channels {sorted(unknown)} are not inputs {self.inputs}")
+
+    @property
+    def in_channels(self) -> int:
+        """Width of the ``x`` it builds."""
+        return sum(CHANNELS[c] for c in self.inputs)
+
+    @property
+    def zero_filled(self) -> list[str]:
+        """The input channels given as zeros."""
+        return [c for c in self.inputs if c != "coord" and c not in self.read]
+
+    def __call__(self, pos: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor | None:
+        """``[N, in_channels]`` (``None`` without inputs)."""
+        if not self.inputs:
+            return None
+        columns, at = {}, 0
+        for c in self.read:
+            columns[c] = (at, at + CHANNELS[c])
+            at += CHANNELS[c]
+        if at and (x is None or x.dim() != 2 or x.size(1) != at):
+            raise ValueError(
+                f"expected x with the {at} columns of {self.read}, got "
+                f"{None if x is None else tuple(x.shape)}"
+            )
+        parts = []
+        for c in self.inputs:
+            if c == "coord":
+                part = pos
+            elif c in columns and x is not None:
+                part = x[:, columns[c][0] : columns[c][1]]
+                if c in self.scales:
+                    scale, shift = self.scales[c]
+                    part = part * scale + shift
+            else:
+                part = pos.new_zeros(pos.size(0), CHANNELS[c])
+            parts.append(part.to(pos.dtype))
+        return torch.cat(parts, 1)
