@@ -168,19 +168,22 @@ def load_official(pointcept: Path, sonata: Path | None) -> dict[str, Any]:
     return out
 
 
-def room(n: int, seed: int) -> Any:
-    """A room-like cloud: points on the faces of a box plus clutter, colours in [0, 1] and
-    unit normals (``x`` [n, 6])."""
+def room(sizes: list[int], seed: int) -> Any:
+    """Room-like clouds of ``sizes`` points (points on the faces of a box plus clutter,
+    colours in [0, 1] and unit normals: ``x`` [N, 6]), packed in one :class:`Point`."""
     from lightning_pc.nn.point import Point
 
     g = torch.Generator().manual_seed(seed)
-    pos = torch.rand(n, 3, generator=g) * torch.tensor([4.0, 3.0, 2.5])
-    face = torch.randint(0, 3, (n // 2,), generator=g)
-    pos[torch.arange(n // 2), face] = 0.0
-    pos += torch.tensor([10.0, -3.0, 0.7])  # not centred: the backbone centres it
-    normal = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
-    color = torch.rand(n, 3, generator=g)
-    return Point(pos, torch.cat([color, normal], 1))
+    pos, x, batch = [], [], []
+    for b, n in enumerate(sizes):
+        p = torch.rand(n, 3, generator=g) * torch.tensor([4.0, 3.0, 2.5])
+        face = torch.randint(0, 3, (n // 2,), generator=g)
+        p[torch.arange(n // 2), face] = 0.0
+        pos.append(p + torch.tensor([10.0, -3.0, 0.7]) * (b + 1))  # not centred
+        normal = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
+        x.append(torch.cat([torch.rand(n, 3, generator=g), normal], 1))
+        batch.append(torch.full((n,), b))
+    return Point(torch.cat(pos), torch.cat(x), torch.cat(batch))
 
 
 def randomise(model: nn.Module, seed: int) -> None:
@@ -246,7 +249,7 @@ def official_config(preset: str, patch: int) -> dict[str, Any]:
     return cfg
 
 
-def compare(official: dict[str, Any], preset: str, kind: str, n: int, patch: int) -> dict:
+def compare(official: dict[str, Any], preset: str, kind: str, sizes: list[int], patch: int) -> dict:
     from lightning_pc.models import create_model
     from lightning_pc.models.sonata import convert_pointcept_state_dict
 
@@ -267,7 +270,7 @@ def compare(official: dict[str, Any], preset: str, kind: str, n: int, patch: int
     state.update({f"seg_head.{k}": v for k, v in head.state_dict().items()})
     res = ours.load_state_dict(convert_pointcept_state_dict(state), strict=True)
     assert not res.missing_keys and not res.unexpected_keys
-    cloud = room(n, 2)
+    cloud = room(sizes, 2)
     with torch.no_grad():
         level = ours.backbone.voxels(cloud)
         theirs = official_features(ref, official_input(level))
@@ -294,20 +297,22 @@ CASES = [
 
 
 def oracle(official: dict[str, Any], n: int, patch: int, tol: float, quick: bool) -> bool:
-    print(f"\n## Oracle: {n:,} input points, patch {patch}, eval, CPU, one thread\n")
-    print("| preset | official file | voxels | params (official / ours) | max abs diff "
-          "features | max abs feature | max abs diff logits |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n## Oracle: eval, CPU, one thread; one cloud of {n:,} points with patches of "
+          f"{patch}, and two clouds with patches of 48 (tiny presets)\n")  # fmt: skip
+    print("| preset | official file | clouds (points) | voxels | params (official / ours) | "
+          "max abs diff features | max abs feature | max abs diff logits |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     ok = True
-    cases = [c for c in CASES if c[1] in official]
+    cases = [(p, k, [n], patch) for p, k in CASES if k in official]
     if quick:
-        cases = [("concerto_tiny", "m2"), ("utonia_tiny", "m3")]
-    for preset, kind in cases:
-        r = compare(official, preset, kind, n, patch)
+        cases = [c for c in cases if c[0] in ("concerto_tiny", "utonia_tiny")]
+    cases += [(p, k, [5000, 4000], 48) for p, k in (("concerto_tiny", "m2"), ("utonia_tiny", "m3"))]
+    for preset, kind, sizes, p in cases:
+        r = compare(official, preset, kind, sizes, p)
         fname = {"m2": "PT-v3m2 (Pointcept)", "m3": "PT-v3m3 (Pointcept)",
                  "sonata": "sonata/model.py (standalone)"}[kind]  # fmt: skip
         print(
-            f"| {preset} | {fname} | {r['voxels']:,} | {r['params_official']:,} / "
+            f"| {preset} | {fname} | {sizes} | {r['voxels']:,} | {r['params_official']:,} / "
             f"{r['params_ours']:,} | {r['feat_diff']:.2e} | {r['feat_max']:.2f} | "
             f"{r['logit_diff']:.2e} |",
             flush=True,
