@@ -211,6 +211,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -228,6 +229,9 @@ class LoadReport:
             lines.append(f"  {len(self.unexpected)} unexpected (file keys the model lacks):")
             lines += [f"    {k.lstrip('?')}" + ("  (no key-map rule)" if k.startswith("?") else "")
                       for k in self.unexpected]  # fmt: skip
+        if self.ignored:
+            lines.append(f"  {len(self.ignored)} in the file, not used by this network:")
+            lines += [f"    {k}" for k in self.ignored]
         if self.reinitialised:
             lines.append(f"  {len(self.reinitialised)} left at their initialisation (new head):")
             lines += [f"    {k}" for k in self.reinitialised]
@@ -242,6 +246,7 @@ def load_state(
     source: str,
     *,
     skip: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
     strict: bool = True,
 ) -> LoadReport:
     """Load ``state`` (our keys) into ``model``.
@@ -252,6 +257,8 @@ def load_state(
         source: what the weights are, for the report and errors.
         skip: key prefixes left at their initialisation (a new head): neither loaded nor
             reported missing.
+        optional: keys the file may hold that the network may lack (a pretraining mask
+            token, unused at inference): dropped and reported as ignored.
         strict: raise unless every parameter and buffer (outside ``skip``) is in ``state``
             with its shape and nothing else is; else load what matches.
 
@@ -265,7 +272,9 @@ def load_state(
     for k, v in state.items():
         if k.startswith(skip):
             continue
-        if k not in own:
+        if k not in own and k in optional:
+            report.ignored.append(k)
+        elif k not in own:
             report.unexpected.append(k)
         elif tuple(v.shape) != tuple(own[k].shape):
             report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
