@@ -285,6 +285,61 @@ def test_released_kind_of_checkpoint_loads_through_a_card(
     assert_official(create_model(card.name, pretrained=path), released)
 
 
+class _Payload:
+    """Pickles as a call of ``os.system``: loading must not run it."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+class _Scheduler:
+    """A scheduler whose state holds a bound method, as torch 2.1's OneCycleLR pickled."""
+
+    def __init__(self) -> None:
+        self.anneal_func = self.cos
+
+    def cos(self) -> float:
+        return 0.0
+
+
+def test_pointcept_trainer_checkpoint_with_objects_beside_the_weights_loads(
+    official: dict[str, Any], tmp_path: Path
+) -> None:
+    """Pointcept's trainer saves ``best_metric_value`` as a numpy scalar (its evaluator's
+    ``np.mean``) and its scheduler's state: ``weights_only`` refuses both. The weights still
+    load, the other objects become inert, and nothing the file names runs."""
+    import numpy as np
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "model_best.pth"
+    torch.save(
+        {
+            "epoch": 800,
+            "state_dict": {"module." + k: v for k, v in official["state_dict"].items()},
+            "best_metric_value": np.float64(0.776),
+            "scheduler": {"anneal_func": _Scheduler().anneal_func, "last_epoch": 800},
+            "payload": _Payload(marker),
+        },
+        path,
+    )
+    with pytest.raises(Exception):  # noqa: B017 - what weights_only=True makes of it
+        torch.load(path, weights_only=True)
+    kw = tiny_kwargs(official)
+    model = create_model("ptv3", official["config"]["num_classes"], pretrained=path, **kw)
+    assert_official(model, official)
+    assert not marker.exists()
+    from lightning_pc.models.pretrained.loading import read_file
+
+    obj = read_file(path)
+    assert type(obj["best_metric_value"]).__name__.startswith("Opaque[numpy")
+    assert not marker.exists()
+
+
 def test_untrained_network_is_not_the_official_one(official: dict[str, Any]) -> None:
     """The check above can fail: without the weights the logits differ."""
     model = create_model("ptv3", official["config"]["num_classes"], **tiny_kwargs(official))
@@ -353,7 +408,7 @@ def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(PretrainedError, match="notes.pth"):
         pt.load_pretrained(model, text)
     torch.save({"weights": SimpleNamespace(a=1)}, tmp_path / "pickled.pth")
-    with pytest.raises(PretrainedError, match="weights_only"):
+    with pytest.raises(PretrainedError, match="pickled.pth: no state dict found"):
         pt.load_pretrained(model, tmp_path / "pickled.pth")
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "nostate.pth")
     with pytest.raises(PretrainedError, match="no state dict found.*'epoch'"):
