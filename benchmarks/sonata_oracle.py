@@ -23,13 +23,15 @@ and the logits of a shared linear head on a room-like cloud with colours and nor
 Prints parameter counts and max abs differences; exits non-zero when a difference exceeds
 ``--tol``.
 
-Stage 2 (``--speed``): evaluation forward of Sonata base on a ``--points`` scan (default
-100,000) on CPU, ours and the official model (spconv CPU) alternating in this process,
-median of ``--repeats``; then bf16 autocast of ours on the same scan (finite, max abs
-difference to fp32).
+Stage 2 (``--speed``): evaluation forward of Sonata base on a ``--speed-points`` scan
+(default 100,000) on CPU, ours and the official model (spconv CPU) alternating in this
+process, median of ``--repeats``; then bf16 autocast of ours on the same scan (finite, max
+abs difference to fp32). ``--ours-only --device cuda`` times ours alone in any environment
+(no official files, no spconv).
 
     .venv-ptv3/bin/python benchmarks/sonata_oracle.py \
         --pointcept /path/to/Pointcept --sonata /path/to/sonata [--speed] [--quick]
+    python benchmarks/sonata_oracle.py --ours-only --device cuda
 """
 
 from __future__ import annotations
@@ -321,63 +323,83 @@ def oracle(official: dict[str, Any], n: int, patch: int, tol: float, quick: bool
     return ok
 
 
-def speed(official: dict[str, Any], n: int, repeats: int) -> None:
+def speed(official: dict[str, Any], n: int, repeats: int, device: str) -> None:
+    """Sonata base eval forward on an ``n``-point scan: ours (``device``) and, when loaded,
+    the official PT-v3m2 with spconv on CPU, alternating; then bf16 autocast of ours."""
     from lightning_pc.models import create_model
     from lightning_pc.models.sonata import convert_pointcept_state_dict
+    from lightning_pc.nn.point import Point
 
     threads = int(os.environ.get("SONATA_SPEED_THREADS", "1"))
     torch.set_num_threads(threads)
-    cfg = official_config("sonata_base", 1024)
+    dev = torch.device(device)
     torch.manual_seed(0)
-    ref = prepare(official["m2"](**cfg))
     ours = create_model("sonata_base", num_classes=20, mask_token=True, drop_path=0.0).eval()
-    ours.load_state_dict(convert_pointcept_state_dict(ref.state_dict()), strict=False)
+    ref = None
+    if "m2" in official:
+        ref = prepare(official["m2"](**official_config("sonata_base", 1024)))
+        ours.load_state_dict(convert_pointcept_state_dict(ref.state_dict()), strict=False)
+    ours.to(dev)
     g = torch.Generator().manual_seed(3)
     pos = torch.rand(n, 3, generator=g) * torch.tensor([8.0, 6.0, 3.0])
     face = torch.randint(0, 3, (n // 2,), generator=g)
     pos[torch.arange(n // 2), face] = 0.0  # walls and floor, clutter inside
-    from lightning_pc.nn.point import Point
+    pos, x = pos.to(dev), torch.rand(n, 6, generator=g).to(dev)
 
-    cloud = Point(pos, torch.rand(n, 6, generator=g))
+    def run_ours(m: int = n) -> Any:
+        out = ours.backbone(Point(pos[:m], x[:m]))  # new Point: voxelisation, maps included
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
     with torch.no_grad():
-        level = ours.backbone.voxels(cloud)
-    data = official_input(level)
+        level = ours.backbone.voxels(Point(pos, x))
+        small_level = ours.backbone.voxels(Point(pos[:5000], x[:5000]))
+    data = {k: v.cpu() for k, v in official_input(level).items()}
+    small = {k: v.cpu() for k, v in official_input(small_level).items()}
     print(f"\n## Speed: Sonata base eval forward, {n:,} points ({level.num_rows:,} voxels at "
-          f"2 cm), CPU, {threads} thread(s), median of {repeats}\n")  # fmt: skip
+          f"2 cm), ours on {device}, {threads} CPU thread(s), median of {repeats}\n")  # fmt: skip
     t_ours: list[float] = []
     t_ref: list[float] = []
     with torch.no_grad():
-        ours.backbone(cloud)  # warm-up (kernel maps are rebuilt every call: new Point)
-        official_features(ref, {k: v.clone() for k, v in data.items()})
-        for _ in range(repeats):
+        run_ours(5000)  # warm-up (lazy initialisation; a small scan is enough)
+        if ref is not None:
+            official_features(ref, small)
+        for i in range(repeats):
             t0 = time.perf_counter()
-            ours.backbone(Point(cloud.pos, cloud.x))
+            fp32 = run_ours().x
             t_ours.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            official_features(ref, {k: v.clone() for k, v in data.items()})
-            t_ref.append(time.perf_counter() - t0)
-    mo, mr = statistics.median(t_ours), statistics.median(t_ref)
+            print(f"repeat {i + 1}: ours {t_ours[-1]:.2f} s", end="", flush=True)
+            if ref is not None:
+                t0 = time.perf_counter()
+                official_features(ref, {k: v.clone() for k, v in data.items()})
+                t_ref.append(time.perf_counter() - t0)
+                print(f", official {t_ref[-1]:.2f} s", end="", flush=True)
+            print(f" (load average {os.getloadavg()[0]:.1f})", flush=True)
+    print()
     print("| model | median s | all (s) |")
     print("|---|---|---|")
-    print(f"| ours (pure PyTorch; voxelisation included) | {mo:.2f} | "
+    mo = statistics.median(t_ours)
+    print(f"| ours (pure PyTorch, {device}; centring and voxelisation included) | {mo:.2f} | "
           f"{', '.join(f'{t:.2f}' for t in t_ours)} |")  # fmt: skip
-    print(f"| official PT-v3m2 (spconv CPU, no flash) | {mr:.2f} | "
-          f"{', '.join(f'{t:.2f}' for t in t_ref)} |")  # fmt: skip
-    print(f"\nratio official / ours: {mr / mo:.2f} (>1: ours faster)")
-    with torch.no_grad():
-        fp32 = ours.backbone(Point(cloud.pos, cloud.x)).x
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = ours.backbone(Point(cloud.pos, cloud.x)).x
+    if ref is not None:
+        mr = statistics.median(t_ref)
+        print(f"| official PT-v3m2 (spconv CPU, no flash; given voxels) | {mr:.2f} | "
+              f"{', '.join(f'{t:.2f}' for t in t_ref)} |")  # fmt: skip
+        print(f"\nratio official / ours: {mr / mo:.2f} (>1: ours faster)")
+    with torch.no_grad():  # fp32: the last timed run's output
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            bf16 = run_ours().x
     diff = (bf16.float() - fp32).abs()
-    print(f"bf16 autocast (ours): finite {bool(torch.isfinite(bf16).all())}, max abs diff "
-          f"{float(diff.max()):.3f}, mean abs diff {float(diff.mean()):.4f}, "
+    print(f"bf16 autocast (ours, {device}): finite {bool(torch.isfinite(bf16).all())}, "
+          f"max abs diff {float(diff.max()):.3f}, mean abs diff {float(diff.mean()):.4f}, "
           f"max abs feature {float(fp32.abs().max()):.2f}")  # fmt: skip
     print(f"load average: {os.getloadavg()}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pointcept", type=Path, required=True, help="checkout or bare git dir")
+    ap.add_argument("--pointcept", type=Path, help="checkout or bare git dir")
     ap.add_argument("--sonata", type=Path, help="standalone sonata checkout or bare git dir")
     ap.add_argument("--points", type=int, default=6000, help="oracle cloud size")
     ap.add_argument("--patch", type=int, default=1024)
@@ -387,15 +409,25 @@ def main() -> None:
     ap.add_argument("--speed-points", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-oracle", action="store_true", help="speed stage only")
+    ap.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="speed stage of ours alone (no official files, no spconv: any environment)",
+    )
+    ap.add_argument("--device", default="cpu", help="device of ours in the speed stage")
     args = ap.parse_args()
-    official = load_official(args.pointcept, args.sonata)
+    if args.ours_only:
+        args.speed, args.no_oracle = True, True
+    elif args.pointcept is None:
+        ap.error("--pointcept is required (or --ours-only)")
+    official = {} if args.ours_only else load_official(args.pointcept, args.sonata)
     torch.set_num_threads(1)
     ok = True
     if not args.no_oracle:
         ok = oracle(official, args.points, args.patch, args.tol, args.quick)
         print(f"\nall equal within {args.tol:g} with equal parameter counts: {ok}")
     if args.speed:
-        speed(official, args.speed_points, args.repeats)
+        speed(official, args.speed_points, args.repeats, args.device)
     sys.exit(0 if ok else 1)
 
 

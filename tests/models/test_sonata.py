@@ -144,7 +144,12 @@ OFFICIAL_PARAMS = {
     "sonata_small": 38_668_852,
     "sonata_base": 108_486_036,
     "concerto_tiny": 4_870_452,
+    "concerto_small": 38_668_852,
+    "concerto_base": 108_486_036,
+    "concerto_large": 207_702_036,
     "utonia_tiny": 9_335_846,
+    "utonia_small": 37_267_976,
+    "utonia_base": 137_281_484,
 }
 
 
