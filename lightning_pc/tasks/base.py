@@ -57,10 +57,11 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     ``{split}/<name>``, and for validation and test at epoch end one value per class
     ``{split}/<per-class name>_<class>``.
 
-    The default optimiser (``optimizer``: ``"adamw"`` or ``"sgd"``) and schedule
+    The default optimiser (``optimizer``: ``"adamw"``, ``"adam"`` or ``"sgd"``) and schedule
     (``scheduler``: ``"cosine"`` from ``lr`` to ``min_lr`` over ``max_epochs``, or over the
     estimated steps when only ``max_steps`` is set; ``"onecycle"`` and ``"poly"`` stepped at
-    every optimiser step as Pointcept's; ``"none"``) come from the task's hyperparameters;
+    every optimiser step as Pointcept's; ``"step"`` decay per epoch with a floor, as the
+    PointNet++ release; ``"none"``) come from the task's hyperparameters;
     LightningCLI's ``--optimizer`` / ``--lr_scheduler`` replace them (then ``lr_scales``,
     ``layer_decay`` and ``scheduler_kwargs`` are refused: they need the task's own).
     Parameter groups (:mod:`lightning_pc.tasks.optim`): ``lr_scales`` multiplies the
@@ -118,22 +119,25 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         label_smoothing: cross-entropy label smoothing (DGCNN trains with 0.2).
         class_weights: per-class loss weights (``None``: uniform).
         ignore_index: target value excluded from the loss and the metrics.
-        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
+        optimizer: default optimiser, ``"adamw"``, ``"adam"`` (weight decay as an L2 term,
+            as the PointNet++ release) or ``"sgd"``.
         lr: learning rate.
         weight_decay: weight decay.
         momentum: SGD momentum.
         scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``), ``"onecycle"`` (PyTorch's
             ``OneCycleLR`` per optimiser step, peaking at each group's learning rate),
-            ``"poly"`` (Pointcept's ``PolyLR`` per optimiser step) or ``"none"``.
-        min_lr: final learning rate of the cosine schedule (times each group's scale).
+            ``"poly"`` (Pointcept's ``PolyLR`` per optimiser step), ``"step"`` (times
+            ``gamma`` every ``step_size`` epochs, never below ``min_lr``) or ``"none"``.
+        min_lr: final learning rate of the cosine schedule, floor of the step schedule
+            (times each group's scale).
         nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
             naming its source files, or ``"skip"`` it with a warning naming them.
         nesterov: Nesterov momentum for SGD (Pointcept's SpUNet recipes).
         scheduler_kwargs: arguments of the ``onecycle`` schedule (``pct_start``,
             ``div_factor``, ``final_div_factor``, ``anneal_strategy``, ``cycle_momentum``,
             ``base_momentum``, ``max_momentum``, ``three_phase``; defaults: Pointcept's PTv3
-            values, :data:`~lightning_pc.tasks.optim.ONECYCLE_DEFAULTS`) or of ``poly``
-            (``power``, default 0.9).
+            values, :data:`~lightning_pc.tasks.optim.ONECYCLE_DEFAULTS`), of ``poly``
+            (``power``, default 0.9) or of ``step`` (``step_size`` in epochs, ``gamma``).
         losses: the loss as a weighted sum, ``[{name: cross_entropy, weight: 1.0},
             {name: lovasz, weight: 1.0}]`` (``None``: cross-entropy alone).
         lr_scales: ``{keyword: scale}`` (or ``{keyword: {lr_scale, weight_decay}}``):
@@ -163,11 +167,11 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
         ignore_index: int = -100,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
+        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
-        scheduler: Literal["cosine", "onecycle", "poly", "none"] = "cosine",
+        scheduler: Literal["cosine", "onecycle", "poly", "step", "none"] = "cosine",
         min_lr: float = 0.0,
         nonfinite: NonFinite = "raise",
         nesterov: bool = False,
@@ -480,6 +484,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
             )
         elif hp["optimizer"] == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "adam":
+            optimizer = torch.optim.Adam(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])
         else:
             raise ValueError(f"unknown optimizer {hp['optimizer']!r}")
         trainer = self._trainer

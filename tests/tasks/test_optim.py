@@ -363,3 +363,20 @@ def test_param_groups_leave_out_frozen_parameters_unless_kept() -> None:
     kept = param_groups(holder, 1.0, 0.0, keep_frozen=("model.backbone.",))
     assert sum(len(g["params"]) for g in kept) == 4
     assert sum(len(g["params"]) for g in param_groups(holder, 1.0, 0.0)) == 2
+
+
+def test_step_decays_per_epoch_down_to_its_floor(tmp_path: Path) -> None:
+    # the PointNet++ release: lr * 0.5 ** (epoch // 2) here, never under min_lr
+    task = _cls_task(optimizer="adam", lr=0.1, min_lr=0.02, scheduler="step",
+                     scheduler_kwargs={"step_size": 2, "gamma": 0.5})  # fmt: skip
+    rec = _fit(task, tmp_path, 6, limit_train_batches=1)
+    assert _flat(rec.lrs) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    task = _cls_task(optimizer="adam", lr=0.1, min_lr=0.03, scheduler="step",
+                     scheduler_kwargs={"step_size": 1, "gamma": 0.5})  # fmt: skip
+    rec = _fit(task, tmp_path / "floor", 4, limit_train_batches=1)
+    assert _flat(rec.lrs) == pytest.approx([0.1, 0.05, 0.03, 0.03])
+
+
+def test_adam_is_plain_adam() -> None:
+    opt = _cls_task(optimizer="adam", weight_decay=1e-4, scheduler="none").configure_optimizers()
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["weight_decay"] == 1e-4
