@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from typing_extensions import override
@@ -200,6 +201,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         )
         self.epoch_seeding = EpochSeeding()
         self.norm_warmup = BatchNormWarmup()
+        # a backbone frozen for a warm-up under a parallel strategy: see configure_model
+        self._drop_backbone_grads = False
         if given:
             self.model = model  # type: ignore[assignment]
         self.configure_models()
@@ -408,6 +411,29 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         frozen = self.backbone_frozen_at(epoch)
         if bool(getattr(model, "backbone_frozen", False)) != frozen:
             freeze(frozen)
+        if frozen and self._drop_backbone_grads:
+            # distributed warm-up: the parameters keep requiring gradients (the wrapper
+            # registered them so); on_after_backward drops them while frozen
+            model.backbone.requires_grad_(True)
+
+    @override
+    def configure_model(self) -> None:
+        """Settles the backbone's frozen state before the strategy wraps the network.
+
+        A distributed wrapper (DDP, FSDP) synchronises the parameters that require
+        gradients when it wraps the network, and only those. A backbone frozen for good
+        (``freeze_backbone``) stays out. One frozen for a warm-up must be in, or its
+        gradients would never be synchronised once it trains: under a parallel strategy its
+        parameters keep requiring gradients through the warm-up, its gradients are computed
+        and dropped after every backward pass (no update, no optimiser state; the batch
+        norms stay in evaluation mode), so the ranks stay equal.
+        """
+        trainer = self._trainer
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        self._drop_backbone_grads = bool(self.hparams.get("head_warmup_epochs")) and isinstance(
+            strategy, ParallelStrategy
+        )
+        self._freeze_for_epoch(self.current_epoch if trainer is not None else 0)
 
     @override
     def on_train_epoch_start(self) -> None:
@@ -426,9 +452,13 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
 
     @override
     def on_after_backward(self) -> None:
-        """Gives the network's buffers back their values from before a skipped batch;
-        subclasses overriding this hook call ``super()``."""
+        """Gives the network's buffers back their values from before a skipped batch, and
+        drops the gradients of a backbone frozen for a distributed warm-up (see
+        :meth:`configure_model`); subclasses overriding this hook call ``super()``."""
         self.nonfinite_guard.after_backward()
+        if self._drop_backbone_grads and getattr(self.model, "backbone_frozen", False):
+            for p in self.model.backbone.parameters():
+                p.grad = None
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -156,3 +156,40 @@ def test_cli_optimizer_section_refuses_task_group_options(
     ]  # fmt: skip
     with pytest.raises(ValueError, match="lr_scales would be ignored"):
         main(args)
+
+
+class SaveBackbone(L.Callback):
+    """Each rank writes its backbone's state at the end of every training epoch."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = _state(pl_module.model.backbone)
+        torch.save(
+            state, Path(self.out) / f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.pt"
+        )
+
+
+@pytest.mark.slow
+def test_head_warmup_under_ddp_synchronises_the_backbone_once_it_trains(tmp_path: Path) -> None:
+    # DDP registers at wrapping time the parameters that require gradients: a backbone
+    # frozen then would never have its gradients averaged, and the ranks would drift apart
+    task = _task(head_warmup_epochs=1, lr=0.05)
+    before = _state(task.model.backbone)
+    data = SyntheticShapesDataModule(num_train=16, num_val=4, num_test=4, num_points=32,
+                                     batch_size=4)  # fmt: skip
+    L.Trainer(
+        default_root_dir=tmp_path, max_epochs=2, accelerator="cpu", devices=2,
+        strategy="ddp_spawn", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0,
+        callbacks=[SaveBackbone(str(tmp_path))],
+    ).fit(task, data)  # fmt: skip
+    states = {(r, e): torch.load(tmp_path / f"rank{r}_epoch{e}.pt") for r in (0, 1) for e in (0, 1)}
+    assert _same(states[0, 0], before) and _same(states[1, 0], before)  # warm-up
+    assert not _same(states[0, 1], before)  # then trained...
+    params = {n for n, _ in task.model.backbone.named_parameters()}
+    assert params
+    for key in params:  # ...alike on both ranks (the weights: each rank keeps its own
+        value = states[0, 1][key]  # batch-norm statistics, DDP broadcasts them at forward)
+        assert torch.allclose(value.float(), states[1, 1][key].float(), atol=1e-6), key
