@@ -457,7 +457,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         :meth:`configure_model`); subclasses overriding this hook call ``super()``."""
         self.nonfinite_guard.after_backward()
         if self._drop_backbone_grads and getattr(self.model, "backbone_frozen", False):
-            for p in self.model.backbone.parameters():
+            backbone: nn.Module = self.model.backbone  # type: ignore[assignment]
+            for p in backbone.parameters():
                 p.grad = None
 
     @override
