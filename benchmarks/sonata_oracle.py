@@ -23,13 +23,15 @@ and the logits of a shared linear head on a room-like cloud with colours and nor
 Prints parameter counts and max abs differences; exits non-zero when a difference exceeds
 ``--tol``.
 
-Stage 2 (``--speed``): evaluation forward of Sonata base on a ``--points`` scan (default
-100,000) on CPU, ours and the official model (spconv CPU) alternating in this process,
-median of ``--repeats``; then bf16 autocast of ours on the same scan (finite, max abs
-difference to fp32).
+Stage 2 (``--speed``): evaluation forward of Sonata base on a ``--speed-points`` scan
+(default 100,000) on CPU, ours and the official model (spconv CPU) alternating in this
+process, median of ``--repeats``; then bf16 autocast of ours on the same scan (finite, max
+abs difference to fp32). ``--ours-only --device cuda`` times ours alone in any environment
+(no official files, no spconv).
 
     .venv-ptv3/bin/python benchmarks/sonata_oracle.py \
         --pointcept /path/to/Pointcept --sonata /path/to/sonata [--speed] [--quick]
+    python benchmarks/sonata_oracle.py --ours-only --device cuda
 """
 
 from __future__ import annotations
@@ -168,19 +170,22 @@ def load_official(pointcept: Path, sonata: Path | None) -> dict[str, Any]:
     return out
 
 
-def room(n: int, seed: int) -> Any:
-    """A room-like cloud: points on the faces of a box plus clutter, colours in [0, 1] and
-    unit normals (``x`` [n, 6])."""
+def room(sizes: list[int], seed: int) -> Any:
+    """Room-like clouds of ``sizes`` points (points on the faces of a box plus clutter,
+    colours in [0, 1] and unit normals: ``x`` [N, 6]), packed in one :class:`Point`."""
     from lightning_pc.nn.point import Point
 
     g = torch.Generator().manual_seed(seed)
-    pos = torch.rand(n, 3, generator=g) * torch.tensor([4.0, 3.0, 2.5])
-    face = torch.randint(0, 3, (n // 2,), generator=g)
-    pos[torch.arange(n // 2), face] = 0.0
-    pos += torch.tensor([10.0, -3.0, 0.7])  # not centred: the backbone centres it
-    normal = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
-    color = torch.rand(n, 3, generator=g)
-    return Point(pos, torch.cat([color, normal], 1))
+    pos, x, batch = [], [], []
+    for b, n in enumerate(sizes):
+        p = torch.rand(n, 3, generator=g) * torch.tensor([4.0, 3.0, 2.5])
+        face = torch.randint(0, 3, (n // 2,), generator=g)
+        p[torch.arange(n // 2), face] = 0.0
+        pos.append(p + torch.tensor([10.0, -3.0, 0.7]) * (b + 1))  # not centred
+        normal = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1)
+        x.append(torch.cat([torch.rand(n, 3, generator=g), normal], 1))
+        batch.append(torch.full((n,), b))
+    return Point(torch.cat(pos), torch.cat(x), torch.cat(batch))
 
 
 def randomise(model: nn.Module, seed: int) -> None:
@@ -246,7 +251,7 @@ def official_config(preset: str, patch: int) -> dict[str, Any]:
     return cfg
 
 
-def compare(official: dict[str, Any], preset: str, kind: str, n: int, patch: int) -> dict:
+def compare(official: dict[str, Any], preset: str, kind: str, sizes: list[int], patch: int) -> dict:
     from lightning_pc.models import create_model
     from lightning_pc.models.sonata import convert_pointcept_state_dict
 
@@ -267,7 +272,7 @@ def compare(official: dict[str, Any], preset: str, kind: str, n: int, patch: int
     state.update({f"seg_head.{k}": v for k, v in head.state_dict().items()})
     res = ours.load_state_dict(convert_pointcept_state_dict(state), strict=True)
     assert not res.missing_keys and not res.unexpected_keys
-    cloud = room(n, 2)
+    cloud = room(sizes, 2)
     with torch.no_grad():
         level = ours.backbone.voxels(cloud)
         theirs = official_features(ref, official_input(level))
@@ -294,20 +299,22 @@ CASES = [
 
 
 def oracle(official: dict[str, Any], n: int, patch: int, tol: float, quick: bool) -> bool:
-    print(f"\n## Oracle: {n:,} input points, patch {patch}, eval, CPU, one thread\n")
-    print("| preset | official file | voxels | params (official / ours) | max abs diff "
-          "features | max abs feature | max abs diff logits |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n## Oracle: eval, CPU, one thread; one cloud of {n:,} points with patches of "
+          f"{patch}, and two clouds with patches of 48 (tiny presets)\n")  # fmt: skip
+    print("| preset | official file | clouds (points) | voxels | params (official / ours) | "
+          "max abs diff features | max abs feature | max abs diff logits |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     ok = True
-    cases = [c for c in CASES if c[1] in official]
+    cases = [(p, k, [n], patch) for p, k in CASES if k in official]
     if quick:
-        cases = [("concerto_tiny", "m2"), ("utonia_tiny", "m3")]
-    for preset, kind in cases:
-        r = compare(official, preset, kind, n, patch)
+        cases = [c for c in cases if c[0] in ("concerto_tiny", "utonia_tiny")]
+    cases += [(p, k, [5000, 4000], 48) for p, k in (("concerto_tiny", "m2"), ("utonia_tiny", "m3"))]
+    for preset, kind, sizes, p in cases:
+        r = compare(official, preset, kind, sizes, p)
         fname = {"m2": "PT-v3m2 (Pointcept)", "m3": "PT-v3m3 (Pointcept)",
                  "sonata": "sonata/model.py (standalone)"}[kind]  # fmt: skip
         print(
-            f"| {preset} | {fname} | {r['voxels']:,} | {r['params_official']:,} / "
+            f"| {preset} | {fname} | {sizes} | {r['voxels']:,} | {r['params_official']:,} / "
             f"{r['params_ours']:,} | {r['feat_diff']:.2e} | {r['feat_max']:.2f} | "
             f"{r['logit_diff']:.2e} |",
             flush=True,
@@ -316,63 +323,83 @@ def oracle(official: dict[str, Any], n: int, patch: int, tol: float, quick: bool
     return ok
 
 
-def speed(official: dict[str, Any], n: int, repeats: int) -> None:
+def speed(official: dict[str, Any], n: int, repeats: int, device: str) -> None:
+    """Sonata base eval forward on an ``n``-point scan: ours (``device``) and, when loaded,
+    the official PT-v3m2 with spconv on CPU, alternating; then bf16 autocast of ours."""
     from lightning_pc.models import create_model
     from lightning_pc.models.sonata import convert_pointcept_state_dict
+    from lightning_pc.nn.point import Point
 
     threads = int(os.environ.get("SONATA_SPEED_THREADS", "1"))
     torch.set_num_threads(threads)
-    cfg = official_config("sonata_base", 1024)
+    dev = torch.device(device)
     torch.manual_seed(0)
-    ref = prepare(official["m2"](**cfg))
     ours = create_model("sonata_base", num_classes=20, mask_token=True, drop_path=0.0).eval()
-    ours.load_state_dict(convert_pointcept_state_dict(ref.state_dict()), strict=False)
+    ref = None
+    if "m2" in official:
+        ref = prepare(official["m2"](**official_config("sonata_base", 1024)))
+        ours.load_state_dict(convert_pointcept_state_dict(ref.state_dict()), strict=False)
+    ours.to(dev)
     g = torch.Generator().manual_seed(3)
     pos = torch.rand(n, 3, generator=g) * torch.tensor([8.0, 6.0, 3.0])
     face = torch.randint(0, 3, (n // 2,), generator=g)
     pos[torch.arange(n // 2), face] = 0.0  # walls and floor, clutter inside
-    from lightning_pc.nn.point import Point
+    pos, x = pos.to(dev), torch.rand(n, 6, generator=g).to(dev)
 
-    cloud = Point(pos, torch.rand(n, 6, generator=g))
+    def run_ours(m: int = n) -> Any:
+        out = ours.backbone(Point(pos[:m], x[:m]))  # new Point: voxelisation, maps included
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
     with torch.no_grad():
-        level = ours.backbone.voxels(cloud)
-    data = official_input(level)
+        level = ours.backbone.voxels(Point(pos, x))
+        small_level = ours.backbone.voxels(Point(pos[:5000], x[:5000]))
+    data = {k: v.cpu() for k, v in official_input(level).items()}
+    small = {k: v.cpu() for k, v in official_input(small_level).items()}
     print(f"\n## Speed: Sonata base eval forward, {n:,} points ({level.num_rows:,} voxels at "
-          f"2 cm), CPU, {threads} thread(s), median of {repeats}\n")  # fmt: skip
+          f"2 cm), ours on {device}, {threads} CPU thread(s), median of {repeats}\n")  # fmt: skip
     t_ours: list[float] = []
     t_ref: list[float] = []
     with torch.no_grad():
-        ours.backbone(cloud)  # warm-up (kernel maps are rebuilt every call: new Point)
-        official_features(ref, {k: v.clone() for k, v in data.items()})
-        for _ in range(repeats):
+        run_ours(5000)  # warm-up (lazy initialisation; a small scan is enough)
+        if ref is not None:
+            official_features(ref, small)
+        for i in range(repeats):
             t0 = time.perf_counter()
-            ours.backbone(Point(cloud.pos, cloud.x))
+            fp32 = run_ours().x
             t_ours.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            official_features(ref, {k: v.clone() for k, v in data.items()})
-            t_ref.append(time.perf_counter() - t0)
-    mo, mr = statistics.median(t_ours), statistics.median(t_ref)
+            print(f"repeat {i + 1}: ours {t_ours[-1]:.2f} s", end="", flush=True)
+            if ref is not None:
+                t0 = time.perf_counter()
+                official_features(ref, {k: v.clone() for k, v in data.items()})
+                t_ref.append(time.perf_counter() - t0)
+                print(f", official {t_ref[-1]:.2f} s", end="", flush=True)
+            print(f" (load average {os.getloadavg()[0]:.1f})", flush=True)
+    print()
     print("| model | median s | all (s) |")
     print("|---|---|---|")
-    print(f"| ours (pure PyTorch; voxelisation included) | {mo:.2f} | "
+    mo = statistics.median(t_ours)
+    print(f"| ours (pure PyTorch, {device}; centring and voxelisation included) | {mo:.2f} | "
           f"{', '.join(f'{t:.2f}' for t in t_ours)} |")  # fmt: skip
-    print(f"| official PT-v3m2 (spconv CPU, no flash) | {mr:.2f} | "
-          f"{', '.join(f'{t:.2f}' for t in t_ref)} |")  # fmt: skip
-    print(f"\nratio official / ours: {mr / mo:.2f} (>1: ours faster)")
-    with torch.no_grad():
-        fp32 = ours.backbone(Point(cloud.pos, cloud.x)).x
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16 = ours.backbone(Point(cloud.pos, cloud.x)).x
+    if ref is not None:
+        mr = statistics.median(t_ref)
+        print(f"| official PT-v3m2 (spconv CPU, no flash; given voxels) | {mr:.2f} | "
+              f"{', '.join(f'{t:.2f}' for t in t_ref)} |")  # fmt: skip
+        print(f"\nratio official / ours: {mr / mo:.2f} (>1: ours faster)")
+    with torch.no_grad():  # fp32: the last timed run's output
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            bf16 = run_ours().x
     diff = (bf16.float() - fp32).abs()
-    print(f"bf16 autocast (ours): finite {bool(torch.isfinite(bf16).all())}, max abs diff "
-          f"{float(diff.max()):.3f}, mean abs diff {float(diff.mean()):.4f}, "
+    print(f"bf16 autocast (ours, {device}): finite {bool(torch.isfinite(bf16).all())}, "
+          f"max abs diff {float(diff.max()):.3f}, mean abs diff {float(diff.mean()):.4f}, "
           f"max abs feature {float(fp32.abs().max()):.2f}")  # fmt: skip
     print(f"load average: {os.getloadavg()}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pointcept", type=Path, required=True, help="checkout or bare git dir")
+    ap.add_argument("--pointcept", type=Path, help="checkout or bare git dir")
     ap.add_argument("--sonata", type=Path, help="standalone sonata checkout or bare git dir")
     ap.add_argument("--points", type=int, default=6000, help="oracle cloud size")
     ap.add_argument("--patch", type=int, default=1024)
@@ -382,15 +409,25 @@ def main() -> None:
     ap.add_argument("--speed-points", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-oracle", action="store_true", help="speed stage only")
+    ap.add_argument(
+        "--ours-only",
+        action="store_true",
+        help="speed stage of ours alone (no official files, no spconv: any environment)",
+    )
+    ap.add_argument("--device", default="cpu", help="device of ours in the speed stage")
     args = ap.parse_args()
-    official = load_official(args.pointcept, args.sonata)
+    if args.ours_only:
+        args.speed, args.no_oracle = True, True
+    elif args.pointcept is None:
+        ap.error("--pointcept is required (or --ours-only)")
+    official = {} if args.ours_only else load_official(args.pointcept, args.sonata)
     torch.set_num_threads(1)
     ok = True
     if not args.no_oracle:
         ok = oracle(official, args.points, args.patch, args.tol, args.quick)
         print(f"\nall equal within {args.tol:g} with equal parameter counts: {ok}")
     if args.speed:
-        speed(official, args.speed_points, args.repeats)
+        speed(official, args.speed_points, args.repeats, args.device)
     sys.exit(0 if ok else 1)
 
 

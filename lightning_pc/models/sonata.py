@@ -36,8 +36,10 @@ Expected input (the :class:`~lightning_pc.nn.point.Point` or PyG batch every net
 ``pos`` [N, 3] in metres and ``x`` [N, 6] = colour in [0, 1] (Pointcept's ``color / 255``)
 then unit normals; the stem sees ``[centred pos, x]``, the 9 channels of ``coord, color,
 normal``. The backbone centres each cloud as Pointcept's ``CenterShift(apply_z=True)``
-(bounding-box middle in x, y; minimum in z), multiplies by ``coord_scale`` (Utonia's ScanNet
-setting: 0.5, with ``grid_size`` 0.01), voxelises at ``grid_size`` (0.02 m for Sonata and
+(bounding-box middle in x, y; minimum in z), multiplies by ``coord_scale`` (Utonia, whose
+``grid_size`` is 0.01 in scaled units: 0.5 for indoor scans as its ScanNet and S3DIS configs,
+the preset's default; 0.2 for outdoor LiDAR as its nuScenes, Waymo and KITTI configs; 1 for
+objects), voxelises at ``grid_size`` (0.02 m for Sonata and
 Concerto) on Pointcept's ``GridSample`` grid (``floor(pos / grid) - min``) keeping one point
 per voxel (``voxel_reduce="first"``; Pointcept's training mode picks a random one) or the
 mean (``"mean"``).
@@ -225,15 +227,17 @@ class PTv3EncoderBackbone(nn.Module):
                 )
             blocks = nn.ModuleList()
             for i in range(enc_depths[s]):
-                args = (
-                    enc_channels[s], enc_num_head[s], enc_patch_size[s], mlp_ratio, qkv_bias,
-                    qk_scale, attn_drop, proj_drop, r[i], pre_norm, i % len(self.order),
-                    layer_scale,
+                kw: dict[str, Any] = dict(
+                    channels=enc_channels[s], num_heads=enc_num_head[s],
+                    patch_size=enc_patch_size[s], mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                    qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=proj_drop,
+                    drop_path=r[i], pre_norm=pre_norm, order_index=i % len(self.order),
+                    layer_scale=layer_scale,
                 )  # fmt: skip
                 if rope_base is None:
-                    blocks.append(Block(*args))
+                    blocks.append(Block(**kw))
                 else:
-                    blocks.append(RoPEBlock(*args, rope_base=rope_base))
+                    blocks.append(RoPEBlock(**kw, rope_base=rope_base))
             self.enc.append(blocks)
 
     def voxels(self, data: Any) -> Point:

@@ -24,6 +24,7 @@ previous block's output), unlike the released PT-v3m1 weights.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -238,8 +239,8 @@ class RoPESerializedAttention(SerializedAttention):
         *args, **kwargs: :class:`SerializedAttention` arguments.
     """
 
-    def __init__(self, *args: object, rope_base: float = 10.0, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, rope_base: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.rope = RoPE3D(self.channels // self.num_heads, rope_base)
 
     def forward(self, feat: Tensor, level: Point) -> Tensor:
@@ -281,12 +282,15 @@ class RoPEBlock(Block):
         rope_base: float = 10.0,
     ) -> None:
         super().__init__(
-            channels, num_heads, patch_size, mlp_ratio, qkv_bias, qk_scale, attn_drop,
-            proj_drop, drop_path, pre_norm, order_index, layer_scale,
+            channels=channels, num_heads=num_heads, patch_size=patch_size, mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias, qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=proj_drop,
+            drop_path=drop_path, pre_norm=pre_norm, order_index=order_index,
+            layer_scale=layer_scale,
         )  # fmt: skip
         self.attn = RoPESerializedAttention(
-            channels, num_heads, patch_size, qkv_bias, qk_scale, attn_drop, proj_drop,
-            order_index, rope_base=rope_base,
+            channels=channels, num_heads=num_heads, patch_size=patch_size, qkv_bias=qkv_bias,
+            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=proj_drop,
+            order_index=order_index, rope_base=rope_base,
         )  # fmt: skip
 
 

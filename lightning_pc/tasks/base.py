@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from typing_extensions import override
@@ -57,10 +58,11 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     ``{split}/<name>``, and for validation and test at epoch end one value per class
     ``{split}/<per-class name>_<class>``.
 
-    The default optimiser (``optimizer``: ``"adamw"`` or ``"sgd"``) and schedule
+    The default optimiser (``optimizer``: ``"adamw"``, ``"adam"`` or ``"sgd"``) and schedule
     (``scheduler``: ``"cosine"`` from ``lr`` to ``min_lr`` over ``max_epochs``, or over the
     estimated steps when only ``max_steps`` is set; ``"onecycle"`` and ``"poly"`` stepped at
-    every optimiser step as Pointcept's; ``"none"``) come from the task's hyperparameters;
+    every optimiser step as Pointcept's; ``"step"`` decay per epoch with a floor, as the
+    PointNet++ release; ``"none"``) come from the task's hyperparameters;
     LightningCLI's ``--optimizer`` / ``--lr_scheduler`` replace them (then ``lr_scales``,
     ``layer_decay`` and ``scheduler_kwargs`` are refused: they need the task's own).
     Parameter groups (:mod:`lightning_pc.tasks.optim`): ``lr_scales`` multiplies the
@@ -118,22 +120,25 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         label_smoothing: cross-entropy label smoothing (DGCNN trains with 0.2).
         class_weights: per-class loss weights (``None``: uniform).
         ignore_index: target value excluded from the loss and the metrics.
-        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
+        optimizer: default optimiser, ``"adamw"``, ``"adam"`` (weight decay as an L2 term,
+            as the PointNet++ release) or ``"sgd"``.
         lr: learning rate.
         weight_decay: weight decay.
         momentum: SGD momentum.
         scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``), ``"onecycle"`` (PyTorch's
             ``OneCycleLR`` per optimiser step, peaking at each group's learning rate),
-            ``"poly"`` (Pointcept's ``PolyLR`` per optimiser step) or ``"none"``.
-        min_lr: final learning rate of the cosine schedule (times each group's scale).
+            ``"poly"`` (Pointcept's ``PolyLR`` per optimiser step), ``"step"`` (times
+            ``gamma`` every ``step_size`` epochs, never below ``min_lr``) or ``"none"``.
+        min_lr: final learning rate of the cosine schedule, floor of the step schedule
+            (times each group's scale).
         nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
             naming its source files, or ``"skip"`` it with a warning naming them.
         nesterov: Nesterov momentum for SGD (Pointcept's SpUNet recipes).
         scheduler_kwargs: arguments of the ``onecycle`` schedule (``pct_start``,
             ``div_factor``, ``final_div_factor``, ``anneal_strategy``, ``cycle_momentum``,
             ``base_momentum``, ``max_momentum``, ``three_phase``; defaults: Pointcept's PTv3
-            values, :data:`~lightning_pc.tasks.optim.ONECYCLE_DEFAULTS`) or of ``poly``
-            (``power``, default 0.9).
+            values, :data:`~lightning_pc.tasks.optim.ONECYCLE_DEFAULTS`), of ``poly``
+            (``power``, default 0.9) or of ``step`` (``step_size`` in epochs, ``gamma``).
         losses: the loss as a weighted sum, ``[{name: cross_entropy, weight: 1.0},
             {name: lovasz, weight: 1.0}]`` (``None``: cross-entropy alone).
         lr_scales: ``{keyword: scale}`` (or ``{keyword: {lr_scale, weight_decay}}``):
@@ -167,11 +172,11 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
         ignore_index: int = -100,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
+        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
-        scheduler: Literal["cosine", "onecycle", "poly", "none"] = "cosine",
+        scheduler: Literal["cosine", "onecycle", "poly", "step", "none"] = "cosine",
         min_lr: float = 0.0,
         nonfinite: NonFinite = "raise",
         nesterov: bool = False,
@@ -201,6 +206,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         )
         self.epoch_seeding = EpochSeeding()
         self.norm_warmup = BatchNormWarmup()
+        # a backbone frozen for a warm-up under a parallel strategy: see configure_model
+        self._drop_backbone_grads = False
         if given:
             self.model = model  # type: ignore[assignment]
         self.configure_models()
@@ -412,6 +419,29 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         frozen = self.backbone_frozen_at(epoch)
         if bool(getattr(model, "backbone_frozen", False)) != frozen:
             freeze(frozen)
+        if frozen and self._drop_backbone_grads:
+            # distributed warm-up: the parameters keep requiring gradients (the wrapper
+            # registered them so); on_after_backward drops them while frozen
+            model.backbone.requires_grad_(True)
+
+    @override
+    def configure_model(self) -> None:
+        """Settles the backbone's frozen state before the strategy wraps the network.
+
+        A distributed wrapper (DDP, FSDP) synchronises the parameters that require
+        gradients when it wraps the network, and only those. A backbone frozen for good
+        (``freeze_backbone``) stays out. One frozen for a warm-up must be in, or its
+        gradients would never be synchronised once it trains: under a parallel strategy its
+        parameters keep requiring gradients through the warm-up, its gradients are computed
+        and dropped after every backward pass (no update, no optimiser state; the batch
+        norms stay in evaluation mode), so the ranks stay equal.
+        """
+        trainer = self._trainer
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        self._drop_backbone_grads = bool(self.hparams.get("head_warmup_epochs")) and isinstance(
+            strategy, ParallelStrategy
+        )
+        self._freeze_for_epoch(self.current_epoch if trainer is not None else 0)
 
     @override
     def on_train_epoch_start(self) -> None:
@@ -430,9 +460,14 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
 
     @override
     def on_after_backward(self) -> None:
-        """Gives the network's buffers back their values from before a skipped batch;
-        subclasses overriding this hook call ``super()``."""
+        """Gives the network's buffers back their values from before a skipped batch, and
+        drops the gradients of a backbone frozen for a distributed warm-up (see
+        :meth:`configure_model`); subclasses overriding this hook call ``super()``."""
         self.nonfinite_guard.after_backward()
+        if self._drop_backbone_grads and getattr(self.model, "backbone_frozen", False):
+            backbone: nn.Module = self.model.backbone  # type: ignore[assignment]
+            for p in backbone.parameters():
+                p.grad = None
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -490,6 +525,8 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
             )
         elif hp["optimizer"] == "adamw":
             optimizer = torch.optim.AdamW(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "adam":
+            optimizer = torch.optim.Adam(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])
         else:
             raise ValueError(f"unknown optimizer {hp['optimizer']!r}")
         trainer = self._trainer

@@ -36,6 +36,9 @@ Concerto's configs write it out by hand): the backbone's layers are numbered fro
   0.85 and back).
 - ``poly``: Pointcept's ``PolyLR``, ``(1 - step / (total + 1)) ** power`` at every
   optimiser step (``scheduler_kwargs``: ``power``, default 0.9).
+- ``step``: the PointNet++ release's decay, ``max(lr * gamma ** (epoch // step_size),
+  min_lr)`` per epoch (``scheduler_kwargs``: ``step_size``, default 20, and ``gamma``,
+  default 0.7; the floor scales with each group's ``lr_scale``).
 - ``none``: constant.
 """
 
@@ -61,8 +64,10 @@ ONECYCLE_DEFAULTS: dict[str, Any] = {
 }
 #: PolyLR arguments (Pointcept's defaults)
 POLY_DEFAULTS: dict[str, Any] = {"power": 0.9}
+#: step decay arguments (the PointNet++ classification release's)
+STEP_DEFAULTS: dict[str, Any] = {"step_size": 20, "gamma": 0.7}
 #: schedules the task's ``scheduler`` option names
-SCHEDULERS = ("cosine", "onecycle", "poly", "none")
+SCHEDULERS = ("cosine", "onecycle", "poly", "step", "none")
 
 
 def _module_path(root: nn.Module, name: str) -> list[nn.Module]:
@@ -333,7 +338,7 @@ def build_scheduler(
         return None
     if name == "cosine":
         if scheduler_kwargs:
-            raise ValueError("scheduler_kwargs is for the onecycle and poly schedules")
+            raise ValueError("scheduler_kwargs is for the onecycle, poly and step schedules")
         if max_epochs is not None and max_epochs > 0:
             total, interval = max_epochs, "epoch"
         else:
@@ -348,6 +353,16 @@ def build_scheduler(
                 optimizer, [_cosine(total, min_lr, g) for g in optimizer.param_groups]
             )
         return {"scheduler": scheduler, "interval": interval}
+    if name == "step":
+        kwargs = _kwargs(STEP_DEFAULTS, scheduler_kwargs, name)
+        step_size, gamma = int(kwargs["step_size"]), float(kwargs["gamma"])
+        if step_size < 1 or not 0.0 < gamma <= 1.0:
+            raise ValueError(f"step schedule: step_size >= 1 and 0 < gamma <= 1, got {kwargs}")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            [_Step(step_size, gamma, _floor(min_lr, g)) for g in optimizer.param_groups],
+        )
+        return {"scheduler": scheduler, "interval": "epoch"}
     total = _steps(total_steps, name)
     if name == "onecycle":
         kwargs = _kwargs(ONECYCLE_DEFAULTS, scheduler_kwargs, name)
@@ -385,12 +400,27 @@ class _Cosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _cosine(total: int, min_lr: float, group: Mapping[str, Any]) -> _Cosine:
-    """A group's cosine factor: its learning rate goes to ``min_lr`` times its ``lr_scale``
-    (the groups of :func:`param_groups` carry it; 1 for others)."""
+def _floor(min_lr: float, group: Mapping[str, Any]) -> float:
+    """``min_lr`` as a factor of a group's learning rate, the group's ``lr_scale`` applied to
+    both (the groups of :func:`param_groups` carry it; 1 for others)."""
     scale = float(group.get("lr_scale", 1.0))
     base = float(group["lr"]) / scale if scale > 0 else 0.0
-    return _Cosine(total, min_lr / base if base > 0 else 0.0)
+    return min_lr / base if base > 0 else 0.0
+
+
+def _cosine(total: int, min_lr: float, group: Mapping[str, Any]) -> _Cosine:
+    """A group's cosine factor: its learning rate goes to ``min_lr`` times its ``lr_scale``."""
+    return _Cosine(total, _floor(min_lr, group))
+
+
+class _Step:
+    """``max(gamma ** (epoch // step_size), floor)`` (picklable)."""
+
+    def __init__(self, step_size: int, gamma: float, floor: float) -> None:
+        self.step_size, self.gamma, self.floor = step_size, gamma, floor
+
+    def __call__(self, epoch: int) -> float:
+        return max(self.gamma ** (epoch // self.step_size), self.floor)
 
 
 class _Poly:

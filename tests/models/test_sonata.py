@@ -144,7 +144,12 @@ OFFICIAL_PARAMS = {
     "sonata_small": 38_668_852,
     "sonata_base": 108_486_036,
     "concerto_tiny": 4_870_452,
+    "concerto_small": 38_668_852,
+    "concerto_base": 108_486_036,
+    "concerto_large": 207_702_036,
     "utonia_tiny": 9_335_846,
+    "utonia_small": 37_267_976,
+    "utonia_base": 137_281_484,
 }
 
 
@@ -388,6 +393,26 @@ def test_cuda_forward_equals_cpu() -> None:
         cpu = model(cloud)
         gpu = model.cuda()(Point(cloud.pos.cuda(), cloud.x.cuda()))
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_sonata_base_cuda_eval_forward_on_a_scan() -> None:
+    """Sonata base on a 100,000-point scan on CUDA: fp32 and bf16 autocast, finite and close
+    (the same 5% tolerance as on CPU)."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = create_model("sonata_base", 20).eval()
+    cloud = room(100_000, 9)
+    cloud = Point(cloud.pos.cuda(), cloud.x.cuda())
+    with torch.no_grad():
+        fp32 = model.backbone(cloud).x
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            bf16 = model.backbone(Point(cloud.pos, cloud.x)).x
+        logits = model(Point(cloud.pos, cloud.x))
+    assert logits.shape == (100_000, 20) and torch.isfinite(logits).all()
+    assert fp32.size(1) == 1232 and torch.isfinite(bf16).all()
+    assert float((bf16.float() - fp32).abs().max()) <= 0.05 * float(fp32.abs().max())
 
 
 @pytest.mark.skipif(

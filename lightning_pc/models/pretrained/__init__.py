@@ -73,6 +73,8 @@ __all__ = [
 _CARDS: dict[str, PretrainedCard] = {c.name: c for c in CARDS}
 _NOTICED: set[str] = set()
 HEAD = ("head.",)
+#: keys a file may hold that a network may lack, per key map
+OPTIONAL = {"pointcept_ptv3_encoder": ("backbone.embedding.mask_token",)}
 
 
 def register_pretrained(card: PretrainedCard) -> PretrainedCard:
@@ -204,10 +206,11 @@ def _card_files(card: PretrainedCard, source: bool | str | Path) -> list[tuple[P
     return out
 
 
-def _read_mapped(path: Path, key_map: str | None) -> dict[str, Tensor]:
+def _read_mapped(path: Path, key_map: str | None) -> tuple[dict[str, Tensor], str]:
+    """The file's state dict in our keys, and the key map used (``None``: detected)."""
     state, _ = unwrap(read_file(path), str(path))
     name = key_map or detect(state)
-    return KEY_MAPS[name](state)
+    return KEY_MAPS[name](state), name
 
 
 def load_pretrained(
@@ -240,16 +243,24 @@ def load_pretrained(
         if source is True or source is False:
             raise ValueError("pretrained=True needs a card: pass a card name or a file path")
         path = Path(source).expanduser()
-        return load_state(model, _read_mapped(path, None), str(path), strict=strict)
+        mapped, name = _read_mapped(path, None)
+        return load_state(model, mapped, str(path), optional=OPTIONAL.get(name, ()), strict=strict)
     _notice(c)
     state: dict[str, Tensor] = {}
     where = []
     for path, desc in _card_files(c, source):
-        state.update(_read_mapped(path, c.key_map))
+        state.update(_read_mapped(path, c.key_map)[0])
         where.append(desc)
     new_head = c.num_classes is not None and num_classes not in (None, c.num_classes)
     skip = HEAD if (c.num_classes is None or new_head) else ()
-    report = load_state(model, state, f"{c.name} ({' + '.join(where)})", skip=skip, strict=strict)
+    report = load_state(
+        model,
+        state,
+        f"{c.name} ({' + '.join(where)})",
+        skip=skip,
+        optional=OPTIONAL.get(c.key_map, ()),
+        strict=strict,
+    )
     if new_head:
         warnings.warn(
             f"pretrained card {c.name}: its head predicts {c.num_classes} classes, the model "

@@ -22,6 +22,7 @@ from typing import Any
 
 from lightning_pc.data.palettes import S3DIS_PALETTE, class_palette
 from lightning_pc.models.pretrained.loading import HubFile
+from lightning_pc.models.ptv3 import PRESETS as PTV3_PRESETS
 
 NC = "CC-BY-NC-4.0"
 
@@ -209,14 +210,13 @@ def _ptv3(exp: str) -> HubFile:
     return HubFile(PTV3_REPO, f"{exp}/model/model_best.pth", PTV3_REV)
 
 
-#: PT-v3m1 base as the released ScanNet/S3DIS checkpoints were trained (Pointcept v1.5.x).
-PTV3_BASE = dict(
-    in_channels=6, grid_size=0.02, order=("z", "z-trans", "hilbert", "hilbert-trans"),
-    stride=(2, 2, 2, 2), enc_depths=(2, 2, 2, 6, 2), enc_channels=(32, 64, 128, 256, 512),
-    enc_num_head=(2, 4, 8, 16, 32), enc_patch_size=(1024,) * 5, dec_depths=(2, 2, 2, 2),
-    dec_channels=(64, 64, 128, 256), dec_num_head=(4, 4, 8, 16), dec_patch_size=(1024,) * 4,
-    mlp_ratio=4.0, qkv_bias=True, drop_path=0.3, pre_norm=True, shuffle_orders=True,
-)  # fmt: skip
+def _preset(exp: str) -> tuple[tuple[str, Any], ...]:
+    """``ptv3`` arguments of a released checkpoint's architecture (``PRESETS`` of
+    :mod:`lightning_pc.models.ptv3`: no coordinates in the stem, Pointcept's grid, v1.5.1
+    block wiring, RPE for S3DIS), without ``num_classes``."""
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in PTV3_PRESETS[exp].items()}
+    args.pop("num_classes")
+    return _kw(**args)
 
 
 def _ssl(
@@ -275,7 +275,7 @@ CARDS: tuple[PretrainedCard, ...] = (
         name="ptv3_scannet20",
         summary="PTv3 semantic segmentation, ScanNet v2 (20 classes)",
         builder="ptv3",
-        kwargs=_kw(**PTV3_BASE),
+        kwargs=_preset("scannet-semseg-pt-v3m1-0-base"),
         num_classes=20,
         files=(_ptv3("scannet-semseg-pt-v3m1-0-base"),),
         key_map="pointcept_ptv3m1",
@@ -289,7 +289,7 @@ CARDS: tuple[PretrainedCard, ...] = (
         name="ptv3_scannet200",
         summary="PTv3 semantic segmentation, ScanNet200 (200 classes)",
         builder="ptv3",
-        kwargs=_kw(**PTV3_BASE),
+        kwargs=_preset("scannet200-semseg-pt-v3m1-0-base"),
         num_classes=200,
         files=(_ptv3("scannet200-semseg-pt-v3m1-0-base"),),
         key_map="pointcept_ptv3m1",
@@ -303,7 +303,7 @@ CARDS: tuple[PretrainedCard, ...] = (
         name="ptv3_s3dis_area5",
         summary="PTv3 with relative position encoding, S3DIS (13 classes, Area 5 held out)",
         builder="ptv3",
-        kwargs=_kw(**{**PTV3_BASE, "enc_patch_size": (128,) * 5, "dec_patch_size": (128,) * 4}),
+        kwargs=_preset("s3dis-semseg-pt-v3m1-0-rpe"),
         num_classes=13,
         files=(_ptv3("s3dis-semseg-pt-v3m1-0-rpe"),),
         key_map="pointcept_ptv3m1",
@@ -312,7 +312,11 @@ CARDS: tuple[PretrainedCard, ...] = (
         palette=_rgb(S3DIS_PALETTE),
         metric=f"S3DIS Area 5 mIoU 73.6% ({ZOO}, s3dis-semseg-pt-v3m1-0-rpe)",
         paper=PTV3_PAPER,
-        notes=("trained with relative position encoding and patches of 128 voxels",),
+        notes=(
+            "trained with relative position encoding and patches of 128 voxels",
+            "evaluated by Pointcept on one-point-per-voxel fragments "
+            "(lightning_pc.nn.grid_sample.predict_fragments)",
+        ),
     ),
     _ssl("sonata_small", "Sonata small encoder (self-supervised PT-v3m2, no head)",
          "sonata_small", _SONATA_SMALL, SONATA_PAPER, "encoder (no published probe figure)"),

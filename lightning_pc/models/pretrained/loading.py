@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,9 +132,61 @@ def hub_path(file: HubFile, what: str) -> Path:
         ) from e
 
 
+class _Opaque:
+    """Stands for an object a checkpoint pickles beside its weights that is neither a tensor
+    nor a plain container (a numpy scalar, a learning-rate scheduler): built from nothing,
+    holding nothing, so no code named by the file runs."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Opaque:
+        return _Opaque()
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """``torch.load(weights_only=True)``'s allow-list (tensors, storages, dtypes, plain
+    containers); every other global becomes an inert :class:`_Opaque` instead of an error.
+    Reads Pointcept's trainer checkpoints, whose ``best_metric_value`` is a numpy scalar and
+    whose scheduler state may hold a pickled bound method."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        from torch import _weights_only_unpickler
+
+        allowed = _weights_only_unpickler._get_allowed_globals()
+        found = allowed.get(f"{module}.{name}")
+        if found is not None:
+            return found
+        return type(f"Opaque[{module}.{name}]", (_Opaque,), {})
+
+
+_WEIGHTS_PICKLE = types.ModuleType("lightning_pc_weights_pickle")
+_WEIGHTS_PICKLE.Unpickler = _WeightsUnpickler  # type: ignore[attr-defined]
+_WEIGHTS_PICKLE.load = pickle.load  # type: ignore[attr-defined]
+_WEIGHTS_PICKLE.__dict__["UnpicklingError"] = pickle.UnpicklingError
+
+
 def read_file(path: str | Path) -> Any:
     """The object a checkpoint file holds: ``.safetensors`` through ``safetensors``, anything
-    else through ``torch.load(weights_only=True)`` on the CPU (no code from the file runs).
+    else through ``torch.load(weights_only=True)`` on the CPU; when that refuses objects
+    beside the weights (Pointcept's trainer checkpoints pickle a numpy scalar and scheduler
+    state), again with the same allow-list and those objects replaced by inert stand-ins.
+    No code named by the file runs either way.
 
     Raises:
         PretrainedUnavailable: no such file.
@@ -157,13 +210,16 @@ def read_file(path: str | Path) -> Any:
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise PretrainedError(
-            f"{p}: torch.load(weights_only=True) refused it: it holds objects other than "
-            f"tensors and plain containers ({str(e).splitlines()[0]}). Only weights files are "
-            "read (no code from a checkpoint runs): save its state_dict alone."
-        ) from e
+        first = e
     except Exception as e:
         raise PretrainedError(f"{p}: not a readable PyTorch checkpoint ({e})") from e
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False, pickle_module=_WEIGHTS_PICKLE)
+    except Exception as e:
+        raise PretrainedError(
+            f"{p}: not a readable weights file: torch.load(weights_only=True) refused it "
+            f"({str(first).splitlines()[0]}) and reading its tensors alone failed ({e})"
+        ) from e
 
 
 def _is_state(obj: Any) -> bool:
@@ -211,6 +267,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     reinitialised: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -228,6 +285,9 @@ class LoadReport:
             lines.append(f"  {len(self.unexpected)} unexpected (file keys the model lacks):")
             lines += [f"    {k.lstrip('?')}" + ("  (no key-map rule)" if k.startswith("?") else "")
                       for k in self.unexpected]  # fmt: skip
+        if self.ignored:
+            lines.append(f"  {len(self.ignored)} in the file, not used by this network:")
+            lines += [f"    {k}" for k in self.ignored]
         if self.reinitialised:
             lines.append(f"  {len(self.reinitialised)} left at their initialisation (new head):")
             lines += [f"    {k}" for k in self.reinitialised]
@@ -242,6 +302,7 @@ def load_state(
     source: str,
     *,
     skip: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
     strict: bool = True,
 ) -> LoadReport:
     """Load ``state`` (our keys) into ``model``.
@@ -252,6 +313,8 @@ def load_state(
         source: what the weights are, for the report and errors.
         skip: key prefixes left at their initialisation (a new head): neither loaded nor
             reported missing.
+        optional: keys the file may hold that the network may lack (a pretraining mask
+            token, unused at inference): dropped and reported as ignored.
         strict: raise unless every parameter and buffer (outside ``skip``) is in ``state``
             with its shape and nothing else is; else load what matches.
 
@@ -265,7 +328,9 @@ def load_state(
     for k, v in state.items():
         if k.startswith(skip):
             continue
-        if k not in own:
+        if k not in own and k in optional:
+            report.ignored.append(k)
+        elif k not in own:
             report.unexpected.append(k)
         elif tuple(v.shape) != tuple(own[k].shape):
             report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))

@@ -9,8 +9,8 @@ so nothing of it enters the repository. Writes into ``OUT`` (default: this folde
   (Pointcept's ``scannet-semseg-pt-v3m1-0-base``, ``scannet200-semseg-pt-v3m1-0-base``,
   ``s3dis-semseg-pt-v3m1-0-rpe``) the model config and the names and shapes of its
   ``DefaultSegmentorV2`` state dict (``backbone.*`` of PT-v3m1, ``seg_head.*``), as the
-  official file builds it. The tests check our cards' networks against these names and
-  shapes through the key map, without spconv.
+  model file of Pointcept v1.5.1 (which trained them) builds it. The tests check our cards'
+  networks against these names and shapes through the key map, without spconv.
 - ``ptv3m1_tiny_official.pt``: a tiny official model (two stages; its input ``6`` channels are
   the voxel's mean coordinates and 3 features, as our ``ptv3`` stem reads them), its state
   dict in the official names, a scan (``pos``, ``x``) and the official logits on every point
@@ -18,6 +18,10 @@ so nothing of it enters the repository. Writes into ``OUT`` (default: this folde
   Pointcept's checkpoint layouts, load it through ``create_model(..., pretrained=path)`` and
   compare our logits with the official ones: the key map and spconv's kernel layout are
   right only if they agree.
+- ``ptv3m1_tiny_released.pt``: the same for a tiny model of the released checkpoints' kind,
+  from Pointcept v1.5.1's model file: the stem reads the 3 features alone (no coordinates),
+  relative position encoding (random tables), Pointcept's grid; ours is built as the cards
+  build theirs (``stem_xyz=False, grid_origin="pointcept", legacy=True, enable_rpe=True``).
 
     .venv-ptv3/bin/python tests/data/pretrained/make_fixture.py --pointcept /path/to/Pointcept
 """
@@ -85,20 +89,20 @@ class Segmentor(nn.Module):
         self.seg_head = nn.Linear(channels, num_classes)
 
 
-def _build(official: ModuleType, num_classes: int, **kwargs: Any) -> Segmentor:
+def _build(oracle: ModuleType, official: ModuleType, num_classes: int, **kwargs: Any) -> Segmentor:
     kw: dict[str, Any] = dict(order=ORDER, enable_flash=False)
     kw.setdefault("upcast_attention", False)
     kw.setdefault("upcast_softmax", False)
     kw.update(kwargs)
-    backbone = official.PointTransformerV3(**kw)
+    backbone = official.PointTransformerV3(**oracle.official_kwargs(official, kw, False))
     channels = (kw.get("dec_channels") or (64,))[0]
     return Segmentor(backbone, channels, num_classes)
 
 
-def full_keys(official: ModuleType) -> dict[str, Any]:
+def full_keys(oracle: ModuleType, official: ModuleType) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, cfg in FULL.items():
-        model = _build(official, cfg["num_classes"], **cfg["backbone"])
+        model = _build(oracle, official, cfg["num_classes"], **cfg["backbone"])
         out[name] = {
             "config": {"num_classes": cfg["num_classes"], **cfg["backbone"]},
             "keys": {k: list(v.shape) for k, v in model.state_dict().items()},
@@ -107,21 +111,17 @@ def full_keys(official: ModuleType) -> dict[str, Any]:
     return out
 
 
-def tiny(official: ModuleType, oracle: ModuleType) -> dict[str, Any]:
+def tiny(oracle: ModuleType, official: ModuleType, released: bool) -> dict[str, Any]:
+    """A tiny official model, a scan and its logits; ``released``: of the kind of the
+    released checkpoints (v1.5.1 file, features alone in the stem, RPE, Pointcept's grid)."""
     from lightning_pc.models.ptv3 import ptv3_input
 
     torch.manual_seed(0)
-    model = _build(official, TINY_CLASSES, **TINY).eval()
-    for m in model.modules():
-        if type(m).__name__ == "SubMConv3d":
-            m.train()  # spconv's CPU kernels add a bias only on the training path
-        if type(m).__name__ == "SerializedPooling":
-            m.shuffle_orders = False  # Pointcept's pooling always shuffles, eval included
-        if isinstance(m, nn.BatchNorm1d):  # non-trivial statistics
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
+    cfg: dict[str, Any] = dict(TINY)
+    if released:
+        cfg.update(in_channels=3, enable_rpe=True, upcast_attention=True, upcast_softmax=True)
+    model = _build(oracle, official, TINY_CLASSES, **cfg)
+    oracle.prepare_official(model.backbone)  # evaluation mode, spconv's CPU bias path
     g = torch.Generator().manual_seed(1)
     n = 700
     pos = torch.rand(n, 3, generator=g) * torch.tensor([1.0, 0.8, 0.5])
@@ -129,16 +129,25 @@ def tiny(official: ModuleType, oracle: ModuleType) -> dict[str, Any]:
     x = torch.rand(n, 3, generator=g)
     data = SimpleNamespace(pos=pos, x=x)
     with torch.no_grad():
-        vox = ptv3_input(data, 3, 0.05)
-        point = model.backbone(oracle.official_input(vox))
+        vox = ptv3_input(data, 3, 0.05, "pointcept" if released else "cloud_min")
+        point = model.backbone(oracle.official_input(vox, stem_xyz=not released))
         logits = model.seg_head(point.feat)[vox.inverse]
     return {
         "state_dict": {k: v.clone() for k, v in model.state_dict().items()},
-        "config": {"num_classes": TINY_CLASSES, "grid_size": 0.05, **TINY},
+        "config": {"num_classes": TINY_CLASSES, "grid_size": 0.05, **cfg},
         "pos": pos,
         "x": x,
         "logits": logits,
     }
+
+
+def _save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(obj, dict) and path.suffix == ".json":
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    else:
+        torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -148,17 +157,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     oracle = _oracle()
-    official = oracle.load_official(args.pointcept)
+    head = oracle.load_official(args.pointcept)
+    v151 = oracle.load_official(args.pointcept, "v1.5.1")
     args.out.mkdir(parents=True, exist_ok=True)
-    keys = full_keys(official)
-    tmp = args.out / "ptv3m1_official_keys.json.tmp"
-    tmp.write_text(json.dumps(keys, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, args.out / "ptv3m1_official_keys.json")
-    t = tiny(official, oracle)
-    tmp = args.out / "ptv3m1_tiny_official.pt.tmp"
-    torch.save(t, tmp)
-    os.replace(tmp, args.out / "ptv3m1_tiny_official.pt")
-    print(f"wrote {len(keys)} key tables and a tiny model of {len(t['state_dict'])} tensors")
+    keys = full_keys(oracle, v151)
+    _save(keys, args.out / "ptv3m1_official_keys.json")
+    _save(tiny(oracle, head, released=False), args.out / "ptv3m1_tiny_official.pt")
+    _save(tiny(oracle, v151, released=True), args.out / "ptv3m1_tiny_released.pt")
+    print(f"wrote {len(keys)} key tables and two tiny official models")
 
 
 if __name__ == "__main__":
