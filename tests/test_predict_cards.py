@@ -61,6 +61,7 @@ def tiny_card(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[str, Pat
     )
     monkeypatch.setitem(pt._CARDS, card.name, card)
     monkeypatch.setattr(input_channels, "_WARNED", set())
+    monkeypatch.chdir(tmp_path)  # predict saves its config.yaml in the working folder
     path = tmp_path / "exp" / "model_best.pth"
     path.parent.mkdir()
     state = {"module." + k: v for k, v in official["state_dict"].items()}
