@@ -682,7 +682,11 @@ def _parser() -> argparse.ArgumentParser:
     frag.add_argument("--block_size", type=float, default=3.0, help="fragment side (scan units)")
     frag.add_argument("--stride", type=float, default=None, help="fragment step (block_size/2)")
     frag.add_argument(
-        "--voxel_size", type=float, default=0.04, help="grid sampling in a fragment (0: none)"
+        "--voxel_size",
+        type=float,
+        default=None,
+        help="grid sampling in a fragment, scan units (0: none; default: the card's grid with "
+        "--pretrained, else 0.04)",
     )
     frag.add_argument("--crop", choices=["block", "sphere"], default="block")
     frag.add_argument("--batch_size", type=int, default=4, help="fragments per batch, at least")
@@ -809,6 +813,20 @@ def _load_weights(network: nn.Module, path: Path) -> None:
         raise DataFormatError(path, f"the weights do not fit the network: {error}") from error
 
 
+def _voxel_size(args: argparse.Namespace) -> float:
+    """``--voxel_size``, or where it is not given the grid of the card ``--model`` names (in
+    scan units: the card's grid over its coordinate scale), else 0.04."""
+    if args.voxel_size is not None:
+        return float(args.voxel_size)
+    if args.model:
+        from lightning_pc.models.pretrained import find_pretrained
+
+        card = find_pretrained(args.model)
+        if card is not None:
+            return card.inputs.grid_size / card.inputs.coord_scale
+    return 0.04
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``lightning-pc embed``: see :func:`_parser` (``--help``). Returns the exit status:
     2 with ``error: ...`` on a bad option or input (set ``LIGHTNING_PC_TRACEBACK=1`` for the
@@ -826,7 +844,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.output_dir,
             block_size=args.block_size,
             stride=args.stride,
-            voxel_size=args.voxel_size or None,
+            voxel_size=_voxel_size(args) or None,
             crop=args.crop,
             batch_size=args.batch_size,
             num_workers=args.num_workers,

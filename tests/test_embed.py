@@ -303,3 +303,22 @@ def test_zero_fill_transform_lays_out_x_as_the_network_reads_it(
     assert lidar(Data(pos=torch.rand(5, 3))).x.shape == (5, 6)
     with pytest.raises(ValueError, match="expected x with the 3 columns"):
         transform(Data(pos=torch.rand(4, 3), x=torch.rand(4, 6)))
+
+
+def test_voxel_size_defaults_to_the_cards_grid_in_scan_units() -> None:
+    """Without ``--voxel_size`` the fragments are grid-sampled at the card's grid (over its
+    coordinate scale: Utonia voxelises coordinates halved at 1 cm, i.e. 2 cm of the scan);
+    an explicit value wins, and a network without a card keeps 0.04."""
+    from lightning_pc.embed import _parser, _voxel_size
+    from lightning_pc.models.pretrained import find_pretrained
+
+    for name in ("sonata_base", "utonia_base"):
+        card = find_pretrained(name)
+        assert card is not None
+        args = _parser().parse_args(["scans", "--model", name, "--pretrained", "true"])
+        expected = card.inputs.grid_size / card.inputs.coord_scale
+        assert _voxel_size(args) == pytest.approx(expected)
+    assert _voxel_size(_parser().parse_args(["s", "--model", "utonia_base"])) == pytest.approx(0.02)
+    args = _parser().parse_args(["s", "--model", "sonata_base", "--voxel_size", "0.1"])
+    assert _voxel_size(args) == 0.1
+    assert _voxel_size(_parser().parse_args(["s", "--model", "pointnet2_ssg"])) == 0.04
