@@ -305,10 +305,12 @@ def oracle(official: dict[str, Any], n: int, patch: int, tol: float, quick: bool
           "max abs diff features | max abs feature | max abs diff logits |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     ok = True
+    two = [(p, k, [5000, 4000], 48) for p, k in (("concerto_tiny", "m2"), ("utonia_tiny", "m3"))]
     cases = [(p, k, [n], patch) for p, k in CASES if k in official]
-    if quick:
-        cases = [c for c in cases if c[0] in ("concerto_tiny", "utonia_tiny")]
-    cases += [(p, k, [5000, 4000], 48) for p, k in (("concerto_tiny", "m2"), ("utonia_tiny", "m3"))]
+    if quick:  # the batched cases first, then the tiny presets on one cloud
+        cases = two + [c for c in cases if c[0] in ("concerto_tiny", "utonia_tiny")]
+    else:
+        cases += two
     for preset, kind, sizes, p in cases:
         r = compare(official, preset, kind, sizes, p)
         fname = {"m2": "PT-v3m2 (Pointcept)", "m3": "PT-v3m3 (Pointcept)",

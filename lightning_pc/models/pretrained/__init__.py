@@ -62,6 +62,7 @@ __all__ = [
     "PretrainedUnavailable",
     "build_pretrained",
     "describe_pretrained",
+    "find_pretrained",
     "get_pretrained",
     "list_pretrained",
     "load_pretrained",
@@ -153,10 +154,13 @@ def pretrained_table() -> str:
         src = " + ".join(f"{f.repo_id}/{f.filename}" for f in c.files)
         rev = c.files[0].revision[:7]
         i = c.inputs
-        scale = f", coords x{i.coord_scale}" if i.coord_scale != 1.0 else ""
+        grid = (
+            f"{i.grid_size} m"
+            if i.coord_scale == 1.0
+            else (f"{i.grid_size} on coords x{i.coord_scale}")
+        )
         rows.append(
-            f"| {name} | {src} @ {rev} | {', '.join(i.x)} ({i.grid_size} m{scale}) | "
-            f"{c.metric} | {c.licence} |"
+            f"| {name} | {src} @ {rev} | {', '.join(i.x)} ({grid}) | {c.metric} | {c.licence} |"
         )
     return "\n".join(rows)
 
