@@ -9,7 +9,8 @@ transformer blocks train at a tenth of ``lr``). A parameter takes the first keyw
 mapping's order, that it matches; parameters matching none keep ``lr``. A keyword matches a
 parameter when it is a substring of the parameter's name in the task
 (``model.backbone.enc.0.1.attn.qkv.weight``), as in Pointcept, or equals, ignoring case, the
-class name of a module that holds it: ``block`` matches PTv3's ``Block`` modules, whose
+name of the class (or of a base class) of a module that holds it: ``block`` matches PTv3's
+``Block`` modules (and subclasses such as Utonia's RoPE blocks), whose
 parameters are those Pointcept's ``block`` keyword matches in its own names
 (``enc.enc0.block0...``; not the stem, the pooling layers or the head). A value is a scale,
 or a mapping ``{lr_scale: 0.1, weight_decay: 0.0}`` giving that group its own weight decay;
@@ -80,11 +81,11 @@ def _module_path(root: nn.Module, name: str) -> list[nn.Module]:
 
 def keyword_matches(keyword: str, name: str, holders: Iterable[nn.Module]) -> bool:
     """Whether ``keyword`` selects parameter ``name`` (see the module): a substring of the
-    name, or the class name (any case) of one of the modules holding it."""
+    name, or the name (any case) of the class or a base class of a module holding it."""
     if keyword in name:
         return True
     low = keyword.lower()
-    return any(type(m).__name__.lower() == low for m in holders)
+    return any(c.__name__.lower() == low for m in holders for c in type(m).__mro__)
 
 
 def _scale_spec(keyword: str, value: Any) -> tuple[float, float | None]:

@@ -89,6 +89,18 @@ def test_block_keyword_is_the_block_modules() -> None:
         assert lr == pytest.approx(0.001 if id(params[name]) in in_blocks else 0.01), name
 
 
+def test_block_keyword_matches_subclasses_of_block() -> None:
+    class RoPEBlock(Block):  # Utonia's blocks subclass PTv3's
+        pass
+
+    block = RoPEBlock(8, 1, 16)
+    holder = nn.Module()
+    holder.layer0 = block  # no "block" in the names: the class decides
+    groups = param_groups(holder, 1.0, 0.0, lr_scales={"block": 0.1})
+    assert len(groups) == 1 and groups[0]["lr"] == pytest.approx(0.1)
+    assert len(groups[0]["params"]) == len(list(block.parameters()))
+
+
 def test_keywords_match_names_as_well() -> None:
     task = _ptv3_task(lr=1.0, lr_scales={"head.": 3.0, "embedding": 0.5})
     lrs = _lr_of(task, task.optimizer_param_groups())
