@@ -15,6 +15,8 @@ What runs, per model (``--models``: ``pointnet2_ssg``, ``dgcnn``) and seed (``--
   task's loss, metrics, batch-norm warm-up and the config's optimiser and schedule, validation
   on the test split after every epoch (as the config does; its checkpoints and CSV log go to a
   temporary folder). ``--set key=value`` adds CLI overrides (``trainer.precision=bf16-mixed``).
+- **ournet** (ablation, ``--impls ours ournet twin``): our network, built by the CLI as for
+  ours, trained by the twin's plain loop below (our collate): tells the network from the rest.
 - **twin**: the same architecture from PyG layers on torch-cluster (``benchmarks/
   train_step.py``'s ``pyg_pointnet2`` / ``pyg_dgcnn``), trained by a plain loop: a
   ``torch.utils.data.DataLoader`` (as many workers as ours) over the hdf5 arrays read with
@@ -244,8 +246,15 @@ def run_twin(args: argparse.Namespace, workdir: str) -> None:
     train_loader = DataLoader(train_set, batch_size=dm.batch_size, sampler=sampler, **loader_kw)
     test_loader = DataLoader(test_set, batch_size=dm.eval_batch_size or dm.batch_size, **loader_kw)
 
-    torch.manual_seed(args.seed)
-    net = {"pointnet2_ssg": pyg_pointnet2, "dgcnn": pyg_dgcnn}[args.model](dm.num_classes)
+    if args.worker == "ournet":  # ablation: our network (as the CLI built it) in this loop
+        from lightning_pc.data.collate import collate
+
+        net = task.model
+        for loader in (train_loader, test_loader):
+            loader.collate_fn = collate
+    else:
+        torch.manual_seed(args.seed)
+        net = {"pointnet2_ssg": pyg_pointnet2, "dgcnn": pyg_dgcnn}[args.model](dm.num_classes)
     criterion = task.criterion
     config = cli.config
     interval = "epoch"
@@ -442,6 +451,86 @@ def report(args: argparse.Namespace, model: str, runs: dict[int, dict[str, Any]]
     )
 
 
+def fit_to_accuracy(args: argparse.Namespace) -> None:
+    """Time to accuracy of the plain ``lightning-pc fit`` command (``--fit-to``).
+
+    Runs ``lightning-pc fit --config <config> --data.init_args.root <root>`` (plus Lightning's
+    own ``EarlyStopping`` with ``stopping_threshold``, so it stops once test OA reaches the
+    target, and no progress bar) in a temporary folder, and reads the epoch and test OA of
+    every ``last.ckpt`` the config's checkpoint callback writes at each epoch end, with the
+    wall time since the command started (start-up, cache check and validation included)."""
+    import signal
+
+    import torch
+
+    model = args.models[0]
+    config = Path(args.config) if args.config else CONFIGS[model]
+    cmd = [
+        str(Path(sys.executable).with_name("lightning-pc")),
+        "fit",
+        "--config",
+        str(config.resolve()),
+    ]
+    cmd += [f"--data.init_args.root={args.root}", *[f"--{kv}" for kv in args.set]]
+    stop = [
+        "--trainer.callbacks+=EarlyStopping",
+        "--trainer.callbacks.monitor=val/acc",
+        "--trainer.callbacks.mode=max",
+        f"--trainer.callbacks.stopping_threshold={args.fit_to}",
+        "--trainer.callbacks.patience=100000",
+        f"--trainer.max_epochs={args.epochs}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+    print(f"command: {shown}\n  (measured with: {' '.join(stop)})", flush=True)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    rows: list[tuple[int, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-fit-") as workdir:
+        log = open(Path(workdir) / "log.txt", "w")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd + stop, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        seen = 0.0
+        while True:
+            done = proc.poll() is not None
+            last = next(Path(workdir).glob("runs/*/checkpoints/last.ckpt"), None)
+            if last is not None and last.stat().st_mtime != seen:
+                seen = last.stat().st_mtime
+                now = time.perf_counter() - t0
+                time.sleep(1.0)  # written atomically; let the rename settle
+                ckpt = torch.load(last, map_location="cpu", weights_only=False)
+                state = next(
+                    v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")
+                )
+                oa = float(state["current_score"])
+                rows.append((int(ckpt["epoch"]) + 1, oa, now))
+                print(f"  epoch {rows[-1][0]}: test OA {oa:.4f} at {now / 60:.1f} min", flush=True)
+            if done:
+                break
+            if args.max_minutes and time.perf_counter() - t0 > args.max_minutes * 60:
+                print(f"  stopped at the {args.max_minutes} min limit", flush=True)
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=300)
+                break
+            time.sleep(2.0)
+        log.close()
+        if proc.returncode not in (0, -signal.SIGTERM, 143):
+            print((Path(workdir) / "log.txt").read_text()[-3000:])
+    print("\n| epoch | test OA | wall (min) |\n|---:|---:|---:|")
+    for epoch, oa, sec in rows:
+        print(f"| {epoch} | {oa * 100:.1f} | {sec / 60:.1f} |")
+    hit = next(((e, sec) for e, oa, sec in rows if oa >= args.fit_to), None)
+    print(
+        f"\nModelNet10 to {args.fit_to:.0%} test OA: "
+        + (f"{hit[1] / 60:.1f} min (epoch {hit[0]})" if hit else "not reached")
+        + f" on {os.cpu_count()} CPUs; load average at end "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -450,7 +539,13 @@ def main() -> None:
         "--root", default="/work/shared/data/modelnet10_1024", help="ModelNet10 (hdf5 layout)"
     )
     p.add_argument("--models", nargs="+", default=["pointnet2_ssg"], choices=sorted(CONFIGS))
-    p.add_argument("--impls", nargs="+", default=["ours", "twin"], choices=["ours", "twin"])
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        default=["ours", "twin"],
+        choices=["ours", "twin", "ournet"],
+        help="ournet (ablation): our network, as the CLI builds it, in the twin's plain loop",
+    )
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--train-subset", type=int, default=None, help="train on N of the shapes")
@@ -460,6 +555,14 @@ def main() -> None:
     p.add_argument(
         "--set", action="append", default=[], help="CLI override key=value (ours and twin)"
     )
+    p.add_argument(
+        "--fit-to",
+        type=float,
+        default=None,
+        help="time the plain `lightning-pc fit` of the model's config to this test OA "
+        "(e.g. 0.9; --epochs caps the epochs, --max-minutes the time); no twin",
+    )
+    p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -472,6 +575,15 @@ def main() -> None:
         return
     import torch
 
+    if args.fit_to:
+        print(
+            f"# benchmarks/accuracy.py {' '.join(sys.argv[1:])}\n{os.cpu_count()} CPUs, torch "
+            f"{torch.__version__}, load average at start "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        )
+        fit_to_accuracy(args)
+        return
     print(
         f"# benchmarks/accuracy.py {' '.join(sys.argv[1:])}\n"
         f"host {platform.node()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
