@@ -126,6 +126,62 @@ def class_accuracy(pred: list[int], true: list[int], k: int) -> tuple[float, flo
     return oa, macc
 
 
+# ----------------------------------------------------------------------------- twin data
+def read_hdf5(folder: Path, split: str) -> tuple[Any, Any]:
+    """``data [N, P, 3]`` and ``label [N]`` of a split of PointNet's hdf5 layout, with h5py."""
+    import h5py
+    import numpy as np
+
+    files = [
+        folder / Path(s.strip()).name for s in (folder / f"{split}_files.txt").read_text().split()
+    ]
+    data, label = [], []
+    for f in files:
+        with h5py.File(f, "r") as h5:
+            data.append(np.asarray(h5["data"], np.float32))
+            label.append(np.asarray(h5["label"]).reshape(-1).astype(np.int64))
+    return np.concatenate(data), np.concatenate(label)
+
+
+class ArraysDataset:
+    """The twin's dataset: clouds from in-memory arrays as PyG ``Data``, with the same draws as
+    our ``PackedDataset`` for a ``(index, sample_seed)`` from the ``EpochSampler`` (the random
+    subset of ``num_points`` in training, the first ones in evaluation, then the transform,
+    all from the sample's generator)."""
+
+    def __init__(
+        self, data: Any, label: Any, transform: Any, num_points: int | None, train: bool
+    ) -> None:
+        self.data, self.label, self.transform = data, label, transform
+        self.k, self.train = num_points, train
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: Any) -> Any:
+        import numpy as np
+        import torch
+        from torch_geometric.data import Data
+
+        from lightning_pc.data.datasets.base import _numpy_rng
+        from lightning_pc.data.seeding import sample_generator
+
+        index, seed = item if isinstance(item, tuple) else (item, 0)
+        g = sample_generator(0, seed)
+        cloud = self.data[index]
+        n = len(cloud)
+        if self.k is not None and n > self.k:
+            if self.train:  # our sampler's draw (a random subset of k)
+                rng = _numpy_rng(int(torch.randint(0, 1 << 62, (1,), generator=g)))
+                cloud = cloud[rng.choice(n, self.k, replace=False)]
+            else:
+                cloud = cloud[: self.k]
+        d = Data(
+            pos=torch.from_numpy(np.ascontiguousarray(cloud)), y=torch.tensor([self.label[index]])
+        )
+        return self.transform(d, g) if self.transform is not None else d
+
+
 # ----------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace, workdir: str) -> None:
     import lightning as L
@@ -175,17 +231,13 @@ def run_ours(args: argparse.Namespace, workdir: str) -> None:
 
 # ----------------------------------------------------------------------------- twin
 def run_twin(args: argparse.Namespace, workdir: str) -> None:
-    import h5py
-    import numpy as np
     import torch
     from lightning.pytorch.cli import instantiate_class
     from torch.utils.data import DataLoader
-    from torch_geometric.data import Batch, Data
+    from torch_geometric.data import Batch
 
-    from lightning_pc.data.datasets.base import _numpy_rng
     from lightning_pc.data.datasets.modelnet import detect_layout
     from lightning_pc.data.sampler import EpochSampler
-    from lightning_pc.data.seeding import sample_generator
 
     sys.path.insert(0, str(HERE))
     from train_step import pyg_dgcnn, pyg_pointnet2
@@ -196,46 +248,13 @@ def run_twin(args: argparse.Namespace, workdir: str) -> None:
     if layout != "hdf5":
         raise SystemExit(f"the twin reads the hdf5 layout only; {args.root} holds {layout}")
 
-    def arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
-        files = [
-            folder / Path(s.strip()).name
-            for s in (folder / f"{split}_files.txt").read_text().split()
-        ]
-        data = np.concatenate([np.asarray(h5py.File(f, "r")["data"], np.float32) for f in files])
-        label = np.concatenate([np.asarray(h5py.File(f, "r")["label"]).reshape(-1) for f in files])
-        return data, label.astype(np.int64)
-
-    class Arrays(torch.utils.data.Dataset):
-        def __init__(self, data: np.ndarray, label: np.ndarray, train: bool) -> None:
-            self.data, self.label, self.train = data, label, train
-            self.transform = dm.train_transform() if train else dm.eval_transform()
-            self.k = dm.num_points
-
-        def __len__(self) -> int:
-            return len(self.data)
-
-        def __getitem__(self, item: Any) -> Data:
-            index, seed = item if isinstance(item, tuple) else (item, 0)
-            g = sample_generator(0, seed)
-            cloud = self.data[index]
-            n = len(cloud)
-            if self.k is not None and n > self.k:
-                if self.train:  # our sampler's draw (a random subset of k)
-                    rng = _numpy_rng(int(torch.randint(0, 1 << 62, (1,), generator=g)))
-                    cloud = cloud[rng.choice(n, self.k, replace=False)]
-                else:
-                    cloud = cloud[: self.k]
-            d = Data(
-                pos=torch.from_numpy(np.ascontiguousarray(cloud)),
-                y=torch.tensor([self.label[index]]),
-            )
-            return self.transform(d, g) if self.transform is not None else d
-
-    train_set: Any = Arrays(*arrays("train"), train=True)
+    train_set: Any = ArraysDataset(
+        *read_hdf5(folder, "train"), dm.train_transform(), dm.num_points, True
+    )
     idx = subset_indices(len(train_set), args.train_subset)
     if idx is not None:
         train_set = Subset(train_set, idx)
-    test_set = Arrays(*arrays("test"), train=False)
+    test_set = ArraysDataset(*read_hdf5(folder, "test"), dm.eval_transform(), dm.num_points, False)
     sampler = EpochSampler(train_set, seed=args.seed)
     workers = dm.num_workers
     loader_kw: dict[str, Any] = dict(
