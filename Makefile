@@ -83,6 +83,16 @@ lint: install
 bench: install
 	$(PY) benchmarks/ops.py
 
+# Learning curves on real ModelNet10 (hdf5 layout, e.g. the shared modelnet10_1024): our
+# PointNet++ SSG run from configs/modelnet10_pointnet2_ssg.yaml beside its PyG twin, epoch by
+# epoch (~30 min on 2 cores). BENCH_ACCURACY_ARGS="--models dgcnn --epochs 1 --train-subset 1000"
+MODELNET10_ROOT ?= ../shared/data/modelnet10_1024
+BENCH_ACCURACY_ARGS ?=
+bench-accuracy: install
+	$(PY) benchmarks/accuracy.py --root $(MODELNET10_ROOT) $(BENCH_ACCURACY_ARGS)
+
+.PHONY: bench-accuracy
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 

@@ -58,7 +58,9 @@ def class_names_for(num_classes: int) -> list[str]:
 
 
 def _shape_names_file(folder: Path, num_classes: int) -> Path | None:
-    for n in (num_classes, 40):
+    # ModelNet10's listing is looked at for num_classes 40 too, so that a ModelNet10 folder
+    # given with the wrong class count gets that error rather than "no dataset found"
+    for n in dict.fromkeys((num_classes, 40, 10)):
         path = folder / f"modelnet{n}_shape_names.txt"
         if path.is_file():
             return path
@@ -107,6 +109,32 @@ def _lines(path: Path) -> list[tuple[int, str]]:
     except (OSError, UnicodeDecodeError) as err:
         raise DataFormatError(path, f"cannot read ({err})") from err
     return [(i, s.strip()) for i, s in enumerate(text.splitlines(), 1) if s.strip()]
+
+
+def check_class_names(names_file: Path, names: list[str], num_classes: int) -> None:
+    """Refuse a class list (``shape_names.txt`` or ``modelnet*_shape_names.txt``) that does not
+    fit ``num_classes``: ModelNet40 needs its 40 classes; ModelNet10 reads a list of its own 10
+    classes, or the 40 (its classes are then selected).
+
+    Raises:
+        DataFormatError: one line naming the file, the count it lists and ``num_classes``.
+    """
+    counts = (40,) if num_classes == 40 else (10, 40)
+    if len(names) not in counts:
+        hint = " (set data num_classes to 10)" if len(names) == 10 else ""
+        raise DataFormatError(
+            names_file,
+            f"lists {len(names)} classes, but num_classes is {num_classes}: the class count "
+            f"given disagrees with the data{hint}",
+        )
+    expected = MODELNET40_CLASSES if len(names) == 40 else MODELNET10_CLASSES
+    if sorted(names) != sorted(expected):
+        unknown = sorted(set(names) - set(expected)) or sorted(set(expected) - set(names))
+        raise DataFormatError(
+            names_file,
+            f"lists {len(names)} classes that are not ModelNet{len(names)}'s "
+            f"(differing: {', '.join(unknown[:5])})",
+        )
 
 
 def _process_off(item: tuple[str, str, int], points: int, seed: int) -> dict[str, np.ndarray]:
@@ -181,6 +209,12 @@ class ModelNetRecipe(CacheRecipe):
     def _list_raw(self) -> dict[str, list[tuple[str, str, int]]]:
         on_disk = sorted(d.name for d in self.folder.iterdir() if (d / "train").is_dir())
         expected = set(self.class_names)
+        if len(on_disk) < self.num_classes and expected & set(on_disk):
+            raise DataFormatError(
+                self.folder,
+                f"holds {len(on_disk)} class folders, but num_classes is {self.num_classes}: "
+                "the class count given disagrees with the data",
+            )
         if self.num_classes == 40 and set(on_disk) != expected or not expected <= set(on_disk):
             raise MissingDataError(
                 f"ModelNet{self.num_classes}",
@@ -200,8 +234,7 @@ class ModelNetRecipe(CacheRecipe):
         names_file = _shape_names_file(self.folder, self.num_classes)
         assert names_file is not None
         names = [s for _, s in _lines(names_file)]
-        if self.num_classes == 40 and names != self.class_names:
-            raise DataFormatError(names_file, f"expected the 40 ModelNet40 classes, found {names}")
+        check_class_names(names_file, names, self.num_classes)
         prefix = names_file.name.split("_")[0]
         self._extra = [names_file]
         out: dict[str, list[tuple[str, str, int]]] = {}
@@ -230,6 +263,7 @@ class ModelNetRecipe(CacheRecipe):
         if not names_file.is_file():
             raise MissingDataError(f"ModelNet{self.num_classes}", names_file, LAYOUT_HELP)
         self.h5_names = [s for _, s in _lines(names_file)]
+        check_class_names(names_file, self.h5_names, self.num_classes)
         self._extra = [names_file]
         out: dict[str, list[tuple[str, str, int]]] = {}
         for split in SPLITS:
@@ -280,7 +314,11 @@ class ModelNetRecipe(CacheRecipe):
             label = integer_labels(raw_label, path)
             for i, (cloud, lab) in enumerate(zip(data, label)):
                 if not 0 <= lab < len(self.h5_names):
-                    raise DataFormatError(path, f"label {lab} of row {i} out of range")
+                    raise DataFormatError(
+                        path,
+                        f"label {lab} of row {i} out of range: shape_names.txt lists "
+                        f"{len(self.h5_names)} classes (num_classes is {self.num_classes})",
+                    )
                 if not np.isfinite(cloud).all():
                     raise DataFormatError(path, f"non-finite coordinates in row {i}")
                 mapped = remap[int(lab)]

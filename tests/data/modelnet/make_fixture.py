@@ -1,7 +1,7 @@
 """Write tiny ModelNet fixtures in the three real layouts, quirks included.
 
 Usage: ``python tests/data/modelnet/make_fixture.py OUT_DIR`` writes ``OUT_DIR/raw40``,
-``OUT_DIR/raw10``, ``OUT_DIR/resampled`` and ``OUT_DIR/hdf5``. Tests call the functions.
+``OUT_DIR/raw10``, ``OUT_DIR/resampled``, ``OUT_DIR/hdf5`` and ``OUT_DIR/modelnet10_1024``. Tests call the functions.
 
 Raw OFF quirks reproduced: header glued to the counts (``OFF8 6 0``), quads and pentagons,
 no trailing newline, ``#`` comments and blank lines, vertices in large arbitrary units.
@@ -120,11 +120,35 @@ def make_hdf5(root: Path, points: int = 64, per_file: int = 6) -> Path:
     return root
 
 
+def make_hdf5_modelnet10(root: Path, points: int = 32, per_class: tuple[int, int] = (2, 1)) -> Path:
+    """ModelNet10 in the layout of the shared ``modelnet10_1024`` (PointNet's hdf5 layout):
+    ``shape_names.txt`` with the 10 classes (label = line), ``ply_data_{train,test}0.h5`` with
+    ``data`` float32 ``[N, points, 3]`` in the unit sphere and ``label`` uint8 ``[N, 1]``,
+    sorted by class, and ``{train,test}_files.txt`` naming them under another folder (as the
+    release does: the reader takes the file names)."""
+    import h5py
+
+    rng = np.random.default_rng(2)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "shape_names.txt").write_text("\n".join(MODELNET10) + "\n")
+    for split, count in zip(("train", "test"), per_class):
+        labels = np.repeat(np.arange(10), count).astype(np.uint8)
+        pts = rng.normal(size=(len(labels), points, 3)).astype(np.float32)
+        pts *= np.array([1.0, 0.8, 0.5], np.float32)  # z up: flatter along z
+        pts /= np.linalg.norm(pts, axis=2).max(axis=1)[:, None, None]
+        with h5py.File(root / f"ply_data_{split}0.h5", "w") as f:
+            f["data"] = pts
+            f["label"] = labels.reshape(-1, 1)
+        (root / f"{split}_files.txt").write_text(f"data/modelnet_1024/ply_data_{split}0.h5\n")
+    return root
+
+
 def main(out: Path) -> None:
     make_raw(out / "raw40", MODELNET40, (1, 1))
     make_raw(out / "raw10", MODELNET10)
     make_resampled(out / "resampled")
     make_hdf5(out / "hdf5")
+    make_hdf5_modelnet10(out / "modelnet10_1024")
 
 
 if __name__ == "__main__":
