@@ -107,17 +107,19 @@ bench-peers: $(O3D_VENV)/.created
 
 # Point Transformer V3 against Pointcept's own model file (benchmarks/ptv3_oracle.py): a side
 # environment with spconv's CPU wheel; Pointcept is cloned into it unless POINTCEPT names a
-# checkout (or a bare git directory). Prints the parameter counts and the max output gap.
+# checkout (or a bare git directory) with tag v1.5.1 (the released PT-v3m1 weights' model file;
+# the clone is partial: full history, file contents fetched on demand). Prints the parameter
+# counts and the max output gap.
 PTV3_VENV ?= .venv-ptv3
 POINTCEPT ?= $(PTV3_VENV)/Pointcept
 $(PTV3_VENV)/.created:
 	$(PYTHON) -m venv $(PTV3_VENV)
-	PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(PTV3_VENV)/bin/pip install torch==2.13.0 spconv==2.3.8 cumm addict
+	PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null $(PTV3_VENV)/bin/pip install torch==2.13.0 spconv==2.3.8 cumm addict numpy
 	$(PTV3_VENV)/bin/pip install -e .
 	touch $@
 
 bench-ptv3-oracle: $(PTV3_VENV)/.created
-	test -e $(POINTCEPT) || git clone --depth 1 https://github.com/Pointcept/Pointcept $(POINTCEPT)
+	test -e $(POINTCEPT) || git clone --filter=blob:none https://github.com/Pointcept/Pointcept $(POINTCEPT)
 	$(PTV3_VENV)/bin/python benchmarks/ptv3_oracle.py --pointcept $(POINTCEPT)
 
 .PHONY: bench-ptv3-oracle

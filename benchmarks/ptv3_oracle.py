@@ -13,8 +13,21 @@ and ``shuffle_orders=False`` (also set on its pooling layers, which otherwise sh
 orders at every level even in evaluation); on one cloud, or on clouds of at least ``patch_size`` voxels at
 every level, its patching equals the flash patching ours follows.
 
-Prints: serialisation codes equal or not (4 orders, depths 1-16), the parameter counts of
-both models (segmentation and classification), and the max abs difference of the outputs.
+Prints: serialisation codes equal or not (4 orders, depths 1-16); our default PTv3 against
+the current model file (segmentation and classification); then, for each released PT-v3m1
+checkpoint's architecture (:data:`lightning_pc.models.ptv3.PRESETS`, checked equal to the
+backbone of Pointcept's config read from the mirror at ``v1.5.1``), our preset against the
+v1.5.1 model file that trained the weights (``legacy=True``; ``legacy=False`` beside it, to
+show the switch matters) and against the current file (``legacy=False``). Each row gives the
+parameter counts of both models (head included) and the max abs difference of the logits.
+RPE tables are drawn from U(-1, 1) instead of their 0.02-std initialisation, so that the
+relative position encoding moves the logits (a row with our tables zeroed shows it does).
+Last, Pointcept's ``GridSample(mode="test")`` (its ``datasets/transform.py``, loaded alone)
+against :mod:`lightning_pc.nn.grid_sample` on one scan: grid coordinates, fragment count,
+one point of every voxel per fragment, and how often both pick the same point.
+
+The key map from Pointcept's backbone state dict to ours is :func:`map_backbone` (spconv
+kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``, :func:`conv_weight`).
 
 spconv 2.3.8's CPU submanifold convolution is not deterministic with several OpenMP
 threads: now and then one output site is wrong (seen on a 3x3x3 conv of 5,739 sites, once
@@ -22,11 +35,15 @@ in four calls, by up to 0.4 against dense ``conv3d``); one thread avoids it, so 
 sets ``OMP_NUM_THREADS=1`` before anything loads.
 
     .venv-ptv3/bin/python benchmarks/ptv3_oracle.py --pointcept /path/to/Pointcept
+
+The side environment needs no torch_geometric: inputs are :class:`lightning_pc.nn.point.Point`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 import os
 
 os.environ["OMP_NUM_THREADS"] = "1"  # spconv's CPU map building races with more threads
@@ -68,29 +85,40 @@ STANDINS = {
     "pointcept/models/point_prompt_training.py": "PDNorm = None\n",
     "pointcept/models/point_transformer_v3/__init__.py": "",
     "pointcept/models/utils/__init__.py": (
-        "from .misc import offset2batch, offset2bincount, bincount2offset, batch2offset\n"
+        "from . import misc as _misc\n"
+        "from .misc import offset2batch, offset2bincount, batch2offset\n"
+        "bincount2offset = getattr(_misc, 'bincount2offset', None)  # not in v1.5.1\n"
         "from .serialization import encode, decode\n"
     ),
 }
 
 
-def _read(src: Path, rel: str) -> str:
-    if (src / rel).exists():
+def _read(src: Path, rel: str, rev: str = "HEAD") -> str:
+    if rev == "HEAD" and (src / rel).exists():
         return (src / rel).read_text()
     out = subprocess.run(
-        ["git", "--git-dir", str(src), "show", f"HEAD:{rel}"], capture_output=True, text=True
+        ["git", "-C", str(src), "show", f"{rev}:{rel}"], capture_output=True, text=True
     )
     if out.returncode:
-        raise SystemExit(f"cannot read {rel} from {src}: {out.stderr.strip()}")
+        raise SystemExit(f"cannot read {rel} at {rev} from {src}: {out.stderr.strip()}")
     return out.stdout
 
 
-def load_official(src: Path) -> types.ModuleType:
-    """Pointcept's PT-v3m1 module, imported from a temporary copy of the files it needs."""
-    tmp = Path(tempfile.mkdtemp(prefix="pointcept-"))
+_LOADED: list[str] = []
+
+
+def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
+    """Pointcept's PT-v3m1 module at ``rev``, imported from a temporary copy of the files it
+    needs (a second call, at another revision, imports a second copy beside the first)."""
+    for name in [m for m in sys.modules if m == "pointcept" or m.startswith("pointcept.")]:
+        del sys.modules[name]  # the copy loaded before keeps its own module objects
+    for path in _LOADED:
+        if path in sys.path:
+            sys.path.remove(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f"pointcept-{rev}-"))
     for rel in FILES:
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(_read(src, rel))
+        (tmp / rel).write_text(_read(src, rel, rev))
     for rel, text in STANDINS.items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_text(text)
@@ -102,17 +130,47 @@ def load_official(src: Path) -> types.ModuleType:
     scatter.segment_csr = segment_csr  # type: ignore[attr-defined]
     timm = types.ModuleType("timm")
     layers = types.ModuleType("timm.layers")
+    models = types.ModuleType("timm.models")  # v1.5.1 imports timm.models.layers
 
     class DropPath(nn.Identity):
         def __init__(self, p: float = 0.0) -> None:
             super().__init__()
 
     layers.DropPath = DropPath  # type: ignore[attr-defined]
-    sys.modules.update({"torch_scatter": scatter, "timm": timm, "timm.layers": layers})
+    sys.modules.update(
+        {
+            "torch_scatter": scatter,
+            "timm": timm,
+            "timm.layers": layers,
+            "timm.models": models,
+            "timm.models.layers": layers,
+        }
+    )
     sys.path.insert(0, str(tmp))
+    _LOADED.append(str(tmp))
     import pointcept.models.point_transformer_v3.point_transformer_v3m1_base as official
 
     return official
+
+
+def config_backbone(src: Path, rel: str, rev: str) -> dict[str, Any]:
+    """The ``backbone`` dict and ``num_classes`` of a Pointcept config, read without running
+    it (``ast``: the configs import Pointcept's dataset constants)."""
+    tree = ast.parse(_read(src, rel, rev))
+
+    def lit(node: ast.expr) -> Any:
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
+            return {k.arg: lit(k.value) for k in node.keywords}
+        return ast.literal_eval(node)
+
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "model":
+            assert isinstance(node.value, ast.Call)
+            model = {k.arg: k.value for k in node.value.keywords}
+            out = lit(model["backbone"])
+            out["num_classes"] = lit(model["num_classes"])
+            return out
+    raise SystemExit(f"no model = dict(...) in {rel}")
 
 
 def check_codes() -> bool:
@@ -181,28 +239,61 @@ def _block_key(p: list[str]) -> str:
     raise KeyError(".".join(p))
 
 
-def make_input(clouds: list[int], seed: int, in_channels: int) -> object:
-    from torch_geometric.data import Batch, Data
+def make_input(clouds: list[int], seed: int, in_channels: int) -> Any:
+    from lightning_pc.nn.point import Point
 
     g = torch.Generator().manual_seed(seed)
-    data = []
-    for n in clouds:  # room-like: points on the faces of a box plus clutter
-        pos = torch.rand(n, 3, generator=g) * torch.tensor([3.0, 2.5, 1.5])
+    pos, x, batch = [], [], []
+    for b, n in enumerate(clouds):  # room-like: points on the faces of a box plus clutter
+        p = torch.rand(n, 3, generator=g) * torch.tensor([3.0, 2.5, 1.5])
         face = torch.randint(0, 3, (n // 2,), generator=g)
-        pos[torch.arange(n // 2), face] = 0.0
-        data.append(Data(pos=pos, x=torch.rand(n, in_channels, generator=g)))
-    return Batch.from_data_list(data)
+        p[torch.arange(n // 2), face] = 0.0
+        pos.append(p)
+        x.append(torch.rand(n, in_channels, generator=g) * 2 - 1)
+        batch.append(torch.full((n,), b, dtype=torch.long))
+    return Point(torch.cat(pos), torch.cat(x), torch.cat(batch))
 
 
-def official_input(x: Any) -> dict[str, torch.Tensor]:
+def official_input(x: Any, stem_xyz: bool = True) -> dict[str, torch.Tensor]:
+    """Pointcept's input dict for our voxels ``x`` (``feat``: coordinates and features, or
+    the features alone)."""
     sp = x.sparse_tensor()
     batch = sp.coords[:, 0]
     return {
-        "coord": sp.feats[:, :3].clone(),
+        "coord": x.pos.clone(),
         "grid_coord": sp.coords[:, 1:].int().clone(),
-        "feat": sp.feats.clone(),
+        "feat": (sp.feats if stem_xyz else x.x).clone(),
         "offset": torch.cumsum(torch.bincount(batch, minlength=x.num_clouds), 0),
     }
+
+
+def prepare_official(ref: nn.Module) -> nn.Module:
+    """Evaluation mode with spconv's training path, no shuffles, non-trivial statistics."""
+    ref.eval()
+    for m in ref.modules():
+        if type(m).__name__ == "SubMConv3d":
+            m.train()  # spconv's CPU kernels add a bias only on the training path
+        if type(m).__name__ == "SerializedPooling":
+            m.shuffle_orders = False  # Pointcept's pooling always shuffles, eval included
+        if type(m).__name__ == "RPE":
+            m.rpe_table.data.uniform_(-1.0, 1.0)  # a bias that moves the logits
+    for m in ref.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return ref
+
+
+def official_kwargs(
+    official: types.ModuleType, kw: dict[str, Any], enc_mode: bool
+) -> dict[str, Any]:
+    """``kw`` for this revision's constructor (``cls_mode`` in v1.5.1, ``enc_mode`` after)."""
+    params = inspect.signature(official.PointTransformerV3).parameters
+    out = {k: v for k, v in kw.items() if k in params}
+    out["enc_mode" if "enc_mode" in params else "cls_mode"] = enc_mode
+    return out
 
 
 def compare(
@@ -217,18 +308,8 @@ def compare(
         ref = official.PointTransformerV3(
             in_channels=6, order=("z", "z-trans", "hilbert", "hilbert-trans"), enable_flash=False,
             upcast_attention=False, upcast_softmax=False, enc_mode=enc_mode, **kw,
-        ).eval()  # fmt: skip
-        for m in ref.modules():
-            if type(m).__name__ == "SubMConv3d":
-                m.train()  # spconv's CPU kernels add a bias only on the training path
-            if type(m).__name__ == "SerializedPooling":
-                m.shuffle_orders = False  # Pointcept's pooling always shuffles, eval included
-        for m in ref.modules():  # non-trivial BatchNorm statistics
-            if isinstance(m, nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.uniform_(-0.5, 0.5)
+        )  # fmt: skip
+        prepare_official(ref)
         ours: nn.Module
         if enc_mode:
             ours = PTv3Cls(num_classes=40, in_channels=3, grid_size=0.02, **kw).eval()
@@ -270,24 +351,176 @@ def compare(
     return res
 
 
+CONFIGS = {  # preset -> config file at v1.5.1 (the s3dis one was renamed -1-rpe in v1.5.2)
+    "scannet-semseg-pt-v3m1-0-base": "configs/scannet/semseg-pt-v3m1-0-base.py",
+    "scannet200-semseg-pt-v3m1-0-base": "configs/scannet200/semseg-pt-v3m1-0-base.py",
+    "s3dis-semseg-pt-v3m1-0-rpe": "configs/s3dis/semseg-pt-v3m1-0-rpe.py",
+}
+ARCH_KEYS = [
+    "in_channels", "order", "stride", "enc_depths", "enc_channels", "enc_num_head",
+    "enc_patch_size", "dec_depths", "dec_channels", "dec_num_head", "dec_patch_size",
+    "mlp_ratio", "qkv_bias", "qk_scale", "attn_drop", "proj_drop", "drop_path", "pre_norm",
+    "shuffle_orders", "enable_rpe", "num_classes",
+]  # fmt: skip
+
+
+def preset_matches_config(name: str, cfg: dict[str, Any]) -> bool:
+    from lightning_pc.models.ptv3 import PRESETS
+
+    def norm(v: Any) -> Any:
+        return list(v) if isinstance(v, list | tuple) else v
+
+    preset = PRESETS[name]
+    assert not any(cfg.get(k) for k in ("pdnorm_bn", "pdnorm_ln", "cls_mode", "enc_mode"))
+    return all(norm(preset[k]) == norm(cfg[k]) for k in ARCH_KEYS) and not preset["stem_xyz"]
+
+
+def compare_preset(
+    official: types.ModuleType,
+    name: str,
+    cfg: dict[str, Any],
+    points: int,
+    seed: int,
+    legacy: bool,
+    zero_rpe: bool = False,
+) -> dict[str, float]:
+    """Our preset ``name`` (``legacy`` as given) against ``official`` built from the
+    config's backbone, on one cloud (Pointcept tests one fragment at a time)."""
+    from lightning_pc.models.ptv3 import ptv3_input, ptv3_preset
+
+    torch.manual_seed(seed)
+    kw = dict(cfg, enable_flash=False, shuffle_orders=False)  # flash-attn needs CUDA
+    ref = prepare_official(official.PointTransformerV3(**official_kwargs(official, kw, False)))
+    head = nn.Linear(64, cfg["num_classes"])
+    ours = ptv3_preset(name, shuffle_orders=False, legacy=legacy).eval()
+    state = map_backbone(ref.state_dict(), 5, False)
+    state.update({"head.0." + k: v for k, v in head.state_dict().items()})
+    result = ours.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    if zero_rpe:  # to show that the encoding moves the logits
+        for key, value in ours.state_dict().items():
+            if key.endswith("rpe_table"):
+                value.zero_()
+    data = make_input([points], seed, cfg["in_channels"])
+    with torch.no_grad():
+        x = ptv3_input(data, cfg["in_channels"], 0.02, "pointcept")
+        theirs = head(ref(official_input(x, stem_xyz=False)).feat)[x.inverse]
+        mine = ours(data)
+    return {
+        "params_official": sum(p.numel() for p in [*ref.parameters(), *head.parameters()]),
+        "params_ours": sum(p.numel() for p in ours.parameters()),
+        "maxdiff": float((theirs - mine).abs().max()),
+        "maxabs": float(theirs.abs().max()),
+    }
+
+
+def load_grid_sample(src: Path) -> Any:
+    """Pointcept's ``GridSample`` (current ``datasets/transform.py``, loaded alone, with
+    stand-ins for the imports its other transforms use)."""
+    import importlib.util
+
+    tmp = Path(tempfile.mkdtemp(prefix="pointcept-transform-"))
+    (tmp / "transform.py").write_text(_read(src, "pointcept/datasets/transform.py"))
+    registry = types.ModuleType("pointcept.utils.registry")
+
+    class Registry:
+        def __init__(self, name: str) -> None:
+            pass
+
+        def register_module(self, name: Any = None, **kw: Any) -> Any:
+            return lambda cls: cls
+
+    registry.Registry = Registry  # type: ignore[attr-defined]
+    tv = types.ModuleType("torchvision")
+    tv.transforms = None  # type: ignore[attr-defined]
+    stubs = {"pointcept.utils": types.ModuleType("pointcept.utils"), "pointcept.utils.registry": registry,
+             "torchvision": tv}  # fmt: skip
+    for name in ("scipy", "scipy.ndimage", "scipy.interpolate"):
+        stubs[name] = types.ModuleType(name)
+    sys.modules.update(stubs)
+    spec = importlib.util.spec_from_file_location("pointcept_transform", tmp / "transform.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.GridSample
+
+
+def check_fragments(grid_sample: Any, points: int, seed: int) -> dict[str, Any]:
+    """Pointcept's ``GridSample(mode="test")`` against ours (``pointcept_grid``,
+    ``grid_fragments``) on one scan of ``points`` points at 0.05."""
+    import numpy as np
+
+    from lightning_pc.nn.grid_sample import grid_fragments, pointcept_grid
+
+    data = make_input([points], seed, 3)
+    pos = data.pos - data.pos.mean(0)  # CenterShift: negative coordinates too
+    parts = grid_sample(grid_size=0.05, hash_type="fnv", mode="test", return_grid_coord=True)(
+        {"coord": pos.numpy(), "color": data.x.numpy()}
+    )
+    grid = pointcept_grid(pos, torch.zeros(points, dtype=torch.long), 1, 0.05)
+    frags = grid_fragments(grid)
+    grid_equal = all(np.array_equal(p["grid_coord"], grid[p["index"]].numpy()) for p in parts)
+    voxel = torch.unique(grid, dim=0, return_inverse=True)[1]
+    same_voxels = len(parts) == len(frags) and all(
+        sorted(voxel[p["index"]].tolist()) == sorted(voxel[f].tolist()) == list(range(int(voxel.max()) + 1))
+        for p, f in zip(parts, frags)
+    )  # fmt: skip
+    theirs = {(i, int(voxel[j])): int(j) for i, p in enumerate(parts) for j in p["index"]}
+    ours = {(i, int(voxel[j])): int(j) for i, f in enumerate(frags) for j in f}
+    return {
+        "fragments": (len(parts), len(frags)),
+        "voxels": int(voxel.max()) + 1,
+        "grid_equal": grid_equal,
+        "one_per_voxel": same_voxels,
+        "same_pick": sum(theirs[k] == ours[k] for k in ours) / len(ours),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pointcept", type=Path, required=True, help="checkout or bare git dir")
+    ap.add_argument("--pointcept", type=Path, required=True, help="checkout or git dir")
+    ap.add_argument("--points", type=int, default=6000, help="points of the preset clouds")
     args = ap.parse_args()
-    official = load_official(args.pointcept)
     torch.set_num_threads(1)
+    configs = {n: config_backbone(args.pointcept, rel, "v1.5.1") for n, rel in CONFIGS.items()}
+    head = load_official(args.pointcept, "HEAD")
     print(f"serialisation codes equal (4 orders, depths 1-16): {check_codes()}")
-    cases = [([6000], 1024, 0), ([5000, 4000], 48, 1)]
+    print("\nOur default PTv3 (stem: xyz + 3 features) against the current model file")
     print("| clouds (points) | patch | params seg (official / ours) | params cls (official / "
           "ours) | max abs diff seg | max abs diff cls | max abs logit |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    for clouds, patch, seed in cases:
-        r = compare(official, clouds, patch, seed)
+    for clouds, patch, seed in [([6000], 1024, 0), ([5000, 4000], 48, 1)]:
+        r = compare(head, clouds, patch, seed)
         print(
             f"| {clouds} | {patch} | {r['params_seg_official']:,} / {r['params_seg_ours']:,} | "
             f"{r['params_cls_official']:,} / {r['params_cls_ours']:,} | {r['maxdiff_seg']:.2e} | "
             f"{r['maxdiff_cls']:.2e} | {max(r['maxabs_seg'], r['maxabs_cls']):.2f} |"
         )
+    v151 = load_official(args.pointcept, "v1.5.1")
+    print(f"\nReleased PT-v3m1 checkpoints' architectures, one cloud of {args.points} points")
+    print("| preset | equals config (v1.5.1) | Pointcept file | ours | params (official / ours) "
+          "| max abs diff | max abs logit |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for name, cfg in configs.items():
+        same = preset_matches_config(name, cfg)
+        runs = [("v1.5.1", v151, True, False), ("v1.5.1", v151, False, False)]
+        if cfg["enable_rpe"]:
+            runs.append(("v1.5.1", v151, True, True))
+        for label, official, legacy, zero in [*runs, ("HEAD", head, False, False)]:
+            r = compare_preset(official, name, cfg, args.points, 2, legacy, zero)
+            ours = f"legacy={legacy}" + (", RPE tables zeroed" if zero else "")
+            print(
+                f"| {name} | {same} | {label} | {ours} | {r['params_official']:,} / "
+                f"{r['params_ours']:,} | {r['maxdiff']:.2e} | {r['maxabs']:.2f} |"
+            )
+    r = check_fragments(load_grid_sample(args.pointcept), 20000, 3)
+    print(
+        f"\nGridSample(mode='test') at 0.05 on 20000 points, {r['voxels']} voxels: fragments "
+        f"(Pointcept / ours) {r['fragments'][0]} / {r['fragments'][1]}; grid_coord equal: "
+        f"{r['grid_equal']}; each fragment one point of every voxel, both: {r['one_per_voxel']}; "
+        f"same point picked per (fragment, voxel): {r['same_pick']:.1%} (Pointcept orders a "
+        "voxel's points by numpy's unstable argsort, ours by input order)"
+    )
 
 
 if __name__ == "__main__":

@@ -409,7 +409,8 @@ class PointCloudCLI(LightningCLI):
         subcommand = self.subcommand
         if subcommand is None:
             return
-        if self.config[subcommand].get("ckpt_path") is None:
+        pretrained = getattr(self.model, "hparams", {}).get("pretrained")
+        if self.config[subcommand].get("ckpt_path") is None and not pretrained:
             rank_zero_warn(
                 f"`{subcommand}` without --ckpt_path evaluates the model's initial weights; "
                 "pass --ckpt_path path/to/checkpoint.ckpt to evaluate a trained model."
@@ -521,7 +522,9 @@ def main(args: list[str] | None = None) -> None:
     ``LIGHTNING_PC_TRACEBACK=1`` to get the exception and its traceback instead.
 
     ``lightning-pc cache ...`` manages the preprocessing caches
-    (:mod:`lightning_pc.data.cache_admin`); everything else goes to :class:`PointCloudCLI`.
+    (:mod:`lightning_pc.data.cache_admin`), ``lightning-pc embed ...`` writes per-point
+    features of scans (:mod:`lightning_pc.embed`); everything else goes to
+    :class:`PointCloudCLI`.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv[1:]``).
@@ -533,6 +536,10 @@ def main(args: list[str] | None = None) -> None:
         from lightning_pc.data.cache_admin import main as cache_main
 
         sys.exit(cache_main(argv[1:]))
+    if argv[:1] == ["embed"]:  # per-point features of scans (lightning_pc.embed)
+        from lightning_pc.embed import main as embed_main
+
+        sys.exit(embed_main(argv[1:]))
     try:
         PointCloudCLI(args=args)
     except Exception as error:
@@ -581,6 +588,14 @@ def networks_help() -> str:
 
     lines = ["Networks (--model.init_args.model NAME; a module of yours with --imports):"]
     lines += [f"  {name}: {describe_model(name) or '(no description)'}" for name in list_models()]
+    from lightning_pc.models.pretrained import get_pretrained, list_pretrained
+
+    lines.append(
+        "Pretrained cards (--model.init_args.model CARD --model.init_args.pretrained true):"
+    )
+    for name in list_pretrained():
+        card = get_pretrained(name)
+        lines.append(f"  {name}: {card.summary} [{card.licence}]")
     return "\n".join(lines)
 
 
@@ -601,7 +616,8 @@ def cli_description() -> str:
     """The text ``lightning-pc --help`` opens with: what it does, and the names it knows."""
     return (
         "Train and evaluate point-cloud models (lightning_pc). Subcommands: fit, validate, "
-        "test, predict; `lightning-pc cache --help` manages preprocessing caches.\n"
+        "test, predict; `lightning-pc cache --help` manages preprocessing caches; "
+        "`lightning-pc embed --help` writes per-point features of scans.\n"
         "Example: lightning-pc fit --config configs/quickstart.yaml\n\n" + catalogue()
     )
 

@@ -75,6 +75,26 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         enc_patch_size=[16, 16],
     ),  # fmt: skip
 }
+# the self-supervised PTv3 encoders (lightning_pc/models/sonata.py): one tiny shape for all
+for _name in (
+    "sonata_small",
+    "sonata_base",
+    "concerto_tiny",
+    "concerto_small",
+    "concerto_base",
+    "concerto_large",
+    "utonia_tiny",
+    "utonia_small",
+    "utonia_base",
+):
+    TINY_MODELS[_name] = dict(
+        grid_size=0.2,
+        stride=[2],
+        enc_depths=[1, 1],
+        enc_channels=[6, 12],
+        enc_num_head=[1, 2],
+        enc_patch_size=[16, 16],
+    )
 
 
 def tiny_kwargs(name: str, **overrides: Any) -> dict[str, Any]:

@@ -65,7 +65,14 @@ def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Pat
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
         "semantickitti": load_fixture("semantickitti").make_release(root / "semantickitti"),
         "scannet": load_fixture("scannet").make_release(root / "scannet") / "raw",
+        "las_tiles": _las_tiles(root / "las_tiles"),
     }
+
+
+def _las_tiles(root: Path) -> Path:
+    """The LiDAR folder fixture (LAS/LAZ tiles with classification codes) at ``root``."""
+    load_fixture("folder", "make_las_fixture.py").make_las_folder(root)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +122,7 @@ def test_every_dataset_model_pair_has_a_config(tiny_models: dict[str, dict[str, 
         "modelnet40_sparse_resnet",
         "s3dis_sparse_unet",
     } <= names
-    for config in CONFIGS:
+    for config in DATASET_CONFIGS:
         model = _config(config)["model"]["init_args"]["model"]
         assert model in tiny_models or config.stem == "quickstart", f"no tiny override for {model}"
 
@@ -133,6 +140,8 @@ def _dataset_args(config: Path, fixtures: dict[str, Path], cache: Path) -> list[
         "--data.init_args.batch_size=2",
         f"--model.init_args.model_kwargs={json.dumps(TINY_MODELS[model])}",
     ]
+    if source["model"]["init_args"].get("pretrained"):  # no download: the tiny shape
+        args.append("--model.init_args.pretrained=false")
     if "crops_per_room" in data:
         args += ["--data.init_args.num_points=64", "--data.init_args.crops_per_room=1"]
     else:
@@ -140,7 +149,9 @@ def _dataset_args(config: Path, fixtures: dict[str, Path], cache: Path) -> list[
     return args
 
 
-DATASET_CONFIGS = [p for p in CONFIGS if p.stem != "quickstart"]
+#: configs that label scans with a pretrained card (predict only; tests/test_predict_cards.py)
+PREDICT_CONFIGS = [p for p in CONFIGS if p.stem.startswith("predict_")]
+DATASET_CONFIGS = [p for p in CONFIGS if p.stem != "quickstart" and p not in PREDICT_CONFIGS]
 MONITORED = {"ClassificationTask": "val/acc", "PartSegmentationTask": "val/instance_miou"}
 
 

@@ -3,6 +3,7 @@
 from lightning_pc.data.collate import collate
 from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.modules.base import PointCloudDataModule
+from lightning_pc.data.modules.card_scenes import CardScenes, CardScenesDataModule
 from lightning_pc.data.modules.folder import PointCloudFolderDataModule
 from lightning_pc.data.modules.modelnet import ModelNetDataModule
 from lightning_pc.data.modules.predict import PredictScenes, PredictScenesDataModule
@@ -14,6 +15,8 @@ from lightning_pc.data.modules.synthetic import SyntheticShapesDataModule
 from lightning_pc.data.transforms import build_transforms
 
 __all__ = [
+    "CardScenes",
+    "CardScenesDataModule",
     "DataFormatError",
     "MissingDataError",
     "ModelNetDataModule",

@@ -20,6 +20,7 @@ from lightning_pc.models.heads import (
 from lightning_pc.models.pointnet2 import PointNet2, PointNet2Backbone
 from lightning_pc.models.ptv3 import PTv3, PTv3Backbone, PTv3Cls
 from lightning_pc.models.registry import create_model, list_models, register_model
+from lightning_pc.models.sonata import PTv3EncoderBackbone
 from lightning_pc.models.sparse_resnet import SparseResNet, SparseResNetBackbone
 from lightning_pc.models.sparse_unet import SparseUNet, SparseUNetBackbone
 from lightning_pc.nn.point import Point, as_point
@@ -33,6 +34,7 @@ __all__ = [
     "PTv3",
     "PTv3Backbone",
     "PTv3Cls",
+    "PTv3EncoderBackbone",
     "Point",
     "PointNet2",
     "PointNet2Backbone",

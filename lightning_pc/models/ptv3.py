@@ -19,8 +19,16 @@ minimum, mean of ``[pos, x]`` per voxel: the stem sees ``3 + in_channels`` chann
 ``in_channels=3`` (colours) matches Pointcept's ``in_channels=6``). Segmentation logits are
 given on every input point (its voxel's).
 
+Pointcept's released PT-v3m1 weights (ScanNet, ScanNet200, S3DIS Area 5) need four options,
+set by :data:`PRESETS` / :func:`ptv3_preset`: ``stem_xyz=False`` (the stem reads Pointcept's
+``in_channels`` features alone), ``grid_origin="pointcept"`` (its ``GridSample`` grid),
+``legacy=True`` (the block wiring of Pointcept v1.5.1, which trained them) and, for S3DIS,
+``enable_rpe`` (relative position encoding). They were evaluated on one-point-per-voxel
+fragments: :func:`lightning_pc.nn.grid_sample.predict_fragments`.
+
 Equal to Pointcept's model file on the same weights and input (max abs difference of the
-logits about 2e-6, ``benchmarks/ptv3_oracle.py``), including one of its quirks that trained
+logits about 2e-6, ``benchmarks/ptv3_oracle.py``; the presets to its v1.5.1 file with
+``legacy`` and to the current one without), including one of its quirks that trained
 weights depend on: the first block after each unpooling convolves the projected skip
 features alone in its positional encoding. Differences by design: the serialisations are
 shuffled only in training (Pointcept's pooling layers shuffle them in evaluation too,
@@ -40,22 +48,69 @@ from torch import Tensor, nn
 
 from lightning_pc.models.heads import ClassificationHead, PointNetwork, SegmentationHead
 from lightning_pc.models.registry import register_model
+from lightning_pc.nn.grid_sample import pointcept_grid
 from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.ptv3 import Block, Embedding, GridPooling, GridUnpooling
+from lightning_pc.nn.segment import ptr_from_index
 from lightning_pc.nn.serialization import ORDERS
+from lightning_pc.nn.sparse.tensor import SparseTensor, voxel_sites
+
+GRID_ORIGINS = ("cloud_min", "pointcept")
 
 
-def ptv3_input(data: Any, in_channels: int, grid_size: float) -> Point:
+def ptv3_input(
+    data: Any, in_channels: int, grid_size: float, grid_origin: str = "cloud_min"
+) -> Point:
     """The voxels PTv3's stem takes, from a :class:`~lightning_pc.nn.point.Point` or a PyG
-    batch: :meth:`Point.voxelize` with each cloud's grid starting at its minimum
-    (``floor((pos - min_cloud(pos)) / grid_size)``, as Pointcept's ``GridSample`` per sample)
-    and the mean of ``[pos, x]`` per voxel.
+    batch, with the mean of ``[pos, x]`` per voxel.
+
+    ``grid_origin`` places the grid: ``"cloud_min"`` (default) at each cloud's minimum,
+    ``floor((pos - min_cloud(pos)) / grid_size)`` (:meth:`Point.voxelize`); ``"pointcept"``
+    as Pointcept's ``GridSample``, ``floor(pos / grid_size) - min_cloud(floor(pos /
+    grid_size))`` in float64 (the same cells up to a whole-voxel shift only when the
+    minimum sits on a cell boundary), or, when the input :class:`Point` carries
+    ``grid_coord`` (the fragments of :func:`lightning_pc.nn.grid_sample.predict_fragments`),
+    those coordinates as given.
 
     Raises:
-        ValueError: bad fields (see :func:`lightning_pc.nn.point.as_point`), or
-            non-finite coordinates.
+        ValueError: bad fields (see :func:`lightning_pc.nn.point.as_point`), an unknown
+            ``grid_origin``, or non-finite coordinates.
     """
-    return as_point(data).for_channels(in_channels).voxelize(grid_size, "mean", "cloud_min")
+    point = as_point(data).for_channels(in_channels)
+    if grid_origin == "cloud_min":
+        return point.voxelize(grid_size, "mean", "cloud_min")
+    if grid_origin != "pointcept":
+        raise ValueError(f"grid_origin must be one of {GRID_ORIGINS}, got {grid_origin!r}")
+    return pointcept_voxels(point, grid_size)
+
+
+def pointcept_voxels(point: Point, grid_size: float) -> Point:
+    """:func:`ptv3_input` with ``grid_origin="pointcept"``: voxels on Pointcept's
+    ``GridSample`` grid (or on ``point.grid_coord`` when given), ``pos`` and ``x`` the mean
+    of their points', sorted by cloud then cell; ``inverse`` the voxel of every point."""
+    if point.grid_coord is not None:
+        grid = point.grid_coord.long()
+    else:
+        grid = pointcept_grid(point.pos, point.batch, point.num_clouds, grid_size)
+    coords = torch.cat([point.batch.long().view(-1, 1), grid], 1)
+    sites, inverse = voxel_sites(coords)
+    feats = point.pos_x
+    m = sites.size(0)
+    reduced = feats.new_zeros(m, feats.size(1)).scatter_reduce(
+        0, inverse.view(-1, 1).expand_as(feats), feats, reduce="mean", include_self=False
+    )
+    batch = sites[:, 0].contiguous()
+    return Point(
+        reduced[:, :3],
+        None if point.x is None else reduced[:, 3:],
+        batch,
+        ptr_from_index(batch, point.num_clouds),
+        category=point.category,
+        grid_coord=sites[:, 1:],
+        grid_size=float(grid_size),
+        inverse=inverse,
+        sparse=SparseTensor(sites, reduced),
+    )
 
 
 def _tuple(v: Sequence[Any], name: str, n: int) -> list[Any]:
@@ -95,6 +150,23 @@ class PTv3Backbone(nn.Module):
         shuffle_orders: shuffle the orders at every level in training.
         layer_scale: initial layer scale, ``None`` for none (PT-v3m1).
         enc_mode: encoder only (classification).
+        stem_xyz: the stem reads the voxel coordinates before the features
+            (``3 + in_channels`` channels); ``False``: the features alone, so that
+            ``in_channels`` is Pointcept's (its ``feat_keys``: 6 for ScanNet's and S3DIS's
+            colour and normal, which its released PTv3 weights read).
+        grid_origin: ``"cloud_min"`` or ``"pointcept"`` (its ``GridSample`` grid, or the
+            input's ``grid_coord``), see :func:`ptv3_input`.
+        enable_rpe: relative position encoding in every attention (:class:`RPE
+            <lightning_pc.nn.ptv3.RPE>`; Pointcept's ``enable_rpe``, its S3DIS ``-rpe``
+            model).
+        legacy: Pointcept v1.5.1's model, which trained the released PT-v3m1 weights: in
+            each stage, every block after the first convolves, in its positional encoding,
+            the previous block's MLP branch instead of that block's output (its blocks
+            dropped the result of ``sparse_conv_feat.replace_feature``; Pointcept fixed it
+            in commit 74c4fc1, March 2024; see :meth:`Block.run
+            <lightning_pc.nn.ptv3.Block.run>`). The first block of a stage reads what it
+            reads in both versions (the stem's or the pooling's output, the projected skip
+            features after an unpooling).
     """
 
     def __init__(
@@ -121,12 +193,23 @@ class PTv3Backbone(nn.Module):
         shuffle_orders: bool = True,
         layer_scale: float | None = None,
         enc_mode: bool = False,
+        stem_xyz: bool = True,
+        grid_origin: str = "cloud_min",
+        enable_rpe: bool = False,
+        legacy: bool = False,
     ) -> None:
         super().__init__()
         if grid_size <= 0:
             raise ValueError(f"grid_size must be positive, got {grid_size}")
+        if grid_origin not in GRID_ORIGINS:
+            raise ValueError(f"grid_origin must be one of {GRID_ORIGINS}, got {grid_origin!r}")
+        if not stem_xyz and in_channels <= 0:
+            raise ValueError("stem_xyz=False needs point features (in_channels > 0)")
         self.in_channels = in_channels
         self.grid_size = grid_size
+        self.stem_xyz = stem_xyz
+        self.grid_origin = grid_origin
+        self.legacy = legacy
         self.order = (order,) if isinstance(order, str) else tuple(order)
         for o in self.order:
             if o not in ORDERS:
@@ -144,10 +227,10 @@ class PTv3Backbone(nn.Module):
         def block(c: int, h: int, p: int, dp: float, i: int) -> Block:
             return Block(
                 c, h, p, mlp_ratio, qkv_bias, qk_scale, attn_drop, proj_drop, dp, pre_norm,
-                i % len(self.order), layer_scale,
+                i % len(self.order), layer_scale, enable_rpe,
             )  # fmt: skip
 
-        self.embedding = Embedding(3 + in_channels, enc_channels[0])
+        self.embedding = Embedding((3 if stem_xyz else 0) + in_channels, enc_channels[0])
         rates = torch.linspace(0, drop_path, sum(enc_depths)).tolist()
         self.down = nn.ModuleList()
         self.enc = nn.ModuleList()
@@ -182,25 +265,36 @@ class PTv3Backbone(nn.Module):
     def forward(self, point: Point) -> Point:
         """Features of the last level (the finest for segmentation, the coarsest with
         ``enc_mode``), as that level's voxel :class:`Point`."""
-        voxels = ptv3_input(point, self.in_channels, self.grid_size)
+        voxels = ptv3_input(point, self.in_channels, self.grid_size, self.grid_origin)
         shuffle = self.shuffle_orders and self.training
         level = voxels.with_serialization(voxels.serialization(self.order, shuffle=shuffle))
-        feat = self.embedding(level.pos_x, level)
+        feat = self.embedding(level.pos_x if self.stem_xyz else cast(Tensor, level.x), level)
         stack: list[tuple[Tensor, Point, Tensor]] = []
         for s, blocks in enumerate(self.enc):
             if s > 0:
                 pooled, coarse, cluster = self.down[s - 1](feat, level, shuffle)
                 stack.append((feat, level, cluster))
                 feat, level = pooled, coarse
-            for blk in cast(nn.ModuleList, blocks):
-                feat = blk(feat, level)
+            feat = self._stage(cast(nn.ModuleList, blocks), feat, level, None)
         for up, blocks in zip(self.up, self.dec, strict=True):
             skip, parent, cluster = stack.pop()
             feat, cpe_input = up(feat, skip, cluster)
             level = parent
-            for i, blk in enumerate(cast(nn.ModuleList, blocks)):
-                feat = blk(feat, level, cpe_input if i == 0 else None)
+            feat = self._stage(cast(nn.ModuleList, blocks), feat, level, cpe_input)
         return level.with_features(feat)
+
+    def _stage(
+        self, blocks: nn.ModuleList, feat: Tensor, level: Point, cpe_input: Tensor | None
+    ) -> Tensor:
+        """The blocks of one stage; ``cpe_input``: what the first block's positional
+        encoding reads (``None``: its input); with ``legacy`` each later block's reads what
+        :meth:`Block.run <lightning_pc.nn.ptv3.Block.run>` returned before it."""
+        for blk in blocks:
+            if self.legacy:
+                feat, cpe_input = cast(Block, blk).run(feat, level, cpe_input)
+            else:
+                feat, cpe_input = blk(feat, level, cpe_input), None
+        return feat
 
 
 def PTv3(
@@ -244,6 +338,68 @@ def PTv3Cls(
         backbone.out_channels, num_classes, "mean", hidden=[256, 128], dropout=dropout
     )
     return PointNetwork(backbone, head)
+
+
+_V3M1_BASE: dict[str, Any] = {
+    "in_channels": 6,
+    "grid_size": 0.02,
+    "order": ["z", "z-trans", "hilbert", "hilbert-trans"],
+    "stride": [2, 2, 2, 2],
+    "enc_depths": [2, 2, 2, 6, 2],
+    "enc_channels": [32, 64, 128, 256, 512],
+    "enc_num_head": [2, 4, 8, 16, 32],
+    "enc_patch_size": [1024, 1024, 1024, 1024, 1024],
+    "dec_depths": [2, 2, 2, 2],
+    "dec_channels": [64, 64, 128, 256],
+    "dec_num_head": [4, 4, 8, 16],
+    "dec_patch_size": [1024, 1024, 1024, 1024],
+    "mlp_ratio": 4.0,
+    "qkv_bias": True,
+    "qk_scale": None,
+    "attn_drop": 0.0,
+    "proj_drop": 0.0,
+    "drop_path": 0.3,
+    "pre_norm": True,
+    "shuffle_orders": True,
+    "enable_rpe": False,
+    "stem_xyz": False,
+    "grid_origin": "pointcept",
+    "legacy": True,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "scannet-semseg-pt-v3m1-0-base": {**_V3M1_BASE, "num_classes": 20},
+    "scannet200-semseg-pt-v3m1-0-base": {**_V3M1_BASE, "num_classes": 200},
+    "s3dis-semseg-pt-v3m1-0-rpe": {
+        **_V3M1_BASE,
+        "num_classes": 13,
+        "enc_patch_size": [128, 128, 128, 128, 128],
+        "dec_patch_size": [128, 128, 128, 128],
+        "enable_rpe": True,
+    },
+}
+""":func:`PTv3` arguments (``num_classes`` included) of the architectures of Pointcept's
+released PT-v3m1 checkpoints, named as their configs and Hugging Face folders
+(``Pointcept/PointTransformerV3``): the backbone of each config (Pointcept v1.5.1), with
+``in_channels=6`` read without coordinates (``stem_xyz=False``: colour in [-1, 1] as its
+``NormalizeColor`` gives it, then the normal), its ``GridSample`` grid of 0.02
+(``grid_origin="pointcept"``) and v1.5.1's block wiring (``legacy=True``).
+``benchmarks/ptv3_oracle.py`` checks each against its config and against the v1.5.1 model
+file. The checkpoints were evaluated on one-point-per-voxel fragments
+(:func:`lightning_pc.nn.grid_sample.predict_fragments`)."""
+
+
+def ptv3_preset(name: str, **overrides: Any) -> PointNetwork:
+    """The PTv3 of a released checkpoint's architecture (:data:`PRESETS`); ``overrides``
+    replace its arguments (e.g. ``legacy=False`` to fine-tune with Pointcept's fixed
+    wiring, ``num_classes`` for another head).
+
+    Raises:
+        KeyError: an unknown name (the message lists the known ones).
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown PTv3 preset {name!r}; known: {', '.join(PRESETS)}")
+    return PTv3(**{**PRESETS[name], **overrides})
 
 
 @register_model("ptv3")

@@ -15,6 +15,8 @@ sorted by cloud.
   voxels before them, which attend but whose outputs come from their own patch). A cloud
   with fewer voxels is one patch of its own size (a key mask pads it). No patch ever spans
   two clouds.
+- :class:`RPE`: PT-v3m1's optional relative position encoding, a learned per-head bias on
+  the logits from the clamped grid offsets of each pair of voxels of a patch.
 - :class:`Block`: conditional positional encoding (submanifold 3x3x3 sparse convolution,
   linear, LayerNorm) added to the input; then pre-norm attention and pre-norm MLP, each
   with drop path (per voxel, as timm's ``DropPath`` on ``[N, C]``) and an optional layer
@@ -172,7 +174,13 @@ def _patch_plan_fake(
 
 
 def _plain_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float, dropout_p: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: Tensor | None,
+    scale: float,
+    dropout_p: float,
+    bias: Tensor | None = None,
 ) -> Tensor:
     """``scaled_dot_product_attention`` with a key mask, written out, for compiled graphs:
     the masked rows (clouds smaller than a patch) have a data-dependent length ``L`` (0 when
@@ -184,9 +192,12 @@ def _plain_attention(
         mask: [R, L] which keys are real, or ``None``.
         scale: logit scale.
         dropout_p: dropout on the attention weights.
+        bias: [R, H, L, L] added to the logits (relative position encoding), or ``None``.
     """
     r, h, length, _ = q.shape
     logits = torch.matmul(q * scale, k.transpose(-2, -1))  # [R, H, L, L]
+    if bias is not None:
+        logits = logits + bias
     if mask is not None:
         keys = mask.view(r, 1, 1, length).expand(r, h, length, length)
         logits = logits.masked_fill(~keys, float("-inf"))
@@ -194,6 +205,45 @@ def _plain_attention(
     if dropout_p > 0.0:
         weights = F.dropout(weights, dropout_p)
     return torch.matmul(weights, v)
+
+
+class RPE(nn.Module):
+    """Relative position encoding of PT-v3m1 (Pointcept's ``enable_rpe``): a learned bias
+    per head on the attention logit of query voxel ``i`` and key voxel ``j``, the sum over
+    the axes ``a`` of ``rpe_table[a * n + clamp(g_i[a] - g_j[a], -b, b) + b]``, with ``g``
+    the level's grid coordinates, ``b = int((4 * patch_size) ** (1 / 3) * 2)`` computed in
+    floating point as Pointcept does (15 for patches of 128, 31 for 1024) and ``n = 2b + 1``.
+
+    Args:
+        patch_size: voxels per patch (sets the bound ``b``).
+        num_heads: attention heads.
+
+    Attributes:
+        rpe_table: [3n, num_heads] (Pointcept's ``attn.rpe.rpe_table``; truncated normal
+            initialisation, std 0.02).
+    """
+
+    def __init__(self, patch_size: int, num_heads: int) -> None:
+        super().__init__()
+        self.pos_bnd = int((4 * patch_size) ** (1 / 3) * 2)
+        self.rpe_num = 2 * self.pos_bnd + 1
+        self.rpe_table = nn.Parameter(torch.zeros(3 * self.rpe_num, num_heads))
+        nn.init.trunc_normal_(self.rpe_table, std=0.02)
+
+    def forward(self, grid: Tensor) -> Tensor:
+        """``grid`` [R, L, 3] (the voxels of ``R`` patches) -> bias [R, H, L, L]."""
+        b = self.pos_bnd
+        out: Tensor | None = None
+        for a in range(3):  # one axis at a time: a [R, L, L] index, not [R, L, L, 3]
+            g = grid[..., a]
+            rel = (g.unsqueeze(2) - g.unsqueeze(1)).clamp(-b, b) + (b + a * self.rpe_num)
+            t = self.rpe_table[rel]  # [R, L, L, H]
+            out = t if out is None else out + t
+        assert out is not None
+        return out.permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"pos_bnd={self.pos_bnd}, heads={self.rpe_table.size(1)}"
 
 
 class SerializedAttention(nn.Module):
@@ -208,6 +258,8 @@ class SerializedAttention(nn.Module):
         attn_drop: dropout on the attention weights (training).
         proj_drop: dropout after the output projection (training).
         order_index: which of the level's serialisations this layer reads.
+        enable_rpe: add :class:`RPE`'s bias to the logits (``self.rpe``; Pointcept's
+            ``enable_rpe``, which its flash path cannot run: its S3DIS ``-rpe`` model).
     """
 
     def __init__(
@@ -220,6 +272,7 @@ class SerializedAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         order_index: int = 0,
+        enable_rpe: bool = False,
     ) -> None:
         super().__init__()
         if channels % num_heads:
@@ -235,17 +288,25 @@ class SerializedAttention(nn.Module):
         self.qkv = nn.Linear(channels, channels * 3, bias=qkv_bias)
         self.proj = nn.Linear(channels, channels)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.rpe = RPE(patch_size, num_heads) if enable_rpe else None
 
-    def _attend(self, qkv: Tensor, mask: Tensor | None) -> Tensor:
-        """[R, L, 3C] packed rows -> [R * L, C] attention outputs."""
+    def _attend(self, qkv: Tensor, mask: Tensor | None, bias: Tensor | None = None) -> Tensor:
+        """[R, L, 3C] packed rows -> [R * L, C] attention outputs (``bias`` [R, H, L, L]
+        added to the logits)."""
         r, length, _ = qkv.shape
         h, d = self.num_heads, self.channels // self.num_heads
         q, k, v = qkv.view(r, length, 3, h, d).permute(2, 0, 3, 1, 4).unbind(0)  # [R, H, L, d]
         p = self.attn_drop if self.training else 0.0
         if torch.compiler.is_compiling() and mask is not None:
-            out = _plain_attention(q, k, v, mask, self.scale, p)
+            out = _plain_attention(q, k, v, mask, self.scale, p, bias)
         else:
-            attn_mask = None if mask is None else mask.view(r, 1, 1, length)
+            attn_mask: Tensor | None = None if mask is None else mask.view(r, 1, 1, length)
+            if bias is not None:
+                attn_mask = (
+                    bias
+                    if mask is None
+                    else bias.masked_fill(~mask.view(r, 1, 1, length), float("-inf"))
+                )
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=p, scale=self.scale
             )  # [R, H, L, d]
@@ -257,10 +318,16 @@ class SerializedAttention(nn.Module):
         s = serialized(level)
         k = self.order_index % s.order.size(0)
         qkv = self.qkv(feat)[s.order[k]]  # [N, 3C] in serialised order
+        full_bias = short_bias = None
+        if self.rpe is not None:
+            if level.grid_coord is None:
+                raise ValueError("relative position encoding needs a voxel point (grid_coord)")
+            grid = level.grid_coord[s.order[k]]  # [N, 3] in serialised order
+            full_bias, short_bias = self.rpe(grid[plan.full]), self.rpe(grid[plan.short])
         # both kinds of rows always go through attention (an empty set gives no row): no
         # branch on the plan's data-dependent sizes, so a compiled graph holds either case
-        full = self._attend(qkv[plan.full], None)
-        short = self._attend(qkv[plan.short], plan.short_mask)
+        full = self._attend(qkv[plan.full], None, full_bias)
+        short = self._attend(qkv[plan.short], plan.short_mask, short_bias)
         out = torch.cat([full, short])[plan.take][s.inverse[k]]  # back to voxel order
         return self.proj_drop(self.proj(out))
 
@@ -318,7 +385,10 @@ class Block(nn.Module):
 
     With ``pre_norm=False`` the norms follow the residual sums instead. ``layer_scale``
     (``None``: off, as PT-v3m1) multiplies each branch by a learned per-channel vector
-    initialised to that value.
+    initialised to that value. ``enable_rpe`` adds :class:`RPE` to the attention.
+
+    :meth:`run` also returns what Pointcept v1.5.1's next block convolved in its positional
+    encoding (see :class:`~lightning_pc.models.ptv3.PTv3Backbone`'s ``legacy``).
     """
 
     def __init__(
@@ -335,14 +405,16 @@ class Block(nn.Module):
         pre_norm: bool = True,
         order_index: int = 0,
         layer_scale: float | None = None,
+        enable_rpe: bool = False,
     ) -> None:
         super().__init__()
         self.pre_norm = pre_norm
         self.cpe = CPE(channels)
         self.norm1 = nn.LayerNorm(channels)
         self.attn = SerializedAttention(
-            channels, num_heads, patch_size, qkv_bias, qk_scale, attn_drop, proj_drop, order_index
-        )
+            channels, num_heads, patch_size, qkv_bias, qk_scale, attn_drop, proj_drop,
+            order_index, enable_rpe,
+        )  # fmt: skip
         self.norm2 = nn.LayerNorm(channels)
         self.mlp = MLP(channels, int(channels * mlp_ratio), proj_drop)
         self.drop_path = DropPath(drop_path)
@@ -355,6 +427,16 @@ class Block(nn.Module):
     def forward(self, feat: Tensor, level: Point, cpe_input: Tensor | None = None) -> Tensor:
         """``feat`` [N, C] of ``level``; ``cpe_input`` (default ``feat``) is what the
         positional-encoding convolution reads (see :class:`GridUnpooling`)."""
+        return self.run(feat, level, cpe_input)[0]
+
+    def run(
+        self, feat: Tensor, level: Point, cpe_input: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward`'s output and the features Pointcept v1.5.1's sparse tensor held
+        after this block: with ``pre_norm`` the MLP branch (after drop path and layer
+        scale), not the residual sum (its block ended on a ``replace_feature`` whose result
+        it dropped; fixed in Pointcept's commit 74c4fc1, after its PTv3 weights were
+        trained), else the output (its ``norm2`` wrote the tensor)."""
         feat = feat + self.cpe(feat if cpe_input is None else cpe_input, level)
         h = self.attn(self.norm1(feat) if self.pre_norm else feat, level)
         if self.gamma1 is not None:
@@ -365,10 +447,12 @@ class Block(nn.Module):
         h = self.mlp(self.norm2(feat) if self.pre_norm else feat)
         if self.gamma2 is not None:
             h = h * self.gamma2
-        feat = feat + self.drop_path(h)
+        h = self.drop_path(h)
+        feat = feat + h
         if not self.pre_norm:
             feat = self.norm2(feat)
-        return feat
+            return feat, feat
+        return feat, h
 
 
 class NormAct(nn.Module):

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from typing_extensions import override
@@ -27,6 +28,8 @@ from typing_extensions import override
 from lightning_pc.models import create_model
 from lightning_pc.nn.norm_warmup import BatchNormWarmup
 from lightning_pc.tasks.guards import NonFinite, NonFiniteGuard
+from lightning_pc.tasks.losses import build_loss
+from lightning_pc.tasks.optim import build_scheduler, param_groups
 from lightning_pc.tasks.precision import warn_if_slow_precision
 from lightning_pc.tasks.seeding import EpochSeeding
 
@@ -55,10 +58,38 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     ``{split}/<name>``, and for validation and test at epoch end one value per class
     ``{split}/<per-class name>_<class>``.
 
-    The default optimiser (``optimizer``: ``"adamw"`` or ``"sgd"``) and schedule
+    The default optimiser (``optimizer``: ``"adamw"``, ``"adam"`` or ``"sgd"``) and schedule
     (``scheduler``: ``"cosine"`` from ``lr`` to ``min_lr`` over ``max_epochs``, or over the
-    estimated steps when only ``max_steps`` is set; ``"none"``) come from the task's
-    hyperparameters; LightningCLI's ``--optimizer`` / ``--lr_scheduler`` replace them.
+    estimated steps when only ``max_steps`` is set; ``"onecycle"`` and ``"poly"`` stepped at
+    every optimiser step as Pointcept's; ``"step"`` decay per epoch with a floor, as the
+    PointNet++ release; ``"none"``) come from the task's hyperparameters;
+    LightningCLI's ``--optimizer`` / ``--lr_scheduler`` replace them (then ``lr_scales``,
+    ``layer_decay`` and ``scheduler_kwargs`` are refused: they need the task's own).
+    Parameter groups (:mod:`lightning_pc.tasks.optim`): ``lr_scales`` multiplies the
+    learning rate of the parameters matching a keyword (Pointcept's ``param_dicts``, e.g.
+    ``{block: 0.1}``), ``layer_decay`` decays it layer by layer down the backbone (head 1,
+    deepest backbone layer ``layer_decay``, stem ``layer_decay ** L``). Fine-tuning a
+    network with a ``backbone`` and a ``head``
+    (:class:`~lightning_pc.models.heads.PointNetwork`): ``freeze_backbone`` trains the head
+    alone (linear probing: the backbone stays in evaluation mode, without gradients, and out
+    of the optimiser), ``head_warmup_epochs`` freezes it so for the first epochs only, then
+    trains it with its own learning rates (its parameters are in the optimiser from the
+    start, untouched while frozen; the state follows the epoch, so a resumed run freezes
+    or not as the uninterrupted one). The loss is cross-entropy, or the weighted sum
+    ``losses`` names (:mod:`lightning_pc.tasks.losses`: ``cross_entropy``, ``lovasz``).
+
+    In YAML (Pointcept's PTv3 S3DIS recipe)::
+
+        model:
+          class_path: lightning_pc.tasks.SemanticSegmentationTask
+          init_args:
+            optimizer: adamw
+            lr: 0.006
+            weight_decay: 0.05
+            lr_scales: {block: 0.1}
+            scheduler: onecycle
+            scheduler_kwargs: {pct_start: 0.05, div_factor: 10.0, final_div_factor: 1000.0}
+            losses: [{name: cross_entropy, weight: 1.0}, {name: lovasz, weight: 1.0}]
 
     Components (subclasses overriding the hooks that call them call ``super()``):
 
@@ -89,14 +120,41 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         label_smoothing: cross-entropy label smoothing (DGCNN trains with 0.2).
         class_weights: per-class loss weights (``None``: uniform).
         ignore_index: target value excluded from the loss and the metrics.
-        optimizer: default optimiser, ``"adamw"`` or ``"sgd"``.
+        optimizer: default optimiser, ``"adamw"``, ``"adam"`` (weight decay as an L2 term,
+            as the PointNet++ release) or ``"sgd"``.
         lr: learning rate.
         weight_decay: weight decay.
         momentum: SGD momentum.
-        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``) or ``"none"``.
-        min_lr: final learning rate of the cosine schedule.
+        scheduler: ``"cosine"`` (from ``lr`` to ``min_lr``), ``"onecycle"`` (PyTorch's
+            ``OneCycleLR`` per optimiser step, peaking at each group's learning rate),
+            ``"poly"`` (Pointcept's ``PolyLR`` per optimiser step), ``"step"`` (times
+            ``gamma`` every ``step_size`` epochs, never below ``min_lr``) or ``"none"``.
+        min_lr: final learning rate of the cosine schedule, floor of the step schedule
+            (times each group's scale).
         nonfinite: a training batch with NaN/inf inputs or loss: ``"raise"`` an error
             naming its source files, or ``"skip"`` it with a warning naming them.
+        nesterov: Nesterov momentum for SGD (Pointcept's SpUNet recipes).
+        scheduler_kwargs: arguments of the ``onecycle`` schedule (``pct_start``,
+            ``div_factor``, ``final_div_factor``, ``anneal_strategy``, ``cycle_momentum``,
+            ``base_momentum``, ``max_momentum``, ``three_phase``; defaults: Pointcept's PTv3
+            values, :data:`~lightning_pc.tasks.optim.ONECYCLE_DEFAULTS`), of ``poly``
+            (``power``, default 0.9) or of ``step`` (``step_size`` in epochs, ``gamma``).
+        losses: the loss as a weighted sum, ``[{name: cross_entropy, weight: 1.0},
+            {name: lovasz, weight: 1.0}]`` (``None``: cross-entropy alone).
+        lr_scales: ``{keyword: scale}`` (or ``{keyword: {lr_scale, weight_decay}}``):
+            learning-rate multiplier of the parameters whose name contains the keyword or
+            that a module of that class name holds (first match wins), as Pointcept's
+            ``param_dicts``.
+        layer_decay: layer-wise learning-rate decay over the backbone's layers (``None``:
+            none); see :func:`~lightning_pc.tasks.optim.layer_ids` for the layers.
+        freeze_backbone: linear probing: the backbone frozen (evaluation mode, no gradients,
+            not in the optimiser), the head trained.
+        head_warmup_epochs: train the head alone for this many epochs, the backbone frozen
+            as with ``freeze_backbone``, then everything.
+        pretrained: weights to start from: ``true`` for the pretrained card named by
+            ``model`` (:func:`~lightning_pc.models.pretrained.list_pretrained`), or a
+            checkpoint path (see :func:`~lightning_pc.models.create_model`). Checkpoints of
+            this task save ``false`` here: they hold the weights themselves.
     """
 
     model: nn.Module
@@ -114,15 +172,32 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
         ignore_index: int = -100,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
+        optimizer: Literal["adamw", "adam", "sgd"] = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
-        scheduler: Literal["cosine", "none"] = "cosine",
+        scheduler: Literal["cosine", "onecycle", "poly", "step", "none"] = "cosine",
         min_lr: float = 0.0,
         nonfinite: NonFinite = "raise",
+        nesterov: bool = False,
+        scheduler_kwargs: dict[str, Any] | None = None,
+        losses: list[dict[str, Any] | str] | None = None,
+        lr_scales: dict[str, Any] | None = None,
+        layer_decay: float | None = None,
+        freeze_backbone: bool = False,
+        head_warmup_epochs: int = 0,
+        pretrained: bool | str = False,
     ) -> None:
         super().__init__()
+        if head_warmup_epochs < 0:
+            raise ValueError(f"head_warmup_epochs must be >= 0, got {head_warmup_epochs}")
+        if freeze_backbone and head_warmup_epochs:
+            raise ValueError(
+                "freeze_backbone freezes the backbone for the whole run: "
+                "head_warmup_epochs would never unfreeze it; set one of them"
+            )
+        if layer_decay is not None and not 0.0 < layer_decay <= 1.0:
+            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
         given = isinstance(model, nn.Module)
         self.save_hyperparameters(ignore=["model"] if given else None)
         hp = self.hparams
@@ -131,9 +206,12 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         )
         self.epoch_seeding = EpochSeeding()
         self.norm_warmup = BatchNormWarmup()
+        # a backbone frozen for a warm-up under a parallel strategy: see configure_model
+        self._drop_backbone_grads = False
         if given:
             self.model = model  # type: ignore[assignment]
         self.configure_models()
+        self._freeze_for_epoch(0)
         self.configure_losses()
         # evaluation loss as a metric with sum states: exact under DDP (Lightning's own
         # ``sync_dist`` mean truncates the integer sample count when ranks differ in size)
@@ -154,20 +232,23 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         if name is None:  # an nn.Module instance was given to __init__
             return
         self.model = create_model(
-            name, num_classes=self.hparams["num_classes"], **self.model_kwargs()
+            name,
+            num_classes=self.hparams["num_classes"],
+            pretrained=self.hparams.get("pretrained") or False,
+            **self.model_kwargs(),
         )
 
     def configure_losses(self) -> None:
-        """Cross-entropy with ``class_weights``, ``ignore_index`` and ``label_smoothing``."""
-        weights = self.hparams.get("class_weights")
-        if weights is not None and len(weights) != self.hparams["num_classes"]:
-            raise ValueError(
-                f"class_weights has {len(weights)} entries for {self.hparams['num_classes']} classes"
-            )
-        self.criterion = nn.CrossEntropyLoss(
-            weight=torch.tensor(weights, dtype=torch.float32) if weights is not None else None,
-            ignore_index=self.hparams["ignore_index"],
-            label_smoothing=self.hparams["label_smoothing"],
+        """``self.criterion``: cross-entropy with ``class_weights``, ``ignore_index`` and
+        ``label_smoothing``, or the weighted sum ``losses`` names
+        (:func:`~lightning_pc.tasks.losses.build_loss`)."""
+        hp = self.hparams
+        self.criterion = build_loss(
+            hp.get("losses"),
+            hp["num_classes"],
+            hp["ignore_index"],
+            hp.get("class_weights"),
+            hp["label_smoothing"],
         )
 
     def configure_metrics(self) -> None:
@@ -244,6 +325,30 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         if trainer is None:
             return
         warn_if_slow_precision(trainer.precision, trainer.strategy.root_device.type)
+        if stage == "fit" and "configure_optimizers" in vars(self):
+            self._refuse_replaced_optimizer()
+
+    def _refuse_replaced_optimizer(self) -> None:
+        """LightningCLI's ``optimizer:`` / ``lr_scheduler:`` sections replace
+        :meth:`configure_optimizers`: refuse the task's options that would then be ignored."""
+        hp = self.hparams
+        ignored = [
+            name
+            for name, unset in (
+                ("lr_scales", None),
+                ("layer_decay", None),
+                ("scheduler_kwargs", None),
+            )
+            if hp.get(name) != unset
+        ]
+        if hp.get("scheduler") in ("onecycle", "poly"):
+            ignored.append(f"scheduler={hp['scheduler']}")
+        if ignored:
+            raise ValueError(
+                f"the config's optimizer:/lr_scheduler: sections replace the task's optimiser, "
+                f"so model.init_args {', '.join(ignored)} would be ignored: remove those "
+                "sections and set model.init_args.optimizer / lr / scheduler instead"
+            )
 
     @override
     def forward(self, batch: Any) -> Tensor:
@@ -289,6 +394,61 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
         self.nonfinite_guard.check_inputs(self, batch, "predict", batch_idx)
         return self.predict_output(batch)
 
+    def backbone_frozen_at(self, epoch: int) -> bool:
+        """Whether the backbone is frozen during training epoch ``epoch`` (``freeze_backbone``,
+        or an epoch of the head warm-up)."""
+        hp = self.hparams
+        return bool(hp.get("freeze_backbone")) or epoch < int(hp.get("head_warmup_epochs") or 0)
+
+    def _freeze_for_epoch(self, epoch: int) -> None:
+        """Freeze or unfreeze the backbone as :meth:`backbone_frozen_at` says (nothing to do
+        when neither ``freeze_backbone`` nor ``head_warmup_epochs`` is set)."""
+        hp = self.hparams
+        if not hp.get("freeze_backbone") and not hp.get("head_warmup_epochs"):
+            return
+        model = getattr(self, "model", None)
+        if model is None:  # built at setup (part segmentation without a layout yet)
+            return
+        freeze = getattr(model, "freeze_backbone", None)
+        if not callable(freeze):
+            raise ValueError(
+                "freeze_backbone and head_warmup_epochs need a network with a backbone and "
+                f"a head (PointNetwork, every registered one); {type(model).__name__} has "
+                "no freeze_backbone()"
+            )
+        frozen = self.backbone_frozen_at(epoch)
+        if bool(getattr(model, "backbone_frozen", False)) != frozen:
+            freeze(frozen)
+        if frozen and self._drop_backbone_grads:
+            # distributed warm-up: the parameters keep requiring gradients (the wrapper
+            # registered them so); on_after_backward drops them while frozen
+            model.backbone.requires_grad_(True)
+
+    @override
+    def configure_model(self) -> None:
+        """Settles the backbone's frozen state before the strategy wraps the network.
+
+        A distributed wrapper (DDP, FSDP) synchronises the parameters that require
+        gradients when it wraps the network, and only those. A backbone frozen for good
+        (``freeze_backbone``) stays out. One frozen for a warm-up must be in, or its
+        gradients would never be synchronised once it trains: under a parallel strategy its
+        parameters keep requiring gradients through the warm-up, its gradients are computed
+        and dropped after every backward pass (no update, no optimiser state; the batch
+        norms stay in evaluation mode), so the ranks stay equal.
+        """
+        trainer = self._trainer
+        strategy = getattr(trainer, "strategy", None) if trainer is not None else None
+        self._drop_backbone_grads = bool(self.hparams.get("head_warmup_epochs")) and isinstance(
+            strategy, ParallelStrategy
+        )
+        self._freeze_for_epoch(self.current_epoch if trainer is not None else 0)
+
+    @override
+    def on_train_epoch_start(self) -> None:
+        """Freezes or unfreezes the backbone for this epoch (``freeze_backbone``,
+        ``head_warmup_epochs``); subclasses overriding this hook call ``super()``."""
+        self._freeze_for_epoch(self.current_epoch)
+
     @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Keeps the batch-norm statistics still warming up and, at the first batch of each
@@ -300,9 +460,14 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
 
     @override
     def on_after_backward(self) -> None:
-        """Gives the network's buffers back their values from before a skipped batch;
-        subclasses overriding this hook call ``super()``."""
+        """Gives the network's buffers back their values from before a skipped batch, and
+        drops the gradients of a backbone frozen for a distributed warm-up (see
+        :meth:`configure_model`); subclasses overriding this hook call ``super()``."""
         self.nonfinite_guard.after_backward()
+        if self._drop_backbone_grads and getattr(self.model, "backbone_frozen", False):
+            backbone: nn.Module = self.model.backbone  # type: ignore[assignment]
+            for p in backbone.parameters():
+                p.grad = None
 
     @override
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -319,41 +484,65 @@ class BaseTask(L.LightningModule, metaclass=ABCMeta):
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.epoch_seeding.state_dict()
+        if checkpoint.get("hyper_parameters", {}).get("pretrained"):
+            checkpoint["hyper_parameters"]["pretrained"] = False  # the weights are here
 
     @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.epoch_seeding.load_state_dict(checkpoint.get(CHECKPOINT_KEY) or {})
 
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """The parameter groups of the default optimiser: ``lr_scales`` and ``layer_decay``
+        (:func:`~lightning_pc.tasks.optim.param_groups`), the backbone left out with
+        ``freeze_backbone`` and kept (frozen for now) with ``head_warmup_epochs``."""
+        hp = self.hparams
+        fine_tune = hp.get("freeze_backbone") or hp.get("head_warmup_epochs")
+        backbone = ("model.backbone.",) if fine_tune else ()
+        return param_groups(
+            self,
+            hp["lr"],
+            hp["weight_decay"],
+            lr_scales=hp.get("lr_scales"),
+            layer_decay=hp.get("layer_decay"),
+            exclude=backbone if hp.get("freeze_backbone") else (),
+            keep_frozen=backbone if hp.get("head_warmup_epochs") else (),
+        )
+
     @override
     def configure_optimizers(self) -> Any:
-        """AdamW or SGD with an optional cosine schedule (see the class docstring)."""
+        """AdamW or SGD over :meth:`optimizer_param_groups`, with the schedule ``scheduler``
+        names (see the class docstring and :mod:`lightning_pc.tasks.optim`)."""
         hp = self.hparams
-        params = [p for p in self.parameters() if p.requires_grad]
+        groups = self.optimizer_param_groups()
         optimizer: torch.optim.Optimizer
         if hp["optimizer"] == "sgd":
             optimizer = torch.optim.SGD(
-                params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+                groups,
+                lr=hp["lr"],
+                momentum=hp["momentum"],
+                weight_decay=hp["weight_decay"],
+                nesterov=bool(hp.get("nesterov", False)),
             )
         elif hp["optimizer"] == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+            optimizer = torch.optim.AdamW(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        elif hp["optimizer"] == "adam":
+            optimizer = torch.optim.Adam(groups, lr=hp["lr"], weight_decay=hp["weight_decay"])
         else:
             raise ValueError(f"unknown optimizer {hp['optimizer']!r}")
-        if hp["scheduler"] == "none":
-            return optimizer
-        if hp["scheduler"] != "cosine":
-            raise ValueError(f"unknown scheduler {hp['scheduler']!r}")
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        if max_epochs is not None and max_epochs > 0:
-            total, interval = max_epochs, "epoch"
-        else:
-            total, interval = max(int(self.trainer.estimated_stepping_batches), 1), "step"
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=total, eta_min=hp["min_lr"]
+        trainer = self._trainer
+        scheduler = build_scheduler(
+            optimizer,
+            hp["scheduler"],
+            total_steps=lambda: (
+                float(trainer.estimated_stepping_batches) if trainer is not None else float("inf")
+            ),
+            max_epochs=trainer.max_epochs if trainer is not None else None,
+            min_lr=hp["min_lr"],
+            scheduler_kwargs=hp.get("scheduler_kwargs"),
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-        }
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # --- the shared steps' parts ------------------------------------------------------------
     def _eval_step(self, batch: Any, batch_idx: int, split: str) -> None:

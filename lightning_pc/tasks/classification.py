@@ -60,8 +60,9 @@ class ClassificationTask(BaseTask):
             and independent of batching, worker and rank.
         **kwargs: the arguments every task shares (``label_smoothing``, ``class_weights``,
             ``ignore_index``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``,
-            ``scheduler``, ``min_lr``, ``nonfinite``): see
-            :class:`~lightning_pc.tasks.BaseTask`.
+            ``nesterov``, ``scheduler``, ``scheduler_kwargs``, ``min_lr``, ``losses``,
+            ``lr_scales``, ``layer_decay``, ``freeze_backbone``, ``head_warmup_epochs``,
+            ``nonfinite``): see :class:`~lightning_pc.tasks.BaseTask`.
     """
 
     def __init__(

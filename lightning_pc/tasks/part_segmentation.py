@@ -55,8 +55,9 @@ class PartSegmentationTask(BaseTask):
             (``None``: the data module's, else ShapeNetPart's 16 categories and 50 parts).
         **kwargs: the arguments every task shares (``label_smoothing``, ``class_weights``,
             ``ignore_index``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``,
-            ``scheduler``, ``min_lr``, ``nonfinite``): see
-            :class:`~lightning_pc.tasks.BaseTask`.
+            ``nesterov``, ``scheduler``, ``scheduler_kwargs``, ``min_lr``, ``losses``,
+            ``lr_scales``, ``layer_decay``, ``freeze_backbone``, ``head_warmup_epochs``,
+            ``nonfinite``): see :class:`~lightning_pc.tasks.BaseTask`.
     """
 
     offsets: Tensor

@@ -56,8 +56,9 @@ class SemanticSegmentationTask(BaseTask):
         in_channels: per-point input features in ``batch.x`` (RGB: 3).
         **kwargs: the arguments every task shares (``label_smoothing``, ``class_weights``,
             ``ignore_index``, ``optimizer``, ``lr``, ``weight_decay``, ``momentum``,
-            ``scheduler``, ``min_lr``, ``nonfinite``): see
-            :class:`~lightning_pc.tasks.BaseTask`.
+            ``nesterov``, ``scheduler``, ``scheduler_kwargs``, ``min_lr``, ``losses``,
+            ``lr_scales``, ``layer_decay``, ``freeze_backbone``, ``head_warmup_epochs``,
+            ``nonfinite``): see :class:`~lightning_pc.tasks.BaseTask`.
     """
 
     def __init__(

@@ -133,6 +133,14 @@ def _predict(tmp: Path) -> PointCloudDataModule:
     )
 
 
+def _card_scenes(tmp: Path) -> PointCloudDataModule:
+    from tests.test_predict import room, write_scan
+
+    (tmp / "scans").mkdir()
+    write_scan(tmp / "scans" / "scan.ply", *room(300))
+    return D.CardScenesDataModule("ptv3_scannet20", str(tmp / "scans"), block_size=3.0)
+
+
 def _modelnet(tmp: Path) -> PointCloudDataModule:
     fx = load_fixture("modelnet")
     root = fx.make_raw(tmp / "ModelNet10", fx.MODELNET10)
@@ -187,6 +195,7 @@ FACTORIES: dict[str, Callable[[Path], PointCloudDataModule]] = {
     ),
     "PointCloudFolderDataModule": _folder,
     "PredictScenesDataModule": _predict,
+    "CardScenesDataModule": _card_scenes,
     "TinyScansDataModule": lambda tmp: TinyScansDataModule(
         str(make_tiny_scans(tmp / "tiny")),
         batch_size=2,

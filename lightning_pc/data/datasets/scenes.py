@@ -37,7 +37,7 @@ from lightning_pc.data.errors import DataFormatError, MissingDataError
 from lightning_pc.data.grid import voxel_sort
 from lightning_pc.data.io import SCAN_CHUNK, ScanChunks
 
-SCENE_FEATURES = ("rgb", "intensity")
+SCENE_FEATURES = ("rgb", "intensity", "normal")
 CROPS = ("block", "sphere")
 
 
@@ -316,7 +316,8 @@ def load_scan(
         ``[3]``: zero for files holding float32 coordinates, else the first chunk's floor,
         so georeferenced float64 coordinates keep millimetres), and ``feats [N, F]`` float32
         in the order of ``features``: ``rgb`` in 0-1 (text and NPY columns 4-6 divided by
-        255 when any exceeds 1), ``intensity`` divided by its maximum when that exceeds 1.
+        255 when any exceeds 1), ``intensity`` divided by its maximum when that exceeds 1,
+        ``normal`` as read (PLY/PCD files that hold ``nx ny nz``).
 
     Raises:
         DataFormatError: an unreadable file, or one lacking a requested feature.
@@ -334,7 +335,7 @@ def load_scan(
             raise DataFormatError(
                 path, f"has no {name!r}, which features={list(features)} needs (the model's input)"
             )
-    widths = [3 if name == "rgb" else 1 for name, _, _ in columns]
+    widths = [3 if name in ("rgb", "normal") else 1 for name, _, _ in columns]
     pos = np.empty((n, 3), dtype=np.float32)
     feats = np.empty((n, sum(widths)), dtype=np.float32)
     top = np.zeros(len(columns))
@@ -356,6 +357,8 @@ def load_scan(
     for c, ((name, key, _), width) in enumerate(zip(columns, widths)):
         if name == "intensity":  # raw sensor units (LAS: 16-bit): scale into 0-1
             divisor = top[c] if top[c] > 1.0 else 1.0
+        elif name == "normal":  # unit vectors, as read
+            divisor = 1.0
         elif key == "features":  # text / NPY columns 4-6: 0-255 or 0-1
             divisor = 255.0 if top[c] > 1.0 else 1.0
         else:

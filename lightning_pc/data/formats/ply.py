@@ -479,6 +479,8 @@ class BinaryPlyChunks(ChunkSource):
         self.intensity = intensity_field(types)
         if self.intensity is not None:
             self.keys["intensity"] = 1
+        if {"nx", "ny", "nz"} <= set(names):
+            self.keys["normal"] = 3
         return True
 
     def chunks(self, chunk: int) -> Iterator[Arrays]:
@@ -494,6 +496,9 @@ class BinaryPlyChunks(ChunkSource):
             self.check(out["rgb"], start, "colour of point")
         if self.intensity is not None:
             out["intensity"] = rec[self.intensity].astype(np.float32)
+        if "normal" in self.keys:
+            out["normal"] = np.stack([rec[a] for a in ("nx", "ny", "nz")], 1).astype(np.float32)
+            self.check(out["normal"], start, "normal of point")
         return out
 
 
