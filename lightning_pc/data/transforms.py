@@ -737,7 +737,7 @@ class ElasticDistortion(Transform):
     ) -> None:
         pairs = []
         for pair in distortion_params:
-            if isinstance(pair, str) or len(pair) != 2 or not float(pair[0]) > 0:
+            if not isinstance(pair, list | tuple) or len(pair) != 2 or not float(pair[0]) > 0:
                 raise ValueError(
                     f"distortion_params must be [[granularity, magnitude], ...] with positive "
                     f"granularities, got {distortion_params!r}"

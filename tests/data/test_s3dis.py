@@ -83,6 +83,38 @@ def test_crops_within_block(raw: Path, tmp_path: Path) -> None:
     assert crop.y.shape == (crop.pos.size(0),)
 
 
+def test_whole_rooms_with_a_sphere_crop_and_mix3d(raw: Path, tmp_path: Path) -> None:
+    # Pointcept's recipe: whole rooms (block_size None), crops_per_room passes per epoch, the
+    # transforms crop; Mix3D merges the training batch's clouds in pairs, never evaluation's
+    dm = make_dm(
+        tmp_path,
+        tmp_path / "c",
+        block_size=None,
+        crops_per_room=3,
+        batch_size=4,
+        mix_prob=1.0,
+        train_transforms=[{"class_path": "SphereCrop", "init_args": {"point_max": 100}}],
+    )
+    train, test = dm.datasets["train"], dm.datasets["test"]
+    assert len(train) == 2 * 3
+    rooms = train.indices
+    whole = [train.store.num_points(r) for r in rooms]
+    assert all(n > 100 for n in whole)
+    sample = train[4]  # the second room, its second pass
+    assert sample.pos.size(0) == 100 and sample.room.item() == rooms[1]
+    lo, hi = sample.pos.min(0).values, sample.pos.max(0).values
+    assert hi[2] - lo[2] <= 3.0 + 1e-5  # a room of the fixture is 6 x 4 x 3 m
+    dm_plain = make_dm(tmp_path, tmp_path / "c", block_size=None, train_transforms=[])
+    room = dm_plain.datasets["train"][0]
+    assert room.pos.size(0) == whole[0]  # all of it, centred as for evaluation
+    assert torch.allclose(room.pos, test.__class__.raw_sample(train, 0, torch.Generator()).pos)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 2 and batch.pos.size(0) == 4 * 100  # 4 crops in 2 mixed scenes
+    assert next(iter(dm.val_dataloader())).num_graphs == 1
+    with pytest.raises(ValueError, match="mix_prob"):
+        S3DISDataModule(str(raw), mix_prob=1.5)
+
+
 def test_default_pipeline_and_projection_to_every_point(raw: Path, tmp_path: Path) -> None:
     dm = make_dm(
         tmp_path, tmp_path / "c", voxel_size=0.5, num_points=50, batch_size=2, eval_batch_size=2

@@ -251,3 +251,82 @@ def test_sample_generator_seeding() -> None:
     assert torch.equal(a, b)  # reproducible under the same seed
     assert not torch.equal(a, c)  # different per rank
     assert not torch.equal(a, d)  # different per worker seed
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (T.RandomRotate, {"degrees": [10, -10]}, "low <= high"),
+        (T.RandomRotate, {"degrees": [-10, 10], "max_degrees": 30.0}, "not both"),
+        (T.RandomRotate, {"axis": "so3", "degrees": [-10, 10]}, "not so3"),
+        (T.RandomRotate, {"p": 1.5}, "probability"),
+        (T.RandomRotate, {"center": "middle"}, "center must be"),
+        (T.RandomRotate, {"center": [0, 0]}, "center must be"),
+        (T.RandomFlip, {"axes": "xw"}, "axes"),
+        (T.RandomFlip, {"axes": "xx"}, "axes"),
+        (T.RandomDropout, {"ratio": 1.0}, "ratio"),
+        (T.RandomDropout, {"ratio": 0.2, "max_ratio": 0.5}, "not both"),
+        (T.ChromaticTranslation, {"ratio": -0.1}, "ratio"),
+        (T.ChromaticJitter, {"p": -0.1}, "probability"),
+        (T.SphereCrop, {"point_max": 0}, "point_max"),
+        (T.SphereCrop, {"sample_rate": 1.5}, "sample_rate"),
+        (T.SphereCrop, {"mode": "given"}, "mode"),
+        (T.ElasticDistortion, {"distortion_params": [[0.0, 0.4]]}, "granularit"),
+        (T.ElasticDistortion, {"distortion_params": [0.2, 0.4]}, "granularit"),
+        (T.PointClip, {"point_cloud_range": [1, 0, 0, 0, 1, 1]}, "min <= max"),
+        (T.NormalizeColor, {"scale": 0.0}, "scale"),
+    ],
+)
+def test_recipe_transforms_refuse_bad_arguments(cls: type, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        cls(**kwargs)
+
+
+def test_rotate_about_the_bounding_box_centre_and_with_probability() -> None:
+    d = cloud()
+    centre = (d.pos.min(0).values + d.pos.max(0).values) / 2
+    out = T.RandomRotate("x", degrees=[30, 30], center="bbox")(cloud(), gen(0))
+    # the bbox centre is fixed: the mean moves only as much as the rotation of its offset
+    rel = d.pos - centre
+    expected = rel @ T._axis_rotation(0, math.radians(30)).T + centre
+    assert torch.allclose(out.pos, expected, atol=1e-5)
+    assert torch.equal(T.RandomRotate("z", p=0.0)(cloud(), gen(0)).pos, cloud().pos)
+    # the default (p = 1, symmetric range) draws as before: one number for the angle
+    g = gen(3)
+    u = torch.rand(1, generator=g).item()
+    out = T.RandomRotate("z", max_degrees=90.0)(cloud(), gen(3))
+    expected = cloud().pos @ T._axis_rotation(2, math.radians(90.0) * (u * 2 - 1)).T
+    assert torch.allclose(out.pos, expected, atol=1e-5)
+
+
+def test_flip_negates_normals_and_only_the_listed_axes() -> None:
+    out = T.RandomFlip(p=1.0, axes="z")(cloud(), gen(0))
+    assert torch.equal(out.pos[:, 2], -cloud().pos[:, 2])
+    assert torch.equal(out.pos[:, :2], cloud().pos[:, :2])
+    assert torch.allclose(out.normal[:, 2], -cloud().normal[:, 2])
+    assert torch.equal(T.RandomFlip(p=0.0)(cloud(), gen(0)).pos, cloud().pos)
+
+
+def test_elastic_distortion_refuses_a_grid_too_large() -> None:
+    far = Data(pos=torch.tensor([[0.0, 0.0, 0.0], [500.0, 500.0, 20.0]]))
+    with pytest.raises(ValueError, match="too large"):
+        T.ElasticDistortion(p=1.0)(far, gen(0))
+
+
+def test_mix3d_draw_follows_the_seed_and_the_batch() -> None:
+    from lightning_pc.data.collate import Mix3DCollate, merge_clouds
+
+    def batch(start: int) -> list[Data]:
+        return [Data(pos=torch.zeros(3, 3), idx=torch.tensor([start + i])) for i in range(2)]
+
+    mix = Mix3DCollate(0.5)
+    decisions = [mix(batch(2 * b)).num_graphs for b in range(200)]
+    assert decisions == [mix(batch(2 * b)).num_graphs for b in range(200)]  # reproducible
+    assert 60 < decisions.count(1) < 140  # about half the batches mixed
+    with pytest.raises(ValueError, match="probability"):
+        Mix3DCollate(1.5)
+    a = Data(pos=torch.zeros(3, 3), inverse_index=torch.arange(3))
+    with pytest.raises(ValueError, match="inverse_index"):
+        merge_clouds(a, a.clone())
+    with pytest.raises(ValueError, match="different attributes"):
+        merge_clouds(Data(pos=torch.zeros(2, 3)), Data(pos=torch.zeros(2, 3), x=torch.ones(2, 1)))
