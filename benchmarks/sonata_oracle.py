@@ -252,7 +252,8 @@ def official_config(preset: str, patch: int) -> dict[str, Any]:
 
 
 def compare(official: dict[str, Any], preset: str, kind: str, sizes: list[int], patch: int) -> dict:
-    from lightning_pc.models.registry import build as create_model  # no cards: side env lacks lightning
+    # the registry's builder, not create_model: the cards import lightning, absent here
+    from lightning_pc.models.registry import build as create_model
     from lightning_pc.models.sonata import convert_pointcept_state_dict
 
     cfg = official_config(preset, patch)
@@ -328,7 +329,8 @@ def oracle(official: dict[str, Any], n: int, patch: int, tol: float, quick: bool
 def speed(official: dict[str, Any], n: int, repeats: int, device: str) -> None:
     """Sonata base eval forward on an ``n``-point scan: ours (``device``) and, when loaded,
     the official PT-v3m2 with spconv on CPU, alternating; then bf16 autocast of ours."""
-    from lightning_pc.models.registry import build as create_model  # no cards: side env lacks lightning
+    # the registry's builder, not create_model: the cards import lightning, absent here
+    from lightning_pc.models.registry import build as create_model
     from lightning_pc.models.sonata import convert_pointcept_state_dict
     from lightning_pc.nn.point import Point
 
