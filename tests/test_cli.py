@@ -61,6 +61,7 @@ def make_fixtures(root: Path, hdf5_per_file: int | None = None) -> dict[str, Pat
         "modelnet40_ply_hdf5_2048": modelnet.make_hdf5(
             root / "modelnet40_ply_hdf5_2048", 64 if hdf5 else 32, **hdf5
         ),
+        "modelnet10_1024": modelnet.make_hdf5_modelnet10(root / "modelnet10_1024"),
         "shapenetcore": shapenet.make_shapenetpart(root / "shapenetpart"),
         "Stanford3dDataset": s3dis.make_raw(root / "Stanford3dDataset_v1.2_Aligned_Version"),
         "semantickitti": load_fixture("semantickitti").make_release(root / "semantickitti"),

@@ -201,7 +201,10 @@ def test_sync_batchnorm_converts_every_norm(name: str) -> None:
     kwargs = {"in_channels": 3} if "sem_seg" in name or "unet" in name else {}
     model = create_model(name, num_classes=8, **kwargs)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
-    assert norms, f"{name} has no norm layer"
+    if not norms:  # the Sonata family normalises with LayerNorm only: nothing to convert
+        assert name.startswith(("sonata", "concerto", "utonia")), f"{name} has no norm layer"
+        assert any(isinstance(m, nn.LayerNorm) for m in model.modules())
+        return
     converted = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     left = [
         type(m).__name__

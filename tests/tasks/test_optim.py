@@ -358,8 +358,8 @@ def test_onecycle_needs_the_run_length() -> None:
         build_scheduler(opt, "onecycle", total_steps=float("inf"))
     with pytest.raises(ValueError, match="'warmup' is not an argument of the onecycle"):
         build_scheduler(opt, "onecycle", total_steps=10, scheduler_kwargs={"warmup": 3})
-    with pytest.raises(ValueError, match="unknown scheduler 'step'"):
-        build_scheduler(opt, "step", total_steps=10)
+    with pytest.raises(ValueError, match="unknown scheduler 'multistep'"):
+        build_scheduler(opt, "multistep", total_steps=10)
 
 
 def test_sgd_takes_nesterov() -> None:
