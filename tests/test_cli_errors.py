@@ -14,7 +14,10 @@ QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.y
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        (["--model.init_args.model", "nosuchnet"], "unknown model 'nosuchnet'; known: concerto_base"),
+        (
+            ["--model.init_args.model", "nosuchnet"],
+            "unknown model 'nosuchnet'; known: concerto_base",
+        ),
         (
             ["--model.init_args.class_weights", "[1,2]"],
             "class_weights has 2 entries for 12 classes",
