@@ -36,7 +36,12 @@ from lightning_pc.models.heads import (
 )
 from lightning_pc.models.registry import register_model
 from lightning_pc.nn.point import Point
-from lightning_pc.nn.pointnet2 import FeaturePropagation, GlobalSetAbstraction, SetAbstraction
+from lightning_pc.nn.pointnet2 import (
+    BallQuery,
+    FeaturePropagation,
+    GlobalSetAbstraction,
+    SetAbstraction,
+)
 
 Task = Literal["classification", "part_segmentation", "semantic_segmentation"]
 Grouping = Literal["ssg", "msg"]
@@ -129,6 +134,10 @@ class PointNet2Backbone(nn.Module):
         num_categories: object categories one-hot encoded into the finest propagation
             level with the coordinates (part segmentation); 0: none.
         random_start: random first centre of farthest point sampling in training.
+        ball_query: which points a ball holding more than its ``num_samples`` keeps:
+            ``"first"`` in storage order (the authors' kernel; default) or ``"nearest"``
+            (independent of the point order; learned slower on real ModelNet10, see
+            :mod:`lightning_pc.nn.pointnet2`).
     """
 
     def __init__(
@@ -142,6 +151,7 @@ class PointNet2Backbone(nn.Module):
         fp_mlps: Sequence[Sequence[int]] = (),
         num_categories: int = 0,
         random_start: bool = True,
+        ball_query: BallQuery = "first",
     ) -> None:
         super().__init__()
         if not (len(ratios) == len(radii) == len(num_samples) == len(sa_mlps)):
@@ -151,7 +161,9 @@ class PointNet2Backbone(nn.Module):
         self.sa = nn.ModuleList()
         widths = [in_channels]  # feature width at each level, input first
         for ratio, r, k, mlps in zip(ratios, radii, num_samples, sa_mlps, strict=True):
-            level = SetAbstraction(widths[-1], ratio, r, k, mlps, random_start=random_start)
+            level = SetAbstraction(
+                widths[-1], ratio, r, k, mlps, random_start=random_start, ball_query=ball_query
+            )
             self.sa.append(level)
             widths.append(level.out_channels)
         self.global_sa = GlobalSetAbstraction(widths[-1], global_mlp) if global_mlp else None
@@ -239,7 +251,8 @@ def PointNet2(
             (``batch.category``, 16 for ShapeNetPart); ignored by the other tasks.
         **kwargs: :class:`PointNet2Backbone` arguments (``in_channels``, ``ratios``,
             ``radii``, ``num_samples``, ``sa_mlps``, ``global_mlp``, ``fp_mlps``,
-            ``random_start``); an architectural list left out or ``None`` is the preset's.
+            ``random_start``, ``ball_query``); an architectural list left out or ``None``
+            is the preset's.
             Classification has no feature propagation (``fp_mlps`` is ignored).
 
     Raises:

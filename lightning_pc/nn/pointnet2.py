@@ -19,8 +19,12 @@ direct computation):
   alone, are gathered per pair directly, which is cheaper);
 - groups hold the real neighbours only (no padding with repeated points, which leaves the
   max unchanged but weighs repeated points in the batch-norm statistics of training);
-- the ball keeps the ``num_samples`` *nearest* points within ``r`` (order-invariant), where
-  the reference CUDA kernel keeps the first ``num_samples`` by storage order;
+- a ball holding more than ``num_samples`` points keeps the first ``num_samples`` in storage
+  order (``ball_query="first"``, the reference CUDA kernel's rule and the default) or the
+  ``num_samples`` *nearest* (``"nearest"``: independent of the order of the points, but on a
+  densely sampled surface the nearest 32 of a 0.2 ball fill a ball of about 0.1, so the
+  level sees less context than its radius says; on real ModelNet10 it learned slower:
+  ``benchmarks/accuracy.py``);
 - in eval mode farthest point sampling starts from the point farthest from the cloud's
   centroid, so the sampled centres do not depend on the order of the points.
 """
@@ -28,7 +32,7 @@ direct computation):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +41,10 @@ from lightning_pc.nn.fused import fusable_rows, gather_batch_norm_act
 from lightning_pc.nn.mlp import SharedMLP
 from lightning_pc.nn.segment import ptr_from_index, segment_argmax, segment_mean
 from lightning_pc.ops import fps, knn_interpolate, radius
+
+#: which points a ball holding more than ``num_samples`` keeps (see the module notes)
+BallQuery = Literal["first", "nearest"]
+BALL_QUERIES: tuple[str, ...] = ("first", "nearest")
 
 
 def sample_centres(
@@ -72,9 +80,16 @@ def sample_centres(
 
 
 def ball_query(
-    pos: Tensor, pos_c: Tensor, radius_: float, num_samples: int, batch: Tensor, batch_c: Tensor
+    pos: Tensor,
+    pos_c: Tensor,
+    radius_: float,
+    num_samples: int,
+    batch: Tensor,
+    batch_c: Tensor,
+    keep: BallQuery = "first",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Neighbours of each centre within ``radius_`` (at most ``num_samples``, the nearest).
+    """Neighbours of each centre within ``radius_``: at most ``num_samples``, the first in
+    the order of ``pos`` (``keep="first"``) or the nearest (``"nearest"``).
 
     Returns:
         ``row`` ``[E]`` (centre index, sorted), ``col`` ``[E]`` (point index) and ``rowptr``
@@ -82,7 +97,13 @@ def ball_query(
     """
     # radius returns rows ascending: each centre's neighbours are one contiguous segment
     row, col = radius(
-        pos, pos_c, radius_, batch_x=batch, batch_y=batch_c, max_num_neighbors=num_samples
+        pos,
+        pos_c,
+        radius_,
+        batch_x=batch,
+        batch_y=batch_c,
+        max_num_neighbors=num_samples,
+        keep=keep,
     )
     torch._check(row.size(0) >= pos_c.size(0))  # tells the compiler; true: see Returns
     return row, col, ptr_from_index(row, pos_c.size(0))
@@ -100,6 +121,8 @@ class SetAbstraction(nn.Module):
             ``3 + in_channels`` is implied).
         random_start: random first centre in training (eval always uses the
             order-invariant start of :func:`sample_centres`).
+        ball_query: which points a ball with more than ``num_samples`` keeps: ``"first"``
+            in storage order (the authors' kernel) or ``"nearest"`` (see the module notes).
 
     Shapes:
         input: ``x`` ``[N, C_in]`` or ``None``, ``pos`` ``[N, 3]``, ``batch`` ``[N]``,
@@ -115,10 +138,14 @@ class SetAbstraction(nn.Module):
         num_samples: Sequence[int],
         mlps: Sequence[Sequence[int]],
         random_start: bool = True,
+        ball_query: BallQuery = "first",
     ) -> None:
         super().__init__()
         if not (len(radii) == len(num_samples) == len(mlps)):
             raise ValueError("radii, num_samples and mlps need one entry per scale")
+        if ball_query not in BALL_QUERIES:
+            raise ValueError(f"ball_query must be 'first' or 'nearest', got {ball_query!r}")
+        self.ball_query = ball_query
         self.in_channels = in_channels
         self.ratio = float(ratio)
         self.radii = [float(r) for r in radii]
@@ -137,7 +164,7 @@ class SetAbstraction(nn.Module):
         ptr_c = ptr_from_index(batch_c, ptr.numel() - 1)
         outs = []
         for r, k, mlp in zip(self.radii, self.num_samples, self.mlps, strict=True):
-            row, col, rowptr = ball_query(pos, pos_c, r, k, batch, batch_c)
+            row, col, rowptr = ball_query(pos, pos_c, r, k, batch, batch_c, self.ball_query)
             if self.training:  # batch norm needs 2+ rows in training (for the compiler's shapes)
                 torch._check(row.size(0) != 1)
             first, *rest = cast(SharedMLP, mlp).layers

@@ -104,10 +104,13 @@ class KnnKernel(Protocol):
 
 class RadiusKernel(Protocol):
     def __call__(
-        self, x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+        self, x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int, first: bool = ...
     ) -> tuple[Tensor, Tensor]:
         """For each point of ``y``, its ``max_num_neighbors`` nearest points of ``x`` strictly
-        within ``r`` (same cloud); ``(row, col)`` ordered as :class:`KnnKernel`'s."""
+        within ``r`` (same cloud); ``(row, col)`` ordered as :class:`KnnKernel`'s. With
+        ``first=True`` (passed only to implementations whose registry entry accepts calls
+        with the ``first`` fact), the first ``max_num_neighbors`` by index instead, ascending
+        by index."""
         ...
 
 
@@ -333,12 +336,18 @@ def _torch() -> Implementation:
     return Implementation("torch", module="lightning_pc.ops._reference")
 
 
-def _torch_cluster() -> Implementation:
+def _nearest_only(call: Call) -> bool:
+    """Radius search keeping the nearest points (not the first by index)."""
+    return not call.facts.get("first", False)
+
+
+def _torch_cluster(accepts: Callable[[Call], bool] | None = None) -> Implementation:
     return Implementation(
         "torch_cluster",
         module="lightning_pc.ops._torch_cluster",
         installed=lambda: has_torch_cluster(),
         device_check=_torch_cluster_device,
+        accepts=accepts,
     )
 
 
@@ -417,7 +426,8 @@ KINDS: dict[str, Kind] = {
         "radius",
         ("numba", "torch_cluster", "scipy", "torch"),
         _torch(),
-        _torch_cluster(),
+        # torch-cluster keeps the nearest; the first-by-index rule goes to the reference
+        _torch_cluster(accepts=_nearest_only),
         _scipy(),
         # scipy's kd-tree takes any dimension and span (where it is missing: the reference)
         _numba(accepts=_numba_radius, fallback="scipy"),

@@ -354,8 +354,10 @@ def _insert(bd: np.ndarray, bi: np.ndarray, cnt: int, cap: int, d: float, j: int
 
 
 @numba.njit(cache=True, nogil=True)
-def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, out_idx, out_cnt, q0, q1):
+def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, first, out_idx, out_cnt, q0, q1):
     """Radius search for the queries ``q0:q1`` of ``y`` (global indices), cloud by cloud.
+    A query keeps its ``cap`` nearest points within ``r`` or, with ``first``, the ``cap``
+    first by index (the list is then ranked by index instead of distance).
 
     Each cloud's points are bucketed into cubic cells of edge ``r`` (a hair more, so that
     rounding never hides a neighbour) identified by a 64-bit key and sorted by it; a
@@ -364,7 +366,7 @@ def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, out_idx, out_cnt, q0, q1):
     """
     dims = x.shape[1]
     h = r * _MARGIN
-    bd = np.empty(cap, dtype=x.dtype)
+    bd = np.empty(cap, dtype=np.float64)
     bi = np.empty(cap, dtype=np.int64)
     lo = np.zeros(3)
     ncell = np.ones(3, dtype=np.int64)
@@ -429,7 +431,8 @@ def _radius_queries(x, y, ptr_x, ptr_y, r, r2, cap, out_idx, out_cnt, q0, q1):
                             for d in range(1, dims):
                                 dist += (x[j, d] - y[qi, d]) * (x[j, d] - y[qi, d])
                             if dist < r2:
-                                cnt = _insert(bd, bi, cnt, cap, dist, j)
+                                key = np.float64(j) if first else np.float64(dist)
+                                cnt = _insert(bd, bi, cnt, cap, key, j)
             for t in range(cnt):
                 out_idx[qi, t] = bi[t]
             out_cnt[qi] = cnt
@@ -445,9 +448,10 @@ def radius_supported(x: SortedClouds, r: float) -> bool:
 
 
 def radius(
-    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int, first: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Radius search on per-cloud sorted cell grids, queries spread over threads. Points
+    """Radius search on per-cloud sorted cell grids, queries spread over threads (``first``:
+    keep the first points by index instead of the nearest). Points
     with more than 3 coordinates, or a grid too fine for 64-bit keys (see
     :func:`radius_supported`), are declared unsupported in the registry, which hands them
     to scipy's kd-tree."""
@@ -466,7 +470,9 @@ def radius(
     cnt = np.zeros(m, dtype=np.int64)
     px, py = x.ptr.numpy(), y.ptr.numpy()
     parallel_ranges(
-        lambda q0, q1: _radius_queries(xn, yn, px, py, float(r), r2, cap, idx, cnt, q0, q1),
+        lambda q0, q1: _radius_queries(
+            xn, yn, px, py, float(r), r2, cap, bool(first), idx, cnt, q0, q1
+        ),
         np.full(m, 20, dtype=np.int64),
         min_work=5e4,  # about 2,500 queries: enough to pay for a thread hand-off
     )

@@ -87,15 +87,20 @@ def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor
 
 
 def radius(
-    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int, first: bool = False
 ) -> tuple[Tensor, Tensor]:
     """For each point of ``y``, its ``max_num_neighbors`` nearest points of ``x`` strictly
-    within ``r`` (same cloud), ascending by distance."""
+    within ``r`` (same cloud), ascending by distance; with ``first``, the first ones by
+    index, ascending by index."""
     rows, cols = [], []
     r2 = float(r) * float(r)
     for q, xs, kk, row0, col0 in _query_chunks(x, y, max_num_neighbors):
         d = pairwise_sq_dist(q, xs)
-        d.masked_fill_(d >= r2, float("inf"))
+        if first:  # rank the points within r by their index (exact in float64)
+            rank = torch.arange(xs.size(0), device=d.device, dtype=torch.float64)
+            d = torch.where(d < r2, rank.view(1, -1), float("inf"))
+        else:
+            d.masked_fill_(d >= r2, float("inf"))
         vals, idx = smallest(d, kk)
         keep = torch.isfinite(vals)
         local_row = torch.arange(q.size(0), device=q.device).view(-1, 1).expand_as(idx)

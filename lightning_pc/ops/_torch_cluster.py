@@ -30,14 +30,17 @@ def _knn(x: SortedClouds, y: SortedClouds, k: int, cosine: bool) -> tuple[Tensor
 
 
 def radius(
-    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int
+    x: SortedClouds, y: SortedClouds, r: float, max_num_neighbors: int, first: bool = False
 ) -> tuple[Tensor, Tensor]:
     """The ``max_num_neighbors`` nearest points strictly within ``r``.
 
     torch-cluster's own ``radius`` truncates differently on CPU (whatever its kd-tree visits
     first) and CUDA (first by index); its ``knn`` followed by a distance filter gives the
-    nearest-first rule on both.
+    nearest-first rule on both. The first-by-index rule (``first``) is declined in the
+    registry and runs elsewhere.
     """
+    if first:
+        raise ValueError("torch_cluster ops backend: radius keeps the nearest points only")
     row, col = _knn(x, y, max_num_neighbors, False)
     d = (x.pos[col] - y.pos[row]).square().sum(dim=1)
     keep = d < float(r) * float(r)

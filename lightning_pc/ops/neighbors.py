@@ -36,6 +36,8 @@ from lightning_pc.ops._checks import (
 )
 
 Flow = Literal["source_to_target", "target_to_source"]
+#: which points a radius search keeps when more than ``max_num_neighbors`` lie within ``r``
+Keep = Literal["nearest", "first"]
 
 
 def _prepare(
@@ -167,22 +169,27 @@ def radius(
     num_workers: int = 1,
     batch_size: int | None = None,
     *,
+    keep: Keep = "nearest",
     backend: str | None = None,
 ) -> Tensor:
     r"""For each point in ``y``, the points of ``x`` (same cloud) strictly within ``r``.
 
     Truncation rule, the same on every backend and device: when more than
-    ``max_num_neighbors`` points lie within ``r``, the ``max_num_neighbors`` **nearest** are
-    kept. (torch-cluster keeps a kd-tree-order subset on CPU and the first by index on CUDA;
-    PointNet++'s ball query the first by index.) Nearest-first makes the result independent of
-    the order of the points. Among points at exactly equal distance at the cut, which are kept
-    may differ between backends.
+    ``max_num_neighbors`` points lie within ``r``, ``keep="nearest"`` keeps the
+    ``max_num_neighbors`` **nearest**, ``keep="first"`` the first ``max_num_neighbors`` in
+    the order of ``x`` (within the cloud), as PointNet++'s reference ball query does.
+    (torch-cluster keeps a kd-tree-order subset on CPU and the first by index on CUDA.)
+    Nearest-first makes the result independent of the order of the points; first-by-index
+    spreads the kept points over the whole ball when ``x`` is in random order (sampled
+    surfaces, shuffled scans), which is what PointNet++'s radii were chosen for. Among points
+    at exactly equal distance at the cut, which are kept may differ between backends.
 
     Returns:
         ``[2, E]`` long tensor, ``row`` indexing ``y`` and ``col`` indexing ``x``; rows
-        ascending, neighbours ascending by distance.
+        ascending, neighbours ascending by distance (``keep="first"``: by index).
     """
     _check_radius(r, max_num_neighbors)
+    _check_keep(keep)
     require_tensors(x=x, y=y, batch_x=batch_x, batch_y=batch_y)
     return radius_op(
         x,
@@ -195,6 +202,7 @@ def radius(
         exclude_self=False,
         flip=False,
         backend=backend,
+        first=keep == "first",
     )
 
 
@@ -208,15 +216,18 @@ def radius_graph(
     num_workers: int = 1,
     batch_size: int | None = None,
     *,
+    keep: Keep = "nearest",
     backend: str | None = None,
 ) -> Tensor:
     r"""The radius graph of ``x``: edges between points of one cloud closer than ``r``.
 
     ``max_num_neighbors`` bounds the neighbours of each point (not counting itself when
-    ``loop=False``), nearest first; ``flow`` as in :func:`knn_graph`.
+    ``loop=False``), the nearest or the first by index as ``keep`` says (see
+    :func:`radius`); ``flow`` as in :func:`knn_graph`.
     """
     _check_flow(flow)
     _check_radius(r, max_num_neighbors)
+    _check_keep(keep)
     require_tensors(x=x, batch=batch)
     flip = flow == "source_to_target"
     return radius_op(
@@ -230,6 +241,7 @@ def radius_graph(
         exclude_self=not loop,
         flip=flip,
         backend=backend,
+        first=keep == "first",
     )
 
 
@@ -265,6 +277,11 @@ def _check_k(k: int) -> None:
 def _check_flow(flow: str) -> None:
     if flow not in ("source_to_target", "target_to_source"):
         raise ValueError(f"flow must be 'source_to_target' or 'target_to_source', got {flow!r}")
+
+
+def _check_keep(keep: str) -> None:
+    if keep not in ("nearest", "first"):
+        raise ValueError(f"keep must be 'nearest' or 'first', got {keep!r}")
 
 
 def _check_radius(r: float, max_num_neighbors: int) -> None:
@@ -339,16 +356,22 @@ def radius_op(
     exclude_self: bool,
     flip: bool,
     backend: str | None,
+    first: bool = False,
 ) -> Tensor:
     """``[2, E]`` radius edges ``(y index, x index)``; ``exclude_self`` and ``flip`` as in
-    :func:`knn_op` (``max_num_neighbors`` then does not count the point itself)."""
+    :func:`knn_op` (``max_num_neighbors`` then does not count the point itself); ``first``:
+    keep the first points by index instead of the nearest."""
     px, py = _prepare(x, y, batch_x, batch_y, batch_size)
     device = px.pos.device
     if px.pos.size(0) == 0 or py.pos.size(0) == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
     extra = 1 if exclude_self else 0
-    call = Call(device, px.pos.dtype, px.pos.numel(), facts={"x": px, "r": r})
-    centre, nbr = resolve("radius", call, backend)(px, py, r, max_num_neighbors + extra)
+    call = Call(device, px.pos.dtype, px.pos.numel(), facts={"x": px, "r": r, "first": first})
+    kernel = resolve("radius", call, backend)
+    if first:
+        centre, nbr = kernel(px, py, r, max_num_neighbors + extra, first=True)
+    else:
+        centre, nbr = kernel(px, py, r, max_num_neighbors + extra)
     centre, nbr = restore_rows(centre, nbr, py, px)
     if exclude_self:
         centre, nbr = drop_self_loops(centre, nbr)

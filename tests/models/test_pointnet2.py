@@ -45,14 +45,58 @@ def test_sample_centres_order_invariant_in_eval() -> None:
 
 @pytest.mark.parametrize("name, in_channels", [("pointnet2_ssg", 0), ("pointnet2_msg", 3)])
 def test_classification_invariant_to_point_order(name, in_channels) -> None:
-    model = small(name, 5, in_channels=in_channels).eval()
+    """With ``ball_query="nearest"`` the network does not depend on the order of the points,
+    even where balls overflow (radii widened so that most balls hold more than their cap)."""
+    radii = [[0.5] * len(sa.radii) for sa in create_model(name, num_classes=5).backbone.sa]
+    model = small(name, 5, in_channels=in_channels, ball_query="nearest", radii=radii).eval()
     batch = make_batch([256, 200, 230], in_channels=in_channels)
     permuted, _ = permute_within_clouds(batch)
     torch.testing.assert_close(model(permuted), model(batch), rtol=1e-4, atol=1e-4)
 
 
+def test_first_in_ball_follows_storage_order() -> None:
+    """The default ``ball_query="first"`` (the authors' kernel) keeps the first points in
+    storage order: a permutation changes which points a full ball holds, and so the features;
+    ``"nearest"`` gives the same features in any order."""
+    assert {sa.ball_query for sa in small("pointnet2_ssg", 5).backbone.sa} == {"first"}
+    batch = make_batch([256, 200])
+    permuted, _ = permute_within_clouds(batch)
+    diffs = {}
+    for keep in ("first", "nearest"):
+        torch.manual_seed(0)
+        sa = SetAbstraction(0, 0.25, [0.5], [16], [[32, 32]], ball_query=keep).eval()
+        a = sa(None, batch.pos, batch.batch, batch.ptr)[0]
+        b = sa(None, permuted.pos, permuted.batch, permuted.ptr)[0]
+        diffs[keep] = float((a - b).abs().max())
+    assert diffs["nearest"] < 1e-5 < 1e-3 < diffs["first"]
+
+
+@pytest.mark.parametrize("keep", ["first", "nearest"])
+def test_ball_query_keeps_the_chosen_points(keep) -> None:
+    """Each full ball holds the first ``k`` within ``r`` by index, or the ``k`` nearest."""
+    batch = make_batch([600, 500])
+    pos, b = batch.pos, batch.batch
+    centres = torch.arange(0, pos.size(0), 25)
+    row, col, rowptr = ball_query(pos, pos[centres], 0.5, 16, b, b[centres], keep)
+    d = torch.cdist(pos[centres].double(), pos.double())
+    d[b[centres].view(-1, 1) != b.view(1, -1)] = float("inf")
+    full = 0
+    for q in range(centres.numel()):
+        inside = (d[q] < 0.5).nonzero().flatten()
+        want = inside[:16] if keep == "first" else inside[d[q, inside].argsort()[:16]]
+        got = col[rowptr[q] : rowptr[q + 1]]
+        assert sorted(got.tolist()) == sorted(want.tolist())
+        full += inside.numel() > 16
+    assert full > centres.numel() // 2  # most balls overflow: the rule matters
+
+
+def test_ball_query_rule_is_checked() -> None:
+    with pytest.raises(ValueError, match="ball_query must be 'first' or 'nearest', got 'all'"):
+        small("pointnet2_ssg", 5, ball_query="all")
+
+
 def test_part_segmentation_equivariant_to_point_order() -> None:
-    model = small("pointnet2_ssg_part_seg", 50, in_channels=3).eval()
+    model = small("pointnet2_ssg_part_seg", 50, in_channels=3, ball_query="nearest").eval()
     batch = make_batch([256, 200], in_channels=3)
     permuted, perm = permute_within_clouds(batch)
     torch.testing.assert_close(model(permuted), model(batch)[perm], rtol=1e-4, atol=1e-4)

@@ -142,6 +142,62 @@ def test_radius_truncation_same_on_every_backend(clouds):
     assert all(r == results[0] for r in results)
 
 
+def first_in_ball(x, bx, y, by, r, cap, skip_self=False):
+    """(query, point) pairs of the first ``cap`` points of ``x`` (in storage order, same
+    cloud) strictly within ``r`` of each query, computed directly in float64."""
+    d = torch.cdist(y.double(), x.double()).square()
+    inside = (d < float(r) * float(r)) & (by.view(-1, 1) == bx.view(1, -1))
+    if skip_self:
+        inside.fill_diagonal_(False)
+    pairs = set()
+    for q in range(y.size(0)):
+        pairs.update((q, int(j)) for j in inside[q].nonzero().flatten()[:cap])
+    return pairs
+
+
+@pytest.mark.parametrize("backend", RADIUS_BACKENDS)
+def test_radius_keep_first_takes_first_by_index(clouds, backend):
+    """keep="first" is PointNet++'s reference ball query: the first points in storage order
+    within r, rows ascending and each row's neighbours ascending by index. A named
+    torch-cluster (nearest only) hands the call to an implementation that keeps the rule."""
+    x, bx, y, by = clouds
+    got = ops.radius(x, y, 0.5, bx, by, max_num_neighbors=8, keep="first", backend=backend)
+    assert edge_set(got) == first_in_ball(x, bx, y, by, 0.5, 8)
+    row, col = got
+    assert bool((row[1:] >= row[:-1]).all())
+    same_row = row[1:] == row[:-1]
+    assert bool((col[1:][same_row] > col[:-1][same_row]).all())
+    nearest = ops.radius(x, y, 0.5, bx, by, max_num_neighbors=8, backend=backend)
+    assert edge_set(nearest) != edge_set(got)  # the balls overflow: the rules differ here
+
+
+def test_radius_keep_first_follows_storage_order_with_unsorted_batch():
+    """With the clouds interleaved in ``x``, "first" is the order of each cloud's own points."""
+    x, bx = batch_of_clouds([200, 180], seed=11)
+    perm = torch.randperm(x.size(0), generator=torch.Generator().manual_seed(0))
+    x, bx = x[perm], bx[perm]
+    y, by = x[::9], bx[::9]
+    for backend in RADIUS_BACKENDS:
+        got = ops.radius(x, y, 0.4, bx, by, 6, keep="first", backend=backend)
+        assert edge_set(got) == first_in_ball(x, bx, y, by, 0.4, 6), backend
+
+
+@pytest.mark.parametrize("backend", RADIUS_BACKENDS)
+def test_radius_graph_keep_first_without_self(backend):
+    x, bx = batch_of_clouds([150, 120], seed=12)
+    got = ops.radius_graph(x, 0.5, bx, max_num_neighbors=5, keep="first", backend=backend)
+    # [neighbour, centre] (source_to_target): the centre's first 5 other points within r
+    assert edge_set(got.flip(0)) == first_in_ball(x, bx, x, bx, 0.5, 5, skip_self=True)
+
+
+def test_radius_rejects_an_unknown_keep_rule(clouds):
+    x, bx, y, by = clouds
+    with pytest.raises(ValueError, match="keep must be 'nearest' or 'first', got 'random'"):
+        ops.radius(x, y, 0.5, bx, by, keep="random")
+    with pytest.raises(ValueError, match="keep must be"):
+        ops.radius_graph(x, 0.5, bx, keep="furthest")
+
+
 @pytest.mark.parametrize("backend", RADIUS_BACKENDS)
 def test_radius_is_strict(backend):
     x = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.75]])
