@@ -454,6 +454,16 @@ def report(args: argparse.Namespace, model: str, runs: dict[int, dict[str, Any]]
                     " " + " ".join(f"{r['oa'] * 100:.1f}" for r in runs[s][i]) + " |" for i in impls
                 )
             )
+    if len(seeds) > 1 and "ours" in impls and "twin" in impls:
+        # paired by seed (same samples, order and draws): the difference and its spread
+        print("\n| epoch | ours - twin OA, per seed | mean ± std |\n|---:|---|---:|")
+        for e in range(args.epochs):
+            diffs = [(runs[s]["ours"][e]["oa"] - runs[s]["twin"][e]["oa"]) * 100 for s in seeds]
+            cells = " ".join(f"{d:+.1f}" for d in diffs)
+            print(
+                f"| {e + 1} | {cells} | {statistics.mean(diffs):+.1f} ± "
+                f"{statistics.stdev(diffs):.1f} |"
+            )
     print("\n| time to OA (min) |" + "".join(f" {i} |" for i in impls))
     print("|---|" + "---:|" * len(impls))
     for thr in THRESHOLDS:
@@ -587,7 +597,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--root", default="/work/shared/data/modelnet10_1024", help="ModelNet10 (hdf5 layout)"
+        "--root",
+        default=str(REPO.parent / "shared" / "data" / "modelnet10_1024"),
+        help="ModelNet10 (hdf5 layout; default: ../shared/data/modelnet10_1024 beside the repo)",
     )
     p.add_argument("--models", nargs="+", default=["pointnet2_ssg"], choices=sorted(CONFIGS))
     p.add_argument(

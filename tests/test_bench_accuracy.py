@@ -89,3 +89,37 @@ def test_class_accuracy() -> None:
     oa, macc = bench.class_accuracy([0, 0, 1, 2], [0, 1, 1, 2], 4)
     assert oa == pytest.approx(0.75)
     assert macc == pytest.approx((1 + 0.5 + 1) / 3)  # classes without samples are left out
+
+
+def test_report_pairs_seeds_and_times_thresholds(capsys: pytest.CaptureFixture[str]) -> None:
+    """Per epoch, the mean ± std over seeds, the paired difference ours - twin per seed, and
+    the cumulative minutes at the first epoch reaching each accuracy."""
+    import argparse
+
+    bench = _bench()
+
+    def curve(oas: list[float]) -> list[dict[str, float]]:
+        return [{"oa": oa, "macc": oa - 0.01, "seconds": 60.0} for oa in oas]
+
+    runs = {
+        0: {
+            "ours": curve([0.70, 0.86]),
+            "twin": curve([0.60, 0.80]),
+            "ours:params": 5,
+            "twin:params": 5,
+        },
+        1: {
+            "ours": curve([0.62, 0.91]),
+            "twin": curve([0.66, 0.84]),
+            "ours:params": 5,
+            "twin:params": 5,
+        },
+    }
+    args = argparse.Namespace(impls=["ours", "twin"], epochs=2)
+    bench.report(args, "pointnet2_ssg", runs)
+    out = capsys.readouterr().out
+    assert "| 1 | 66.0 ± 5.7 |" in out  # ours OA, epoch 1, over two seeds
+    assert "| 1 | +10.0 -4.0 | +3.0 ± 9.9 |" in out  # paired difference
+    assert "| 2 | +6.0 +7.0 | +6.5 ± 0.7 |" in out
+    assert "| 85% | 2.0, 2.0 | -, - |" in out
+    assert "| 90% | -, 2.0 | -, - |" in out
