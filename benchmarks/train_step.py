@@ -6,6 +6,7 @@ before 2.8).
     python benchmarks/train_step.py --device cuda --steps 20
     python benchmarks/train_step.py --precision bf16-mixed --only ours   # under autocast
     python benchmarks/train_step.py --scene --batch 2 --steps 1 --rounds 1  # SpUNet, PTv3
+    python benchmarks/train_step.py --compile --only ours --batch 16   # + torch.compile rows
 
 ``--scene`` times the scene networks instead, SpUNet (``s3dis_sparse_unet``'s 4 cm voxels)
 beside Point Transformer V3 (PT-v3m1 base, ``s3dis_ptv3``'s 2 cm grid), on S3DIS-like crops
@@ -22,6 +23,10 @@ processes on a shared machine weighs on both alike. Clouds are points sampled on
 surfaces of random spheres, boxes, tori and cylinders (random sizes and rotations), scaled
 into the unit ball. ``--precision bf16-mixed`` / ``16-mixed`` runs forward and loss under
 ``torch.autocast`` in that dtype, as Lightning does (float16 with a gradient scaler).
+``--compile`` adds a row per model with ``torch.compile(model)`` (inductor, default mode;
+compilation happens in the two warm-up steps, whose time is printed separately; the same
+batch is repeated, so no recompilation is timed: real training, with clouds of varying
+sizes, recompiles or runs dynamic shapes on top).
 Without torch-cluster the PyG rows are left out.
 """
 
@@ -213,6 +218,8 @@ def worker(args: argparse.Namespace) -> None:
     )
     model = build(args.model, args.impl, args.classes).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if "compiled" in args.impl:
+        model = torch.compile(model)
     params = sum(p.numel() for p in model.parameters())
     if device == "cuda":
         torch.cuda.synchronize()
@@ -241,7 +248,11 @@ def worker(args: argparse.Namespace) -> None:
         peak = torch.cuda.max_memory_allocated() / 2**20 - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
-    print(json.dumps({"times": times[2:], "peak_mib": peak, "params": params}))
+    print(
+        json.dumps(
+            {"times": times[2:], "warmup": sum(times[:2]), "peak_mib": peak, "params": params}
+        )
+    )
 
 
 def main() -> None:
@@ -261,6 +272,9 @@ def main() -> None:
         default="32",
         choices=["32", "bf16-mixed", "16-mixed"],
         help="autocast dtype of forward and loss (Lightning's names)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="add torch.compile(model) rows (ours)"
     )
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
@@ -285,11 +299,13 @@ def main() -> None:
     )
     print(f"|{'-' * 17}|{'-' * 20}|{'-' * 11}|{'-' * 10}|{'-' * 12}|{'-' * 10}|")
     for model, impls in (SCENE_MODELS if args.scene else MODELS).items():
+        impls = [*impls, "ours (compiled)"] if args.compile and not args.scene else impls
         impls = [i for i in impls if not args.only or args.only in f"{model} {i}"]
         impls = [i for i in impls if has_tc or i != "pyg"]
         times: dict[str, list[float]] = {i: [] for i in impls}
         peaks: dict[str, float] = {}
         params: dict[str, int] = {}
+        warmups: dict[str, float] = {}
         for rnd in range(args.rounds):
             for impl in impls if rnd % 2 == 0 else impls[::-1]:
                 res = subprocess.run(worker_cmd(args, model, impl), capture_output=True, text=True)
@@ -300,6 +316,7 @@ def main() -> None:
                 times[impl] += r["times"]
                 peaks[impl] = max(peaks.get(impl, 0.0), r["peak_mib"])
                 params[impl] = r["params"]
+                warmups[impl] = max(warmups.get(impl, 0.0), r["warmup"])
         ref = statistics.median(times["pyg"]) if times.get("pyg") else None
         for impl, ts in times.items():
             if not ts:
@@ -311,6 +328,8 @@ def main() -> None:
                 f"{peaks[impl]:>10.0f} | {speed:>8} |",
                 flush=True,
             )
+        for impl in (i for i in times if "compiled" in i and times[i]):
+            print(f"  ({model}, {impl}: the two warm-up steps took {warmups[impl]:.0f} s)")
 
 
 def worker_cmd(args: argparse.Namespace, model: str, impl: str) -> list[str]:
