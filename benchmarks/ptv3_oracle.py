@@ -27,7 +27,8 @@ against :mod:`lightning_pc.nn.grid_sample` on one scan: grid coordinates, fragme
 one point of every voxel per fragment, and how often both pick the same point.
 
 The key map from Pointcept's backbone state dict to ours is :func:`map_backbone` (spconv
-kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``, :func:`conv_weight`).
+kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``,
+:func:`lightning_pc.models.spconv_layout.spconv_kernel`).
 
 spconv 2.3.8's CPU submanifold convolution is not deterministic with several OpenMP
 threads: now and then one output site is wrong (seen on a 3x3x3 conv of 5,739 sites, once
@@ -60,6 +61,8 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from lightning_pc.models.spconv_layout import spconv_kernel  # noqa: E402
 
 FILES = [
     "pointcept/models/modules.py",
@@ -190,11 +193,6 @@ def check_codes() -> bool:
     return ok
 
 
-def conv_weight(w: torch.Tensor) -> torch.Tensor:
-    """spconv ``[C_out, kx, ky, kz, C_in]`` -> ours ``[K, C_in, C_out]`` (x slowest)."""
-    return w.permute(1, 2, 3, 4, 0).reshape(-1, w.size(4), w.size(0))
-
-
 def map_backbone(
     theirs: dict[str, torch.Tensor], n: int, enc_mode: bool
 ) -> dict[str, torch.Tensor]:
@@ -204,14 +202,14 @@ def map_backbone(
         p = k.split(".")
         if p[0] == "embedding":
             key = "embedding.conv.weight" if p[2] == "conv" else "embedding.norm.norm." + p[-1]
-            v = conv_weight(v) if p[2] == "conv" else v
+            v = spconv_kernel(v) if p[2] == "conv" else v
         elif p[0] == "enc":
             s = int(p[1][3:])
             if p[2] == "down":
                 key = f"down.{s - 1}." + ("proj." if p[3] == "proj" else "norm.norm.") + p[-1]
             else:
                 key = f"enc.{s}.{int(p[2][5:])}." + _block_key(p[3:])
-                v = conv_weight(v) if key.endswith("cpe.conv.weight") else v
+                v = spconv_kernel(v) if key.endswith("cpe.conv.weight") else v
         elif p[0] == "dec":
             j = n - 2 - int(p[1][3:])
             if p[2] == "up":
@@ -220,7 +218,7 @@ def map_backbone(
                 key += p[-1]
             else:
                 key = f"dec.{j}.{int(p[2][5:])}." + _block_key(p[3:])
-                v = conv_weight(v) if key.endswith("cpe.conv.weight") else v
+                v = spconv_kernel(v) if key.endswith("cpe.conv.weight") else v
         else:
             raise KeyError(k)
         out["backbone." + key] = v

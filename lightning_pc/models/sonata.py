@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from lightning_pc.models.heads import PointNetwork, SegmentationHead
 from lightning_pc.models.registry import register_model
+from lightning_pc.models.spconv_layout import spconv_kernel
 from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.ptv3 import Block
 from lightning_pc.nn.ptv3_encoder import (
@@ -322,11 +323,6 @@ def backbone_kwargs_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _spconv_weight(w: Tensor) -> Tensor:
-    """spconv ``[C_out, kx, ky, kz, C_in]`` -> ours ``[K, C_in, C_out]`` (x slowest)."""
-    return w.permute(1, 2, 3, 4, 0).reshape(-1, w.size(4), w.size(0))
-
-
 def _block_key(p: list[str]) -> str:
     if p[0] == "cpe":
         return "cpe." + {"0": "conv", "1": "linear", "2": "norm"}[p[1]] + "." + p[-1]
@@ -416,7 +412,7 @@ def convert_pointcept_state_dict(
                 except KeyError:
                     raise KeyError(f"no place for {full!r}") from None
                 if key.endswith("cpe.conv.weight"):
-                    v = _spconv_weight(v)
+                    v = spconv_kernel(v)
             else:
                 raise KeyError(f"no place for {full!r}")
         else:

@@ -17,9 +17,10 @@ lists it as unexpected, by its official name.
 spconv 2.x stores a ``SubMConv3d`` / ``SparseConv3d`` kernel as ``[C_out, kx, ky, kz, C_in]``
 (its kernel dimensions follow the order of the index columns ``x, y, z``); ours
 (:class:`~lightning_pc.nn.sparse.conv.SparseConv3d`) is ``[K, C_in, C_out]`` with the offsets
-``x`` slowest: :func:`spconv_kernel` permutes one into the other. That this is the layout of a
-real spconv 2.3 module is checked by ``tests/data/pretrained/make_fixture.py`` (an official
-model run through spconv) and the tests that load its output.
+``x`` slowest: :func:`~lightning_pc.models.spconv_layout.spconv_kernel` (importable from
+here too) permutes one into the other. That this is the layout of a real spconv 2.3 module
+is checked by ``tests/data/pretrained/make_fixture.py`` (an official model run through
+spconv) and the tests that load its output.
 """
 
 from __future__ import annotations
@@ -28,14 +29,9 @@ from collections.abc import Callable, Mapping
 
 from torch import Tensor
 
+from lightning_pc.models.spconv_layout import spconv_kernel
+
 KeyMap = Callable[[Mapping[str, Tensor]], dict[str, Tensor]]
-
-
-def spconv_kernel(w: Tensor) -> Tensor:
-    """spconv ``[C_out, kx, ky, kz, C_in]`` -> ours ``[kx * ky * kz, C_in, C_out]`` (x slowest)."""
-    if w.dim() != 5:
-        raise ValueError(f"an spconv kernel is [C_out, kx, ky, kz, C_in], got {tuple(w.shape)}")
-    return w.permute(1, 2, 3, 4, 0).reshape(-1, w.size(4), w.size(0))
 
 
 def _block(p: list[str]) -> str | None:
