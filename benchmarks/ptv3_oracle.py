@@ -26,9 +26,9 @@ Last, Pointcept's ``GridSample(mode="test")`` (its ``datasets/transform.py``, lo
 against :mod:`lightning_pc.nn.grid_sample` on one scan: grid coordinates, fragment count,
 one point of every voxel per fragment, and how often both pick the same point.
 
-The key map from Pointcept's backbone state dict to ours is :func:`map_backbone` (spconv
-kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``,
-:func:`lightning_pc.models.spconv_layout.spconv_kernel`).
+The key map from Pointcept's backbone state dict to ours is :func:`map_backbone`, the
+package's :func:`lightning_pc.models.pointcept_keys.ptv3m1_to_ours` (the released
+checkpoints' map; spconv kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``).
 
 spconv 2.3.8's CPU submanifold convolution is not deterministic with several OpenMP
 threads: now and then one output site is wrong (seen on a 3x3x3 conv of 5,739 sites, once
@@ -62,7 +62,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lightning_pc.models.spconv_layout import spconv_kernel  # noqa: E402
+from lightning_pc.models.pointcept_keys import ptv3m1_to_ours  # noqa: E402
 
 FILES = [
     "pointcept/models/modules.py",
@@ -193,48 +193,14 @@ def check_codes() -> bool:
     return ok
 
 
-def map_backbone(
-    theirs: dict[str, torch.Tensor], n: int, enc_mode: bool
-) -> dict[str, torch.Tensor]:
-    """Pointcept backbone state dict -> ours (``backbone.`` prefix)."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in theirs.items():
-        p = k.split(".")
-        if p[0] == "embedding":
-            key = "embedding.conv.weight" if p[2] == "conv" else "embedding.norm.norm." + p[-1]
-            v = spconv_kernel(v) if p[2] == "conv" else v
-        elif p[0] == "enc":
-            s = int(p[1][3:])
-            if p[2] == "down":
-                key = f"down.{s - 1}." + ("proj." if p[3] == "proj" else "norm.norm.") + p[-1]
-            else:
-                key = f"enc.{s}.{int(p[2][5:])}." + _block_key(p[3:])
-                v = spconv_kernel(v) if key.endswith("cpe.conv.weight") else v
-        elif p[0] == "dec":
-            j = n - 2 - int(p[1][3:])
-            if p[2] == "up":
-                head = "proj" if p[3] == "proj" else "proj_skip"
-                key = f"up.{j}.{head}." if p[4] == "0" else f"up.{j}.{head}_norm.norm."
-                key += p[-1]
-            else:
-                key = f"dec.{j}.{int(p[2][5:])}." + _block_key(p[3:])
-                v = spconv_kernel(v) if key.endswith("cpe.conv.weight") else v
-        else:
-            raise KeyError(k)
-        out["backbone." + key] = v
+def map_backbone(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pointcept backbone state dict -> ours (``backbone.`` prefix), through the package's
+    PT-v3m1 key map; a key it cannot place raises ``KeyError``."""
+    out = ptv3m1_to_ours({"backbone." + k: v for k, v in theirs.items()})
+    unknown = [k[1:] for k in out if k.startswith("?")]
+    if unknown:
+        raise KeyError(f"no place for {unknown}")
     return out
-
-
-def _block_key(p: list[str]) -> str:
-    if p[0] == "cpe":
-        return "cpe." + {"0": "conv", "1": "linear", "2": "norm"}[p[1]] + "." + p[-1]
-    if p[0] in ("norm1", "norm2"):
-        return f"{p[0]}.{p[-1]}"
-    if p[0] == "attn":
-        return ".".join(p)
-    if p[0] == "mlp":
-        return f"mlp.{p[2]}.{p[-1]}"
-    raise KeyError(".".join(p))
 
 
 def make_input(clouds: list[int], seed: int, in_channels: int) -> Any:
@@ -323,7 +289,7 @@ def compare(
             ours = PTv3(num_classes=13, in_channels=3, grid_size=0.02, **kw).eval()
             head = nn.Linear(64, 13)
             names = {}
-        state = map_backbone(ref.state_dict(), 5, enc_mode)
+        state = map_backbone(ref.state_dict())
         for k, v in head.state_dict().items():
             i, leaf = k.split(".", 1) if names else ("", k)
             state["head." + ((names[i] + "." + leaf) if names else "0." + leaf)] = v
@@ -391,7 +357,7 @@ def compare_preset(
     ref = prepare_official(official.PointTransformerV3(**official_kwargs(official, kw, False)))
     head = nn.Linear(64, cfg["num_classes"])
     ours = ptv3_preset(name, shuffle_orders=False, legacy=legacy).eval()
-    state = map_backbone(ref.state_dict(), 5, False)
+    state = map_backbone(ref.state_dict())
     state.update({"head.0." + k: v for k, v in head.state_dict().items()})
     result = ours.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys

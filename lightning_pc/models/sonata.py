@@ -62,8 +62,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_pc.models.heads import PointNetwork, SegmentationHead
+from lightning_pc.models.pointcept_keys import block_key, spconv_kernel
 from lightning_pc.models.registry import register_model
-from lightning_pc.models.spconv_layout import spconv_kernel
 from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.ptv3 import Block
 from lightning_pc.nn.ptv3_encoder import (
@@ -323,20 +323,6 @@ def backbone_kwargs_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _block_key(p: list[str]) -> str:
-    if p[0] == "cpe":
-        return "cpe." + {"0": "conv", "1": "linear", "2": "norm"}[p[1]] + "." + p[-1]
-    if p[0] in ("norm1", "norm2"):
-        return f"{p[0]}.{p[-1]}"
-    if p[0] == "attn":
-        return ".".join(p)
-    if p[0] == "mlp":
-        return f"mlp.{p[2]}.{p[-1]}"
-    if p[0] in ("ls1", "ls2"):
-        return "gamma" + p[0][-1]
-    raise KeyError(".".join(p))
-
-
 _PREFIXES = ("module.", "model.", "student.backbone.", "backbone.")
 
 
@@ -407,10 +393,10 @@ def convert_pointcept_state_dict(
                     raise KeyError(f"no place for {full!r}")
                 key = f"down.{s - 1}.{part}.{p[-1]}"
             elif p[2].startswith("block"):
-                try:
-                    key = f"enc.{s}.{int(p[2][5:])}." + _block_key(p[3:])
-                except KeyError:
-                    raise KeyError(f"no place for {full!r}") from None
+                tail = block_key(p[3:])
+                if tail is None:
+                    raise KeyError(f"no place for {full!r}")
+                key = f"enc.{s}.{int(p[2][5:])}.{tail}"
                 if key.endswith("cpe.conv.weight"):
                     v = spconv_kernel(v)
             else:
