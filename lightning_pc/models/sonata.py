@@ -63,6 +63,7 @@ from torch import Tensor, nn
 
 from lightning_pc.models.heads import PointNetwork, SegmentationHead
 from lightning_pc.models.pointcept_keys import block_key, spconv_kernel
+from lightning_pc.models.ptv3 import encoder_stage_args
 from lightning_pc.models.registry import register_model
 from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.ptv3 import Block
@@ -74,7 +75,6 @@ from lightning_pc.nn.ptv3_encoder import (
     cloud_center_shift,
     upcast,
 )
-from lightning_pc.nn.serialization import ORDERS
 
 ORDER4 = ("z", "z-trans", "hilbert", "hilbert-trans")
 
@@ -117,13 +117,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         enc_num_head=(3, 6, 12, 24, 32), rope_base=10.0, grid_size=0.01, coord_scale=0.5,
     ),
 }  # fmt: skip
-
-
-def _list(v: Sequence[Any], name: str, n: int) -> list[Any]:
-    v = list(v)
-    if len(v) != n:
-        raise ValueError(f"{name} needs {n} entries, got {len(v)}")
-    return v
 
 
 class PTv3EncoderBackbone(nn.Module):
@@ -195,15 +188,9 @@ class PTv3EncoderBackbone(nn.Module):
             raise ValueError(f"voxel_reduce must be 'first' or 'mean', got {voxel_reduce!r}")
         self.in_channels = in_channels
         self.grid_size = grid_size
-        self.order = (order,) if isinstance(order, str) else tuple(order)
-        for o in self.order:
-            if o not in ORDERS:
-                raise ValueError(f"unknown serialisation order {o!r}; known: {', '.join(ORDERS)}")
-        n = len(enc_depths)
-        stride = _list(stride, "stride", n - 1)
-        enc_channels = _list(enc_channels, "enc_channels", n)
-        enc_num_head = _list(enc_num_head, "enc_num_head", n)
-        enc_patch_size = _list(enc_patch_size, "enc_patch_size", n)
+        self.order, n, stride, enc_channels, enc_num_head, enc_patch_size = encoder_stage_args(
+            order, enc_depths, stride, enc_channels, enc_num_head, enc_patch_size
+        )
         if upcast_levels is not None and not 0 <= upcast_levels <= n - 1:
             raise ValueError(f"upcast_levels must lie in [0, {n - 1}], got {upcast_levels}")
         self.num_stages = n
