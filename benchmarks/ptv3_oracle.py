@@ -49,7 +49,6 @@ import os
 
 os.environ["OMP_NUM_THREADS"] = "1"  # spconv's CPU map building races with more threads
 
-import subprocess
 import sys
 import tempfile
 import types
@@ -62,49 +61,19 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.pointcept_files import (  # noqa: E402
+    POINTCEPT_FILES,
+    POINTCEPT_STANDINS,
+    copy_files,
+    install_standins,
+    read_file,
+)
 from lightning_pc.models.pointcept_keys import ptv3m1_to_ours  # noqa: E402
 
 FILES = [
-    "pointcept/models/modules.py",
-    "pointcept/models/utils/misc.py",
-    "pointcept/models/utils/structure.py",
-    "pointcept/models/utils/serialization/__init__.py",
-    "pointcept/models/utils/serialization/default.py",
-    "pointcept/models/utils/serialization/z_order.py",
-    "pointcept/models/utils/serialization/hilbert.py",
+    *POINTCEPT_FILES,
     "pointcept/models/point_transformer_v3/point_transformer_v3m1_base.py",
 ]
-STANDINS = {
-    "pointcept/__init__.py": "",
-    "pointcept/engines/__init__.py": "",
-    "pointcept/engines/hooks.py": "class HookBase:\n    pass\n",
-    "pointcept/models/__init__.py": "",
-    "pointcept/models/builder.py": (
-        "class _Registry:\n"
-        "    def register_module(self, name=None):\n"
-        "        return lambda cls: cls\n"
-        "MODELS = _Registry()\n"
-    ),
-    "pointcept/models/point_prompt_training.py": "PDNorm = None\n",
-    "pointcept/models/point_transformer_v3/__init__.py": "",
-    "pointcept/models/utils/__init__.py": (
-        "from . import misc as _misc\n"
-        "from .misc import offset2batch, offset2bincount, batch2offset\n"
-        "bincount2offset = getattr(_misc, 'bincount2offset', None)  # not in v1.5.1\n"
-        "from .serialization import encode, decode\n"
-    ),
-}
-
-
-def _read(src: Path, rel: str, rev: str = "HEAD") -> str:
-    if rev == "HEAD" and (src / rel).exists():
-        return (src / rel).read_text()
-    out = subprocess.run(
-        ["git", "-C", str(src), "show", f"{rev}:{rel}"], capture_output=True, text=True
-    )
-    if out.returncode:
-        raise SystemExit(f"cannot read {rel} at {rev} from {src}: {out.stderr.strip()}")
-    return out.stdout
 
 
 _LOADED: list[str] = []
@@ -119,36 +88,8 @@ def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
         if path in sys.path:
             sys.path.remove(path)
     tmp = Path(tempfile.mkdtemp(prefix=f"pointcept-{rev}-"))
-    for rel in FILES:
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(_read(src, rel, rev))
-    for rel, text in STANDINS.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(text)
-    scatter = types.ModuleType("torch_scatter")
-
-    def segment_csr(src: torch.Tensor, indptr: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-        return torch.segment_reduce(src, reduce, offsets=indptr, axis=0)
-
-    scatter.segment_csr = segment_csr  # type: ignore[attr-defined]
-    timm = types.ModuleType("timm")
-    layers = types.ModuleType("timm.layers")
-    models = types.ModuleType("timm.models")  # v1.5.1 imports timm.models.layers
-
-    class DropPath(nn.Identity):
-        def __init__(self, p: float = 0.0) -> None:
-            super().__init__()
-
-    layers.DropPath = DropPath  # type: ignore[attr-defined]
-    sys.modules.update(
-        {
-            "torch_scatter": scatter,
-            "timm": timm,
-            "timm.layers": layers,
-            "timm.models": models,
-            "timm.models.layers": layers,
-        }
-    )
+    copy_files(src, tmp, FILES, POINTCEPT_STANDINS, rev)
+    install_standins()
     sys.path.insert(0, str(tmp))
     _LOADED.append(str(tmp))
     import pointcept.models.point_transformer_v3.point_transformer_v3m1_base as official
@@ -159,7 +100,7 @@ def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
 def config_backbone(src: Path, rel: str, rev: str) -> dict[str, Any]:
     """The ``backbone`` dict and ``num_classes`` of a Pointcept config, read without running
     it (``ast``: the configs import Pointcept's dataset constants)."""
-    tree = ast.parse(_read(src, rel, rev))
+    tree = ast.parse(read_file(src, rel, rev))
 
     def lit(node: ast.expr) -> Any:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
@@ -384,7 +325,7 @@ def load_grid_sample(src: Path) -> Any:
     import importlib.util
 
     tmp = Path(tempfile.mkdtemp(prefix="pointcept-transform-"))
-    (tmp / "transform.py").write_text(_read(src, "pointcept/datasets/transform.py"))
+    (tmp / "transform.py").write_text(read_file(src, "pointcept/datasets/transform.py"))
     registry = types.ModuleType("pointcept.utils.registry")
 
     class Registry:
