@@ -103,3 +103,17 @@ def install_standins() -> None:
             "timm.models.layers": layers,
         }
     )
+
+
+def cpu_eval(ref: nn.Module, pooling: str) -> nn.Module:
+    """An official model in evaluation mode for spconv's CPU kernels, which add a bias only
+    on the training path (its ``SubMConv3d`` run in training mode: same result), with the
+    order shuffling of its pooling layers (class name ``pooling``) switched off: they
+    shuffle in evaluation too."""
+    ref.eval()
+    for m in ref.modules():
+        if type(m).__name__ == "SubMConv3d":
+            m.train()
+        if type(m).__name__ == pooling:
+            m.shuffle_orders = False
+    return ref

@@ -61,17 +61,11 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.pointcept_files import (  # noqa: E402
-    POINTCEPT_FILES,
-    POINTCEPT_STANDINS,
-    copy_files,
-    install_standins,
-    read_file,
-)
+from benchmarks import pointcept_files  # noqa: E402
 from lightning_pc.models.pointcept_keys import ptv3m1_to_ours  # noqa: E402
 
 FILES = [
-    *POINTCEPT_FILES,
+    *pointcept_files.POINTCEPT_FILES,
     "pointcept/models/point_transformer_v3/point_transformer_v3m1_base.py",
 ]
 
@@ -88,8 +82,8 @@ def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
         if path in sys.path:
             sys.path.remove(path)
     tmp = Path(tempfile.mkdtemp(prefix=f"pointcept-{rev}-"))
-    copy_files(src, tmp, FILES, POINTCEPT_STANDINS, rev)
-    install_standins()
+    pointcept_files.copy_files(src, tmp, FILES, pointcept_files.POINTCEPT_STANDINS, rev)
+    pointcept_files.install_standins()
     sys.path.insert(0, str(tmp))
     _LOADED.append(str(tmp))
     import pointcept.models.point_transformer_v3.point_transformer_v3m1_base as official
@@ -100,7 +94,7 @@ def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
 def config_backbone(src: Path, rel: str, rev: str) -> dict[str, Any]:
     """The ``backbone`` dict and ``num_classes`` of a Pointcept config, read without running
     it (``ast``: the configs import Pointcept's dataset constants)."""
-    tree = ast.parse(read_file(src, rel, rev))
+    tree = ast.parse(pointcept_files.read_file(src, rel, rev))
 
     def lit(node: ast.expr) -> Any:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
@@ -174,12 +168,8 @@ def official_input(x: Any, stem_xyz: bool = True) -> dict[str, torch.Tensor]:
 
 def prepare_official(ref: nn.Module) -> nn.Module:
     """Evaluation mode with spconv's training path, no shuffles, non-trivial statistics."""
-    ref.eval()
+    pointcept_files.cpu_eval(ref, "SerializedPooling")
     for m in ref.modules():
-        if type(m).__name__ == "SubMConv3d":
-            m.train()  # spconv's CPU kernels add a bias only on the training path
-        if type(m).__name__ == "SerializedPooling":
-            m.shuffle_orders = False  # Pointcept's pooling always shuffles, eval included
         if type(m).__name__ == "RPE":
             m.rpe_table.data.uniform_(-1.0, 1.0)  # a bias that moves the logits
     for m in ref.modules():  # non-trivial BatchNorm statistics
@@ -325,7 +315,9 @@ def load_grid_sample(src: Path) -> Any:
     import importlib.util
 
     tmp = Path(tempfile.mkdtemp(prefix="pointcept-transform-"))
-    (tmp / "transform.py").write_text(read_file(src, "pointcept/datasets/transform.py"))
+    (tmp / "transform.py").write_text(
+        pointcept_files.read_file(src, "pointcept/datasets/transform.py")
+    )
     registry = types.ModuleType("pointcept.utils.registry")
 
     class Registry:

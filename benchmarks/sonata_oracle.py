@@ -55,15 +55,10 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.pointcept_files import (  # noqa: E402
-    POINTCEPT_FILES,
-    POINTCEPT_STANDINS,
-    copy_files,
-    install_standins,
-)
+from benchmarks import pointcept_files  # noqa: E402
 
 FILES = [
-    *POINTCEPT_FILES,
+    *pointcept_files.POINTCEPT_FILES,
     "pointcept/models/point_transformer_v3/point_transformer_v3m2_sonata.py",
     "pointcept/models/point_transformer_v3/point_transformer_v3m3_utonia.py",
 ]
@@ -81,7 +76,7 @@ SONATA_STANDINS = {"sonata/__init__.py": ""}
 
 
 def _standins() -> None:
-    install_standins()
+    pointcept_files.install_standins()
     hub = types.ModuleType("huggingface_hub")
 
     class PyTorchModelHubMixin:
@@ -101,9 +96,9 @@ def _standins() -> None:
 def load_official(pointcept: Path, sonata: Path | None) -> dict[str, Any]:
     """The official model classes: ``m2``, ``m3`` (Pointcept) and ``sonata`` (standalone)."""
     tmp = Path(tempfile.mkdtemp(prefix="sonata-oracle-"))
-    copy_files(pointcept, tmp, FILES, POINTCEPT_STANDINS)
+    pointcept_files.copy_files(pointcept, tmp, FILES, pointcept_files.POINTCEPT_STANDINS)
     if sonata is not None:
-        copy_files(sonata, tmp, SONATA_FILES, SONATA_STANDINS)
+        pointcept_files.copy_files(sonata, tmp, SONATA_FILES, SONATA_STANDINS)
     _standins()
     sys.path.insert(0, str(tmp))
     from pointcept.models.point_transformer_v3 import point_transformer_v3m2_sonata as m2
@@ -173,13 +168,7 @@ def official_features(ref: nn.Module, data: dict[str, torch.Tensor]) -> torch.Te
 
 
 def prepare(ref: nn.Module) -> nn.Module:
-    ref.eval()
-    for m in ref.modules():
-        if type(m).__name__ == "SubMConv3d":
-            m.train()  # spconv's CPU kernels add a bias only on the training path
-        if type(m).__name__ == "GridPooling":
-            m.shuffle_orders = False  # the official pooling shuffles in evaluation too
-    return ref
+    return pointcept_files.cpu_eval(ref, "GridPooling")
 
 
 def official_config(preset: str, patch: int) -> dict[str, Any]:
