@@ -26,8 +26,9 @@ Last, Pointcept's ``GridSample(mode="test")`` (its ``datasets/transform.py``, lo
 against :mod:`lightning_pc.nn.grid_sample` on one scan: grid coordinates, fragment count,
 one point of every voxel per fragment, and how often both pick the same point.
 
-The key map from Pointcept's backbone state dict to ours is :func:`map_backbone` (spconv
-kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``, :func:`conv_weight`).
+The key map from Pointcept's backbone state dict to ours is :func:`map_backbone`, the
+package's :func:`lightning_pc.models.pointcept_keys.ptv3m1_to_ours` (the released
+checkpoints' map; spconv kernels ``[C_out, kx, ky, kz, C_in]`` to ours ``[K, C_in, C_out]``).
 
 spconv 2.3.8's CPU submanifold convolution is not deterministic with several OpenMP
 threads: now and then one output site is wrong (seen on a 3x3x3 conv of 5,739 sites, once
@@ -48,7 +49,6 @@ import os
 
 os.environ["OMP_NUM_THREADS"] = "1"  # spconv's CPU map building races with more threads
 
-import subprocess
 import sys
 import tempfile
 import types
@@ -61,47 +61,13 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks import pointcept_files  # noqa: E402
+from lightning_pc.models.pointcept_keys import ptv3m1_to_ours  # noqa: E402
+
 FILES = [
-    "pointcept/models/modules.py",
-    "pointcept/models/utils/misc.py",
-    "pointcept/models/utils/structure.py",
-    "pointcept/models/utils/serialization/__init__.py",
-    "pointcept/models/utils/serialization/default.py",
-    "pointcept/models/utils/serialization/z_order.py",
-    "pointcept/models/utils/serialization/hilbert.py",
+    *pointcept_files.POINTCEPT_FILES,
     "pointcept/models/point_transformer_v3/point_transformer_v3m1_base.py",
 ]
-STANDINS = {
-    "pointcept/__init__.py": "",
-    "pointcept/engines/__init__.py": "",
-    "pointcept/engines/hooks.py": "class HookBase:\n    pass\n",
-    "pointcept/models/__init__.py": "",
-    "pointcept/models/builder.py": (
-        "class _Registry:\n"
-        "    def register_module(self, name=None):\n"
-        "        return lambda cls: cls\n"
-        "MODELS = _Registry()\n"
-    ),
-    "pointcept/models/point_prompt_training.py": "PDNorm = None\n",
-    "pointcept/models/point_transformer_v3/__init__.py": "",
-    "pointcept/models/utils/__init__.py": (
-        "from . import misc as _misc\n"
-        "from .misc import offset2batch, offset2bincount, batch2offset\n"
-        "bincount2offset = getattr(_misc, 'bincount2offset', None)  # not in v1.5.1\n"
-        "from .serialization import encode, decode\n"
-    ),
-}
-
-
-def _read(src: Path, rel: str, rev: str = "HEAD") -> str:
-    if rev == "HEAD" and (src / rel).exists():
-        return (src / rel).read_text()
-    out = subprocess.run(
-        ["git", "-C", str(src), "show", f"{rev}:{rel}"], capture_output=True, text=True
-    )
-    if out.returncode:
-        raise SystemExit(f"cannot read {rel} at {rev} from {src}: {out.stderr.strip()}")
-    return out.stdout
 
 
 _LOADED: list[str] = []
@@ -116,36 +82,8 @@ def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
         if path in sys.path:
             sys.path.remove(path)
     tmp = Path(tempfile.mkdtemp(prefix=f"pointcept-{rev}-"))
-    for rel in FILES:
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(_read(src, rel, rev))
-    for rel, text in STANDINS.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(text)
-    scatter = types.ModuleType("torch_scatter")
-
-    def segment_csr(src: torch.Tensor, indptr: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-        return torch.segment_reduce(src, reduce, offsets=indptr, axis=0)
-
-    scatter.segment_csr = segment_csr  # type: ignore[attr-defined]
-    timm = types.ModuleType("timm")
-    layers = types.ModuleType("timm.layers")
-    models = types.ModuleType("timm.models")  # v1.5.1 imports timm.models.layers
-
-    class DropPath(nn.Identity):
-        def __init__(self, p: float = 0.0) -> None:
-            super().__init__()
-
-    layers.DropPath = DropPath  # type: ignore[attr-defined]
-    sys.modules.update(
-        {
-            "torch_scatter": scatter,
-            "timm": timm,
-            "timm.layers": layers,
-            "timm.models": models,
-            "timm.models.layers": layers,
-        }
-    )
+    pointcept_files.copy_files(src, tmp, FILES, pointcept_files.POINTCEPT_STANDINS, rev)
+    pointcept_files.install_standins()
     sys.path.insert(0, str(tmp))
     _LOADED.append(str(tmp))
     import pointcept.models.point_transformer_v3.point_transformer_v3m1_base as official
@@ -156,7 +94,7 @@ def load_official(src: Path, rev: str = "HEAD") -> types.ModuleType:
 def config_backbone(src: Path, rel: str, rev: str) -> dict[str, Any]:
     """The ``backbone`` dict and ``num_classes`` of a Pointcept config, read without running
     it (``ast``: the configs import Pointcept's dataset constants)."""
-    tree = ast.parse(_read(src, rel, rev))
+    tree = ast.parse(pointcept_files.read_file(src, rel, rev))
 
     def lit(node: ast.expr) -> Any:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict":
@@ -190,53 +128,14 @@ def check_codes() -> bool:
     return ok
 
 
-def conv_weight(w: torch.Tensor) -> torch.Tensor:
-    """spconv ``[C_out, kx, ky, kz, C_in]`` -> ours ``[K, C_in, C_out]`` (x slowest)."""
-    return w.permute(1, 2, 3, 4, 0).reshape(-1, w.size(4), w.size(0))
-
-
-def map_backbone(
-    theirs: dict[str, torch.Tensor], n: int, enc_mode: bool
-) -> dict[str, torch.Tensor]:
-    """Pointcept backbone state dict -> ours (``backbone.`` prefix)."""
-    out: dict[str, torch.Tensor] = {}
-    for k, v in theirs.items():
-        p = k.split(".")
-        if p[0] == "embedding":
-            key = "embedding.conv.weight" if p[2] == "conv" else "embedding.norm.norm." + p[-1]
-            v = conv_weight(v) if p[2] == "conv" else v
-        elif p[0] == "enc":
-            s = int(p[1][3:])
-            if p[2] == "down":
-                key = f"down.{s - 1}." + ("proj." if p[3] == "proj" else "norm.norm.") + p[-1]
-            else:
-                key = f"enc.{s}.{int(p[2][5:])}." + _block_key(p[3:])
-                v = conv_weight(v) if key.endswith("cpe.conv.weight") else v
-        elif p[0] == "dec":
-            j = n - 2 - int(p[1][3:])
-            if p[2] == "up":
-                head = "proj" if p[3] == "proj" else "proj_skip"
-                key = f"up.{j}.{head}." if p[4] == "0" else f"up.{j}.{head}_norm.norm."
-                key += p[-1]
-            else:
-                key = f"dec.{j}.{int(p[2][5:])}." + _block_key(p[3:])
-                v = conv_weight(v) if key.endswith("cpe.conv.weight") else v
-        else:
-            raise KeyError(k)
-        out["backbone." + key] = v
+def map_backbone(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Pointcept backbone state dict -> ours (``backbone.`` prefix), through the package's
+    PT-v3m1 key map; a key it cannot place raises ``KeyError``."""
+    out = ptv3m1_to_ours({"backbone." + k: v for k, v in theirs.items()})
+    unknown = [k[1:] for k in out if k.startswith("?")]
+    if unknown:
+        raise KeyError(f"no place for {unknown}")
     return out
-
-
-def _block_key(p: list[str]) -> str:
-    if p[0] == "cpe":
-        return "cpe." + {"0": "conv", "1": "linear", "2": "norm"}[p[1]] + "." + p[-1]
-    if p[0] in ("norm1", "norm2"):
-        return f"{p[0]}.{p[-1]}"
-    if p[0] == "attn":
-        return ".".join(p)
-    if p[0] == "mlp":
-        return f"mlp.{p[2]}.{p[-1]}"
-    raise KeyError(".".join(p))
 
 
 def make_input(clouds: list[int], seed: int, in_channels: int) -> Any:
@@ -269,12 +168,8 @@ def official_input(x: Any, stem_xyz: bool = True) -> dict[str, torch.Tensor]:
 
 def prepare_official(ref: nn.Module) -> nn.Module:
     """Evaluation mode with spconv's training path, no shuffles, non-trivial statistics."""
-    ref.eval()
+    pointcept_files.cpu_eval(ref, "SerializedPooling")
     for m in ref.modules():
-        if type(m).__name__ == "SubMConv3d":
-            m.train()  # spconv's CPU kernels add a bias only on the training path
-        if type(m).__name__ == "SerializedPooling":
-            m.shuffle_orders = False  # Pointcept's pooling always shuffles, eval included
         if type(m).__name__ == "RPE":
             m.rpe_table.data.uniform_(-1.0, 1.0)  # a bias that moves the logits
     for m in ref.modules():  # non-trivial BatchNorm statistics
@@ -325,7 +220,7 @@ def compare(
             ours = PTv3(num_classes=13, in_channels=3, grid_size=0.02, **kw).eval()
             head = nn.Linear(64, 13)
             names = {}
-        state = map_backbone(ref.state_dict(), 5, enc_mode)
+        state = map_backbone(ref.state_dict())
         for k, v in head.state_dict().items():
             i, leaf = k.split(".", 1) if names else ("", k)
             state["head." + ((names[i] + "." + leaf) if names else "0." + leaf)] = v
@@ -393,7 +288,7 @@ def compare_preset(
     ref = prepare_official(official.PointTransformerV3(**official_kwargs(official, kw, False)))
     head = nn.Linear(64, cfg["num_classes"])
     ours = ptv3_preset(name, shuffle_orders=False, legacy=legacy).eval()
-    state = map_backbone(ref.state_dict(), 5, False)
+    state = map_backbone(ref.state_dict())
     state.update({"head.0." + k: v for k, v in head.state_dict().items()})
     result = ours.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
@@ -420,7 +315,9 @@ def load_grid_sample(src: Path) -> Any:
     import importlib.util
 
     tmp = Path(tempfile.mkdtemp(prefix="pointcept-transform-"))
-    (tmp / "transform.py").write_text(_read(src, "pointcept/datasets/transform.py"))
+    (tmp / "transform.py").write_text(
+        pointcept_files.read_file(src, "pointcept/datasets/transform.py")
+    )
     registry = types.ModuleType("pointcept.utils.registry")
 
     class Registry:

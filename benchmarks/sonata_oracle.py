@@ -42,7 +42,6 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"  # spconv's CPU map building races with more threads
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,35 +55,13 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-POINTCEPT_FILES = [
-    "pointcept/models/modules.py",
-    "pointcept/models/utils/misc.py",
-    "pointcept/models/utils/structure.py",
-    "pointcept/models/utils/serialization/__init__.py",
-    "pointcept/models/utils/serialization/default.py",
-    "pointcept/models/utils/serialization/z_order.py",
-    "pointcept/models/utils/serialization/hilbert.py",
+from benchmarks import pointcept_files  # noqa: E402
+
+FILES = [
+    *pointcept_files.POINTCEPT_FILES,
     "pointcept/models/point_transformer_v3/point_transformer_v3m2_sonata.py",
     "pointcept/models/point_transformer_v3/point_transformer_v3m3_utonia.py",
 ]
-POINTCEPT_STANDINS = {
-    "pointcept/__init__.py": "",
-    "pointcept/engines/__init__.py": "",
-    "pointcept/engines/hooks.py": "class HookBase:\n    pass\n",
-    "pointcept/models/__init__.py": "",
-    "pointcept/models/builder.py": (
-        "class _Registry:\n"
-        "    def register_module(self, name=None):\n"
-        "        return lambda cls: cls\n"
-        "MODELS = _Registry()\n"
-    ),
-    "pointcept/models/point_prompt_training.py": "PDNorm = None\n",
-    "pointcept/models/point_transformer_v3/__init__.py": "",
-    "pointcept/models/utils/__init__.py": (
-        "from .misc import offset2batch, offset2bincount, bincount2offset, batch2offset\n"
-        "from .serialization import encode, decode\n"
-    ),
-}
 SONATA_FILES = [
     "sonata/model.py",
     "sonata/module.py",
@@ -98,41 +75,8 @@ SONATA_FILES = [
 SONATA_STANDINS = {"sonata/__init__.py": ""}
 
 
-def _read(src: Path, rel: str) -> str:
-    if (src / rel).exists():
-        return (src / rel).read_text()
-    out = subprocess.run(
-        ["git", "--git-dir", str(src), "show", f"HEAD:{rel}"], capture_output=True, text=True
-    )
-    if out.returncode:
-        raise SystemExit(f"cannot read {rel} from {src}: {out.stderr.strip()}")
-    return out.stdout
-
-
-def _copy(src: Path, tmp: Path, files: list[str], standins: dict[str, str]) -> None:
-    for rel in files:
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(_read(src, rel))
-    for rel, text in standins.items():
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / rel).write_text(text)
-
-
 def _standins() -> None:
-    scatter = types.ModuleType("torch_scatter")
-
-    def segment_csr(src: torch.Tensor, indptr: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-        return torch.segment_reduce(src, reduce, offsets=indptr, axis=0)
-
-    scatter.segment_csr = segment_csr  # type: ignore[attr-defined]
-    timm = types.ModuleType("timm")
-    layers = types.ModuleType("timm.layers")
-
-    class DropPath(nn.Identity):
-        def __init__(self, p: float = 0.0) -> None:
-            super().__init__()
-
-    layers.DropPath = DropPath  # type: ignore[attr-defined]
+    pointcept_files.install_standins()
     hub = types.ModuleType("huggingface_hub")
 
     class PyTorchModelHubMixin:
@@ -144,9 +88,7 @@ def _standins() -> None:
     version = types.ModuleType("packaging.version")
     version.parse = str  # type: ignore[attr-defined]
     packaging.version = version  # type: ignore[attr-defined]
-    sys.modules.update(
-        {"torch_scatter": scatter, "timm": timm, "timm.layers": layers, "huggingface_hub": hub}
-    )
+    sys.modules["huggingface_hub"] = hub
     sys.modules.setdefault("packaging", packaging)
     sys.modules.setdefault("packaging.version", version)
 
@@ -154,9 +96,9 @@ def _standins() -> None:
 def load_official(pointcept: Path, sonata: Path | None) -> dict[str, Any]:
     """The official model classes: ``m2``, ``m3`` (Pointcept) and ``sonata`` (standalone)."""
     tmp = Path(tempfile.mkdtemp(prefix="sonata-oracle-"))
-    _copy(pointcept, tmp, POINTCEPT_FILES, POINTCEPT_STANDINS)
+    pointcept_files.copy_files(pointcept, tmp, FILES, pointcept_files.POINTCEPT_STANDINS)
     if sonata is not None:
-        _copy(sonata, tmp, SONATA_FILES, SONATA_STANDINS)
+        pointcept_files.copy_files(sonata, tmp, SONATA_FILES, SONATA_STANDINS)
     _standins()
     sys.path.insert(0, str(tmp))
     from pointcept.models.point_transformer_v3 import point_transformer_v3m2_sonata as m2
@@ -226,13 +168,7 @@ def official_features(ref: nn.Module, data: dict[str, torch.Tensor]) -> torch.Te
 
 
 def prepare(ref: nn.Module) -> nn.Module:
-    ref.eval()
-    for m in ref.modules():
-        if type(m).__name__ == "SubMConv3d":
-            m.train()  # spconv's CPU kernels add a bias only on the training path
-        if type(m).__name__ == "GridPooling":
-            m.shuffle_orders = False  # the official pooling shuffles in evaluation too
-    return ref
+    return pointcept_files.cpu_eval(ref, "GridPooling")
 
 
 def official_config(preset: str, patch: int) -> dict[str, Any]:

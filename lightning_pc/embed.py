@@ -57,7 +57,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 
-from lightning_pc.callbacks.prediction_writer import scan_output_name
+from lightning_pc.callbacks.prediction_writer import ScanSums, scan_output_name
 from lightning_pc.data.errors import DataFormatError
 from lightning_pc.data.formats import ScanChunks
 from lightning_pc.data.formats.ply import PLY_CHUNK, write_ply_chunks
@@ -273,28 +273,6 @@ def render_pca_png(
         tmp.unlink(missing_ok=True)
 
 
-class _Sums:
-    """One scan's feature sums (float32) and cover counts, in memory or in a memory-mapped
-    temporary file (removed by :meth:`close`)."""
-
-    def __init__(self, points: int, channels: int, file: Path | None) -> None:
-        self.file = file
-        if file is None:
-            self.array = np.zeros((points, channels), dtype=np.float32)
-        else:
-            file.parent.mkdir(parents=True, exist_ok=True)
-            self.array = np.memmap(file, dtype=np.float32, mode="w+", shape=(points, channels))
-        self.tensor = torch.from_numpy(self.array)
-        self.counts = torch.zeros(points, dtype=torch.int32)
-        self.seen = 0
-
-    def close(self) -> None:
-        self.tensor = torch.zeros(0)
-        self.array = np.zeros((0, 0), dtype=np.float32)  # unmaps the file
-        if self.file is not None:
-            self.file.unlink(missing_ok=True)
-
-
 class FeatureWriter(BasePredictionWriter):
     """Averages fragment features onto every scan point and writes them (see the module
     docstring for the files).
@@ -327,7 +305,7 @@ class FeatureWriter(BasePredictionWriter):
         self.image_size, self.views = image_size, tuple(views)
         self.max_sum_memory = max_sum_memory
         self.info = dict(info or {})
-        self._sums: dict[int, _Sums] = {}
+        self._sums: dict[int, ScanSums] = {}
         self._sources: dict[int, Path] = {}
         self.entries: list[dict[str, Any]] = []
         self.written: list[Path] = []
@@ -384,7 +362,7 @@ class FeatureWriter(BasePredictionWriter):
                 base = self._base(trainer, self._sources[scan])
                 big = points * channels * 4 > self.max_sum_memory
                 file = base.with_name(base.name + ".sums.tmp") if big else None
-                self._sums[scan] = _Sums(points, channels, file)
+                self._sums[scan] = ScanSums(points, channels, file, np.float32, counts=True)
             sums = self._sums[scan]
             mine = (fragment >= f) & (fragment < last)
             sums.tensor.index_add_(0, rows[mine], feats[mine])
@@ -397,7 +375,7 @@ class FeatureWriter(BasePredictionWriter):
                     sums.close()
                     del self._sums[scan]
 
-    def _finish(self, trainer: L.Trainer, scan: int, sums: _Sums) -> None:
+    def _finish(self, trainer: L.Trainer, scan: int, sums: ScanSums) -> None:
         source = self._sources.pop(scan)
         base = self._base(trainer, source)
         counts = sums.counts.numpy()

@@ -305,25 +305,37 @@ def label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.int64)
 
 
-class _Votes:
-    """One scan's summed class probabilities (float16), in memory or in a memory-mapped
-    temporary file (removed by :meth:`close`)."""
+class ScanSums:
+    """One scan's per-point sums (``[points, channels]`` of ``dtype``; with ``counts``, also
+    how many fragments covered each point, int32), in memory or in a memory-mapped temporary
+    ``file`` (removed by :meth:`close`). The votes of :class:`ScenePredictionWriter`
+    (float16) and the feature sums of :class:`~lightning_pc.embed.FeatureWriter` (float32,
+    counts)."""
 
-    def __init__(self, points: int, classes: int, file: Path | None) -> None:
+    def __init__(
+        self,
+        points: int,
+        channels: int,
+        file: Path | None,
+        dtype: type[np.floating[Any]] = np.float16,
+        counts: bool = False,
+    ) -> None:
         self.file = file
+        self.dtype = dtype
         if file is None:
-            self.array = np.zeros((points, classes), dtype=np.float16)
+            self.array = np.zeros((points, channels), dtype=dtype)
         else:
             file.parent.mkdir(parents=True, exist_ok=True)
             # a new file reads as zeros; pages go back to the file under memory pressure
-            self.array = np.memmap(file, dtype=np.float16, mode="w+", shape=(points, classes))
+            self.array = np.memmap(file, dtype=dtype, mode="w+", shape=(points, channels))
         self.tensor = torch.from_numpy(self.array)
+        self.counts = torch.zeros(points if counts else 0, dtype=torch.int32)
         self.seen = 0
 
     def close(self) -> None:
-        """Free the votes (again: nothing happens) and remove their file."""
+        """Free the sums (again: nothing happens) and remove their file."""
         self.tensor = torch.zeros(0)
-        self.array = np.zeros((0, 0), dtype=np.float16)  # unmaps the file
+        self.array = np.zeros((0, 0), dtype=self.dtype)  # unmaps the file
         if self.file is not None:
             self.file.unlink(missing_ok=True)
 
@@ -364,7 +376,7 @@ class ScenePredictionWriter(BasePredictionWriter):
         self.output_dir = output_dir
         self.binary = binary
         self.max_vote_memory = max_vote_memory
-        self._votes: dict[int, _Votes] = {}
+        self._votes: dict[int, ScanSums] = {}
         self._sources: dict[int, Path] = {}  # scan -> its file, from the batches' ``source``
         self.written: list[Path] = []
         self._finished: set[int] = set()
@@ -448,7 +460,7 @@ class ScenePredictionWriter(BasePredictionWriter):
                 base = self._base(trainer, self._sources[scan])
                 big = points * classes * 2 > self.max_vote_memory
                 file = base.with_name(base.name + ".votes.tmp") if big else None
-                self._votes[scan] = _Votes(points, classes, file)
+                self._votes[scan] = ScanSums(points, classes, file)
             votes = self._votes[scan]
             mine = (fragment >= f) & (fragment < last)
             add_in_order(votes.tensor, rows[mine], probs[mine])
@@ -461,7 +473,7 @@ class ScenePredictionWriter(BasePredictionWriter):
                     votes.close()
                     del self._votes[scan]
 
-    def _finish(self, trainer: L.Trainer, scan: int, votes: _Votes) -> None:
+    def _finish(self, trainer: L.Trainer, scan: int, votes: ScanSums) -> None:
         source = self._sources.pop(scan)
         base = self._base(trainer, source)
         datamodule = trainer.datamodule  # type: ignore[attr-defined]

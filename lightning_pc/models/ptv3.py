@@ -120,6 +120,38 @@ def _tuple(v: Sequence[Any], name: str, n: int) -> list[Any]:
     return v
 
 
+def encoder_stage_args(
+    order: str | Sequence[str],
+    enc_depths: Sequence[int],
+    stride: Sequence[int],
+    enc_channels: Sequence[int],
+    enc_num_head: Sequence[int],
+    enc_patch_size: Sequence[int],
+) -> tuple[tuple[str, ...], int, list[int], list[int], list[int], list[int]]:
+    """The encoder arguments of a PTv3 (:class:`PTv3Backbone`, and the Sonata-family
+    :class:`~lightning_pc.models.sonata.PTv3EncoderBackbone`), checked: the orders as a
+    tuple, the number of stages ``n = len(enc_depths)``, then ``stride`` (``n - 1``
+    entries), ``enc_channels``, ``enc_num_head`` and ``enc_patch_size`` (``n`` each) as lists.
+
+    Raises:
+        ValueError: an unknown order (the known ones listed) or a list of the wrong length
+            (named, with the lengths).
+    """
+    orders = (order,) if isinstance(order, str) else tuple(order)
+    for o in orders:
+        if o not in ORDERS:
+            raise ValueError(f"unknown serialisation order {o!r}; known: {', '.join(ORDERS)}")
+    n = len(enc_depths)
+    return (
+        orders,
+        n,
+        _tuple(stride, "stride", n - 1),
+        _tuple(enc_channels, "enc_channels", n),
+        _tuple(enc_num_head, "enc_num_head", n),
+        _tuple(enc_patch_size, "enc_patch_size", n),
+    )
+
+
 class PTv3Backbone(nn.Module):
     """PT-v3m1: voxelise (:func:`ptv3_input`), serialise, stem, encoder stages (pooling then
     blocks), decoder stages (unpooling then blocks). See the module docstring for the
@@ -210,15 +242,9 @@ class PTv3Backbone(nn.Module):
         self.stem_xyz = stem_xyz
         self.grid_origin = grid_origin
         self.legacy = legacy
-        self.order = (order,) if isinstance(order, str) else tuple(order)
-        for o in self.order:
-            if o not in ORDERS:
-                raise ValueError(f"unknown serialisation order {o!r}; known: {', '.join(ORDERS)}")
-        n = len(enc_depths)
-        stride = _tuple(stride, "stride", n - 1)
-        enc_channels = _tuple(enc_channels, "enc_channels", n)
-        enc_num_head = _tuple(enc_num_head, "enc_num_head", n)
-        enc_patch_size = _tuple(enc_patch_size, "enc_patch_size", n)
+        self.order, n, stride, enc_channels, enc_num_head, enc_patch_size = encoder_stage_args(
+            order, enc_depths, stride, enc_channels, enc_num_head, enc_patch_size
+        )
         self.num_stages = n
         self.enc_mode = enc_mode
         self.shuffle_orders = shuffle_orders

@@ -62,6 +62,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_pc.models.heads import PointNetwork, SegmentationHead
+from lightning_pc.models.pointcept_keys import block_key, spconv_kernel
+from lightning_pc.models.ptv3 import encoder_stage_args
 from lightning_pc.models.registry import register_model
 from lightning_pc.nn.point import Point, as_point
 from lightning_pc.nn.ptv3 import Block
@@ -73,7 +75,6 @@ from lightning_pc.nn.ptv3_encoder import (
     cloud_center_shift,
     upcast,
 )
-from lightning_pc.nn.serialization import ORDERS
 
 ORDER4 = ("z", "z-trans", "hilbert", "hilbert-trans")
 
@@ -116,13 +117,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         enc_num_head=(3, 6, 12, 24, 32), rope_base=10.0, grid_size=0.01, coord_scale=0.5,
     ),
 }  # fmt: skip
-
-
-def _list(v: Sequence[Any], name: str, n: int) -> list[Any]:
-    v = list(v)
-    if len(v) != n:
-        raise ValueError(f"{name} needs {n} entries, got {len(v)}")
-    return v
 
 
 class PTv3EncoderBackbone(nn.Module):
@@ -194,15 +188,9 @@ class PTv3EncoderBackbone(nn.Module):
             raise ValueError(f"voxel_reduce must be 'first' or 'mean', got {voxel_reduce!r}")
         self.in_channels = in_channels
         self.grid_size = grid_size
-        self.order = (order,) if isinstance(order, str) else tuple(order)
-        for o in self.order:
-            if o not in ORDERS:
-                raise ValueError(f"unknown serialisation order {o!r}; known: {', '.join(ORDERS)}")
-        n = len(enc_depths)
-        stride = _list(stride, "stride", n - 1)
-        enc_channels = _list(enc_channels, "enc_channels", n)
-        enc_num_head = _list(enc_num_head, "enc_num_head", n)
-        enc_patch_size = _list(enc_patch_size, "enc_patch_size", n)
+        self.order, n, stride, enc_channels, enc_num_head, enc_patch_size = encoder_stage_args(
+            order, enc_depths, stride, enc_channels, enc_num_head, enc_patch_size
+        )
         if upcast_levels is not None and not 0 <= upcast_levels <= n - 1:
             raise ValueError(f"upcast_levels must lie in [0, {n - 1}], got {upcast_levels}")
         self.num_stages = n
@@ -322,25 +310,6 @@ def backbone_kwargs_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _spconv_weight(w: Tensor) -> Tensor:
-    """spconv ``[C_out, kx, ky, kz, C_in]`` -> ours ``[K, C_in, C_out]`` (x slowest)."""
-    return w.permute(1, 2, 3, 4, 0).reshape(-1, w.size(4), w.size(0))
-
-
-def _block_key(p: list[str]) -> str:
-    if p[0] == "cpe":
-        return "cpe." + {"0": "conv", "1": "linear", "2": "norm"}[p[1]] + "." + p[-1]
-    if p[0] in ("norm1", "norm2"):
-        return f"{p[0]}.{p[-1]}"
-    if p[0] == "attn":
-        return ".".join(p)
-    if p[0] == "mlp":
-        return f"mlp.{p[2]}.{p[-1]}"
-    if p[0] in ("ls1", "ls2"):
-        return "gamma" + p[0][-1]
-    raise KeyError(".".join(p))
-
-
 _PREFIXES = ("module.", "model.", "student.backbone.", "backbone.")
 
 
@@ -411,12 +380,12 @@ def convert_pointcept_state_dict(
                     raise KeyError(f"no place for {full!r}")
                 key = f"down.{s - 1}.{part}.{p[-1]}"
             elif p[2].startswith("block"):
-                try:
-                    key = f"enc.{s}.{int(p[2][5:])}." + _block_key(p[3:])
-                except KeyError:
-                    raise KeyError(f"no place for {full!r}") from None
+                tail = block_key(p[3:])
+                if tail is None:
+                    raise KeyError(f"no place for {full!r}")
+                key = f"enc.{s}.{int(p[2][5:])}.{tail}"
                 if key.endswith("cpe.conv.weight"):
-                    v = _spconv_weight(v)
+                    v = spconv_kernel(v)
             else:
                 raise KeyError(f"no place for {full!r}")
         else:

@@ -98,6 +98,26 @@ def test_encode_rejects_bad_input() -> None:
         encode(torch.zeros(1, 3, dtype=torch.long), torch.tensor([1 << 20]), 16, "z")
 
 
+@pytest.mark.parametrize("backbone", ["PTv3Backbone", "PTv3EncoderBackbone"])
+def test_backbones_name_a_bad_order_or_stage_list(backbone: str) -> None:
+    """PT-v3m1 and the Sonata-family encoder share one check of their encoder arguments:
+    the bad argument is named, with the expected and the given length."""
+    from lightning_pc.models.ptv3 import PTv3Backbone
+    from lightning_pc.models.sonata import PTv3EncoderBackbone
+
+    cls = {"PTv3Backbone": PTv3Backbone, "PTv3EncoderBackbone": PTv3EncoderBackbone}[backbone]
+    with pytest.raises(ValueError, match="unknown serialisation order 'peano'; known: z, "):
+        cls(order=("z", "peano"))
+    with pytest.raises(ValueError, match="^stride needs 4 entries, got 3$"):
+        cls(stride=(2, 2, 2))
+    with pytest.raises(ValueError, match="^enc_channels needs 5 entries, got 4$"):
+        cls(enc_channels=(16, 32, 64, 128))
+    with pytest.raises(ValueError, match="^enc_num_head needs 3 entries, got 5$"):
+        cls(enc_depths=(1, 1, 1), stride=(2, 2), enc_channels=(8, 16, 32))
+    with pytest.raises(ValueError, match="^enc_patch_size needs 5 entries, got 1$"):
+        cls(enc_patch_size=(48,))
+
+
 # --- patches and attention ----------------------------------------------------------------
 
 

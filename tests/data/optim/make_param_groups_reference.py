@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from ptv3_oracle import _read, load_official, map_backbone  # noqa: E402
+from ptv3_oracle import load_official, map_backbone  # noqa: E402
+
+from benchmarks.pointcept_files import read_file  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: the small PT-v3m1 of tests/conftest.py's TINY_MODELS["ptv3"] (stem width 6 = ours 3 + 3)
@@ -93,14 +95,14 @@ def main() -> None:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     (root / "pointcept/utils/optimizer.py").write_text(
-        _read(args.pointcept, "pointcept/utils/optimizer.py")
+        read_file(args.pointcept, "pointcept/utils/optimizer.py")
     )
     from pointcept.utils.optimizer import build_optimizer
 
     torch.manual_seed(0)
     backbone = official.PointTransformerV3(**CONFIG)
     names = {n: n for n, _ in backbone.named_parameters()}
-    ours = map_backbone(dict(backbone.named_parameters()), len(CONFIG["enc_depths"]), False)
+    ours = map_backbone(dict(backbone.named_parameters()))
     theirs_to_ours = dict(zip(names, ours, strict=True))
     out: dict[str, object] = {"config": CONFIG, "lr": LR, "weight_decay": WEIGHT_DECAY}
     for case, spec in CASES.items():
