@@ -273,9 +273,7 @@ def main() -> None:
         choices=["32", "bf16-mixed", "16-mixed"],
         help="autocast dtype of forward and loss (Lightning's names)",
     )
-    p.add_argument(
-        "--compile", action="store_true", help="add torch.compile(model) rows (ours)"
-    )
+    p.add_argument("--compile", action="store_true", help="add torch.compile(model) rows (ours)")
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     args = p.parse_args()
