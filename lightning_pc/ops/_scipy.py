@@ -12,9 +12,11 @@ from lightning_pc.ops._threads import parallel_ranges
 
 
 def _query_all(
-    x: SortedClouds, y: SortedClouds, k: int, bound: float = np.inf
+    x: SortedClouds, y: SortedClouds, k: int, bound: float = np.inf, first: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``k`` nearest (within ``bound``) for every query, cloud by cloud.
+    """``k`` nearest (within ``bound``) for every query, cloud by cloud; with ``first``, the
+    first ``k`` by index among all those within ``bound`` (``query_ball_point`` lists them
+    sorted by index).
 
     Trees are built once per cloud (scipy's default, balanced, settings: unbalanced trees
     build faster but queried 1.6x slower on surface samples), then the queries are split
@@ -44,6 +46,12 @@ def _query_all(
             tree = trees[b]
             if tree is None:
                 idx[s:e] = np.iinfo(np.int64).max
+                continue
+            if first:
+                idx[s:e] = tree.n  # missing
+                balls = tree.query_ball_point(yn[s:e], bound, workers=1, return_sorted=True)
+                for i, ball in enumerate(balls):
+                    idx[s + i, : min(k, len(ball))] = ball[:k]
                 continue
             kk = min(k, tree.n)
             _, found = tree.query(yn[s:e], k=kk, distance_upper_bound=bound, workers=1)
@@ -80,38 +88,4 @@ def radius(
 ) -> tuple[Tensor, Tensor]:
     # cKDTree keeps d <= bound; our rule (as torch-cluster's) is strict: d < r.
     bound = float(np.nextafter(float(r), 0.0))
-    if first:
-        return _edges(*_ball_all(x, y, max_num_neighbors, bound))
-    return _edges(*_query_all(x, y, max_num_neighbors, bound))
-
-
-def _ball_all(
-    x: SortedClouds, y: SortedClouds, k: int, bound: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Like :func:`_query_all`, but each query keeps the first ``k`` points by index among
-    all those within ``bound`` (``query_ball_point`` lists them sorted by index)."""
-    xn = x.pos.detach().numpy()
-    yn = y.pos.detach().numpy()
-    px, py = x.ptr.numpy(), y.ptr.numpy()
-    m = yn.shape[0]
-    idx = np.empty((m, k), dtype=np.int64)
-    cloud = np.repeat(np.arange(x.num_clouds), np.diff(py))
-
-    def run(q0: int, q1: int) -> None:
-        for b in range(int(cloud[q0]), int(cloud[q1 - 1]) + 1):
-            s, e = max(py[b], q0), min(py[b + 1], q1)
-            if s >= e:
-                continue
-            n = int(px[b + 1] - px[b])
-            idx[s:e] = n  # missing
-            if n == 0:
-                continue
-            tree = cKDTree(xn[px[b] : px[b + 1]])
-            found = tree.query_ball_point(yn[s:e], bound, workers=1, return_sorted=True)
-            for i, near in enumerate(found):
-                near = near[:k]
-                idx[s + i, : len(near)] = near
-
-    if m:
-        parallel_ranges(run, np.full(m, 50, dtype=np.int64), min_work=1e5)
-    return idx, cloud, px
+    return _edges(*_query_all(x, y, max_num_neighbors, bound, first=first))
